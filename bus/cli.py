@@ -1,0 +1,192 @@
+"""The `bus` command line (SPEC §9). Errors go to stderr in one line; exit 0 on success."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bus import localkafka, manifest, naming
+from bus.clock import now_rfc3339
+from bus.errors import BusError, InvalidEvent
+from bus.events import CloudEvent, parse_json, to_json_dict
+from bus.kafka.admin import ensure_topics
+from bus.kafka.producer import AsyncProducer
+from bus.kafka.reader import read_topic
+from bus.kafka_binding import from_record, to_record
+from bus.settings import KafkaSettings, bus_home, load_kafka
+from bus.stack import Stack, bundled_example, current_environ, install_stop_handlers
+from bus.topology import ingress_topics
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bus", description="EventBridge + Lambda on your own Kafka.")
+    parser.add_argument("--prefix", help="topic namespace (default $BUS_PREFIX or 'bus')")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="manage the local Kafka broker").add_subparsers(
+        dest="kafka_command", required=True
+    )
+    start = kafka.add_parser("start", help="fetch (if missing) and start a single-node KRaft broker")
+    start.add_argument("--port", type=int, help="client port (default 9092, or a free one)")
+    start.add_argument("--data-dir", type=Path, help="data folder (default $BUS_HOME/kafka)")
+    for name, text in (
+        ("stop", "stop the broker cleanly"),
+        ("status", "say whether it runs and where"),
+    ):
+        cmd = kafka.add_parser(name, help=text)
+        cmd.add_argument("--data-dir", type=Path, help="data folder (default $BUS_HOME/kafka)")
+
+    up = sub.add_parser("up", help="run the whole platform on this machine")
+    up.add_argument("-f", "--file", type=Path, help="manifest (default: the bundled example)")
+    up.add_argument("--http-port", type=int, default=8080, help="gateway port (default 8080)")
+
+    publish = sub.add_parser("publish", help="publish one event; print its id")
+    publish.add_argument("--type", required=True, help="event type")
+    publish.add_argument("--source", required=True, help="event source (a URI reference)")
+    publish.add_argument("--data", help="JSON data")
+    publish.add_argument("--key", help="partition key (the partitionkey extension)")
+    publish.add_argument("--subject", help="event subject")
+    publish.add_argument("--tags", help="comma-separated tags")
+    publish.add_argument("--id", help="event id (default: a new UUID)")
+
+    tail = sub.add_parser("tail", help="print the events of a topic, one per line")
+    tail.add_argument("topic")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest event")
+    tail.add_argument("--max", type=int, help="stop after N events (exit 1 if fewer came)")
+    tail.add_argument("--timeout", type=float, help="stop after S seconds")
+    tail.add_argument("--json", action="store_true", help="CloudEvents JSON format")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `bus` command; return its exit status."""
+    args = _parser().parse_args(argv)
+    environ = current_environ()
+    try:
+        if args.command == "kafka":
+            return _kafka(args, environ)
+        if args.command == "up":
+            return _up(args, environ)
+        settings = load_kafka(environ, prefix=args.prefix)
+        if args.command == "publish":
+            return _publish(args, settings)
+        return _tail(args, settings)
+    except BusError as exc:
+        print(f"bus {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _kafka(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    data_dir = args.data_dir or bus_home(environ) / "kafka"
+    if args.kafka_command == "start":
+        state = localkafka.start(data_dir, environ=environ, port=args.port)
+        print(state.bootstrap)
+        return 0
+    if args.kafka_command == "stop":
+        stopped = localkafka.stop(data_dir)
+        print(f"stopped Kafka at {stopped.bootstrap}" if stopped else "Kafka was not running")
+        return 0
+    running = localkafka.status(data_dir)
+    if running is None:
+        print(f"Kafka is not running (data dir {data_dir})")
+        return 1
+    print(f"Kafka is running at {running.bootstrap} (pid {running.pid}, data dir {running.data_dir})")
+    return 0
+
+
+def _up(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    path = (args.file or bundled_example()).resolve()
+    parsed = manifest.read(path)
+    stack = Stack(path, parsed, http_port=args.http_port, environ=environ)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    try:
+        where = stack.start()
+        functions = ", ".join(parsed.functions) or "none"
+        print(
+            f"bus is up\n"
+            f"  kafka     {where['kafka']}\n"
+            f"  gateway   {where['gateway']}  (POST /events)\n"
+            f"  functions {functions}\n"
+            f"  ingress   {naming.ingress_topic(parsed.prefix)}\n"
+            f"  logs      {where['logs']}\n"
+            f"  manifest  {where['manifest']}\n"
+            f"Ctrl-C stops everything.",
+            flush=True,
+        )
+        stack.run(stop)
+    finally:
+        stack.shutdown()
+        print("bus is down", flush=True)
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: KafkaSettings) -> int:
+    extensions: dict[str, str | int | bool] = {}
+    if args.key:
+        extensions["partitionkey"] = args.key
+    if args.tags:
+        extensions["tags"] = args.tags
+    try:
+        data = parse_json(args.data, field_name="--data") if args.data is not None else None
+        event = CloudEvent.create(
+            id=args.id or str(uuid.uuid4()),
+            source=args.source,
+            type=args.type,
+            time=now_rfc3339(),
+            subject=args.subject,
+            datacontenttype="application/json" if data is not None else None,
+            extensions=extensions,
+            data=data,
+        )
+    except InvalidEvent as exc:
+        raise BusError(f"invalid event: {exc}") from exc
+    ensure_topics(settings, ingress_topics(settings.prefix))
+
+    async def send() -> None:
+        async with AsyncProducer(settings) as producer:
+            await producer.send(naming.ingress_topic(settings.prefix), to_record(event))
+
+    asyncio.run(send())
+    print(event.id)
+    return 0
+
+
+def _tail(args: argparse.Namespace, settings: KafkaSettings) -> int:
+    messages = read_topic(settings, args.topic, from_beginning=args.from_beginning, timeout=args.timeout)
+    for count, message in enumerate(messages, start=1):
+        print(_render(message, as_json=args.json), flush=True)
+        if args.max is not None and count >= args.max:
+            return 0
+    return 1 if args.max is not None else 0
+
+
+def _render(message: Any, *, as_json: bool) -> str:
+    try:
+        event = from_record(message.key(), message.value(), message.headers())
+    except InvalidEvent:
+        raw = (message.value() or b"").decode("utf-8", "replace")
+        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+        return orjson.dumps({"raw": raw, "at": where}).decode() if as_json else f"{where}  {raw}"
+    doc = to_json_dict(event)
+    if as_json:
+        return orjson.dumps(doc).decode()
+    data = doc.get("data", doc.get("data_base64"))
+    shown = orjson.dumps(data).decode() if data is not None else ""
+    return f"{event.time or '-'}  {event.type}  {event.source}  {event.id}  {shown}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

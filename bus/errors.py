@@ -1,0 +1,77 @@
+"""Errors raised by bus.
+
+    BusError                      root of everything bus raises on purpose
+    ├── InvalidEvent              an event breaks CloudEvents or bus rules (names the field)
+    ├── ManifestError             bus.yaml is invalid (names the path in the manifest)
+    ├── KafkaError                a Kafka client call failed (wraps the client's error)
+    │   ├── KafkaUnavailable      the broker cannot be reached in time (retriable)
+    │   └── PublishError          the broker refused a record (retriable if the client says so)
+    ├── LocalKafkaError           the local broker cannot be fetched, started or stopped
+    └── HandlerLoadError          a function's `module:callable` cannot be imported
+
+Retryability is a property of the error: check ``exc.retriable``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusError",
+    "HandlerLoadError",
+    "InvalidEvent",
+    "KafkaError",
+    "KafkaUnavailable",
+    "LocalKafkaError",
+    "ManifestError",
+    "PublishError",
+]
+
+
+class BusError(Exception):
+    """Root of every error bus raises on purpose."""
+
+    retriable: bool = False
+
+
+class InvalidEvent(BusError):
+    """An event breaks the CloudEvents spec or a bus rule; `field` names where."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class ManifestError(BusError):
+    """The manifest is invalid; `path` names the offending entry (e.g. `functions.hello.handler`)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class KafkaError(BusError):
+    """A Kafka client call failed."""
+
+    def __init__(self, message: str, *, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class KafkaUnavailable(KafkaError):
+    """The broker could not be reached before the deadline."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=True)
+
+
+class PublishError(KafkaError):
+    """The broker did not acknowledge a record."""
+
+
+class LocalKafkaError(BusError):
+    """The local broker could not be fetched, started or stopped."""
+
+
+class HandlerLoadError(BusError):
+    """A function handler `module:callable` could not be loaded."""

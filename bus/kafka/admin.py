@@ -1,0 +1,85 @@
+"""Topic creation and broker reachability checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError as ClientError
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported at runtime, missing from the stubs's __all__
+
+from bus.errors import KafkaError, KafkaUnavailable
+from bus.kafka.config import admin_config
+from bus.settings import KafkaSettings
+
+__all__ = ["TopicSpec", "ensure_topics", "wait_for_broker"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic bus needs: name, partitions and topic-level configuration."""
+
+    name: str
+    partitions: int = 3
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def wait_for_broker(settings: KafkaSettings, *, timeout: float = 30.0) -> None:
+    """Return once the broker answers a metadata request; raise KafkaUnavailable after `timeout`."""
+    admin = AdminClient(admin_config(settings))
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            last = exc
+        else:
+            return
+    raise KafkaUnavailable(f"no Kafka broker answered at {settings.bootstrap_servers} ({last})")
+
+
+def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AdminClient(admin_config(settings))
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
+    wanted = {spec.name: spec for spec in specs if spec.name not in existing}
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        # replication_factor -1: the broker's default.replication.factor (1 on the local broker).
+        [NewTopic(s.name, s.partitions, -1, config=dict(s.config)) for s in wanted.values()],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != ClientError.TOPIC_ALREADY_EXISTS:
+                raise KafkaError(f"cannot create topic {name!r}: {exc.args[0].str()}") from exc
+    _wait_visible(admin, set(wanted), timeout)
+    return created
+
+
+def _wait_visible(admin: AdminClient, names: set[str], timeout: float) -> None:
+    """Wait until new topics have leaders, so the first produce does not race their creation."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(
+            name in topics
+            and topics[name].error is None
+            and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name in names
+        ):
+            return
+        time.sleep(0.05)
+    raise KafkaError(f"topics {sorted(names)} did not get leaders within {timeout}s")

@@ -1,0 +1,64 @@
+"""Reading a topic without a consumer group: for `bus tail`, checkers and tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from bus.errors import KafkaError, KafkaUnavailable
+from bus.kafka.config import consumer_config
+from bus.settings import KafkaSettings
+
+__all__ = ["read_topic"]
+
+
+def read_topic(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    from_beginning: bool = True,
+    timeout: float | None = None,
+    idle_timeout: float | None = None,
+) -> Iterator[Any]:
+    """Yield committed records of every partition of `topic` (confluent_kafka.Message objects).
+
+    Stops after `timeout` seconds in all, or `idle_timeout` seconds without a record; commits
+    nothing and joins no group, so it never disturbs the topic's consumers.
+    """
+    config = consumer_config(settings, f"bus-reader-{uuid.uuid4().hex}")
+    consumer = Consumer(config)
+    try:
+        try:
+            metadata = consumer.list_topics(topic, timeout=10)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise KafkaError(f"topic {topic!r} does not exist")
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        consumer.assign([TopicPartition(topic, p, start) for p in found.partitions])
+        now = time.monotonic()
+        deadline = now + timeout if timeout is not None else None
+        last_record = now
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            if idle_timeout is not None and now - last_record >= idle_timeout:
+                return
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaError(f"reading {topic!r} failed: {error.str()}")
+                continue
+            last_record = time.monotonic()
+            yield message
+    finally:
+        consumer.close()

@@ -1,0 +1,200 @@
+"""Exactly-once consume→transform→produce: outputs and input offsets commit in one transaction.
+
+Fencing follows KIP-447: offsets are sent with the consumer's group metadata, so a zombie of an
+older group generation cannot commit. A batch whose transaction aborts is re-read from its first
+offsets, so nothing is skipped and nothing is published twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError as ClientError
+
+from bus.errors import KafkaError
+from bus.kafka.config import consumer_config, producer_config
+from bus.kafka_binding import Record
+from bus.logs import log_event
+from bus.settings import KafkaSettings
+
+__all__ = ["InMessage", "Output", "TransactionalLoop"]
+
+logger = logging.getLogger("bus.kafka")
+
+
+class InMessage(Protocol):
+    """What a transform sees of a consumed record (a confluent_kafka.Message)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce to `topic` as part of the batch's transaction."""
+
+    topic: str
+    record: Record
+
+
+Transform = Callable[[Sequence[InMessage]], Sequence[Output]]
+
+
+class TransactionalLoop:
+    """Runs `transform` over batches of a group's records, one Kafka transaction per batch.
+
+    Use as `with TransactionalLoop(...) as loop: loop.run(transform, stop)`; leaving the block
+    closes the consumer (committing nothing further and leaving the group).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group: str,
+        topics: Sequence[str],
+        transactional_id: str,
+        max_batch: int = 500,
+        poll_timeout: float = 0.1,
+        txn_timeout: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._group = group
+        self._topics = list(topics)
+        self._transactional_id = transactional_id
+        self._max_batch = max_batch
+        self._poll_timeout = poll_timeout
+        self._txn_timeout = txn_timeout
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self.batches = 0
+        self.records_in = 0
+        self.records_out = 0
+
+    def __enter__(self) -> TransactionalLoop:
+        self._producer = Producer(producer_config(self._settings, transactional_id=self._transactional_id))
+        try:
+            self._producer.init_transactions(self._txn_timeout)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot initialise transactions: {exc.args[0].str()}") from exc
+        self._consumer = Consumer(consumer_config(self._settings, self._group))
+        self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.flush(5.0)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log_event(logger, "partitions_assigned", group=self._group, partitions=_names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # No transaction is open while the consumer polls, so nothing is in flight to hand back.
+        log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
+
+    def run(self, transform: Transform, stop: threading.Event) -> None:
+        """Process batches until `stop` is set; the batch in hand is finished first."""
+        consumer = self._require(self._consumer)
+        while not stop.is_set():
+            messages = consumer.consume(self._max_batch, self._poll_timeout)
+            batch = [m for m in messages if not _is_error(m)]
+            if batch:
+                self.process(batch, transform)
+
+    def process(self, batch: Sequence[Any], transform: Transform) -> None:
+        """Transform one batch and commit its outputs with its offsets, atomically."""
+        producer = self._require(self._producer)
+        consumer = self._require(self._consumer)
+        outputs = transform(batch)
+        try:
+            producer.begin_transaction()
+            for output in outputs:
+                _produce(producer, output)
+            producer.send_offsets_to_transaction(
+                _next_offsets(batch), consumer.consumer_group_metadata(), self._txn_timeout
+            )
+            producer.commit_transaction(self._txn_timeout)
+        except KafkaException as exc:
+            error: ClientError = exc.args[0]
+            if not error.txn_requires_abort():
+                raise KafkaError(
+                    f"transaction failed for group {self._group!r}: {error.str()}",
+                    retriable=error.retriable(),
+                ) from exc
+            log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
+            producer.abort_transaction(self._txn_timeout)
+            _rewind(consumer, batch)
+            return
+        self.batches += 1
+        self.records_in += len(batch)
+        self.records_out += len(outputs)
+
+    @staticmethod
+    def _require(client: Any) -> Any:
+        if client is None:
+            raise RuntimeError("TransactionalLoop used outside its `with` block")
+        return client
+
+
+def _produce(producer: Producer, output: Output) -> None:
+    record = output.record
+    while True:
+        try:
+            producer.produce(output.topic, value=record.value, key=record.key, headers=list(record.headers))
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
+def _next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
+    """The offset to commit per partition: one past the highest processed record."""
+    highest: dict[tuple[str, int], int] = {}
+    for message in batch:
+        key = (message.topic(), message.partition())
+        highest[key] = max(highest.get(key, -1), message.offset())
+    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
+
+
+def _rewind(consumer: Consumer, batch: Sequence[Any]) -> None:
+    """Seek each partition back to the batch's first record so it is read again."""
+    first: dict[tuple[str, int], int] = {}
+    for message in batch:
+        key = (message.topic(), message.partition())
+        first[key] = min(first.get(key, message.offset()), message.offset())
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    for (topic, part), offset in first.items():
+        if (topic, part) in assigned:
+            consumer.seek(TopicPartition(topic, part, offset))
+
+
+def _is_error(message: Any) -> bool:
+    error = message.error()
+    if error is None:
+        return False
+    if error.fatal():
+        raise KafkaError(f"consumer failed: {error.str()}")
+    if error.code() != ClientError._PARTITION_EOF:
+        log_event(logger, "consumer_error", reason=error.str())
+    return True
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]

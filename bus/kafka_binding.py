@@ -1,0 +1,120 @@
+"""CloudEvents Kafka protocol binding: the one place a Kafka record becomes an event and back (pure).
+
+Binary mode (what bus writes): attributes and extensions in `ce_*` headers, `content-type`
+header = datacontenttype, record value = data. Structured mode (accepted on input):
+`content-type: application/cloudevents+json`, value = the JSON event format.
+Record key = `partitionkey` extension, else `subject`, else none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bus.errors import InvalidEvent
+from bus.events import (
+    CONTEXT_ATTRIBUTES,
+    CloudEvent,
+    Extension,
+    data_from_bytes,
+    data_to_bytes,
+    from_json_dict,
+    parse_json,
+    to_json_dict,
+)
+
+__all__ = ["STRUCTURED_CONTENT_TYPE", "Headers", "Record", "from_record", "header", "to_record"]
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+_PREFIX = "ce_"
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A Kafka record as the bindings see it: key, value and headers, no topic or offset."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def to_record(event: CloudEvent, *, structured: bool = False) -> Record:
+    """Encode an event as a Kafka record (binary mode unless `structured`)."""
+    key = event.partition_key
+    key_bytes = key.encode("utf-8") if key is not None else None
+    if structured:
+        value = orjson.dumps(to_json_dict(event))
+        return Record(key_bytes, value, (("content-type", STRUCTURED_CONTENT_TYPE.encode()),))
+    headers: list[tuple[str, bytes]] = [
+        ("ce_specversion", event.specversion.encode()),
+        ("ce_id", event.id.encode("utf-8")),
+        ("ce_source", event.source.encode("utf-8")),
+        ("ce_type", event.type.encode("utf-8")),
+    ]
+    for name in ("time", "subject", "dataschema"):
+        value_text = getattr(event, name)
+        if value_text is not None:
+            headers.append((_PREFIX + name, value_text.encode("utf-8")))
+    for name, ext in event.extensions.items():
+        headers.append((_PREFIX + name, _extension_text(ext).encode("utf-8")))
+    content_type = event.datacontenttype
+    if content_type is None and event.data is not None and not isinstance(event.data, bytes):
+        content_type = "application/json"
+    if content_type is not None:
+        headers.append(("content-type", content_type.encode("utf-8")))
+    return Record(key_bytes, data_to_bytes(event), tuple(headers))
+
+
+def _extension_text(value: Extension) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def header(headers: Headers | None, name: str) -> bytes | None:
+    """The last value of header `name`, or None."""
+    found = None
+    for key, value in headers or ():
+        if key == name:
+            found = value
+    return found
+
+
+def from_record(key: bytes | None, value: bytes | None, headers: Headers | None) -> CloudEvent:
+    """Decode a Kafka record in binary or structured mode; raises InvalidEvent naming the field."""
+    content_type_raw = header(headers, "content-type")
+    content_type = _text("content-type", content_type_raw) if content_type_raw is not None else None
+    if content_type is not None and content_type.lower().startswith(STRUCTURED_CONTENT_TYPE):
+        return from_json_dict(parse_json(value or b"", field_name="value"))
+    attributes: dict[str, Any] = {}
+    extensions: dict[str, Extension] = {}
+    for name, raw in headers or ():
+        if not name.startswith(_PREFIX):
+            continue
+        attr = name[len(_PREFIX) :]
+        text = _text(name, raw)
+        if attr in CONTEXT_ATTRIBUTES:
+            attributes[attr] = text
+        else:
+            extensions[attr] = text
+    if "specversion" not in attributes:
+        raise InvalidEvent("ce_specversion", "header missing: record is not a CloudEvent")
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
+    data = data_from_bytes(content_type, value)
+    for name in ("id", "source", "type"):
+        if name not in attributes:
+            raise InvalidEvent(_PREFIX + name, "required header is missing")
+    return CloudEvent.create(**attributes, extensions=extensions, data=data)
+
+
+def _text(name: str, raw: bytes | None) -> str:
+    try:
+        return (raw or b"").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(name, "header is not valid UTF-8") from exc

@@ -1,0 +1,316 @@
+"""The `bus.yaml` manifest: parsed and validated into frozen dataclasses (pure but for `read`).
+
+Every error is a ManifestError naming the manifest path, e.g. `functions.hello.timeout`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from bus import naming
+from bus.errors import ManifestError
+from bus.patterns import PatternError
+from bus.patterns import compile as compile_pattern
+from bus.routing import Rule, TagSelector
+
+__all__ = [
+    "Destinations",
+    "Function",
+    "Manifest",
+    "RetryPolicy",
+    "Scaling",
+    "parse",
+    "parse_duration",
+    "read",
+]
+
+Ordering = Literal["none", "partition", "key"]
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often a failed invocation is tried again, and after which delays."""
+
+    attempts: int = 3
+    """Total attempts including the first (Lambda's async default: 1 + 2 retries)."""
+    backoff: tuple[float, ...] = (1.0, 10.0, 60.0)
+    """Delay in seconds before retry n (the last value repeats)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scaling:
+    """Lag-based autoscaling parameters of a worker group (SPEC §7, KEDA's names)."""
+
+    min: int = 0
+    """Fewest replicas; 0 allows scale to zero."""
+    max: int = 4
+    """Most replicas (also capped at the partition count)."""
+    lag_threshold: int = 100
+    """Target lag per replica, in events."""
+    activation_lag_threshold: int = 0
+    """Lag above which a group scaled to zero gets its first replica."""
+    cooldown: float = 60.0
+    """Seconds of zero lag before scaling to zero."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Destinations:
+    """Where results and errors go: a topic name, or None for nowhere."""
+
+    on_success: str | None
+    """Topic for `bus.function.result` events."""
+    on_failure: str | None
+    """Topic for `bus.function.error` events."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Function:
+    """One function: its handler and how its worker group runs it."""
+
+    name: str
+    handler: str
+    """`module:callable`, imported with the manifest's folder on sys.path."""
+    partitions: int = 3
+    """Partitions of the function topic."""
+    ordering: Ordering = "partition"
+    """none | partition | key."""
+    concurrency: int = 1
+    """Most in-flight invocations per replica."""
+    timeout: float = 30.0
+    """Seconds an invocation may run."""
+    retry: RetryPolicy = RetryPolicy()
+    destinations: Destinations
+    scaling: Scaling = Scaling()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """A validated manifest."""
+
+    prefix: str = naming.DEFAULT_PREFIX
+    functions: Mapping[str, Function] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    schemas: Mapping[str, str] = field(default_factory=dict)
+    """Event type -> path of its Avro schema (used by the gateway issue)."""
+    schedules: tuple[Mapping[str, Any], ...] = ()
+    """Timer declarations, kept as written until the gateway issue gives them a model."""
+    sources: Mapping[str, Any] = field(default_factory=dict)
+    """Source settings, kept as written until the gateway issue gives them a model."""
+    base_dir: str = "."
+    """Folder of the manifest file: handler modules are imported relative to it."""
+
+
+def read(path: str | Path) -> Manifest:
+    """Read and validate a manifest file."""
+    file = Path(path)
+    try:
+        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(str(file), f"cannot be read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ManifestError(str(file), f"is not valid YAML ({exc})") from exc
+    return parse(doc if doc is not None else {}, base_dir=str(file.resolve().parent))
+
+
+def parse(doc: Any, *, base_dir: str = ".") -> Manifest:
+    """Validate a manifest document (the YAML as Python values)."""
+    top = _mapping(doc, "manifest")
+    _known_keys(top, "manifest", {"prefix", "functions", "rules", "schemas", "schedules", "sources"})
+    prefix = _name(top.get("prefix", naming.DEFAULT_PREFIX), "prefix")
+    functions = {
+        _name(name, f"functions.{name}"): _function(prefix, name, spec)
+        for name, spec in _mapping(top.get("functions", {}), "functions").items()
+    }
+    rules = tuple(
+        _rule(index, spec, functions) for index, spec in enumerate(_list(top.get("rules", []), "rules"))
+    )
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            raise ManifestError(f"rules.{rule.name}", "rule names must be unique")
+        seen.add(rule.name)
+    schemas = {str(k): str(v) for k, v in _mapping(top.get("schemas", {}), "schemas").items()}
+    schedules = tuple(
+        _mapping(s, f"schedules[{i}]") for i, s in enumerate(_list(top.get("schedules", []), "schedules"))
+    )
+    sources = _mapping(top.get("sources", {}), "sources")
+    return Manifest(
+        prefix=prefix,
+        functions=functions,
+        rules=rules,
+        schemas=schemas,
+        schedules=schedules,
+        sources=sources,
+        base_dir=base_dir,
+    )
+
+
+def parse_duration(value: Any, path: str) -> float:
+    """Seconds from `30s`, `500ms`, `1m`, `2h` or a plain number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str) and (match := _DURATION.match(value.strip())):
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ManifestError(path, f"{value!r} is not a duration like 500ms, 30s, 1m or 2h")
+
+
+def _function(prefix: str, name: str, spec: Any) -> Function:
+    path = f"functions.{name}"
+    body = _mapping(spec, path)
+    _known_keys(
+        body,
+        path,
+        {
+            "handler",
+            "partitions",
+            "ordering",
+            "concurrency",
+            "timeout",
+            "retry",
+            "destinations",
+            "scaling",
+        },
+    )
+    handler = body.get("handler")
+    if not isinstance(handler, str) or ":" not in handler:
+        raise ManifestError(f"{path}.handler", "must be 'module:callable', e.g. handlers:greet")
+    ordering = body.get("ordering", "partition")
+    if ordering not in ("none", "partition", "key"):
+        raise ManifestError(f"{path}.ordering", f"must be none, partition or key, got {ordering!r}")
+    return Function(
+        name=name,
+        handler=handler,
+        partitions=_int(body.get("partitions", 3), f"{path}.partitions", low=1),
+        ordering=cast(Ordering, ordering),
+        concurrency=_int(body.get("concurrency", 1), f"{path}.concurrency", low=1),
+        timeout=parse_duration(body.get("timeout", "30s"), f"{path}.timeout"),
+        retry=_retry(body.get("retry", {}), f"{path}.retry"),
+        destinations=_destinations(prefix, name, body.get("destinations", {}), f"{path}.destinations"),
+        scaling=_scaling(body.get("scaling", {}), f"{path}.scaling"),
+    )
+
+
+def _retry(spec: Any, path: str) -> RetryPolicy:
+    body = _mapping(spec, path)
+    _known_keys(body, path, {"attempts", "backoff"})
+    default = RetryPolicy()
+    backoff = body.get("backoff")
+    delays = (
+        default.backoff
+        if backoff is None
+        else tuple(
+            parse_duration(v, f"{path}.backoff[{i}]") for i, v in enumerate(_list(backoff, f"{path}.backoff"))
+        )
+    )
+    if not delays:
+        raise ManifestError(f"{path}.backoff", "must list at least one delay, e.g. [1s]")
+    return RetryPolicy(
+        attempts=_int(body.get("attempts", default.attempts), f"{path}.attempts", low=1),
+        backoff=delays,
+    )
+
+
+def _scaling(spec: Any, path: str) -> Scaling:
+    body = _mapping(spec, path)
+    _known_keys(body, path, {"min", "max", "lag_threshold", "activation_lag_threshold", "cooldown"})
+    d = Scaling()
+    scaling = Scaling(
+        min=_int(body.get("min", d.min), f"{path}.min", low=0),
+        max=_int(body.get("max", d.max), f"{path}.max", low=1),
+        lag_threshold=_int(body.get("lag_threshold", d.lag_threshold), f"{path}.lag_threshold", low=1),
+        activation_lag_threshold=_int(
+            body.get("activation_lag_threshold", d.activation_lag_threshold),
+            f"{path}.activation_lag_threshold",
+            low=0,
+        ),
+        cooldown=parse_duration(body.get("cooldown", d.cooldown), f"{path}.cooldown"),
+    )
+    if scaling.min > scaling.max:
+        raise ManifestError(f"{path}.min", f"min ({scaling.min}) must not exceed max ({scaling.max})")
+    return scaling
+
+
+def _destinations(prefix: str, function: str, spec: Any, path: str) -> Destinations:
+    body = _mapping(spec, path)
+    _known_keys(body, path, {"on_success", "on_failure"})
+    defaults = {
+        "on_success": naming.result_topic(prefix, function),
+        "on_failure": naming.error_topic(prefix, function),
+    }
+    resolved: dict[str, str | None] = {}
+    for key, default in defaults.items():
+        value = body.get(key, "default")
+        if value == "default":
+            resolved[key] = default
+        elif value is None or value == "none":
+            resolved[key] = None
+        elif isinstance(value, str) and re.match(r"^[a-zA-Z0-9._-]{1,249}$", value):
+            resolved[key] = value
+        else:
+            raise ManifestError(f"{path}.{key}", "must be 'default', 'none' or a Kafka topic name")
+    return Destinations(on_success=resolved["on_success"], on_failure=resolved["on_failure"])
+
+
+def _rule(index: int, spec: Any, functions: Mapping[str, Function]) -> Rule:
+    body = _mapping(spec, f"rules[{index}]")
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"rules[{index}].name", "every rule needs a name")
+    path = f"rules.{name}"
+    _known_keys(body, path, {"name", "pattern", "tags", "targets"})
+    try:
+        pattern = compile_pattern(body.get("pattern", {}))
+    except PatternError as exc:
+        raise ManifestError(f"{path}.pattern", str(exc)) from exc
+    targets = _list(body.get("targets"), f"{path}.targets")
+    if not targets:
+        raise ManifestError(f"{path}.targets", "list at least one function")
+    for target in targets:
+        if target not in functions:
+            known = ", ".join(sorted(functions)) or "none declared"
+            raise ManifestError(f"{path}.targets", f"unknown function {target!r} (functions: {known})")
+    tags = _mapping(body.get("tags", {}), f"{path}.tags")
+    _known_keys(tags, f"{path}.tags", {"all", "any", "none"})
+    selector = TagSelector(
+        **{k: frozenset(str(t) for t in _list(v, f"{path}.tags.{k}")) for k, v in tags.items()}
+    )
+    return Rule(name=name, pattern=pattern, targets=tuple(str(t) for t in targets), tags=selector)
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ManifestError(path, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ManifestError(path, f"must be a list, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any, path: str, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ManifestError(path, f"must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _name(value: Any, path: str) -> str:
+    try:
+        return naming.check_name(path.split(".", maxsplit=1)[0], str(value))
+    except ValueError as exc:
+        raise ManifestError(path, str(exc)) from exc
+
+
+def _known_keys(body: Mapping[str, Any], path: str, known: set[str]) -> None:
+    for key in body:
+        if key not in known:
+            raise ManifestError(f"{path}.{key}", f"unknown key (known: {', '.join(sorted(known))})")

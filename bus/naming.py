@@ -1,0 +1,76 @@
+"""Every Kafka topic, group and transactional id bus uses, named in one place."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "check_name",
+    "dlq_topic",
+    "error_topic",
+    "function_group",
+    "function_topic",
+    "ingress_topic",
+    "result_topic",
+    "router_dlq_topic",
+    "router_group",
+    "transactional_id",
+]
+
+DEFAULT_PREFIX = "bus"
+
+# Kafka topic names allow [a-zA-Z0-9._-]; bus names are one segment of such a name, so no dots.
+_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,100}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Return `name` if it can be a prefix or function name, else raise ValueError naming the fix."""
+    if not _NAME.match(name):
+        raise ValueError(f"{kind} {name!r} must be 1-100 characters of letters, digits, '_' or '-'")
+    return name
+
+
+def ingress_topic(prefix: str) -> str:
+    """Topic every gateway and `bus publish` writes to; the router reads it."""
+    return f"{prefix}.ingress"
+
+
+def function_topic(prefix: str, function: str) -> str:
+    """Topic the router writes a function's events to; its worker group reads it."""
+    return f"{prefix}.fn.{function}"
+
+
+def result_topic(prefix: str, function: str) -> str:
+    """Default success destination of a function."""
+    return f"{prefix}.fn.{function}.results"
+
+
+def error_topic(prefix: str, function: str) -> str:
+    """Default failure destination of a function."""
+    return f"{prefix}.fn.{function}.errors"
+
+
+def dlq_topic(prefix: str, function: str) -> str:
+    """Dead-letter topic holding the original events that failed every attempt."""
+    return f"{prefix}.fn.{function}.dlq"
+
+
+def router_group(prefix: str) -> str:
+    """Consumer group shared by all router instances of a prefix."""
+    return f"{prefix}.router"
+
+
+def function_group(prefix: str, function: str) -> str:
+    """Consumer group of a function's worker group (SPEC §7)."""
+    return f"{prefix}.fn.{function}"
+
+
+def transactional_id(group: str, instance: str) -> str:
+    """Transactional id of one process of a consumer group (fencing is by group generation)."""
+    return f"{group}.tx.{instance}"
+
+
+def router_dlq_topic(prefix: str) -> str:
+    """Where the router puts records it cannot route (not a CloudEvent, unknown target)."""
+    return f"{prefix}.router.dlq"

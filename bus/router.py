@@ -1,0 +1,112 @@
+"""The router process: ingress topic → rules → function topics, exactly once.
+
+Each ingress record is forwarded unchanged (same key, value and headers) to the topic of every
+target its rules select; outputs and the ingress offsets commit in one Kafka transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+
+from bus import naming
+from bus.errors import BusError, InvalidEvent
+from bus.events import to_json_dict
+from bus.kafka.admin import ensure_topics
+from bus.kafka.txloop import InMessage, Output, TransactionalLoop
+from bus.kafka_binding import Record, from_record
+from bus.logs import configure, log_event
+from bus.manifest import Manifest, read
+from bus.routing import route
+from bus.settings import KafkaSettings, load_kafka
+from bus.topology import manifest_topics
+
+__all__ = ["Router", "main"]
+
+logger = logging.getLogger("bus.router")
+
+
+class Router:
+    """Turns batches of ingress records into function-topic records (the loop's transform)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._manifest = manifest
+        self._dlq = naming.router_dlq_topic(manifest.prefix)
+        self._topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
+
+    def __call__(self, batch: Sequence[InMessage]) -> list[Output]:
+        """Route every record of a batch; undecodable records go to the router DLQ with the reason."""
+        outputs: list[Output] = []
+        for message in batch:
+            headers = message.headers() or []
+            record = Record(message.key(), message.value(), tuple(headers))
+            try:
+                event = from_record(record.key, record.value, headers)
+            except InvalidEvent as exc:
+                outputs.append(self._dead_letter(message, record, f"not a valid CloudEvent: {exc}"))
+                continue
+            for target in route(to_json_dict(event), self._manifest.rules):
+                topic = self._topics.get(target)
+                if topic is None:
+                    outputs.append(self._dead_letter(message, record, f"unknown target {target!r}"))
+                else:
+                    outputs.append(Output(topic, record))
+        return outputs
+
+    def _dead_letter(self, message: InMessage, record: Record, reason: str) -> Output:
+        log_event(
+            logger,
+            "routed_to_dlq",
+            reason=reason,
+            partition=message.partition(),
+            offset=message.offset(),
+        )
+        headers = (
+            *record.headers,
+            ("bus_dlq_reason", reason.encode()),
+            ("bus_origin", f"{message.topic()}/{message.partition()}/{message.offset()}".encode()),
+        )
+        return Output(self._dlq, Record(record.key, record.value, headers))
+
+
+def serve(settings: KafkaSettings, manifest: Manifest, stop: threading.Event) -> None:
+    """Run one router instance until `stop` is set."""
+    group = naming.router_group(manifest.prefix)
+    ensure_topics(settings, manifest_topics(manifest))
+    with TransactionalLoop(
+        settings,
+        group=group,
+        topics=[naming.ingress_topic(manifest.prefix)],
+        transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
+    ) as loop:
+        log_event(logger, "router_ready", group=group, rules=len(manifest.rules))
+        loop.run(Router(manifest), stop)
+        log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bus.router -f bus.yaml`: route until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m bus.router")
+    parser.add_argument("-f", "--manifest", required=True, help="path of bus.yaml")
+    args = parser.parse_args(argv)
+    configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        manifest = read(args.manifest)
+        serve(load_kafka(os.environ, prefix=manifest.prefix), manifest, stop)
+    except BusError as exc:
+        print(f"router: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Routing decisions: which targets an event goes to (pure).
+
+`route(event, rules)` takes the event in the CloudEvents JSON format (attributes at the top,
+payload under `data`) and returns each matched target once, in rule order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bus.patterns import Pattern
+
+__all__ = ["Rule", "TagSelector", "event_tags", "matching_rules", "route"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagSelector:
+    """Rule selector over the event's `tags` extension."""
+
+    all: frozenset[str] = frozenset()
+    """Tags the event must all carry."""
+    any: frozenset[str] = frozenset()
+    """Tags of which the event must carry at least one (ignored when empty)."""
+    none: frozenset[str] = frozenset()
+    """Tags the event must not carry."""
+
+    def accepts(self, tags: frozenset[str]) -> bool:
+        """True when an event with these tags passes the selector."""
+        if not self.all <= tags:
+            return False
+        if self.any and not (self.any & tags):
+            return False
+        return not (self.none & tags)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """A routing rule: events matching `pattern` and `tags` go to every target."""
+
+    name: str
+    pattern: Pattern
+    targets: tuple[str, ...]
+    tags: TagSelector = TagSelector()
+
+
+def event_tags(event: Mapping[str, Any]) -> frozenset[str]:
+    """The event's tags: the comma-separated `tags` extension (SPEC §2)."""
+    raw = event.get("tags")
+    if not isinstance(raw, str):
+        return frozenset()
+    return frozenset(tag.strip() for tag in raw.split(",") if tag.strip())
+
+
+def matching_rules(event: Mapping[str, Any], rules: Iterable[Rule]) -> list[Rule]:
+    """The rules an event matches, in order."""
+    tags = event_tags(event)
+    return [rule for rule in rules if rule.tags.accepts(tags) and rule.pattern.matches(event)]
+
+
+def route(event: Mapping[str, Any], rules: Sequence[Rule]) -> list[str]:
+    """Every target the event goes to, each once, in rule order."""
+    targets: dict[str, None] = {}
+    for rule in matching_rules(event, rules):
+        targets.update(dict.fromkeys(rule.targets))
+    return list(targets)

@@ -1,0 +1,166 @@
+"""`bus up`: the whole platform on this machine as child processes, stopped together.
+
+Kafka (unless the user brings one), one gateway, one router and one worker per function.
+A child that dies is restarted with backoff; Ctrl-C or SIGTERM stops everything gracefully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bus import localkafka
+from bus.errors import BusError
+from bus.kafka.admin import ensure_topics
+from bus.logs import log_event
+from bus.manifest import Manifest
+from bus.settings import bus_home, load_kafka
+from bus.topology import manifest_topics
+
+__all__ = ["Child", "Stack", "bundled_example"]
+
+logger = logging.getLogger("bus.stack")
+
+
+def bundled_example() -> Path:
+    """The manifest `bus up` runs when none is given."""
+    return Path(__file__).resolve().parent.parent / "examples" / "hello" / "bus.yaml"
+
+
+@dataclass
+class Child:
+    """A supervised child process."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    log: Path | None = field(default=None)
+
+
+class Stack:
+    """Starts and supervises the local platform; `run()` blocks until `stop` is set."""
+
+    def __init__(
+        self, manifest_path: Path, manifest: Manifest, *, http_port: int, environ: Mapping[str, str]
+    ) -> None:
+        self._manifest_path = manifest_path
+        self._manifest = manifest
+        self._http_port = http_port
+        self._environ = dict(environ)
+        self._home = bus_home(environ)
+        self._started_kafka = False
+        self._children: list[Child] = []
+
+    def start(self) -> dict[str, str]:
+        """Start Kafka (if needed), create topics, start the components; return where things are."""
+        env = self._environ
+        if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            data_dir = self._home / "kafka"
+            self._started_kafka = localkafka.status(data_dir) is None
+            state = localkafka.start(data_dir, environ=env)
+            env["KAFKA_BOOTSTRAP_SERVERS"] = state.bootstrap
+        settings = load_kafka(env, prefix=self._manifest.prefix)
+        ensure_topics(settings, manifest_topics(self._manifest))
+        logs = self._home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        python = sys.executable
+        manifest = str(self._manifest_path)
+        self._children = [
+            Child("gateway", [python, "-m", "gateway", "--port", str(self._http_port)]),
+            Child("router", [python, "-m", "bus.router", "-f", manifest]),
+            *(
+                Child(f"worker:{name}", [python, "-m", "workers", "-f", manifest, "--function", name])
+                for name in self._manifest.functions
+            ),
+        ]
+        for child in self._children:
+            child.log = logs / f"{child.name.replace(':', '-')}.log"
+            self._spawn(child)
+        self._wait_gateway(timeout=30.0)
+        return {
+            "kafka": settings.bootstrap_servers,
+            "gateway": f"http://127.0.0.1:{self._http_port}",
+            "logs": str(logs),
+            "manifest": manifest,
+        }
+
+    def run(self, stop: threading.Event) -> None:
+        """Supervise children until `stop` is set, restarting any that exit (backoff up to 30 s)."""
+        while not stop.wait(0.5):
+            for child in self._children:
+                if child.process is not None and child.process.poll() is not None:
+                    code = child.process.returncode
+                    child.restarts += 1
+                    delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+                    child.next_start = time.monotonic() + delay
+                    child.process = None
+                    log_event(logger, "child_exited", child=child.name, code=code, restart_in_s=delay)
+                if child.process is None and time.monotonic() >= child.next_start:
+                    self._spawn(child)
+
+    def shutdown(self, *, grace: float = 20.0) -> None:
+        """SIGTERM every child, wait up to `grace`, SIGKILL stragglers, stop Kafka if we started it."""
+        running = [c for c in self._children if c.process is not None and c.process.poll() is None]
+        for child in running:
+            assert child.process is not None
+            child.process.terminate()
+        deadline = time.monotonic() + grace
+        for child in running:
+            assert child.process is not None
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log_event(logger, "child_killed", child=child.name, level=logging.WARNING)
+                child.process.kill()
+                child.process.wait()
+        if self._started_kafka:
+            localkafka.stop(self._home / "kafka")
+
+    def _spawn(self, child: Child) -> None:
+        assert child.log is not None
+        with child.log.open("ab") as log:
+            child.process = subprocess.Popen(
+                child.argv,
+                env=self._environ,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches bus up only; it stops children in order
+            )
+        log_event(logger, "child_started", child=child.name, pid=child.process.pid)
+
+    def _wait_gateway(self, *, timeout: float) -> None:
+        url = f"http://127.0.0.1:{self._http_port}/readyz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+            gateway = self._children[0].process
+            if gateway is not None and gateway.poll() is not None:
+                raise BusError(f"the gateway exited with {gateway.returncode}; see {self._children[0].log}")
+            time.sleep(0.2)
+        raise BusError(f"the gateway was not ready within {timeout}s; see {self._children[0].log}")
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """Set `stop` on SIGINT and SIGTERM."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def current_environ() -> dict[str, str]:
+    """The process environment, read once by the composition root."""
+    return dict(os.environ)

@@ -1,0 +1,47 @@
+"""`python -m gateway [--port N]`: run the gateway until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from bus.errors import BusError
+from bus.kafka.admin import ensure_topics
+from bus.logs import configure
+from bus.topology import ingress_topics
+from gateway.app import create_app
+from gateway.settings import load
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load settings, make sure the ingress topic exists, serve HTTP until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    parser.add_argument("--port", type=int, help="HTTP port (default $BUS_HTTP_PORT or 8080)")
+    parser.add_argument("--host", help="interface (default $BUS_HTTP_HOST or 127.0.0.1)")
+    args = parser.parse_args(argv)
+    configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
+    settings = load(os.environ, port=args.port, host=args.host)
+    try:
+        ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))
+    except BusError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    # uvicorn handles SIGTERM: stop accepting, finish in-flight requests, then run lifespan shutdown.
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

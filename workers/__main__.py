@@ -1,0 +1,45 @@
+"""`python -m workers -f bus.yaml --function NAME`: one worker replica, until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from bus.errors import BusError
+from bus.logs import configure
+from bus.manifest import read
+from bus.settings import load_kafka
+from workers.worker import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the manifest and serve one function; SIGTERM finishes the batch in hand and leaves."""
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser.add_argument("-f", "--manifest", required=True, help="path of bus.yaml")
+    parser.add_argument("--function", required=True, help="name of the function to serve")
+    args = parser.parse_args(argv)
+    configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        manifest = read(args.manifest)
+        if args.function not in manifest.functions:
+            known = ", ".join(sorted(manifest.functions)) or "none"
+            print(
+                f"worker: function {args.function!r} is not in {args.manifest} (functions: {known})",
+                file=sys.stderr,
+            )
+            return 2
+        serve(load_kafka(os.environ, prefix=manifest.prefix), manifest, args.function, stop)
+    except BusError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The events a function invocation produces: results and error records (pure)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from bus.events import CloudEvent, to_json_dict
+
+__all__ = ["Failure", "error_event", "function_source", "result_event"]
+
+RESULT_TYPE = "bus.function.result"
+ERROR_TYPE = "bus.function.error"
+_IDS = uuid.UUID("6f1c3d2a-6a5e-4f0b-9d7e-3b8f1c2a9e10")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """Why an invocation failed, for the error record (RELIABILITY R8)."""
+
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    first_attempt_time: str
+    last_attempt_time: str
+    topic: str
+    partition: int
+    offset: int
+
+
+def function_source(prefix: str, function: str) -> str:
+    """`source` of the events a function's worker group emits."""
+    return f"bus://{prefix}/functions/{function}"
+
+
+def _derived_id(kind: str, function: str, cause: CloudEvent) -> str:
+    # Deterministic, so a result re-published after a crash carries the same id as the first.
+    return str(uuid.uuid5(_IDS, f"{kind}\x00{function}\x00{cause.source}\x00{cause.id}"))
+
+
+def _lineage(cause: CloudEvent) -> dict[str, str | int | bool]:
+    extensions: dict[str, str | int | bool] = {"causationid": cause.id}
+    key = cause.partition_key
+    if key is not None:
+        extensions["partitionkey"] = key
+    return extensions
+
+
+def result_event(*, prefix: str, function: str, cause: CloudEvent, value: Any, time: str) -> CloudEvent:
+    """The `bus.function.result` for a handler's return value (`causationid` = the input's id)."""
+    return CloudEvent.create(
+        id=_derived_id("result", function, cause),
+        source=function_source(prefix, function),
+        type=RESULT_TYPE,
+        time=time,
+        subject=cause.subject,
+        datacontenttype="application/json",
+        extensions=_lineage(cause),
+        data=value,
+    )
+
+
+def error_event(*, prefix: str, function: str, cause: CloudEvent, failure: Failure, time: str) -> CloudEvent:
+    """The `bus.function.error` record of an invocation that failed its last attempt."""
+    return CloudEvent.create(
+        id=_derived_id("error", function, cause),
+        source=function_source(prefix, function),
+        type=ERROR_TYPE,
+        time=time,
+        subject=cause.subject,
+        datacontenttype="application/json",
+        extensions=_lineage(cause),
+        data={
+            "function": function,
+            "error_type": failure.error_type,
+            "message": failure.message,
+            "traceback": failure.traceback,
+            "attempts": failure.attempts,
+            "first_attempt_time": failure.first_attempt_time,
+            "last_attempt_time": failure.last_attempt_time,
+            "topic": failure.topic,
+            "partition": failure.partition,
+            "offset": failure.offset,
+            "event": to_json_dict(cause),
+        },
+    )
