@@ -4,9 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup kafka-jars up test lint typecheck unit integration bench clean
+.PHONY: setup system-deps kafka-jars up test lint typecheck unit integration bench clean
 
-setup: $(STAMP) kafka-jars
+setup: system-deps $(STAMP) kafka-jars
+
+# Java runs the local broker and Maven fetches it; install them from Debian when missing.
+system-deps:
+	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
+		echo "installing Java and Maven (apt-get)"; \
+		apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +26,7 @@ kafka-jars: $(STAMP)
 	$(BIN)/python -c "import os; from bus.localkafka import fetch_jars; print(fetch_jars(os.environ))"
 
 up: setup
-	$(BIN)/bus up
+	$(BIN)/bus up $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,7 +42,7 @@ integration: setup
 	$(BIN)/pytest tests/integration -q
 
 test: setup lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=10
 
 bench: setup
 	$(BIN)/python -m bench

@@ -45,10 +45,13 @@ CONTEXT_ATTRIBUTES = frozenset(REQUIRED + OPTIONAL)
 # Names that may not be extensions: the context attributes and the data members of the JSON format.
 RESERVED = CONTEXT_ATTRIBUTES | {"data", "data_base64"}
 
-_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,64}$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
-_MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+(\s*;.*)?$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, which must never reach a header.
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,64}\Z")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z")
+_MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+([ \t]*;[\t\x20-\x7e]*)?\Z", re.ASCII)
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+# The CloudEvents Integer type is a signed 32-bit integer.
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +137,8 @@ def _validate_extension(name: str, value: object) -> None:
         raise InvalidEvent(name, "extension names must be lower-case letters and digits only")
     if not isinstance(value, str | int | bool):
         raise InvalidEvent(name, "extension values must be strings, integers or booleans")
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        raise InvalidEvent(name, f"integer extension {value} is outside the CloudEvents 32-bit range")
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -216,6 +221,8 @@ def from_json_dict(doc: Any) -> CloudEvent:
     attributes: dict[str, Any] = {}
     extensions: dict[str, Extension] = {}
     for name, value in doc.items():
+        if value is None and name not in ("data", "data_base64"):
+            continue  # the JSON format: a null attribute MUST be treated as unset
         if name in CONTEXT_ATTRIBUTES:
             attributes[name] = value
         elif name not in ("data", "data_base64"):
@@ -234,9 +241,13 @@ def _json_format_data(doc: dict[str, Any], content_type: Any) -> Any:
         if not isinstance(encoded, str):
             raise InvalidEvent("data_base64", "must be a base64 string")
         try:
-            return base64.b64decode(encoded, validate=True)
+            decoded = base64.b64decode(encoded, validate=True)
         except ValueError as exc:
             raise InvalidEvent("data_base64", "is not valid base64") from exc
+        if is_json_content_type(content_type if isinstance(content_type, str) else None):
+            # The model holds JSON data decoded; the JSON format allows base64-carried JSON.
+            return parse_json(decoded, field_name="data_base64") if decoded else None
+        return decoded
     data = doc.get("data")
     if data is None or is_json_content_type(content_type if isinstance(content_type, str) else None):
         return data

@@ -66,7 +66,10 @@ def _from_binary(headers: Mapping[str, str], content_type: str | None, body: byt
         if not name.startswith(_PREFIX):
             continue
         attr = name[len(_PREFIX) :]
-        value = unquote(raw, errors="strict")
+        try:
+            value = unquote(raw, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(name, "header is not percent-encoded UTF-8") from exc
         if attr in CONTEXT_ATTRIBUTES and attr != "datacontenttype":
             attributes[attr] = value
         else:

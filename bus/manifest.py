@@ -115,6 +115,8 @@ def read(path: str | Path) -> Manifest:
         doc = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ManifestError(str(file), f"cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(str(file), "is not UTF-8 text") from exc
     except yaml.YAMLError as exc:
         raise ManifestError(str(file), f"is not valid YAML ({exc})") from exc
     return parse(doc if doc is not None else {}, base_dir=str(file.resolve().parent))
@@ -180,7 +182,7 @@ def _function(prefix: str, name: str, spec: Any) -> Function:
         },
     )
     handler = body.get("handler")
-    if not isinstance(handler, str) or ":" not in handler:
+    if not isinstance(handler, str) or not all(handler.partition(":")[::2]):
         raise ManifestError(f"{path}.handler", "must be 'module:callable', e.g. handlers:greet")
     ordering = body.get("ordering", "partition")
     if ordering not in ("none", "partition", "key"):
@@ -252,7 +254,11 @@ def _destinations(prefix: str, function: str, spec: Any, path: str) -> Destinati
             resolved[key] = default
         elif value is None or value == "none":
             resolved[key] = None
-        elif isinstance(value, str) and re.match(r"^[a-zA-Z0-9._-]{1,249}$", value):
+        elif (
+            isinstance(value, str)
+            and re.fullmatch(r"[a-zA-Z0-9._-]{1,249}", value)
+            and value not in (".", "..")  # Kafka refuses these two topic names
+        ):
             resolved[key] = value
         else:
             raise ManifestError(f"{path}.{key}", "must be 'default', 'none' or a Kafka topic name")
@@ -274,6 +280,8 @@ def _rule(index: int, spec: Any, functions: Mapping[str, Function]) -> Rule:
     if not targets:
         raise ManifestError(f"{path}.targets", "list at least one function")
     for target in targets:
+        if not isinstance(target, str):
+            raise ManifestError(f"{path}.targets", f"targets are function names, got {target!r}")
         if target not in functions:
             known = ", ".join(sorted(functions)) or "none declared"
             raise ManifestError(f"{path}.targets", f"unknown function {target!r} (functions: {known})")
@@ -304,8 +312,11 @@ def _int(value: Any, path: str, *, low: int) -> int:
 
 
 def _name(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        # YAML turns `prefix:` into None and `123:` into an int; str() would hide that.
+        raise ManifestError(path, f"must be a string, got {value!r}")
     try:
-        return naming.check_name(path.split(".", maxsplit=1)[0], str(value))
+        return naming.check_name(path.split(".", maxsplit=1)[0], value)
     except ValueError as exc:
         raise ManifestError(path, str(exc)) from exc
 

@@ -21,7 +21,7 @@ __all__ = [
 DEFAULT_PREFIX = "bus"
 
 # Kafka topic names allow [a-zA-Z0-9._-]; bus names are one segment of such a name, so no dots.
-_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,100}$")
+_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,100}\Z")  # \Z: `$` would accept a trailing newline
 
 
 def check_name(kind: str, name: str) -> str:

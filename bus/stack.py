@@ -71,6 +71,7 @@ class Stack:
             self._started_kafka = localkafka.status(data_dir) is None
             state = localkafka.start(data_dir, environ=env)
             env["KAFKA_BOOTSTRAP_SERVERS"] = state.bootstrap
+        env["BUS_PREFIX"] = self._manifest.prefix  # the gateway reads its topic namespace from here
         settings = load_kafka(env, prefix=self._manifest.prefix)
         ensure_topics(settings, manifest_topics(self._manifest))
         logs = self._home / "logs"

@@ -50,11 +50,14 @@ def load_handler(spec: str, *, base_dir: str) -> Handler:
             raise HandlerLoadError(f"handler {spec!r}: {module_name!r} has no attribute {attr!r}")
     if not callable(target):
         raise HandlerLoadError(f"handler {spec!r} is not callable")
-    params = [
-        p
-        for p in inspect.signature(target).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    if len(params) != 2:
-        raise HandlerLoadError(f"handler {spec!r} must take (event, ctx), takes {len(params)} arguments")
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return target  # type: ignore[no-any-return]  # callable without introspectable signature
+    try:
+        # Binding, not counting parameters: `(event, ctx, retries=3)` and `(*args)` are fine,
+        # `(event, ctx, *, required)` is not.
+        signature.bind(None, None)
+    except TypeError as exc:
+        raise HandlerLoadError(f"handler {spec!r} must be callable as handler(event, ctx): {exc}") from exc
     return target  # type: ignore[no-any-return]  # checked callable above

@@ -1,0 +1,129 @@
+"""Test harness shared by the integration tests: names, waiting, reading topics, the platform."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bus.kafka.admin import TopicSpec, ensure_topics
+from bus.kafka.reader import read_topic
+from bus.localkafka import free_port
+from bus.manifest import Manifest, read
+from bus.settings import KafkaSettings
+from bus.stack import Stack
+
+T = TypeVar("T")
+_counter = itertools.count()
+
+
+def unique(kind: str) -> str:
+    """A name no other test uses: `<kind>-<n>-<random>` (valid as topic, group and prefix)."""
+    return f"{kind}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_until(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `probe` until it returns a truthy value; fail after `timeout` naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+@dataclass
+class KafkaEnv:
+    """The session's broker plus helpers that give each test its own topics, groups and prefixes."""
+
+    bootstrap: str
+
+    def settings(self, prefix: str = "bus") -> KafkaSettings:
+        """Client settings for this broker."""
+        return KafkaSettings(bootstrap_servers=self.bootstrap, prefix=prefix)
+
+    def topic(self, partitions: int = 3) -> str:
+        """Create a fresh topic and return its name."""
+        name = unique("t")
+        ensure_topics(self.settings(), [TopicSpec(name, partitions)])
+        return name
+
+    def group(self) -> str:
+        """A consumer group name no other test uses."""
+        return unique("g")
+
+    def prefix(self) -> str:
+        """A topic prefix (tenant) no other test uses."""
+        return unique("p").replace("-", "_")
+
+    def read(self, topic: str, *, until: Callable[[list[Any]], bool], timeout: float) -> list[Any]:
+        """Read `topic` from the beginning until `until(records)` holds; fail after `timeout`."""
+        records: list[Any] = []
+        for message in read_topic(self.settings(), topic, timeout=timeout):
+            records.append(message)
+            if until(records):
+                return records
+        if until(records):
+            return records
+        raise AssertionError(f"{topic}: condition not met within {timeout}s; read {len(records)} records")
+
+    def read_all(self, topic: str, *, idle: float = 1.5, timeout: float = 30.0) -> list[Any]:
+        """Every record of `topic` present now (stops after `idle` seconds without one)."""
+        return list(read_topic(self.settings(), topic, timeout=timeout, idle_timeout=idle))
+
+
+HANDLERS = '''
+import asyncio, os
+
+def echo(event, ctx):
+    """Return the input's data with the function name: the result proves the call."""
+    return {"echo": event.data, "function": ctx.function, "key": ctx.idempotency_key}
+
+async def echo_async(event, ctx):
+    await asyncio.sleep(0)
+    return {"echo": event.data, "async": True}
+
+def fail_when_asked(event, ctx):
+    if (event.data or {}).get("fail"):
+        raise ValueError("asked to fail: " + str(event.data.get("seq")))
+    return {"ok": (event.data or {}).get("seq")}
+'''
+
+
+def write_manifest(directory: Path, prefix: str, body: str) -> Path:
+    """Write a manifest with `prefix` and the test handler module beside it; return its path."""
+    (directory / "handlers.py").write_text(HANDLERS)
+    path = directory / "bus.yaml"
+    path.write_text(f"prefix: {prefix}\n{body}")
+    return path
+
+
+@dataclass
+class Platform:
+    """A running gateway + router + workers for one manifest (real processes, real broker)."""
+
+    url: str
+    manifest: Manifest
+    home: Path
+
+
+@contextmanager
+def running_platform(kafka: KafkaEnv, manifest_path: Path, home: Path) -> Iterator[Platform]:
+    """Start the platform's processes for a manifest; stop them gracefully afterwards."""
+    manifest = read(manifest_path)
+    port = free_port()
+    environ = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_HOME": str(home)}
+    stack = Stack(manifest_path, manifest, http_port=port, environ=environ)
+    try:
+        stack.start()
+        yield Platform(url=f"http://127.0.0.1:{port}", manifest=manifest, home=home)
+    finally:
+        stack.shutdown()

@@ -1,0 +1,74 @@
+"""The public API: what each module exports stays what users import (httpx-style guard)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import bus
+import bus.errors
+import bus.patterns
+
+EXPECTED: dict[str, set[str]] = {
+    "bus": {"BusError", "CloudEvent", "InvalidEvent", "ManifestError", "__version__"},
+    "bus.patterns": {"Pattern", "PatternError", "compile"},
+    "bus.errors": {
+        "BusError",
+        "HandlerLoadError",
+        "InvalidEvent",
+        "KafkaError",
+        "KafkaUnavailable",
+        "LocalKafkaError",
+        "ManifestError",
+        "PublishError",
+    },
+}
+
+MODULES_WITH_ALL = [
+    "bus",
+    "bus.errors",
+    "bus.events",
+    "bus.http_binding",
+    "bus.kafka_binding",
+    "bus.manifest",
+    "bus.naming",
+    "bus.patterns",
+    "bus.routing",
+    "workers",
+    "workers.handlers",
+    "workers.outcome",
+]
+
+
+@pytest.mark.parametrize("module", sorted(EXPECTED))
+def test_all_is_as_expected(module: str) -> None:
+    """__all__ of the public modules is exactly the documented set: changing it is a decision."""
+    assert set(importlib.import_module(module).__all__) == EXPECTED[module]
+
+
+@pytest.mark.parametrize("module", MODULES_WITH_ALL)
+def test_every_exported_name_exists(module: str) -> None:
+    """Every name in a module's __all__ is defined there, and none is listed twice."""
+    imported = importlib.import_module(module)
+    names = list(imported.__all__)
+    assert len(names) == len(set(names))
+    missing = [name for name in names if not hasattr(imported, name)]
+    assert missing == []
+
+
+def test_errors_share_one_root() -> None:
+    """Every error bus exports derives from BusError, so callers can catch them all at once."""
+    for name in bus.errors.__all__:
+        assert issubclass(getattr(bus.errors, name), bus.errors.BusError)
+
+
+def test_pattern_error_is_a_value_error_not_a_bus_error() -> None:
+    """PatternError is the ValueError SPEC §5 promises for bus.patterns.compile."""
+    assert issubclass(bus.patterns.PatternError, ValueError)
+
+
+def test_version_is_a_string() -> None:
+    """bus.__version__ is the package version text."""
+    assert isinstance(bus.__version__, str)
+    assert bus.__version__.count(".") == 2
