@@ -30,6 +30,7 @@ __all__ = [
     "BrokerState",
     "fetch_jars",
     "free_port",
+    "port_free",
     "running_bootstrap",
     "start",
     "status",
@@ -129,7 +130,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:`port`."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -180,7 +182,7 @@ def start(
     previous = _previous_ports(data_dir)
     port = port or _first_free(previous[0], 9092)
     controller_port = _first_free(previous[1], 0)
-    if not _port_free(port):
+    if not port_free(port):
         raise LocalKafkaError(f"port {port} is in use: choose another with --port")
     config = _write_config(data_dir, port, controller_port)
     classpath = f"{libs}/*"
@@ -305,7 +307,7 @@ def _previous_ports(data_dir: Path) -> tuple[int | None, int | None]:
 
 def _first_free(*candidates: int | None) -> int:
     for candidate in candidates:
-        if candidate and _port_free(candidate):
+        if candidate and port_free(candidate):
             return candidate
     return free_port()
 

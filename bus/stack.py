@@ -66,6 +66,8 @@ class Stack:
     def start(self) -> dict[str, str]:
         """Start Kafka (if needed), create topics, start the components; return where things are."""
         env = self._environ
+        if not localkafka.port_free(self._http_port):
+            raise BusError(f"port {self._http_port} is in use: choose another with --http-port")
         if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
             data_dir = self._home / "kafka"
             self._started_kafka = localkafka.status(data_dir) is None

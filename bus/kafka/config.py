@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from bus.settings import KafkaSettings
@@ -13,6 +14,8 @@ def _base(settings: KafkaSettings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "client.dns.lookup": "use_all_dns_ips",
+        # librdkafka's own log lines go through `logging`, so they come out as structured JSON too.
+        "logger": logging.getLogger("bus.librdkafka"),
         **settings.extra,
     }
 
