@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +40,20 @@ def wait_until(probe: Callable[[], T | None], *, timeout: float, what: str, inte
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+def run_bus(*args: str, env: dict[str, str | None], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the `bus` command with these variables set (None removes one); capture its output."""
+    environ = {**os.environ, **env}
+    merged = {name: value for name, value in environ.items() if value is not None}
+    return subprocess.run(
+        [sys.executable, "-m", "bus", *args],
+        capture_output=True,
+        text=True,
+        env=merged,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @dataclass

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import orjson
 
 from bus import naming
-from tests.support import KafkaEnv
+from tests.support import KafkaEnv, run_bus
 
 
 def _bus(kafka: KafkaEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_bus(*args, env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap})
 
 
 def test_publish_prints_the_id_and_tail_shows_the_event(kafka: KafkaEnv) -> None:

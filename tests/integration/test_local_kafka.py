@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -16,19 +15,11 @@ from bus.kafka.producer import AsyncProducer
 from bus.kafka.reader import read_topic
 from bus.kafka_binding import Record
 from bus.settings import KafkaSettings
+from tests.support import run_bus
 
 
 def _bus(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BUS_HOME": str(home)}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+    return run_bus(*args, env={"BUS_HOME": str(home), "KAFKA_BOOTSTRAP_SERVERS": None})
 
 
 def test_stopped_and_restarted_broker_keeps_topics_and_data(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from bus import localkafka
-from tests.support import wait_until
+from tests.support import run_bus, wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -50,25 +50,9 @@ def test_bus_up_serves_the_readme_example_and_ctrl_c_stops_everything(tmp_path: 
             timeout=30,
         )
         assert response.status_code == 202, response.text
-        tail = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bus",
-                "tail",
-                "bus.fn.hello.results",
-                "--from-beginning",
-                "--max",
-                "1",
-                "--timeout",
-                "60",
-                "--json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        tail = run_bus(
+            *("tail", "bus.fn.hello.results", "--from-beginning", "--max", "1", "--timeout", "60", "--json"),
+            env={"BUS_HOME": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": None},
         )
         assert tail.returncode == 0, tail.stderr
         result = orjson.loads(tail.stdout.splitlines()[0])
