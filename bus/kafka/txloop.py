@@ -114,10 +114,22 @@ class TransactionalLoop:
         """Process batches until `stop` is set; the batch in hand is finished first."""
         consumer = self._require(self._consumer)
         while not stop.is_set():
-            messages = consumer.consume(self._max_batch, self._poll_timeout)
-            batch = [m for m in messages if not _is_error(m)]
+            batch = [m for m in self._next_batch(consumer) if not _is_error(m)]
             if batch:
                 self.process(batch, transform)
+
+    def _next_batch(self, consumer: Consumer) -> list[Any]:
+        """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
+
+        librdkafka's consume(n, timeout) waits the whole timeout unless n records arrive, which
+        would add `poll_timeout` of latency to every event on a quiet topic.
+        """
+        messages = consumer.consume(self._max_batch, 0)
+        if not messages:
+            messages = consumer.consume(1, self._poll_timeout)
+            if messages:
+                messages += consumer.consume(self._max_batch - 1, 0)
+        return messages
 
     def process(self, batch: Sequence[Any], transform: Transform) -> None:
         """Transform one batch and commit its outputs with its offsets, atomically."""
