@@ -26,7 +26,15 @@ from bus.events import (
     to_json_dict,
 )
 
-__all__ = ["STRUCTURED_CONTENT_TYPE", "Headers", "Record", "from_record", "header", "to_record"]
+__all__ = [
+    "STRUCTURED_CONTENT_TYPE",
+    "Headers",
+    "Record",
+    "from_record",
+    "header",
+    "record_size",
+    "to_record",
+]
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 _PREFIX = "ce_"
@@ -68,6 +76,15 @@ def to_record(event: CloudEvent, *, structured: bool = False) -> Record:
     if content_type is not None:
         headers.append(("content-type", content_type.encode("utf-8")))
     return Record(key_bytes, data_to_bytes(event), tuple(headers))
+
+
+def record_size(record: Record) -> int:
+    """Bytes a record carries: key, value and headers (what the per-record limit counts)."""
+    return (
+        len(record.key or b"")
+        + len(record.value or b"")
+        + sum(len(name) + len(value) for name, value in record.headers)
+    )
 
 
 def _extension_text(value: Extension) -> str:

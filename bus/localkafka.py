@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -91,6 +92,15 @@ def fetch_jars(environ: Mapping[str, str]) -> Path:
     libs = cache_dir(environ) / "kafka" / KAFKA_VERSION / "libs"
     if (libs / ".complete").exists():
         return libs
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with (libs.parent / ".fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch at a time; the others find it complete
+        if (libs / ".complete").exists():
+            return libs
+        return _fetch(libs)
+
+
+def _fetch(libs: Path) -> Path:
     if shutil.which("mvn") is None:
         raise LocalKafkaError("Maven (mvn) is not on PATH: install it, e.g. apt-get install maven")
     if not _POM.exists():
@@ -131,8 +141,9 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:`port`."""
+    """True when nothing listens on 127.0.0.1:`port` (a port in TIME_WAIT counts as free, as for Kafka)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -146,7 +157,7 @@ def status(data_dir: Path) -> BrokerState | None:
         state = BrokerState(**orjson.loads((data_dir / _STATE).read_bytes()))
     except (OSError, ValueError, TypeError):
         return None
-    return state if _is_broker(state.pid) else None
+    return state if _is_broker(state.pid, data_dir) else None
 
 
 def running_bootstrap(home: Path) -> str | None:
@@ -155,12 +166,14 @@ def running_bootstrap(home: Path) -> str | None:
     return state.bootstrap if state else None
 
 
-def _is_broker(pid: int) -> bool:
+def _is_broker(pid: int, data_dir: Path) -> bool:
+    """True when `pid` is the broker of `data_dir` (not a reused pid, not another broker)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"kafka.Kafka" in cmdline
+    config = str(data_dir / "server.properties").encode()
+    return b"kafka.Kafka" in cmdline and config in cmdline and _alive(pid)
 
 
 def start(
@@ -227,13 +240,14 @@ def start(
             start_new_session=True,  # Ctrl-C in the caller's terminal must not kill the broker directly
         )
     state = BrokerState(process.pid, port, controller_port, str(data_dir), str(log_file))
-    try:
-        _wait_serving(process, state, timeout)
-    except LocalKafkaError:
-        _terminate(process.pid, 10.0)
-        raise
+    # Written at once, so `stop` finds a broker whose start was interrupted.
     (data_dir / _STATE).write_bytes(orjson.dumps(asdict(state)))
     (data_dir / "kafka.pid").write_text(str(process.pid))
+    try:
+        _wait_serving(process, state, timeout)
+    except BaseException:
+        _terminate(process.pid, 10.0)
+        raise
     log_event(logger, "kafka_started", bootstrap=state.bootstrap, pid=state.pid, data_dir=str(data_dir))
     return state
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 
 from bus import naming
+from bus.deadletter import dead_letter
 from bus.errors import BusError, InvalidEvent
 from bus.events import to_json_dict
 from bus.kafka.admin import ensure_topics
@@ -49,30 +50,24 @@ class Router:
             try:
                 event = from_record(record.key, record.value, headers)
             except InvalidEvent as exc:
-                outputs.append(self._dead_letter(message, record, f"not a valid CloudEvent: {exc}"))
+                outputs.append(
+                    self._dead_letter(message, record, "InvalidEvent", f"not a valid CloudEvent: {exc}")
+                )
                 continue
             for target in route(to_json_dict(event), self._manifest.rules):
                 topic = self._topics.get(target)
                 if topic is None:
-                    outputs.append(self._dead_letter(message, record, f"unknown target {target!r}"))
+                    outputs.append(
+                        self._dead_letter(message, record, "UnknownTarget", f"unknown target {target!r}")
+                    )
                 else:
                     outputs.append(Output(topic, record))
         return outputs
 
-    def _dead_letter(self, message: InMessage, record: Record, reason: str) -> Output:
-        log_event(
-            logger,
-            "routed_to_dlq",
-            reason=reason,
-            partition=message.partition(),
-            offset=message.offset(),
-        )
-        headers = (
-            *record.headers,
-            ("bus_dlq_reason", reason.encode()),
-            ("bus_origin", f"{message.topic()}/{message.partition()}/{message.offset()}".encode()),
-        )
-        return Output(self._dlq, Record(record.key, record.value, headers))
+    def _dead_letter(self, message: InMessage, record: Record, error_type: str, reason: str) -> Output:
+        origin = f"{message.topic()}/{message.partition()}/{message.offset()}"
+        log_event(logger, "routed_to_dlq", error_type=error_type, reason=reason, origin=origin)
+        return Output(self._dlq, dead_letter(record, error_type=error_type, reason=reason, origin=origin))
 
 
 def serve(settings: KafkaSettings, manifest: Manifest, stop: threading.Event) -> None:

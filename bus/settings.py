@@ -24,6 +24,8 @@ class KafkaSettings:
     """Topic namespace (tenant)."""
     delivery_timeout: float = 10.0
     """Seconds a produced record may wait for the broker's acknowledgement before it fails."""
+    max_record_bytes: int = 1_000_000
+    """Largest record bus produces (key + value + headers), in bytes; the broker's default limit."""
     session_timeout: float = 10.0
     """Seconds after which a silent consumer leaves its group."""
     extra: Mapping[str, str] = field(default_factory=dict)

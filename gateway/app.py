@@ -18,7 +18,7 @@ from bus import naming
 from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
 from bus.http_binding import from_http
 from bus.kafka.producer import AsyncProducer
-from bus.kafka_binding import to_record
+from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
 from gateway.settings import GatewaySettings
 
@@ -54,6 +54,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _refuse_batch(records: list[Record], limit: int) -> Response | None:
+    """A 4xx for a batch Kafka could never take whole: empty, or a record over the limit."""
+    if not records:
+        return _problem(400, "invalid_event", "a batch must hold at least one event", field="body")
+    for index, record in enumerate(records):
+        size = record_size(record)
+        if size > limit:
+            field = f"[{index}]" if len(records) > 1 else "data"
+            reason = f"the event is {size} bytes on Kafka; the limit is {limit}"
+            return _problem(413, "event_too_large", reason, field=field)
+    return None
+
+
 def create_app(
     settings: GatewaySettings, producer_factory: Callable[[], AsyncProducer] | None = None
 ) -> Starlette:
@@ -82,6 +95,9 @@ def create_app(
             log_event(logger, "event_rejected", field=exc.field, reason=exc.reason)
             return _problem(400, "invalid_event", exc.reason, field=exc.field)
         records = [(ingress, to_record(event)) for event in events]
+        refusal = _refuse_batch([record for _, record in records], settings.kafka.max_record_bytes)
+        if refusal is not None:
+            return refusal
         try:
             await asyncio.wait_for(
                 state["producer"].send_all(records), timeout=settings.kafka.delivery_timeout + 1

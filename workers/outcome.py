@@ -62,8 +62,18 @@ def result_event(*, prefix: str, function: str, cause: CloudEvent, value: Any, t
     )
 
 
-def error_event(*, prefix: str, function: str, cause: CloudEvent, failure: Failure, time: str) -> CloudEvent:
-    """The `bus.function.error` record of an invocation that failed its last attempt."""
+def error_event(
+    *, prefix: str, function: str, cause: CloudEvent, failure: Failure, time: str, embed_data: bool = True
+) -> CloudEvent:
+    """The `bus.function.error` record of an invocation that failed its last attempt.
+
+    With `embed_data=False` the original event is embedded without its data (`event_truncated`),
+    for inputs too large to fit twice in one record; the DLQ keeps the full original.
+    """
+    original = to_json_dict(cause)
+    if not embed_data:
+        original.pop("data", None)
+        original.pop("data_base64", None)
     return CloudEvent.create(
         id=_derived_id("error", function, cause),
         source=function_source(prefix, function),
@@ -83,6 +93,7 @@ def error_event(*, prefix: str, function: str, cause: CloudEvent, failure: Failu
             "topic": failure.topic,
             "partition": failure.partition,
             "offset": failure.offset,
-            "event": to_json_dict(cause),
+            "event": original,
+            "event_truncated": not embed_data,
         },
     )

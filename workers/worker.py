@@ -8,23 +8,25 @@ This is the thin runtime; per-key concurrency, delayed retries and isolation gro
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from bus import naming
 from bus.clock import now_rfc3339
+from bus.deadletter import dead_letter
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent
 from bus.kafka.admin import ensure_topics
 from bus.kafka.txloop import InMessage, Output, TransactionalLoop
-from bus.kafka_binding import Record, from_record, to_record
+from bus.kafka_binding import Record, from_record, record_size, to_record
 from bus.logs import log_event
 from bus.manifest import Function, Manifest
 from bus.settings import KafkaSettings
@@ -35,6 +37,9 @@ from workers.outcome import Failure, error_event, result_event
 __all__ = ["AsyncRunner", "Invoker", "serve"]
 
 logger = logging.getLogger("bus.worker")
+
+WORKER_BATCH = 50
+"""Most records a worker takes into one transaction."""
 
 
 class AsyncRunner:
@@ -58,10 +63,14 @@ class AsyncRunner:
         self._thread.join()
         self._loop.close()
 
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
-        """Run `coro` on the runner's loop; raise TimeoutError after `timeout` seconds."""
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
+    def run(self, awaitable: Awaitable[Any], timeout: float) -> Any:
+        """Await `awaitable` on the runner's loop; raise TimeoutError after `timeout` seconds."""
+        future = asyncio.run_coroutine_threadsafe(_bounded(awaitable, timeout), self._loop)
         return future.result()
+
+
+async def _bounded(awaitable: Awaitable[Any], seconds: float) -> Any:
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 class Invoker:
@@ -73,16 +82,15 @@ class Invoker:
         prefix: str,
         function: Function,
         handler: Handler,
-        runner: AsyncRunner | None,
+        runner: AsyncRunner,
+        max_record_bytes: int,
         clock: Callable[[], str] = now_rfc3339,
     ) -> None:
         self._prefix = prefix
         self._function = function
         self._handler = handler
-        self._is_async = inspect.iscoroutinefunction(handler)
-        if self._is_async and runner is None:
-            raise ValueError("an async handler needs an AsyncRunner")
         self._runner = runner
+        self._max_record_bytes = max_record_bytes
         self._clock = clock
         self._dlq = naming.dlq_topic(prefix, function.name)
         self._log = logging.getLogger(f"bus.fn.{function.name}")
@@ -111,31 +119,46 @@ class Invoker:
         )
         try:
             value = self._call(event, ctx)
-            result = result_event(
-                prefix=self._prefix,
-                function=self._function.name,
-                cause=event,
-                value=value,
-                time=self._clock(),
-            )
-            target = self._function.destinations.on_success
-            return [Output(target, to_record(result))] if target else []
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit and friends from user code are failures too
             return self._failed(message, original, event, exc, started)
+        target = self._function.destinations.on_success
+        if target is None:
+            return []
+        try:
+            record = to_record(
+                result_event(
+                    prefix=self._prefix,
+                    function=self._function.name,
+                    cause=event,
+                    value=value,
+                    time=self._clock(),
+                )
+            )
+        except (InvalidEvent, TypeError) as exc:
+            return self._failed(message, original, event, ResultNotSerializable(str(exc)), started)
+        if record_size(record) > self._max_record_bytes:
+            too_large = ResultTooLarge(
+                f"result is {record_size(record)} bytes; records are limited to {self._max_record_bytes}"
+            )
+            return self._failed(message, original, event, too_large, started)
+        return [Output(target, record)]
 
     def _call(self, event: CloudEvent, ctx: Context) -> Any:
-        if self._is_async:
-            assert self._runner is not None
-            return self._runner.run(self._handler(event, ctx), self._function.timeout)
-        return self._handler(event, ctx)
+        value = self._handler(event, ctx)
+        if inspect.isawaitable(value):  # async def, or an object whose __call__ is async
+            return self._runner.run(value, self._function.timeout)
+        return value
 
     def _failed(
-        self, message: InMessage, original: Record, event: CloudEvent, exc: Exception, started: str
+        self, message: InMessage, original: Record, event: CloudEvent, exc: BaseException, started: str
     ) -> list[Output]:
+        error_type, reason, trace = _describe(exc)
         failure = Failure(
-            error_type=type(exc).__name__,
-            message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
+            error_type=error_type,
+            message=reason,
+            traceback=trace,
             attempts=1,
             first_attempt_time=started,
             last_attempt_time=started,
@@ -148,31 +171,51 @@ class Invoker:
             "invocation_failed",
             function=self._function.name,
             event_id=event.id,
-            error_type=failure.error_type,
-            reason=failure.message,
+            error_type=error_type,
+            reason=reason,
             level=logging.WARNING,
         )
-        outputs = [self._dead_letter(message, original, failure.error_type, failure.message)]
+        outputs = [self._dead_letter(message, original, error_type, reason)]
         target = self._function.destinations.on_failure
         if target:
-            error = error_event(
-                prefix=self._prefix,
-                function=self._function.name,
-                cause=event,
-                failure=failure,
-                time=self._clock(),
-            )
-            outputs.append(Output(target, to_record(error)))
+            outputs.append(Output(target, self._error_record(event, failure)))
         return outputs
 
-    def _dead_letter(self, message: InMessage, original: Record, error_type: str, reason: str) -> Output:
-        headers = (
-            *original.headers,
-            ("bus_error_type", error_type.encode()),
-            ("bus_error_message", reason.encode("utf-8", "replace")[:4096]),
-            ("bus_origin", f"{message.topic()}/{message.partition()}/{message.offset()}".encode()),
+    def _error_record(self, event: CloudEvent, failure: Failure) -> Record:
+        """The error event as a record, embedding the input's data only when it fits."""
+        build = functools.partial(
+            error_event, prefix=self._prefix, function=self._function.name, cause=event, failure=failure
         )
-        return Output(self._dlq, Record(original.key, original.value, headers))
+        record = to_record(build(time=self._clock()))
+        if record_size(record) > self._max_record_bytes:
+            record = to_record(build(time=self._clock(), embed_data=False))
+        return record
+
+    def _dead_letter(self, message: InMessage, original: Record, error_type: str, reason: str) -> Output:
+        origin = f"{message.topic()}/{message.partition()}/{message.offset()}"
+        return Output(self._dlq, dead_letter(original, error_type=error_type, reason=reason, origin=origin))
+
+
+class ResultNotSerializable(Exception):
+    """The handler returned a value that is not JSON (the result event cannot carry it)."""
+
+
+class ResultTooLarge(Exception):
+    """The handler's result does not fit in one Kafka record."""
+
+
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    """(type, message, traceback) of a user exception, even one whose __str__ raises."""
+    error_type = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not crash the worker
+        message = f"<unprintable {error_type}>"
+    try:
+        trace = "".join(traceback.format_exception(exc))
+    except Exception:  # same for a broken traceback
+        trace = ""
+    return error_type, message, trace
 
 
 def serve(settings: KafkaSettings, manifest: Manifest, function_name: str, stop: threading.Event) -> None:
@@ -188,9 +231,18 @@ def serve(settings: KafkaSettings, manifest: Manifest, function_name: str, stop:
             group=group,
             topics=[naming.function_topic(manifest.prefix, function.name)],
             transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
+            # Handlers run inline until the runtime issue: keep a batch well inside the poll interval
+            # and the shutdown grace period.
+            max_batch=WORKER_BATCH,
         ) as loop,
     ):
-        invoker = Invoker(prefix=manifest.prefix, function=function, handler=handler, runner=runner)
+        invoker = Invoker(
+            prefix=manifest.prefix,
+            function=function,
+            handler=handler,
+            runner=runner,
+            max_record_bytes=settings.max_record_bytes,
+        )
         log_event(logger, "worker_ready", function=function.name, group=group)
         loop.run(invoker, stop)
         log_event(logger, "worker_stopped", function=function.name, records_in=loop.records_in)

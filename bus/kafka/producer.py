@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -14,9 +15,12 @@ from confluent_kafka import KafkaException, Message, Producer
 from bus.errors import KafkaUnavailable, PublishError
 from bus.kafka.config import producer_config
 from bus.kafka_binding import Record
+from bus.logs import log_event
 from bus.settings import KafkaSettings
 
 __all__ = ["AsyncProducer", "Delivered"]
+
+logger = logging.getLogger("bus.kafka")
 
 Delivered = tuple[str, int, int]
 """(topic, partition, offset) of an acknowledged record."""
@@ -104,22 +108,33 @@ class AsyncProducer:
 
         def on_delivery(err: ClientError | None, msg: Message) -> None:
             loop.call_soon_threadsafe(_settle, future, err, msg)
+            if err is not None and err.fatal():
+                loop.call_soon_threadsafe(self._replace_after_fatal, err)
 
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=list(record.headers),
-                    on_delivery=on_delivery,
-                )
-                return future
-            except BufferError:
-                # The local queue is full: serve delivery reports, then try again.
-                producer.poll(0.01)
-            except KafkaException as exc:
-                raise _wrap(exc.args[0], topic) from exc
+        try:
+            producer.produce(
+                topic,
+                value=record.value,
+                key=record.key,
+                headers=list(record.headers),
+                on_delivery=on_delivery,
+            )
+        except BufferError as exc:
+            # The local queue is full: the broker is not keeping up. Answer now, never block the loop.
+            raise KafkaUnavailable(f"the producer queue for {topic!r} is full; retry") from exc
+        except KafkaException as exc:
+            raise _wrap(exc.args[0], topic) from exc
+        return future
+
+    def _replace_after_fatal(self, error: ClientError) -> None:
+        """A fatal error (e.g. idempotence state lost) ends a producer: start a fresh one."""
+        old = self._producer
+        if old is None or self._stopping.is_set():
+            return
+        log_event(logger, "producer_replaced", reason=error.str(), level=logging.ERROR)
+        self._producer = Producer(self._config)
+        old.purge()  # fail what it still holds, so no caller waits for a report that never comes
+        old.poll(0)
 
 
 def _settle(future: asyncio.Future[Delivered], err: ClientError | None, msg: Message) -> None:

@@ -2,11 +2,13 @@
 
 Fencing follows KIP-447: offsets are sent with the consumer's group metadata, so a zombie of an
 older group generation cannot commit. A batch whose transaction aborts is re-read from its first
-offsets, so nothing is skipped and nothing is published twice.
+offsets, so nothing is skipped and nothing is published twice. Records of partitions revoked while
+a batch was being gathered are dropped before processing: their new owner processes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -78,6 +80,7 @@ class TransactionalLoop:
         self._txn_timeout = txn_timeout
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._in_transaction = False
         self.batches = 0
         self.records_in = 0
         self.records_out = 0
@@ -98,6 +101,10 @@ class TransactionalLoop:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._producer is not None and self._in_transaction:
+            # Left mid-transaction (an error): abort now rather than hold back read_committed readers.
+            with contextlib.suppress(KafkaException):
+                self._producer.abort_transaction(self._txn_timeout)
         if self._consumer is not None:
             self._consumer.close()
         if self._producer is not None:
@@ -116,7 +123,7 @@ class TransactionalLoop:
         while not stop.is_set():
             batch = [m for m in self._next_batch(consumer) if not _is_error(m)]
             if batch:
-                self.process(batch, transform)
+                self.process(_owned(consumer, batch), transform)
 
     def _next_batch(self, consumer: Consumer) -> list[Any]:
         """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
@@ -132,18 +139,30 @@ class TransactionalLoop:
         return messages
 
     def process(self, batch: Sequence[Any], transform: Transform) -> None:
-        """Transform one batch and commit its outputs with its offsets, atomically."""
+        """Transform one batch and commit its outputs with its offsets, atomically.
+
+        If the transform raises, the batch's partitions are rewound before the error propagates,
+        so the same records are processed again by whoever owns them next.
+        """
+        if not batch:
+            return
         producer = self._require(self._producer)
         consumer = self._require(self._consumer)
-        outputs = transform(batch)
         try:
+            outputs = transform(batch)
+        except BaseException:
+            _rewind(consumer, batch)
+            raise
+        try:
+            self._in_transaction = True
             producer.begin_transaction()
             for output in outputs:
                 _produce(producer, output)
-            producer.send_offsets_to_transaction(
-                _next_offsets(batch), consumer.consumer_group_metadata(), self._txn_timeout
-            )
-            producer.commit_transaction(self._txn_timeout)
+            offsets = _next_offsets(batch)
+            metadata = consumer.consumer_group_metadata()
+            _retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._txn_timeout))
+            _retrying(lambda: producer.commit_transaction(self._txn_timeout))
+            self._in_transaction = False
         except KafkaException as exc:
             error: ClientError = exc.args[0]
             if not error.txn_requires_abort():
@@ -152,18 +171,48 @@ class TransactionalLoop:
                     retriable=error.retriable(),
                 ) from exc
             log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
-            producer.abort_transaction(self._txn_timeout)
+            self._abort()
             _rewind(consumer, batch)
             return
         self.batches += 1
         self.records_in += len(batch)
         self.records_out += len(outputs)
 
+    def _abort(self) -> None:
+        producer = self._require(self._producer)
+        try:
+            producer.abort_transaction(self._txn_timeout)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot abort the transaction of {self._group!r}: {exc.args[0].str()}") from exc
+        self._in_transaction = False
+
     @staticmethod
     def _require(client: Any) -> Any:
         if client is None:
             raise RuntimeError("TransactionalLoop used outside its `with` block")
         return client
+
+
+def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
+    """Run a transaction call, repeating it on retriable errors (librdkafka allows the same call)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            error: ClientError = exc.args[0]
+            if not error.retriable() or attempt == attempts:
+                raise
+            log_event(logger, "transaction_call_retried", attempt=attempt, reason=error.str())
+
+
+def _owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
+    """The records of partitions still assigned (a later consume() may have revoked some)."""
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    kept = [m for m in batch if (m.topic(), m.partition()) in assigned]
+    if len(kept) != len(batch):
+        log_event(logger, "revoked_records_dropped", dropped=len(batch) - len(kept))
+    return kept
 
 
 def _produce(producer: Producer, output: Output) -> None:

@@ -6,7 +6,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from starlette.testclient import TestClient
 
 from bus import naming
@@ -64,14 +63,17 @@ def test_router_sends_records_that_are_not_cloudevents_to_its_dlq_and_keeps_rout
             thread.join()
     (dead,) = kafka.read_all(naming.router_dlq_topic(manifest.prefix))
     assert dead.value() == b"not a cloudevent"
-    reason = header(dead.headers(), "bus_dlq_reason")
+    assert header(dead.headers(), "bus_error_type") == b"InvalidEvent"
+    reason = header(dead.headers(), "bus_error_message")
     assert reason is not None
     assert b"ce_specversion" in reason
+    origin = header(dead.headers(), "bus_origin") or b""
+    assert origin.startswith(f"{ingress}/".encode())
+    assert origin.endswith(b"/0"), "the raw record was the first on its partition"
     (routed,) = kafka.read_all(naming.function_topic(manifest.prefix, "echo"))
     assert header(routed.headers(), "ce_id") == b"1"
 
 
-@pytest.mark.kafka
 def test_gateway_answers_503_without_hanging_when_kafka_is_unreachable() -> None:
     """With no broker behind it, POST /events gets 503 + Retry-After within the delivery timeout."""
     dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", delivery_timeout=2.0)

@@ -139,6 +139,7 @@ def test_error_event_carries_every_field_of_the_error_record() -> None:
         "partition": 2,
         "offset": 1017,
         "event": to_json_dict(original),
+        "event_truncated": False,
     }
 
 

@@ -1,0 +1,204 @@
+"""`python -m bench [--quick] [--out FILE]`: measure on one broker, print one JSON document."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, NoReturn
+
+import confluent_kafka
+
+from bench import aio, raw, thinpath, transactional
+from bench.broker import BenchKafka, open_broker
+from bench.report import Measurement, document, render
+from bench.sizes import FULL, QUICK, Sizes
+from bus.localkafka import KAFKA_VERSION
+from bus.logs import configure, log_event
+
+logger = logging.getLogger("bench")
+
+GROUPS = ("confluent", "transactional", "aiokafka", "thinpath")
+
+Step = tuple[str, str, Callable[[], dict[str, Measurement]]]
+"""(group, name, measure): `measure` returns the measurements it took, by name."""
+
+
+def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any]) -> list[Step]:
+    def warm_up() -> dict[str, Measurement]:
+        raw.warm_up(kafka, sizes)
+        return {}
+
+    def txn_warm_up() -> dict[str, Measurement]:
+        transactional.warm_up(kafka, sizes)
+        return {}
+
+    def thin() -> dict[str, Measurement]:
+        result = thinpath.measure(kafka, sizes)
+        details["thinpath_http_statuses"] = result.statuses
+        details["thinpath_cpu_share"] = result.cpu
+        taken: dict[str, Measurement] = {
+            "thinpath.single": result.single,
+            "thinpath.single_latency": result.latency,
+        }
+        if result.batched is not None:
+            taken["thinpath.batched"] = result.batched
+        return taken
+
+    return [
+        ("confluent", "warm-up", warm_up),
+        ("confluent", "confluent.produce", lambda: {"confluent.produce": raw.produce_rate(kafka, sizes)}),
+        (
+            "confluent",
+            "confluent.produce.uncompressed",
+            lambda: {"confluent.produce.uncompressed": raw.produce_rate(kafka, sizes, compression="none")},
+        ),
+        ("confluent", "confluent.consume", lambda: {"confluent.consume": raw.consume_rate(kafka, sizes)}),
+        (
+            "confluent",
+            "confluent.consume_produce",
+            lambda: {"confluent.consume_produce": raw.consume_produce_rate(kafka, sizes)},
+        ),
+        ("confluent", "confluent.latency", lambda: {"confluent.latency": raw.latency(kafka, sizes)}),
+        ("transactional", "transactional warm-up", txn_warm_up),
+        (
+            "transactional",
+            "confluent.transactional_consume_produce",
+            lambda: {
+                "confluent.transactional_consume_produce": transactional.transactional_rate(kafka, sizes)
+            },
+        ),
+        ("aiokafka", "aiokafka.produce", lambda: {"aiokafka.produce": aio.produce_rate(kafka, sizes)}),
+        ("aiokafka", "aiokafka.consume", lambda: {"aiokafka.consume": aio.consume_rate(kafka, sizes)}),
+        (
+            "aiokafka",
+            "aiokafka.consume_produce",
+            lambda: {"aiokafka.consume_produce": aio.consume_produce_rate(kafka, sizes)},
+        ),
+        ("aiokafka", "aiokafka.latency", lambda: {"aiokafka.latency": aio.latency(kafka, sizes)}),
+        ("thinpath", "thinpath", thin),
+    ]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="about one minute instead of about four")
+    parser.add_argument("--out", type=Path, help="also write the JSON document to this file")
+    parser.add_argument("--only", action="append", choices=GROUPS, help="measure only these groups")
+    parser.add_argument("--events", type=int, help="events per raw produce and loop measurement")
+    parser.add_argument("--consume-events", type=int, help="events per raw consume measurement")
+    parser.add_argument("--latency-samples", type=int, help="records per raw latency measurement")
+    parser.add_argument("--thin-events", type=int, help="events sent one per HTTP request")
+    parser.add_argument("--thin-batch", type=int, help="events per request of the batched run (0 skips it)")
+    parser.add_argument("--thin-batched-events", type=int, help="events sent in batched requests")
+    parser.add_argument("--concurrency", type=int, help="most HTTP requests in flight")
+    parser.add_argument("--partitions", type=int, help="partitions of every throughput topic")
+    parser.add_argument("--deadline", type=float, help="seconds any one raw measurement may take")
+    parser.add_argument("--txn-warm-up", type=float, help="seconds of transactions before measuring them")
+    return parser.parse_args(argv)
+
+
+def _sizes(args: argparse.Namespace) -> Sizes:
+    base = QUICK if args.quick else FULL
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "events",
+            "consume_events",
+            "latency_samples",
+            "thin_events",
+            "thin_batch",
+            "thin_batched_events",
+            "concurrency",
+            "partitions",
+            "deadline",
+            "txn_warm_up",
+        )
+        if getattr(args, name) is not None
+    }
+    return replace(base, **overrides)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "confluent_kafka": version("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "aiokafka": version("aiokafka"),
+        "httpx": version("httpx"),
+        "uvicorn": version("uvicorn"),
+    }
+
+
+def _terminated(signum: int, frame: object) -> NoReturn:
+    # Raising unwinds every `with` block: child processes and the broker are stopped on the way out.
+    sys.exit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the measurements on one broker, print the report; 1 if any measurement failed."""
+    args = _parse(argv)
+    sizes = _sizes(args)
+    groups = set(args.only or GROUPS)
+    configure(os.environ.get("BUS_LOG_LEVEL", "WARNING"))
+    logger.setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, _terminated)
+    started = time.time()
+    clock = time.monotonic()
+    load_before = os.getloadavg()
+    measurements: dict[str, Measurement] = {}
+    errors: dict[str, str] = {}
+    details: dict[str, Any] = {}
+    broker: dict[str, Any] = {}
+    try:
+        with open_broker(os.environ) as kafka:
+            broker = {
+                "bootstrap": kafka.bootstrap,
+                "started_by_bench": kafka.started,
+                "kafka_version": KAFKA_VERSION if kafka.started else "external",
+            }
+            for group, name, measure in _steps(kafka, sizes, details):
+                if group not in groups:
+                    continue
+                step_clock = time.monotonic()
+                try:
+                    measurements.update(measure())
+                except Exception as exc:  # one failed measurement must not lose the others' figures
+                    errors[name] = f"{type(exc).__name__}: {exc}"
+                    log_event(logger, "step_failed", step=name, reason=errors[name], level=logging.ERROR)
+                else:
+                    log_event(logger, "step_done", step=name, seconds=round(time.monotonic() - step_clock, 1))
+    except Exception as exc:  # the broker itself could not be started or reached
+        errors["broker"] = f"{type(exc).__name__}: {exc}"
+    run = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.monotonic() - clock, 1),
+        "quick": args.quick,
+        "sizes": {name: getattr(sizes, name) for name in sizes.__dataclass_fields__},
+        "broker": broker,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "versions": _versions(),
+        **details,
+    }
+    text = render(document(measurements=measurements, run=run, errors=errors))
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The JSON document of a bench run: every figure with its unit, its limit and figure/limit (pure).
+
+Limits are figures of the same run: the raw confluent-kafka figures are their own limits
+(ratio 1), aiokafka's are compared with confluent-kafka's, the transactional loop with the
+plain loop, and the thin path with the plain loop (throughput) and raw latency. For latencies
+a ratio above 1 means slower than the limit; for rates a ratio below 1 means fewer events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from bench.samples import Latency, Throughput
+
+__all__ = ["SPECS", "FigureSpec", "document", "figures", "render"]
+
+Statistic = Literal["rate", "p50", "p99"]
+Measurement = Throughput | Latency
+
+_UNITS: dict[Statistic, str] = {"rate": "events/s", "p50": "ms", "p99": "ms"}
+
+
+@dataclass(frozen=True, slots=True)
+class FigureSpec:
+    """One reported figure: which measurement it comes from, how, and what it is compared with."""
+
+    name: str
+    measurement: str
+    statistic: Statistic
+    limit: str
+    """Name of the figure this one is divided by."""
+    note: str
+
+
+_LOOP = "consume a batch of up to 500, produce each record, commit offsets asynchronously"
+_TXN = "bus.kafka.txloop.TransactionalLoop: one transaction per batch of up to 500, KIP-447 offsets"
+_ONE = "one record in flight, produce() to record read back, linger.ms=2"
+_AIO_ONE = "one record in flight, send() to getone(), linger_ms=2"
+_HTTP = "HTTP POST (one structured event per request) to result read from the results topic"
+
+SPECS: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "confluent.produce",
+        "confluent.produce",
+        "rate",
+        "confluent.produce",
+        "bus producer config: idempotent, acks=all, linger.ms=2, lz4; 200-byte values",
+    ),
+    FigureSpec(
+        "confluent.produce.uncompressed",
+        "confluent.produce.uncompressed",
+        "rate",
+        "confluent.produce",
+        "as confluent.produce with compression.type=none, as aiokafka runs here",
+    ),
+    FigureSpec(
+        "confluent.consume",
+        "confluent.consume",
+        "rate",
+        "confluent.consume",
+        "one group consumer, read_committed, first record to last",
+    ),
+    FigureSpec(
+        "confluent.consume_produce", "confluent.consume_produce", "rate", "confluent.consume_produce", _LOOP
+    ),
+    FigureSpec("confluent.latency.p50", "confluent.latency", "p50", "confluent.latency.p50", _ONE),
+    FigureSpec("confluent.latency.p99", "confluent.latency", "p99", "confluent.latency.p99", _ONE),
+    FigureSpec(
+        "aiokafka.produce",
+        "aiokafka.produce",
+        "rate",
+        "confluent.produce",
+        "enable_idempotence=True, acks=all, linger_ms=2, no compression",
+    ),
+    FigureSpec(
+        "aiokafka.consume",
+        "aiokafka.consume",
+        "rate",
+        "confluent.consume",
+        "one group consumer, read_committed, getmany(max_records=500)",
+    ),
+    FigureSpec(
+        "aiokafka.consume_produce",
+        "aiokafka.consume_produce",
+        "rate",
+        "confluent.consume_produce",
+        "getmany up to 500, send each, await commit of the batch's offsets",
+    ),
+    FigureSpec("aiokafka.latency.p50", "aiokafka.latency", "p50", "confluent.latency.p50", _AIO_ONE),
+    FigureSpec("aiokafka.latency.p99", "aiokafka.latency", "p99", "confluent.latency.p99", _AIO_ONE),
+    FigureSpec(
+        "confluent.transactional_consume_produce",
+        "confluent.transactional_consume_produce",
+        "rate",
+        "confluent.consume_produce",
+        _TXN,
+    ),
+    FigureSpec("thinpath.http_to_result", "thinpath.single", "rate", "confluent.consume_produce", _HTTP),
+    FigureSpec("thinpath.latency.p50", "thinpath.single_latency", "p50", "confluent.latency.p50", _HTTP),
+    FigureSpec("thinpath.latency.p99", "thinpath.single_latency", "p99", "confluent.latency.p99", _HTTP),
+    FigureSpec(
+        "thinpath.batched_http_to_result",
+        "thinpath.batched",
+        "rate",
+        "confluent.consume_produce",
+        "as thinpath.http_to_result with a batch of events per request (see sizes.thin_batch)",
+    ),
+)
+
+
+def _value(spec: FigureSpec, measurement: Measurement) -> float:
+    if spec.statistic == "rate":
+        assert isinstance(measurement, Throughput), spec.name
+        return measurement.rate
+    assert isinstance(measurement, Latency), spec.name
+    return measurement.percentile(50 if spec.statistic == "p50" else 99)
+
+
+def _significant(number: float) -> float:
+    return float(f"{number:.4g}")
+
+
+def figures(measurements: Mapping[str, Measurement]) -> list[dict[str, Any]]:
+    """The figures whose measurement was taken, in the order of SPECS."""
+    values = {s.name: _value(s, measurements[s.measurement]) for s in SPECS if s.measurement in measurements}
+    out: list[dict[str, Any]] = []
+    for spec in SPECS:
+        if spec.name not in values:
+            continue
+        measurement = measurements[spec.measurement]
+        limit = values.get(spec.limit)
+        figure: dict[str, Any] = {
+            "name": spec.name,
+            "value": _significant(values[spec.name]),
+            "unit": _UNITS[spec.statistic],
+            "limit": spec.limit,
+            "ratio": _significant(values[spec.name] / limit) if limit else None,
+        }
+        if isinstance(measurement, Throughput):
+            figure.update(events=measurement.events, seconds=round(measurement.seconds, 3))
+        else:
+            figure.update(samples=len(measurement.samples_ms))
+        figure.update(complete=measurement.complete, note=spec.note)
+        out.append(figure)
+    return out
+
+
+def document(
+    *,
+    measurements: Mapping[str, Measurement],
+    run: Mapping[str, Any],
+    errors: Mapping[str, str],
+) -> dict[str, Any]:
+    """The whole report: how the run went (`run`), its figures and the measurements that failed."""
+    return {
+        "bench": "bus kafka-client and thin-path limits",
+        **run,
+        "figures": figures(measurements),
+        "errors": dict(errors),
+    }
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    """The report as indented JSON text."""
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()

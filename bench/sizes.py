@@ -1,0 +1,67 @@
+"""How much a bench run measures: event counts, sample counts and deadlines (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FULL", "QUICK", "Sizes"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sizes:
+    """The size of every measurement of one run."""
+
+    events: int
+    """Events per raw produce and consume→produce measurement."""
+    consume_events: int
+    """Events per plain consume measurement (consumers are several times faster than producers)."""
+    latency_samples: int
+    """Records sent one at a time per raw latency measurement."""
+    thin_events: int
+    """Events sent through the gateway one per request."""
+    thin_batch: int
+    """Events per request of the batched thin-path run; 0 skips that run."""
+    thin_batched_events: int
+    """Events sent through the gateway in batched requests."""
+    concurrency: int = 32
+    """Most HTTP requests in flight at once."""
+    partitions: int = 6
+    """Partitions of every throughput topic (the ingress topic has 6)."""
+    batch: int = 500
+    """Most records a consume loop takes at once (the router's and worker's batch)."""
+    value_bytes: int = 200
+    """Size of every raw record value, in bytes."""
+    deadline: float
+    """Seconds after which any one raw measurement stops and reports what it reached."""
+    txn_warm_up: float
+    """Seconds of transactions before the transactional measurement: a fresh broker's transaction
+    path runs several times slower for its first minute (JIT), which is not what a router sees."""
+    thin_deadline: float
+    """Seconds after which a thin-path run stops sending and stops waiting for results."""
+
+
+FULL = Sizes(
+    events=300_000,
+    consume_events=1_000_000,
+    latency_samples=2_000,
+    thin_events=6_000,
+    thin_batch=50,
+    thin_batched_events=60_000,
+    deadline=30.0,
+    txn_warm_up=60.0,
+    thin_deadline=40.0,
+)
+"""The default run: about three minutes on two cores."""
+
+QUICK = Sizes(
+    events=50_000,
+    consume_events=100_000,
+    latency_samples=200,
+    thin_events=1_000,
+    thin_batch=50,
+    thin_batched_events=10_000,
+    deadline=10.0,
+    txn_warm_up=5.0,
+    thin_deadline=15.0,
+)
+"""`--quick`: about one minute, for a smoke check rather than figures to quote."""

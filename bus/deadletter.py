@@ -1,0 +1,27 @@
+"""Dead-letter records: the original record plus why and where it failed (pure).
+
+The router and every worker write the same shape, so `bus dlq` reads one format.
+"""
+
+from __future__ import annotations
+
+from bus.kafka_binding import Record
+
+__all__ = ["MAX_REASON_BYTES", "dead_letter"]
+
+MAX_REASON_BYTES = 4096
+"""Longest `bus_error_message` header kept."""
+
+
+def dead_letter(original: Record, *, error_type: str, reason: str, origin: str) -> Record:
+    """`original` with `bus_error_type`, `bus_error_message` and `bus_origin` (topic/partition/offset)."""
+    return Record(
+        original.key,
+        original.value,
+        (
+            *original.headers,
+            ("bus_error_type", error_type.encode("utf-8", "replace")),
+            ("bus_error_message", reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]),
+            ("bus_origin", origin.encode("utf-8", "replace")),
+        ),
+    )
