@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus import localkafka
-from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
+from bus.kafka.admin import ensure_topics, wait_for_broker
 from bus.logs import log_event
 from bus.settings import KafkaSettings, load_kafka
+from bus.topology import TopicSpec
 
 __all__ = ["BenchKafka", "open_broker"]
 

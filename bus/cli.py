@@ -21,11 +21,19 @@ from bus.kafka.admin import ensure_topics
 from bus.kafka.producer import AsyncProducer
 from bus.kafka.reader import read_topic
 from bus.kafka_binding import from_record, to_record
+from bus.logs import configure
 from bus.settings import KafkaSettings, bus_home, load_kafka
-from bus.stack import Stack, bundled_example, current_environ, install_stop_handlers
+from bus.stack import Stack, bundled_example, current_environ, install_stop_handlers, interrupt_on_signals
 from bus.topology import ingress_topics
 
 __all__ = ["main"]
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="kafka_command", required=True
     )
     start = kafka.add_parser("start", help="fetch (if missing) and start a single-node KRaft broker")
-    start.add_argument("--port", type=int, help="client port (default 9092, or a free one)")
+    start.add_argument("--port", type=_port, help="client port (default 9092, or a free one)")
     start.add_argument("--data-dir", type=Path, help="data folder (default $BUS_HOME/kafka)")
     for name, text in (
         ("stop", "stop the broker cleanly"),
@@ -48,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole platform on this machine")
     up.add_argument("-f", "--file", type=Path, help="manifest (default: the bundled example)")
-    up.add_argument("--http-port", type=int, default=8080, help="gateway port (default 8080)")
+    up.add_argument("--http-port", type=_port, default=8080, help="gateway port (default 8080)")
 
     publish = sub.add_parser("publish", help="publish one event; print its id")
     publish.add_argument("--type", required=True, help="event type")
@@ -108,12 +116,14 @@ def _kafka(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 def _up(args: argparse.Namespace, environ: dict[str, str]) -> int:
     path = (args.file or bundled_example()).resolve()
-    parsed = manifest.read(path)
+    parsed = manifest.read(path, prefix=args.prefix or environ.get("BUS_PREFIX") or None)
+    configure(environ.get("BUS_LOG_LEVEL", "WARNING"))  # supervision decisions (restarts) reach stderr
     stack = Stack(path, parsed, http_port=args.http_port, environ=environ)
     stop = threading.Event()
-    install_stop_handlers(stop)
+    interrupt_on_signals()  # while starting, a signal interrupts the start; shutdown still runs
     try:
         where = stack.start()
+        install_stop_handlers(stop)
         functions = ", ".join(parsed.functions) or "none"
         print(
             f"bus is up\n"

@@ -3,6 +3,7 @@
     BusError                      root of everything bus raises on purpose
     ├── InvalidEvent              an event breaks CloudEvents or bus rules (names the field)
     ├── ManifestError             bus.yaml is invalid (names the path in the manifest)
+    ├── ConfigError               a name, flag, variable or client option is invalid (also a ValueError)
     ├── KafkaError                a Kafka client call failed (wraps the client's error)
     │   ├── KafkaUnavailable      the broker cannot be reached in time (retriable)
     │   └── PublishError          the broker refused a record (retriable if the client says so)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "BusError",
+    "ConfigError",
     "HandlerLoadError",
     "InvalidEvent",
     "KafkaError",
@@ -48,6 +50,10 @@ class ManifestError(BusError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class ConfigError(BusError, ValueError):
+    """A name, flag, environment variable or Kafka client option is invalid; the message says which."""
 
 
 class KafkaError(BusError):

@@ -21,6 +21,7 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "MAX_JSON_DEPTH",
     "SPECVERSION",
+    "STRUCTURED_CONTENT_TYPE",
     "CloudEvent",
     "Extension",
     "data_from_bytes",
@@ -34,6 +35,8 @@ __all__ = [
 
 SPECVERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+"""Content type of an event in the CloudEvents JSON format (structured mode, HTTP and Kafka)."""
 MAX_JSON_DEPTH = 64
 """Deepest JSON nesting bus accepts; orjson alone would accept 100,000 levels."""
 

@@ -15,6 +15,7 @@ import orjson
 from bus.errors import InvalidEvent
 from bus.events import (
     CONTEXT_ATTRIBUTES,
+    STRUCTURED_CONTENT_TYPE,
     CloudEvent,
     Extension,
     data_from_bytes,
@@ -32,7 +33,6 @@ __all__ = [
     "to_http_structured",
 ]
 
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 _PREFIX = "ce-"
 # Header value characters the HTTP binding percent-encodes: space, '"', '%' and non-printables.

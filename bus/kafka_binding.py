@@ -17,6 +17,7 @@ import orjson
 from bus.errors import InvalidEvent
 from bus.events import (
     CONTEXT_ATTRIBUTES,
+    STRUCTURED_CONTENT_TYPE,
     CloudEvent,
     Extension,
     data_from_bytes,
@@ -36,7 +37,6 @@ __all__ = [
     "to_record",
 ]
 
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 _PREFIX = "ce_"
 
 Headers = Sequence[tuple[str, bytes]]

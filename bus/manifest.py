@@ -108,8 +108,8 @@ class Manifest:
     """Folder of the manifest file: handler modules are imported relative to it."""
 
 
-def read(path: str | Path) -> Manifest:
-    """Read and validate a manifest file."""
+def read(path: str | Path, *, prefix: str | None = None) -> Manifest:
+    """Read and validate a manifest file; `prefix` (from `--prefix` or `BUS_PREFIX`) overrides its own."""
     file = Path(path)
     try:
         doc = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -119,14 +119,17 @@ def read(path: str | Path) -> Manifest:
         raise ManifestError(str(file), "is not UTF-8 text") from exc
     except yaml.YAMLError as exc:
         raise ManifestError(str(file), f"is not valid YAML ({exc})") from exc
-    return parse(doc if doc is not None else {}, base_dir=str(file.resolve().parent))
+    return parse(doc if doc is not None else {}, base_dir=str(file.resolve().parent), prefix=prefix)
 
 
-def parse(doc: Any, *, base_dir: str = ".") -> Manifest:
-    """Validate a manifest document (the YAML as Python values)."""
+def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manifest:
+    """Validate a manifest document (the YAML as Python values); `prefix` overrides its own."""
     top = _mapping(doc, "manifest")
     _known_keys(top, "manifest", {"prefix", "functions", "rules", "schemas", "schedules", "sources"})
-    prefix = _name(top.get("prefix", naming.DEFAULT_PREFIX), "prefix")
+    if prefix is None:
+        prefix = _name(top.get("prefix", naming.DEFAULT_PREFIX), "prefix")
+    else:
+        prefix = _name(prefix, "prefix")
     functions = {
         _name(name, f"functions.{name}"): _function(prefix, name, spec)
         for name, spec in _mapping(top.get("functions", {}), "functions").items()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from bus.errors import ConfigError
+
 __all__ = [
     "DEFAULT_PREFIX",
     "check_name",
@@ -12,6 +14,7 @@ __all__ = [
     "function_group",
     "function_topic",
     "ingress_topic",
+    "reader_group",
     "result_topic",
     "router_dlq_topic",
     "router_group",
@@ -27,7 +30,7 @@ _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,100}\Z")  # \Z: `$` would accept a trailin
 def check_name(kind: str, name: str) -> str:
     """Return `name` if it can be a prefix or function name, else raise ValueError naming the fix."""
     if not _NAME.match(name):
-        raise ValueError(f"{kind} {name!r} must be 1-100 characters of letters, digits, '_' or '-'")
+        raise ConfigError(f"{kind} {name!r} must be 1-100 characters of letters, digits, '_' or '-'")
     return name
 
 
@@ -64,6 +67,11 @@ def router_group(prefix: str) -> str:
 def function_group(prefix: str, function: str) -> str:
     """Consumer group of a function's worker group (SPEC §7)."""
     return f"{prefix}.fn.{function}"
+
+
+def reader_group(instance: str) -> str:
+    """Group id of a group-less reader (`bus tail`, checkers): it never commits or joins."""
+    return f"bus-reader-{instance}"
 
 
 def transactional_id(group: str, instance: str) -> str:

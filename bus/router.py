@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        manifest = read(args.manifest)
+        manifest = read(args.manifest, prefix=os.environ.get("BUS_PREFIX") or None)
         serve(load_kafka(os.environ, prefix=manifest.prefix), manifest, stop)
     except BusError as exc:
         print(f"router: {exc}", file=sys.stderr)

@@ -92,6 +92,7 @@ class Stack:
             child.log = logs / f"{child.name.replace(':', '-')}.log"
             self._spawn(child)
         self._wait_gateway(timeout=30.0)
+        self._check_started(settle=2.0)
         return {
             "kafka": settings.bootstrap_servers,
             "gateway": f"http://127.0.0.1:{self._http_port}",
@@ -109,7 +110,14 @@ class Stack:
                     delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
                     child.next_start = time.monotonic() + delay
                     child.process = None
-                    log_event(logger, "child_exited", child=child.name, code=code, restart_in_s=delay)
+                    log_event(
+                        logger,
+                        "child_exited",
+                        child=child.name,
+                        code=code,
+                        restart_in_s=delay,
+                        level=logging.WARNING,
+                    )
                 if child.process is None and time.monotonic() >= child.next_start:
                     self._spawn(child)
 
@@ -144,6 +152,17 @@ class Stack:
             )
         log_event(logger, "child_started", child=child.name, pid=child.process.pid)
 
+    def _check_started(self, *, settle: float) -> None:
+        """Fail start-up when a component exits within `settle` seconds (bad handler, bad manifest)."""
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            for child in self._children:
+                if child.process is not None and child.process.poll() is not None:
+                    raise BusError(
+                        f"{child.name} exited with {child.process.returncode} while starting; see {child.log}"
+                    )
+            time.sleep(0.1)
+
     def _wait_gateway(self, *, timeout: float) -> None:
         url = f"http://127.0.0.1:{self._http_port}/readyz"
         deadline = time.monotonic() + timeout
@@ -158,10 +177,24 @@ class Stack:
         raise BusError(f"the gateway was not ready within {timeout}s; see {self._children[0].log}")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, a polite kill, and a closed terminal all stop the stack gracefully."""
+
+
 def install_stop_handlers(stop: threading.Event) -> None:
-    """Set `stop` on SIGINT and SIGTERM."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    """Set `stop` on any of STOP_SIGNALS."""
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
+
+
+def interrupt_on_signals() -> None:
+    """Raise KeyboardInterrupt on any of STOP_SIGNALS (for blocking phases such as start-up)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, interrupt)
 
 
 def current_environ() -> dict[str, str]:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 from bus import naming
-from bus.kafka.admin import TopicSpec
 from bus.manifest import Function, Manifest
 
-__all__ = ["INGRESS_PARTITIONS", "function_topics", "ingress_topics", "manifest_topics"]
+__all__ = ["INGRESS_PARTITIONS", "TopicSpec", "function_topics", "ingress_topics", "manifest_topics"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic bus needs: name, partitions and topic-level configuration."""
+
+    name: str
+    partitions: int = 3
+    config: Mapping[str, str] = field(default_factory=dict)
+
 
 INGRESS_PARTITIONS = 6
 """Partitions of `<prefix>.ingress`: the router's parallelism."""

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="interface (default $BUS_HTTP_HOST or 127.0.0.1)")
     args = parser.parse_args(argv)
     configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
-    settings = load(os.environ, port=args.port, host=args.host)
     try:
+        settings = load(os.environ, port=args.port, host=args.host)
         ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)

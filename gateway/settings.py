@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bus.errors import ConfigError
 from bus.settings import KafkaSettings, load_kafka
 
 __all__ = ["GatewaySettings", "load"]
@@ -30,6 +31,15 @@ def load(environ: Mapping[str, str], *, port: int | None = None, host: str | Non
     return GatewaySettings(
         kafka=load_kafka(environ),
         host=host or environ.get("BUS_HTTP_HOST", "127.0.0.1"),
-        port=port or int(environ.get("BUS_HTTP_PORT", "8080")),
-        max_body_bytes=int(environ.get("BUS_MAX_BODY_BYTES", "1048576")),
+        port=port or _int(environ, "BUS_HTTP_PORT", 8080, high=65535),
+        max_body_bytes=_int(environ, "BUS_MAX_BODY_BYTES", 1_048_576, high=2**31),
     )
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, *, high: int) -> int:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) <= high:
+        raise ConfigError(f"{name}={raw!r} must be a whole number from 1 to {high}")
+    return int(raw)

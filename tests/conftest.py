@@ -13,7 +13,10 @@ import pytest
 from bus import localkafka
 from tests.support import KafkaEnv
 
-KAFKA_IMAGE = f"apache/kafka:{localkafka.KAFKA_VERSION}"
+# testcontainers' KafkaContainer drives Confluent's image layout (its start script edits
+# /etc/confluent/docker/*), so the Docker path uses cp-kafka 7.9 (Apache Kafka 3.9) in KRaft mode.
+# Untested on the development machine, which has no Docker daemon.
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,9 +49,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield given
         return
     if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer(KAFKA_IMAGE) as container:
+        container = (
+            KafkaContainer(KAFKA_IMAGE)
+            .with_kraft()
+            # What bus's own broker sets: transactions on one node, no topics created on demand.
+            .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+            .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+            .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+        )
+        with container:
             yield str(container.get_bootstrap_server())
         return
     data_dir: Path = tmp_path_factory.mktemp("kafka")

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bus.kafka.admin import TopicSpec, ensure_topics
+from bus.kafka.admin import ensure_topics
 from bus.kafka.reader import read_topic
 from bus.localkafka import free_port
 from bus.manifest import Manifest, read
 from bus.settings import KafkaSettings
 from bus.stack import Stack
+from bus.topology import TopicSpec
 
 T = TypeVar("T")
 _counter = itertools.count()
@@ -90,6 +91,13 @@ class KafkaEnv:
         if until(records):
             return records
         raise AssertionError(f"{topic}: condition not met within {timeout}s; read {len(records)} records")
+
+    def read_exactly(self, topic: str, count: int, *, timeout: float = 60.0, idle: float = 1.5) -> list[Any]:
+        """Wait for `count` records on `topic`, then make sure no more arrive (`idle` seconds)."""
+        self.read(topic, until=lambda records: len(records) >= count, timeout=timeout)
+        records = self.read_all(topic, idle=idle)
+        assert len(records) == count, f"{topic}: expected exactly {count} records, found {len(records)}"
+        return records
 
     def read_all(self, topic: str, *, idle: float = 1.5, timeout: float = 30.0) -> list[Any]:
         """Every record of `topic` present now (stops after `idle` seconds without one)."""

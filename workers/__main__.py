@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        manifest = read(args.manifest)
+        manifest = read(args.manifest, prefix=os.environ.get("BUS_PREFIX") or None)
         if args.function not in manifest.functions:
             known = ", ".join(sorted(manifest.functions)) or "none"
             print(

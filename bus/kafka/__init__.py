@@ -3,10 +3,11 @@
 Only this package imports a Kafka client; client errors are wrapped into `bus.errors` here.
 """
 
-from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
+from bus.kafka.admin import ensure_topics, wait_for_broker
 from bus.kafka.config import admin_config, consumer_config, producer_config
 from bus.kafka.producer import AsyncProducer
 from bus.kafka.txloop import InMessage, Output, TransactionalLoop
+from bus.topology import TopicSpec
 
 __all__ = [
     "AsyncProducer",

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from confluent_kafka import KafkaError as ClientError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported at runtime, missing from the stubs's __all__
 
 from bus.errors import KafkaError, KafkaUnavailable
-from bus.kafka.config import admin_config
+from bus.kafka.config import admin_config, build
 from bus.settings import KafkaSettings
+from bus.topology import TopicSpec
 
 __all__ = ["TopicSpec", "ensure_topics", "wait_for_broker"]
 
 
-@dataclass(frozen=True, slots=True)
-class TopicSpec:
-    """A topic bus needs: name, partitions and topic-level configuration."""
-
-    name: str
-    partitions: int = 3
-    config: Mapping[str, str] = field(default_factory=dict)
-
-
 def wait_for_broker(settings: KafkaSettings, *, timeout: float = 30.0) -> None:
     """Return once the broker answers a metadata request; raise KafkaUnavailable after `timeout`."""
-    admin = AdminClient(admin_config(settings))
+    admin = build(AdminClient, admin_config(settings))
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -43,7 +34,7 @@ def wait_for_broker(settings: KafkaSettings, *, timeout: float = 30.0) -> None:
 
 def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = AdminClient(admin_config(settings))
+    admin = build(AdminClient, admin_config(settings))
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:

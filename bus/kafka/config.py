@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from confluent_kafka import KafkaException
+
+from bus.errors import ConfigError
 from bus.settings import KafkaSettings
 
-__all__ = ["admin_config", "consumer_config", "producer_config"]
+__all__ = ["admin_config", "build", "consumer_config", "producer_config"]
+
+T = TypeVar("T")
+
+
+def build(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
+    """Create a client, turning a rejected option into a ConfigError that names it."""
+    try:
+        return factory(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        reason = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+        raise ConfigError(f"Kafka client option rejected: {reason} (check BUS_KAFKA_* variables)") from exc
 
 
 def _base(settings: KafkaSettings) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError as ClientError
 from confluent_kafka import KafkaException, Message, Producer
 
 from bus.errors import KafkaUnavailable, PublishError
-from bus.kafka.config import producer_config
+from bus.kafka.config import build, producer_config
 from bus.kafka_binding import Record
 from bus.logs import log_event
 from bus.settings import KafkaSettings
@@ -49,7 +49,7 @@ class AsyncProducer:
         self._stopping = threading.Event()
 
     async def __aenter__(self) -> AsyncProducer:
-        self._producer = Producer(self._config)
+        self._producer = build(Producer, self._config)
         self._poller = threading.Thread(target=self._poll, name="bus-producer-poll", daemon=True)
         self._poller.start()
         return self

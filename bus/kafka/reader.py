@@ -9,8 +9,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from bus import naming
 from bus.errors import KafkaError, KafkaUnavailable
-from bus.kafka.config import consumer_config
+from bus.kafka.config import build, consumer_config
 from bus.settings import KafkaSettings
 
 __all__ = ["read_topic"]
@@ -29,8 +30,8 @@ def read_topic(
     Stops after `timeout` seconds in all, or `idle_timeout` seconds without a record; commits
     nothing and joins no group, so it never disturbs the topic's consumers.
     """
-    config = consumer_config(settings, f"bus-reader-{uuid.uuid4().hex}")
-    consumer = Consumer(config)
+    config = consumer_config(settings, naming.reader_group(uuid.uuid4().hex))
+    consumer = build(Consumer, config)
     try:
         try:
             metadata = consumer.list_topics(topic, timeout=10)

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as ClientError
 
 from bus.errors import KafkaError
-from bus.kafka.config import consumer_config, producer_config
+from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka_binding import Record
 from bus.logs import log_event
 from bus.settings import KafkaSettings
@@ -86,12 +86,14 @@ class TransactionalLoop:
         self.records_out = 0
 
     def __enter__(self) -> TransactionalLoop:
-        self._producer = Producer(producer_config(self._settings, transactional_id=self._transactional_id))
+        self._producer = build(
+            Producer, producer_config(self._settings, transactional_id=self._transactional_id)
+        )
         try:
             self._producer.init_transactions(self._txn_timeout)
         except KafkaException as exc:
             raise KafkaError(f"cannot initialise transactions: {exc.args[0].str()}") from exc
-        self._consumer = Consumer(consumer_config(self._settings, self._group))
+        self._consumer = build(Consumer, consumer_config(self._settings, self._group))
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return self
 

@@ -49,8 +49,8 @@ def _post(platform: Platform, event: dict[str, Any]) -> httpx.Response:
 
 
 def _results(kafka: KafkaEnv, topic: str, want: int) -> list[Any]:
-    records = kafka.read(topic, until=lambda rs: len(rs) >= want, timeout=60)
-    return [from_record(r.key(), r.value(), r.headers()) for r in records]
+    """Exactly `want` events on `topic` (a duplicate fails the test), decoded."""
+    return [from_record(r.key(), r.value(), r.headers()) for r in kafka.read_exactly(topic, want)]
 
 
 def test_structured_event_becomes_a_result_with_its_causation_id(kafka: KafkaEnv, platform: Platform) -> None:
@@ -137,7 +137,7 @@ def test_failed_invocation_yields_error_record_and_dead_letter_while_partition_f
     assert record["attempts"] == 1
     assert record["topic"] == naming.function_topic(prefix, "flaky")
     assert record["event"]["id"] == bad["id"]
-    (dead,) = kafka.read(naming.dlq_topic(prefix, "flaky"), until=lambda rs: len(rs) >= 1, timeout=60)
+    (dead,) = kafka.read_exactly(naming.dlq_topic(prefix, "flaky"), 1)
     assert from_record(dead.key(), dead.value(), dead.headers()).id == bad["id"]
     assert header(dead.headers(), "bus_error_type") == b"ValueError"
     (result,) = _results(kafka, naming.result_topic(prefix, "flaky"), 1)

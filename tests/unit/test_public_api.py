@@ -15,6 +15,7 @@ EXPECTED: dict[str, set[str]] = {
     "bus.patterns": {"Pattern", "PatternError", "compile"},
     "bus.errors": {
         "BusError",
+        "ConfigError",
         "HandlerLoadError",
         "InvalidEvent",
         "KafkaError",
