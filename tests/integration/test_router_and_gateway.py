@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 from starlette.testclient import TestClient
 
 from bus import naming
@@ -72,6 +73,27 @@ def test_router_sends_records_that_are_not_cloudevents_to_its_dlq_and_keeps_rout
     assert origin.endswith(b"/0"), "the raw record was the first on its partition"
     (routed,) = kafka.read_all(naming.function_topic(manifest.prefix, "echo"))
     assert header(routed.headers(), "ce_id") == b"1"
+
+
+def test_gateway_refuses_what_kafka_could_never_take_before_producing() -> None:
+    """An event over the per-record limit gets 413 naming it, an empty batch 400; no broker is asked."""
+    dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", max_record_bytes=1000)
+    app = create_app(GatewaySettings(kafka=dead), lambda: AsyncProducer(dead))
+    with TestClient(app) as client:
+        small = {"specversion": "1.0", "id": "1", "source": "s", "type": "t"}
+        big = {**small, "id": "2", "data": "x" * 2000}
+        batch = client.post(
+            "/events",
+            content=orjson.dumps([small, big]),
+            headers={"content-type": "application/cloudevents-batch+json"},
+        )
+        assert batch.status_code == 413
+        assert batch.json()["field"] == "[1]"
+        empty = client.post(
+            "/events", content=b"[]", headers={"content-type": "application/cloudevents-batch+json"}
+        )
+        assert empty.status_code == 400
+        assert empty.json()["field"] == "body"
 
 
 def test_gateway_answers_503_without_hanging_when_kafka_is_unreachable() -> None:
