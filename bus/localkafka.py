@@ -31,6 +31,7 @@ __all__ = [
     "BrokerState",
     "fetch_jars",
     "free_port",
+    "new_cluster_id",
     "port_free",
     "running_bootstrap",
     "start",
@@ -133,6 +134,18 @@ def _fetch(libs: Path) -> Path:
     return libs
 
 
+def new_cluster_id() -> str:
+    """A random Kafka cluster id: 22 URL-safe base64 characters, never starting with '-'.
+
+    A leading '-' would be read as an option by the storage tool; Kafka's own Uuid.randomUuid()
+    draws again in that case, and so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
@@ -200,7 +213,7 @@ def start(
     config = _write_config(data_dir, port, controller_port)
     classpath = f"{libs}/*"
     if not (data_dir / "logs" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         formatted = subprocess.run(
             [
                 java,
