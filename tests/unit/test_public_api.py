@@ -12,6 +12,7 @@ import bus.patterns
 
 EXPECTED: dict[str, set[str]] = {
     "bus": {"BusError", "CloudEvent", "InvalidEvent", "ManifestError", "__version__"},
+    "bus.notifications": {"PROVIDERS", "normalise"},
     "bus.patterns": {"Pattern", "PatternError", "compile"},
     "bus.errors": {
         "BusError",
@@ -34,6 +35,7 @@ MODULES_WITH_ALL = [
     "bus.kafka_binding",
     "bus.manifest",
     "bus.naming",
+    "bus.notifications",
     "bus.patterns",
     "bus.routing",
     "workers",
