@@ -16,10 +16,12 @@ from starlette.routing import Route
 
 from bus import naming
 from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
+from bus.events import CloudEvent, parse_json
 from bus.http_binding import from_http
 from bus.kafka.producer import AsyncProducer
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
+from bus.notifications import PROVIDERS, normalise
 from gateway.settings import GatewaySettings
 
 __all__ = ["create_app"]
@@ -54,6 +56,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _rejected(exc: InvalidEvent) -> Response:
+    log_event(logger, "event_rejected", field=exc.field, reason=exc.reason)
+    return _problem(400, "invalid_event", exc.reason, field=exc.field)
+
+
 def _refuse_batch(records: list[Record], limit: int) -> Response | None:
     """A 4xx for a batch Kafka could never take whole: empty, or a record over the limit."""
     if not records:
@@ -83,17 +90,16 @@ def create_app(
             yield
         log_event(logger, "gateway_stopped")
 
-    async def post_events(request: Request) -> Response:
+    async def read_body(request: Request) -> bytes | Response:
         try:
-            body = await _read_body(request, settings.max_body_bytes)
+            return await _read_body(request, settings.max_body_bytes)
         except _TooLargeError:
             return _problem(413, "body_too_large", f"bodies are limited to {settings.max_body_bytes} bytes")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            events = from_http(headers, body)
-        except InvalidEvent as exc:
-            log_event(logger, "event_rejected", field=exc.field, reason=exc.reason)
-            return _problem(400, "invalid_event", exc.reason, field=exc.field)
+
+    async def accept(events: list[CloudEvent], *, allow_none: bool = False) -> Response:
+        """Publish every event, answering 202 with their ids only once Kafka acknowledged all."""
+        if not events and allow_none:
+            return _json(202, {"ids": []})
         records = [(ingress, to_record(event)) for event in events]
         refusal = _refuse_batch([record for _, record in records], settings.kafka.max_record_bytes)
         if refusal is not None:
@@ -110,6 +116,32 @@ def create_app(
             return _problem(503, "kafka_error", str(exc))
         return _json(202, {"ids": [event.id for event in events]})
 
+    async def post_events(request: Request) -> Response:
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            events = from_http(headers, body)
+        except InvalidEvent as exc:
+            return _rejected(exc)
+        return await accept(events)
+
+    async def post_notifications(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in PROVIDERS:
+            known = ", ".join(PROVIDERS)
+            return _problem(404, "unknown_provider", f"no provider {provider!r}; use one of {known}")
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            events = normalise(provider, parse_json(body))
+        except InvalidEvent as exc:
+            return _rejected(exc)
+        # S3's s3:TestEvent carries no object change: accepted, nothing published.
+        return await accept(events, allow_none=True)
+
     async def healthz(request: Request) -> Response:
         return _json(200, {"status": "ok"})
 
@@ -122,6 +154,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/events", post_events, methods=["POST"]),
+            Route("/notifications/{provider}", post_notifications, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
