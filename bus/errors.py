@@ -8,6 +8,7 @@
     │   ├── KafkaUnavailable      the broker cannot be reached in time (retriable)
     │   └── PublishError          the broker refused a record (retriable if the client says so)
     ├── LocalKafkaError           the local broker cannot be fetched, started or stopped
+    ├── SignatureError            a webhook signature is missing, wrong or stale (bus.signatures)
     └── HandlerLoadError          a function's `module:callable` cannot be imported
 
 Retryability is a property of the error: check ``exc.retriable``.

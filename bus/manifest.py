@@ -15,6 +15,7 @@ import yaml
 
 from bus import naming
 from bus.errors import ManifestError
+from bus.notifications import PROVIDERS
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
 from bus.routing import Rule, TagSelector
@@ -23,6 +24,7 @@ __all__ = [
     "Destinations",
     "Function",
     "Manifest",
+    "ObjectStore",
     "RetryPolicy",
     "Scaling",
     "parse",
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 Ordering = Literal["none", "partition", "key"]
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -92,6 +95,17 @@ class Function:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectStore:
+    """A bucket source whose notifications arrive at `POST /notifications/{provider}`."""
+
+    name: str
+    provider: str
+    """s3, minio or oss."""
+    secret_env: str | None = None
+    """Environment variable holding the webhook secret (comma-separated for rotation); None: unsigned."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     """A validated manifest."""
 
@@ -103,6 +117,8 @@ class Manifest:
     schedules: tuple[Mapping[str, Any], ...] = ()
     """Timer declarations, kept as written until the gateway issue gives them a model."""
     sources: Mapping[str, Any] = field(default_factory=dict)
+    object_stores: tuple[ObjectStore, ...] = ()
+    """`sources.object_stores`, validated."""
     """Source settings, kept as written until the gateway issue gives them a model."""
     base_dir: str = "."
     """Folder of the manifest file: handler modules are imported relative to it."""
@@ -147,6 +163,7 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
         _mapping(s, f"schedules[{i}]") for i, s in enumerate(_list(top.get("schedules", []), "schedules"))
     )
     sources = _mapping(top.get("sources", {}), "sources")
+    object_stores = _object_stores(sources.get("object_stores", []))
     return Manifest(
         prefix=prefix,
         functions=functions,
@@ -154,6 +171,7 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
         schemas=schemas,
         schedules=schedules,
         sources=sources,
+        object_stores=object_stores,
         base_dir=base_dir,
     )
 
@@ -266,6 +284,32 @@ def _destinations(prefix: str, function: str, spec: Any, path: str) -> Destinati
         else:
             raise ManifestError(f"{path}.{key}", "must be 'default', 'none' or a Kafka topic name")
     return Destinations(on_success=resolved["on_success"], on_failure=resolved["on_failure"])
+
+
+def _object_stores(spec: Any) -> tuple[ObjectStore, ...]:
+    stores: dict[str, ObjectStore] = {}
+    for index, item in enumerate(_list(spec, "sources.object_stores")):
+        path = f"sources.object_stores[{index}]"
+        body = _mapping(item, path)
+        _known_keys(body, path, {"name", "provider", "secret_env"})
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise ManifestError(f"{path}.name", "every object store needs a name")
+        if name in stores:
+            raise ManifestError(f"{path}.name", f"object store {name!r} is declared twice")
+        provider = body.get("provider")
+        if provider not in PROVIDERS:
+            raise ManifestError(
+                f"{path}.provider", f"must be one of {', '.join(PROVIDERS)}, got {provider!r}"
+            )
+        secret_env = body.get("secret_env")
+        if secret_env is not None and not (isinstance(secret_env, str) and _ENV_NAME.match(secret_env)):
+            raise ManifestError(
+                f"{path}.secret_env",
+                f"must name an environment variable like UPLOADS_SECRET, got {secret_env!r}",
+            )
+        stores[name] = ObjectStore(name=name, provider=provider, secret_env=secret_env)
+    return tuple(stores.values())
 
 
 def _rule(index: int, spec: Any, functions: Mapping[str, Function]) -> Rule:

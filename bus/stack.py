@@ -81,7 +81,7 @@ class Stack:
         python = sys.executable
         manifest = str(self._manifest_path)
         self._children = [
-            Child("gateway", [python, "-m", "gateway", "--port", str(self._http_port)]),
+            Child("gateway", [python, "-m", "gateway", "--port", str(self._http_port), "-f", manifest]),
             Child("router", [python, "-m", "bus.router", "-f", manifest]),
             *(
                 Child(f"worker:{name}", [python, "-m", "workers", "-f", manifest, "--function", name])

@@ -11,6 +11,7 @@ import uvicorn
 from bus.errors import BusError
 from bus.kafka.admin import ensure_topics
 from bus.logs import configure
+from bus.manifest import read
 from bus.topology import ingress_topics
 from gateway.app import create_app
 from gateway.settings import load
@@ -21,10 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway")
     parser.add_argument("--port", type=int, help="HTTP port (default $BUS_HTTP_PORT or 8080)")
     parser.add_argument("--host", help="interface (default $BUS_HTTP_HOST or 127.0.0.1)")
+    parser.add_argument("-f", "--manifest", help="bus.yaml: its object stores' webhook secrets are enforced")
     args = parser.parse_args(argv)
     configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
     try:
-        settings = load(os.environ, port=args.port, host=args.host)
+        stores = read(args.manifest).object_stores if args.manifest else ()
+        settings = load(os.environ, port=args.port, host=args.host, object_stores=stores)
         ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)

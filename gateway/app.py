@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,9 +23,10 @@ from bus.kafka.producer import AsyncProducer
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
 from bus.notifications import PROVIDERS, normalise
+from bus.signatures import ReplayCache, SignatureError, verify
 from gateway.settings import GatewaySettings
 
-__all__ = ["create_app"]
+__all__ = ["Gateway", "create_app"]
 
 logger = logging.getLogger("bus.gateway")
 
@@ -74,39 +76,121 @@ def _refuse_batch(records: list[Record], limit: int) -> Response | None:
     return None
 
 
-def create_app(
-    settings: GatewaySettings, producer_factory: Callable[[], AsyncProducer] | None = None
-) -> Starlette:
-    """The gateway's ASGI app; it opens its producer on startup and flushes it on shutdown."""
-    ingress = naming.ingress_topic(settings.kafka.prefix)
-    state: dict[str, AsyncProducer] = {}
+class Gateway:
+    """The gateway's request handlers over one producer (opened and flushed by `lifespan`)."""
+
+    def __init__(
+        self, settings: GatewaySettings, producer_factory: Callable[[], AsyncProducer] | None = None
+    ) -> None:
+        self._settings = settings
+        self._factory = producer_factory or (lambda: AsyncProducer(settings.kafka))
+        self._ingress = naming.ingress_topic(settings.kafka.prefix)
+        self._producer: AsyncProducer | None = None
+        self._replays = ReplayCache(ttl=2 * settings.signature_tolerance)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        factory = producer_factory or (lambda: AsyncProducer(settings.kafka))
-        async with factory() as producer:
-            state["producer"] = producer
-            log_event(logger, "gateway_ready", ingress=ingress)
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Open the producer for the app's lifetime; leaving flushes what is in flight."""
+        async with self._factory() as producer:
+            self._producer = producer
+            signed = sorted(self._settings.webhook_secrets)
+            log_event(logger, "gateway_ready", ingress=self._ingress, signed=signed)
+            unsigned = [p for p in PROVIDERS if p not in self._settings.webhook_secrets]
+            if unsigned:
+                log_event(
+                    logger,
+                    "notifications_unsigned",
+                    providers=unsigned,
+                    fix="declare sources.object_stores with secret_env in bus.yaml",
+                    level=logging.WARNING,
+                )
             yield
+            self._producer = None
         log_event(logger, "gateway_stopped")
 
-    async def read_body(request: Request) -> bytes | Response:
+    async def post_events(self, request: Request) -> Response:
+        """`POST /events`: binary, structured or batch CloudEvents."""
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
+        headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            return await _read_body(request, settings.max_body_bytes)
-        except _TooLargeError:
-            return _problem(413, "body_too_large", f"bodies are limited to {settings.max_body_bytes} bytes")
+            events = from_http(headers, body)
+        except InvalidEvent as exc:
+            return _rejected(exc)
+        return await self._accept(events)
 
-    async def accept(events: list[CloudEvent], *, allow_none: bool = False) -> Response:
+    async def post_notifications(self, request: Request) -> Response:
+        """`POST /notifications/{provider}`: signature (if configured), replay check, then publish."""
+        provider = request.path_params["provider"]
+        if provider not in PROVIDERS:
+            known = ", ".join(PROVIDERS)
+            return _problem(404, "unknown_provider", f"no provider {provider!r}; use one of {known}")
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
+        secrets = self._settings.webhook_secrets.get(provider)
+        if not secrets:
+            return await self._publish_notification(provider, body)
+        # Signed providers: the signature is checked on the raw bytes, before anything is parsed.
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            delivery = verify(
+                headers, body, secrets=secrets, now=time.time(), tolerance=self._settings.signature_tolerance
+            )
+        except SignatureError as exc:
+            log_event(logger, "signature_rejected", provider=provider, reason=str(exc))
+            return _problem(401, "invalid_signature", str(exc))
+        if not self._replays.reserve(delivery.id, time.time()):
+            log_event(logger, "replay_rejected", provider=provider, delivery=delivery.id)
+            reason = f"delivery {delivery.id!r} was accepted already or is being published"
+            return _problem(409, "duplicate_delivery", reason)
+        response = await self._publish_notification(provider, body)
+        if response.status_code == 202:
+            self._replays.accept(delivery.id, time.time())
+        else:
+            self._replays.release(delivery.id)  # nothing was published: the sender's retry must get through
+        return response
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness."""
+        return _json(200, {"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: the broker answers."""
+        producer = self._producer
+        if producer is None or not await producer.connected(wait=2.0):
+            return _problem(503, "not_ready", "Kafka is not reachable")
+        return _json(200, {"status": "ready"})
+
+    async def _body(self, request: Request) -> bytes | Response:
+        limit = self._settings.max_body_bytes
+        try:
+            return await _read_body(request, limit)
+        except _TooLargeError:
+            return _problem(413, "body_too_large", f"bodies are limited to {limit} bytes")
+
+    async def _publish_notification(self, provider: str, body: bytes) -> Response:
+        try:
+            events = normalise(provider, parse_json(body))
+        except InvalidEvent as exc:
+            return _rejected(exc)
+        # S3's s3:TestEvent carries no object change: accepted, nothing published.
+        return await self._accept(events, allow_none=True)
+
+    async def _accept(self, events: list[CloudEvent], *, allow_none: bool = False) -> Response:
         """Publish every event, answering 202 with their ids only once Kafka acknowledged all."""
         if not events and allow_none:
             return _json(202, {"ids": []})
-        records = [(ingress, to_record(event)) for event in events]
-        refusal = _refuse_batch([record for _, record in records], settings.kafka.max_record_bytes)
+        records = [(self._ingress, to_record(event)) for event in events]
+        refusal = _refuse_batch([record for _, record in records], self._settings.kafka.max_record_bytes)
         if refusal is not None:
             return refusal
+        if self._producer is None:
+            return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
         try:
             await asyncio.wait_for(
-                state["producer"].send_all(records), timeout=settings.kafka.delivery_timeout + 1
+                self._producer.send_all(records), timeout=self._settings.kafka.delivery_timeout + 1
             )
         except (KafkaUnavailable, TimeoutError):
             log_event(logger, "publish_unavailable", events=len(records), level=logging.WARNING)
@@ -116,47 +200,18 @@ def create_app(
             return _problem(503, "kafka_error", str(exc))
         return _json(202, {"ids": [event.id for event in events]})
 
-    async def post_events(request: Request) -> Response:
-        body = await read_body(request)
-        if isinstance(body, Response):
-            return body
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            events = from_http(headers, body)
-        except InvalidEvent as exc:
-            return _rejected(exc)
-        return await accept(events)
 
-    async def post_notifications(request: Request) -> Response:
-        provider = request.path_params["provider"]
-        if provider not in PROVIDERS:
-            known = ", ".join(PROVIDERS)
-            return _problem(404, "unknown_provider", f"no provider {provider!r}; use one of {known}")
-        body = await read_body(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            events = normalise(provider, parse_json(body))
-        except InvalidEvent as exc:
-            return _rejected(exc)
-        # S3's s3:TestEvent carries no object change: accepted, nothing published.
-        return await accept(events, allow_none=True)
-
-    async def healthz(request: Request) -> Response:
-        return _json(200, {"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        producer = state.get("producer")
-        if producer is None or not await producer.connected(wait=2.0):
-            return _problem(503, "not_ready", "Kafka is not reachable")
-        return _json(200, {"status": "ready"})
-
+def create_app(
+    settings: GatewaySettings, producer_factory: Callable[[], AsyncProducer] | None = None
+) -> Starlette:
+    """The gateway's ASGI app; it opens its producer on startup and flushes it on shutdown."""
+    gateway = Gateway(settings, producer_factory)
     return Starlette(
         routes=[
-            Route("/events", post_events, methods=["POST"]),
-            Route("/notifications/{provider}", post_notifications, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
+            Route("/events", gateway.post_events, methods=["POST"]),
+            Route("/notifications/{provider}", gateway.post_notifications, methods=["POST"]),
+            Route("/healthz", gateway.healthz, methods=["GET"]),
+            Route("/readyz", gateway.readyz, methods=["GET"]),
         ],
-        lifespan=lifespan,
+        lifespan=gateway.lifespan,
     )

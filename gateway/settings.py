@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bus.errors import ConfigError
+from bus.manifest import ObjectStore
 from bus.settings import KafkaSettings, load_kafka
 
-__all__ = ["GatewaySettings", "load"]
+__all__ = ["GatewaySettings", "load", "webhook_secrets"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,16 +25,47 @@ class GatewaySettings:
     """Largest accepted request body in bytes (1 MiB, as EventBridge's PutEvents allows 1 MiB)."""
     shutdown_grace: float = 10.0
     """Seconds in-flight requests may take to finish after SIGTERM."""
+    webhook_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
+    """Provider -> accepted webhook secrets; a provider listed here only takes signed notifications."""
+    signature_tolerance: float = 300.0
+    """Seconds a signed notification's timestamp may differ from the gateway's clock."""
 
 
-def load(environ: Mapping[str, str], *, port: int | None = None, host: str | None = None) -> GatewaySettings:
-    """Settings from `BUS_HTTP_HOST`, `BUS_HTTP_PORT`, `BUS_MAX_BODY_BYTES` and the Kafka variables."""
+def load(
+    environ: Mapping[str, str],
+    *,
+    port: int | None = None,
+    host: str | None = None,
+    object_stores: Sequence[ObjectStore] = (),
+) -> GatewaySettings:
+    """Settings from `BUS_HTTP_HOST`, `BUS_HTTP_PORT`, `BUS_MAX_BODY_BYTES`, the Kafka variables and
+    the webhook secrets the manifest's object stores name (`secret_env`, comma-separated to rotate)."""
     return GatewaySettings(
+        webhook_secrets=webhook_secrets(environ, object_stores),
         kafka=load_kafka(environ),
         host=host or environ.get("BUS_HTTP_HOST", "127.0.0.1"),
         port=port or _int(environ, "BUS_HTTP_PORT", 8080, high=65535),
         max_body_bytes=_int(environ, "BUS_MAX_BODY_BYTES", 1_048_576, high=2**31),
     )
+
+
+def webhook_secrets(
+    environ: Mapping[str, str], object_stores: Sequence[ObjectStore]
+) -> dict[str, tuple[bytes, ...]]:
+    """Provider -> the secrets of its stores that declare `secret_env`; a missing variable is an error."""
+    secrets: dict[str, list[bytes]] = {}
+    for store in object_stores:
+        if store.secret_env is None:
+            continue
+        value = environ.get(store.secret_env, "")
+        parts = [part.strip().encode() for part in value.split(",") if part.strip()]
+        if not parts:
+            raise ConfigError(
+                f"object store {store.name!r}: set {store.secret_env} to its webhook secret "
+                "(comma-separated to rotate)"
+            )
+        secrets.setdefault(store.provider, []).extend(parts)
+    return {provider: tuple(values) for provider, values in secrets.items()}
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, *, high: int) -> int:

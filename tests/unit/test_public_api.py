@@ -13,6 +13,15 @@ import bus.patterns
 EXPECTED: dict[str, set[str]] = {
     "bus": {"BusError", "CloudEvent", "InvalidEvent", "ManifestError", "__version__"},
     "bus.notifications": {"PROVIDERS", "normalise"},
+    "bus.signatures": {
+        "DELIVERY_HEADER",
+        "SIGNATURE_HEADER",
+        "Delivery",
+        "ReplayCache",
+        "SignatureError",
+        "sign",
+        "verify",
+    },
     "bus.patterns": {"Pattern", "PatternError", "compile"},
     "bus.errors": {
         "BusError",
@@ -36,6 +45,7 @@ MODULES_WITH_ALL = [
     "bus.manifest",
     "bus.naming",
     "bus.notifications",
+    "bus.signatures",
     "bus.patterns",
     "bus.routing",
     "workers",
