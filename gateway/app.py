@@ -1,11 +1,12 @@
-"""HTTP routes of the gateway: decode requests with the HTTP binding, publish, answer."""
+"""HTTP routes of the gateway: decode requests with the HTTP binding, publish, answer, count."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,22 +23,93 @@ from bus.http_binding import from_http
 from bus.kafka.producer import AsyncProducer
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
+from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bus.metrics import Registry
 from bus.notifications import PROVIDERS, normalise
 from bus.signatures import ReplayCache, SignatureError, verify
+from gateway.openapi import document
 from gateway.settings import GatewaySettings
 
-__all__ = ["Gateway", "create_app"]
+__all__ = ["Gateway", "GatewayMetrics", "create_app"]
 
 logger = logging.getLogger("bus.gateway")
 
 
-def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc), status, headers, media_type="application/json")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Answer(Response):
+    """A JSON response that also says what the metrics count: its problem code, the events published."""
+
+    def __init__(
+        self,
+        status: int,
+        doc: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        error: str | None = None,
+        published: int = 0,
+    ) -> None:
+        super().__init__(orjson.dumps(doc), status, headers, media_type="application/json")
+        self.error = error
+        self.published = published
+
+
+def _json(status: int, doc: Any) -> Response:
+    return _Answer(status, doc)
 
 
 def _problem(status: int, error: str, reason: str, **fields: Any) -> Response:
     headers = {"retry-after": "1"} if status == 503 else None
-    return _json(status, {"error": error, "reason": reason, **fields}, headers)
+    return _Answer(status, {"error": error, "reason": reason, **fields}, headers, error=error)
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics, recorded in one place: around each handler, from its response."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        self.requests = self.registry.counter(
+            "bus_gateway_requests_total",
+            "HTTP requests answered, by route template and status.",
+            ["route", "status"],
+        )
+        self.seconds = self.registry.histogram(
+            "bus_gateway_request_seconds", "Seconds from request to response, by route template.", ["route"]
+        )
+        self.published = self.registry.counter(
+            "bus_gateway_events_published_total",
+            "Events Kafka acknowledged, by where they came from (http, notification).",
+            ["source_kind"],
+        )
+        self.rejects = self.registry.counter(
+            "bus_gateway_rejects_total", "Problem responses, by their error code.", ["reason"]
+        )
+
+    def timed(self, route: str, handler: Handler, source_kind: str | None = None) -> Handler:
+        """`handler`, counted under the route template `route`; its 202s publish `source_kind` events."""
+
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except Exception:
+                self._record(route, 500, time.perf_counter() - started)  # what the server will answer
+                raise
+            self._record(route, response.status_code, time.perf_counter() - started)
+            if isinstance(response, _Answer):
+                if response.error is not None:
+                    self.rejects.inc(reason=response.error)
+                if response.published and source_kind is not None:
+                    self.published.inc(response.published, source_kind=source_kind)
+            return response
+
+        return endpoint
+
+    def _record(self, route: str, status: int, seconds: float) -> None:
+        self.requests.inc(route=route, status=str(status))
+        self.seconds.observe(seconds, route=route)
 
 
 class _TooLargeError(Exception):
@@ -87,6 +159,8 @@ class Gateway:
         self._ingress = naming.ingress_topic(settings.kafka.prefix)
         self._producer: AsyncProducer | None = None
         self._replays = ReplayCache(ttl=2 * settings.signature_tolerance)
+        self.metrics = GatewayMetrics()
+        self._openapi = orjson.dumps(document(max_body_bytes=settings.max_body_bytes))
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -163,6 +237,14 @@ class Gateway:
             return _problem(503, "not_ready", "Kafka is not reachable")
         return _json(200, {"status": "ready"})
 
+    async def metrics_text(self, request: Request) -> Response:
+        """`GET /metrics`: Prometheus text format."""
+        return Response(self.metrics.registry.render(), 200, media_type=METRICS_CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        """`GET /openapi.json`: the OpenAPI description of these routes."""
+        return Response(self._openapi, 200, media_type="application/json")
+
     async def _body(self, request: Request) -> bytes | Response:
         limit = self._settings.max_body_bytes
         try:
@@ -198,7 +280,7 @@ class Gateway:
         except KafkaError as exc:
             log_event(logger, "publish_failed", reason=str(exc), level=logging.ERROR)
             return _problem(503, "kafka_error", str(exc))
-        return _json(202, {"ids": [event.id for event in events]})
+        return _Answer(202, {"ids": [event.id for event in events]}, published=len(events))
 
 
 def create_app(
@@ -206,12 +288,18 @@ def create_app(
 ) -> Starlette:
     """The gateway's ASGI app; it opens its producer on startup and flushes it on shutdown."""
     gateway = Gateway(settings, producer_factory)
+
+    def route(path: str, method: str, handler: Handler, source_kind: str | None = None) -> Route:
+        return Route(path, gateway.metrics.timed(path, handler, source_kind), methods=[method])
+
     return Starlette(
         routes=[
-            Route("/events", gateway.post_events, methods=["POST"]),
-            Route("/notifications/{provider}", gateway.post_notifications, methods=["POST"]),
-            Route("/healthz", gateway.healthz, methods=["GET"]),
-            Route("/readyz", gateway.readyz, methods=["GET"]),
+            route("/events", "POST", gateway.post_events, "http"),
+            route("/notifications/{provider}", "POST", gateway.post_notifications, "notification"),
+            route("/healthz", "GET", gateway.healthz),
+            route("/readyz", "GET", gateway.readyz),
+            route("/metrics", "GET", gateway.metrics_text),
+            route("/openapi.json", "GET", gateway.openapi),
         ],
         lifespan=gateway.lifespan,
     )

@@ -12,6 +12,7 @@ import bus.patterns
 
 EXPECTED: dict[str, set[str]] = {
     "bus": {"BusError", "CloudEvent", "InvalidEvent", "ManifestError", "__version__"},
+    "bus.metrics": {"CONTENT_TYPE", "DEFAULT_BUCKETS", "Counter", "Histogram", "Registry"},
     "bus.notifications": {"PROVIDERS", "normalise"},
     "bus.signatures": {
         "DELIVERY_HEADER",
@@ -44,6 +45,7 @@ MODULES_WITH_ALL = [
     "bus.kafka_binding",
     "bus.manifest",
     "bus.naming",
+    "bus.metrics",
     "bus.notifications",
     "bus.signatures",
     "bus.patterns",
