@@ -7,6 +7,7 @@ otherwise raw bytes. Bindings (Kafka, HTTP) translate to and from this one model
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -152,14 +153,41 @@ def is_json_content_type(content_type: str | None) -> bool:
     return media == JSON_CONTENT_TYPE or media.endswith("+json") or media == "text/json"
 
 
-def parse_json(body: bytes | str, *, field_name: str = "body", max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse JSON text, refusing invalid JSON and nesting deeper than `max_depth`."""
+def parse_json(
+    body: bytes | str, *, field_name: str = "body", max_depth: int = MAX_JSON_DEPTH, strict: bool = False
+) -> Any:
+    """Parse JSON text, refusing invalid JSON and nesting deeper than `max_depth`.
+
+    `strict` (for untrusted input at the edge) also refuses duplicate object keys, which orjson
+    would silently resolve to the last value; it costs a second parse, so bus's own records skip it.
+    """
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(field_name, f"is not valid JSON ({exc})") from exc
-    _check_depth(value, field_name, max_depth)
+    if _brackets(body) >= max_depth:  # fewer opening brackets cannot nest that deep: skip the walk
+        _check_depth(value, field_name, max_depth)
+    if strict:
+        _check_unique_keys(body, field_name)
     return value
+
+
+def _check_unique_keys(body: bytes | str, field_name: str) -> None:
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise InvalidEvent(field_name, f"JSON object has the key {key!r} twice; send each key once")
+            seen.add(key)
+
+    # Only reached after orjson accepted the text, so the stdlib parser sees valid, bounded JSON.
+    json.loads(body, object_pairs_hook=pairs)
+
+
+def _brackets(body: bytes | str) -> int:
+    if isinstance(body, str):
+        return body.count("[") + body.count("{")
+    return body.count(b"[") + body.count(b"{")
 
 
 def _check_depth(value: Any, field_name: str, max_depth: int) -> None:
@@ -186,12 +214,12 @@ def data_to_bytes(event: CloudEvent) -> bytes | None:
     return orjson.dumps(event.data)
 
 
-def data_from_bytes(content_type: str | None, body: bytes | None) -> Any:
+def data_from_bytes(content_type: str | None, body: bytes | None, *, strict: bool = False) -> Any:
     """Decode a binary-mode body or record value into event data for its content type."""
     if body is None or (not body and is_json_content_type(content_type)):
         return None
     if is_json_content_type(content_type):
-        return parse_json(body, field_name="data")
+        return parse_json(body, field_name="data", strict=strict)
     return body
 
 

@@ -44,9 +44,9 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     content_type = headers.get("content-type")
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media == STRUCTURED_CONTENT_TYPE:
-        return [from_json_dict(parse_json(body))]
+        return [from_json_dict(parse_json(body, strict=True))]
     if media == BATCH_CONTENT_TYPE:
-        docs = parse_json(body)
+        docs = parse_json(body, strict=True)
         if not isinstance(docs, list):
             raise InvalidEvent("body", "a batch must be a JSON array of CloudEvents")
         events = []
@@ -86,7 +86,7 @@ def _from_binary(headers: Mapping[str, str], content_type: str | None, body: byt
     if content_type is not None:
         attributes["datacontenttype"] = content_type
     return CloudEvent.create(
-        **attributes, extensions=extensions, data=data_from_bytes(content_type, body or None)
+        **attributes, extensions=extensions, data=data_from_bytes(content_type, body or None, strict=True)
     )
 
 

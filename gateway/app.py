@@ -254,7 +254,7 @@ class Gateway:
 
     async def _publish_notification(self, provider: str, body: bytes) -> Response:
         try:
-            events = normalise(provider, parse_json(body))
+            events = normalise(provider, parse_json(body, strict=True))
         except InvalidEvent as exc:
             return _rejected(exc)
         # S3's s3:TestEvent carries no object change: accepted, nothing published.
