@@ -9,6 +9,8 @@
     │   └── PublishError          the broker refused a record (retriable if the client says so)
     ├── LocalKafkaError           the local broker cannot be fetched, started or stopped
     ├── SignatureError            a webhook signature is missing, wrong or stale (bus.signatures)
+    ├── AuthError                 a credential is missing, unknown, revoked or expired: 401 (bus.auth)
+    ├── ForbiddenError            a credential may not send this source or type: 403 (bus.auth)
     └── HandlerLoadError          a function's `module:callable` cannot be imported
 
 Retryability is a property of the error: check ``exc.retriable``.

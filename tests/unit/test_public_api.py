@@ -12,8 +12,18 @@ import bus.patterns
 
 EXPECTED: dict[str, set[str]] = {
     "bus": {"BusError", "CloudEvent", "InvalidEvent", "ManifestError", "__version__"},
+    "bus.auth": {
+        "ApiKeys",
+        "AuthError",
+        "ForbiddenError",
+        "JwtVerifier",
+        "Principal",
+        "authorize",
+        "principal_from_claims",
+    },
     "bus.metrics": {"CONTENT_TYPE", "DEFAULT_BUCKETS", "Counter", "Histogram", "Registry"},
     "bus.notifications": {"PROVIDERS", "normalise"},
+    "bus.ratelimit": {"Decision", "RateLimiter"},
     "bus.signatures": {
         "DELIVERY_HEADER",
         "SIGNATURE_HEADER",
@@ -45,8 +55,10 @@ MODULES_WITH_ALL = [
     "bus.kafka_binding",
     "bus.manifest",
     "bus.naming",
+    "bus.auth",
     "bus.metrics",
     "bus.notifications",
+    "bus.ratelimit",
     "bus.signatures",
     "bus.patterns",
     "bus.routing",
