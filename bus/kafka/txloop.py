@@ -116,7 +116,8 @@ class TransactionalLoop:
         log_event(logger, "partitions_assigned", group=self._group, partitions=_names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # No transaction is open while the consumer polls, so nothing is in flight to hand back.
+        # No transaction is open while the consumer polls, so nothing is in flight to hand back;
+        # records of these partitions already gathered into a batch are dropped by _owned().
         log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
 
     def run(self, transform: Transform, stop: threading.Event) -> None:
