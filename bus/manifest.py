@@ -23,6 +23,8 @@ from bus.routing import Rule, TagSelector
 __all__ = [
     "Destinations",
     "Function",
+    "HttpAuth",
+    "HttpKey",
     "Manifest",
     "ObjectStore",
     "RetryPolicy",
@@ -106,6 +108,37 @@ class ObjectStore:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HttpKey:
+    """An API key for `POST /events`: who it is and what it may send."""
+
+    id: str
+    secret_env: str
+    """Environment variable holding the key."""
+    tenant: str | None = None
+    """Tenant (topic prefix) the key belongs to; None: the manifest's prefix."""
+    sources: tuple[str, ...] = ()
+    """Globs of allowed `source` values (`*` matches anything); empty: any."""
+    types: tuple[str, ...] = ()
+    """Globs of allowed `type` values; empty: any."""
+    rate: float | None = None
+    """Events per second allowed; None: unlimited."""
+    burst: int | None = None
+    """Events allowed at once (bucket size); None: one second's worth."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpAuth:
+    """How `POST /events` authenticates: `sources.http` in the manifest."""
+
+    mode: Literal["none", "api_keys", "jwt"] = "none"
+    keys: tuple[HttpKey, ...] = ()
+    jwt_secret_env: str | None = None
+    """Environment variable holding the HS256 secret (mode jwt)."""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     """A validated manifest."""
 
@@ -119,6 +152,8 @@ class Manifest:
     sources: Mapping[str, Any] = field(default_factory=dict)
     object_stores: tuple[ObjectStore, ...] = ()
     """`sources.object_stores`, validated."""
+    http_auth: HttpAuth = HttpAuth()
+    """`sources.http`, validated."""
     """Source settings, kept as written until the gateway issue gives them a model."""
     base_dir: str = "."
     """Folder of the manifest file: handler modules are imported relative to it."""
@@ -164,6 +199,7 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
     )
     sources = _mapping(top.get("sources", {}), "sources")
     object_stores = _object_stores(sources.get("object_stores", []))
+    http_auth = _http_auth(sources.get("http", {}))
     return Manifest(
         prefix=prefix,
         functions=functions,
@@ -172,6 +208,7 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
         schedules=schedules,
         sources=sources,
         object_stores=object_stores,
+        http_auth=http_auth,
         base_dir=base_dir,
     )
 
@@ -310,6 +347,71 @@ def _object_stores(spec: Any) -> tuple[ObjectStore, ...]:
             )
         stores[name] = ObjectStore(name=name, provider=provider, secret_env=secret_env)
     return tuple(stores.values())
+
+
+def _http_auth(spec: Any) -> HttpAuth:
+    body = _mapping(spec, "sources.http")
+    _known_keys(body, "sources.http", {"auth", "keys", "jwt"})
+    mode = body.get("auth", "none")
+    if mode not in ("none", "api_keys", "jwt"):
+        raise ManifestError("sources.http.auth", f"must be none, api_keys or jwt, got {mode!r}")
+    keys = tuple(
+        _http_key(i, item) for i, item in enumerate(_list(body.get("keys", []), "sources.http.keys"))
+    )
+    if len({key.id for key in keys}) != len(keys):
+        raise ManifestError("sources.http.keys", "key ids must be unique")
+    jwt = _mapping(body.get("jwt", {}), "sources.http.jwt")
+    _known_keys(jwt, "sources.http.jwt", {"secret_env", "audience", "issuer"})
+    if mode == "jwt":
+        for name in ("secret_env", "audience"):
+            if not isinstance(jwt.get(name), str) or not jwt[name]:
+                raise ManifestError(f"sources.http.jwt.{name}", "auth: jwt needs it")
+        _env_name(jwt["secret_env"], "sources.http.jwt.secret_env")
+    issuer = jwt.get("issuer")
+    return HttpAuth(
+        mode=cast(Literal["none", "api_keys", "jwt"], mode),
+        keys=keys,
+        jwt_secret_env=jwt.get("secret_env"),
+        jwt_audience=jwt.get("audience"),
+        jwt_issuer=issuer if isinstance(issuer, str) else None,
+    )
+
+
+def _http_key(index: int, spec: Any) -> HttpKey:
+    path = f"sources.http.keys[{index}]"
+    body = _mapping(spec, path)
+    _known_keys(body, path, {"id", "secret_env", "tenant", "sources", "types", "rate", "burst"})
+    key_id = body.get("id")
+    if not isinstance(key_id, str) or not key_id:
+        raise ManifestError(f"{path}.id", "every key needs an id")
+    globs = {
+        name: tuple(str(g) for g in _list(body.get(name, []), f"{path}.{name}"))
+        for name in ("sources", "types")
+    }
+    rate = body.get("rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0):
+        raise ManifestError(f"{path}.rate", f"must be a positive number of events per second, got {rate!r}")
+    burst = body.get("burst")
+    if burst is not None:
+        burst = _int(burst, f"{path}.burst", low=1)
+        if rate is None:
+            raise ManifestError(f"{path}.burst", "a burst needs a rate")
+    tenant = body.get("tenant")
+    return HttpKey(
+        id=key_id,
+        secret_env=_env_name(body.get("secret_env"), f"{path}.secret_env"),
+        tenant=_name(tenant, f"{path}.tenant") if tenant is not None else None,
+        sources=globs["sources"],
+        types=globs["types"],
+        rate=float(rate) if rate is not None else None,
+        burst=burst,
+    )
+
+
+def _env_name(value: Any, path: str) -> str:
+    if not (isinstance(value, str) and _ENV_NAME.match(value)):
+        raise ManifestError(path, f"must name an environment variable like SHOP_API_KEY, got {value!r}")
+    return value
 
 
 def _rule(index: int, spec: Any, functions: Mapping[str, Function]) -> Rule:

@@ -11,7 +11,7 @@ import uvicorn
 from bus.errors import BusError
 from bus.kafka.admin import ensure_topics
 from bus.logs import configure
-from bus.manifest import read
+from bus.manifest import Manifest, read
 from bus.topology import ingress_topics
 from gateway.app import create_app
 from gateway.settings import load
@@ -26,8 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
     try:
-        stores = read(args.manifest).object_stores if args.manifest else ()
-        settings = load(os.environ, port=args.port, host=args.host, object_stores=stores)
+        manifest = read(args.manifest) if args.manifest else Manifest()
+        settings = load(
+            os.environ,
+            port=args.port,
+            host=args.host,
+            object_stores=manifest.object_stores,
+            http_auth=manifest.http_auth,
+        )
         ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)

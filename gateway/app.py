@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bus import naming
+from bus.auth import AuthError, ForbiddenError, JwtVerifier, Principal, authorize
 from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
 from bus.events import CloudEvent, parse_json
 from bus.http_binding import from_http
@@ -26,6 +28,7 @@ from bus.logs import log_event
 from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bus.metrics import Registry
 from bus.notifications import PROVIDERS, normalise
+from bus.ratelimit import RateLimiter
 from bus.signatures import ReplayCache, SignatureError, verify
 from gateway.openapi import document
 from gateway.settings import GatewaySettings
@@ -59,8 +62,11 @@ def _json(status: int, doc: Any) -> Response:
     return _Answer(status, doc)
 
 
-def _problem(status: int, error: str, reason: str, **fields: Any) -> Response:
-    headers = {"retry-after": "1"} if status == 503 else None
+def _problem(
+    status: int, error: str, reason: str, *, headers: dict[str, str] | None = None, **fields: Any
+) -> Response:
+    if status == 503:
+        headers = {"retry-after": "1", **(headers or {})}
     return _Answer(status, {"error": error, "reason": reason, **fields}, headers, error=error)
 
 
@@ -159,6 +165,7 @@ class Gateway:
         self._ingress = naming.ingress_topic(settings.kafka.prefix)
         self._producer: AsyncProducer | None = None
         self._replays = ReplayCache(ttl=2 * settings.signature_tolerance)
+        self._limiter = RateLimiter()
         self.metrics = GatewayMetrics()
         self._openapi = orjson.dumps(document(max_body_bytes=settings.max_body_bytes))
 
@@ -183,16 +190,68 @@ class Gateway:
         log_event(logger, "gateway_stopped")
 
     async def post_events(self, request: Request) -> Response:
-        """`POST /events`: binary, structured or batch CloudEvents."""
+        """`POST /events`: binary, structured or batch CloudEvents, from a permitted caller."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        principal = self._authenticate(headers)  # before the body is read: refusing costs nothing
+        if isinstance(principal, Response):
+            return principal
         body = await self._body(request)
         if isinstance(body, Response):
             return body
-        headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             events = from_http(headers, body)
         except InvalidEvent as exc:
             return _rejected(exc)
+        if principal is not None:
+            refusal = self._permit(principal, events)
+            if refusal is not None:
+                return refusal
         return await self._accept(events)
+
+    def _authenticate(self, headers: Mapping[str, str]) -> Principal | Response | None:
+        """The caller, None when auth is off, or a 401 answer."""
+        auth = self._settings.auth
+        if auth is None:
+            return None
+        try:
+            if isinstance(auth, JwtVerifier):
+                return auth.authenticate(headers, now=time.time())
+            return auth.authenticate(headers)
+        except AuthError as exc:
+            log_event(logger, "auth_rejected", reason=exc.reason)
+            return _problem(401, "unauthorized", exc.reason, headers={"www-authenticate": "Bearer"})
+
+    def _permit(self, principal: Principal, events: list[CloudEvent]) -> Response | None:
+        """403 when the caller may not send these events here, 429/413 past its rate, else None."""
+        if principal.tenant != self._settings.kafka.prefix:
+            reason = (
+                f"credential of tenant {principal.tenant!r} cannot publish to {self._settings.kafka.prefix!r}"
+            )
+            return _problem(403, "forbidden", reason, field="tenant")
+        for index, event in enumerate(events):
+            try:
+                authorize(principal, source=event.source, type=event.type)
+            except ForbiddenError as exc:
+                field = f"[{index}].{exc.field}" if len(events) > 1 else exc.field
+                log_event(logger, "forbidden", key=principal.key_id, field=field)
+                return _problem(403, "forbidden", exc.reason, field=field)
+        if principal.rate is None or principal.burst is None:
+            return None
+        decision = self._limiter.take(
+            f"{principal.tenant}/{principal.key_id}",
+            rate=principal.rate,
+            burst=principal.burst,
+            cost=len(events),
+            now=time.monotonic(),
+        )
+        if decision.allowed:
+            return None
+        if math.isinf(decision.retry_after):
+            reason = f"{len(events)} events exceed this key's burst of {principal.burst}; split the batch"
+            return _problem(413, "batch_over_burst", reason, field="body")
+        wait = max(1, math.ceil(decision.retry_after))
+        reason = f"over {principal.rate:g} events/s for key {principal.key_id!r}; retry in {wait} s"
+        return _problem(429, "rate_limited", reason, headers={"retry-after": str(wait)})
 
     async def post_notifications(self, request: Request) -> Response:
         """`POST /notifications/{provider}`: signature (if configured), replay check, then publish."""

@@ -27,6 +27,10 @@ ERRORS = (
     "kafka_unavailable",
     "kafka_error",
     "not_ready",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "batch_over_burst",
 )
 """Every `error` code a problem response of the gateway carries."""
 # bus.events' check of datacontenttype, in the ECMA-262 dialect JSON Schema patterns use.
@@ -117,10 +121,23 @@ def _events(max_body_bytes: int) -> dict[str, Any]:
                 "*/*": {"schema": {"description": "Binary mode: the event's data, in any media type."}},
             },
         },
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
         "responses": {
             "202": _accepted("in request order"),
             "400": _problem("Not a valid CloudEvent (`invalid_event`); `field` names the attribute."),
+            "401": _problem(
+                "Missing, unknown, revoked or expired credential (`unauthorized`), when `sources.http` "
+                "asks for API keys or JWTs."
+            ),
+            "403": _problem(
+                "The credential may not publish this `source` or `type`, or to this tenant (`forbidden`); "
+                "`field` names which."
+            ),
             "413": _too_large(max_body_bytes),
+            "429": _problem(
+                "Over the credential's rate (`rate_limited`); wait `Retry-After` seconds. A batch larger "
+                "than the burst is a 413 (`batch_over_burst`)."
+            ),
             "503": _unavailable(_KAFKA_DOWN),
         },
     }
@@ -279,5 +296,11 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": _schemas()},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key or an HS256 JWT."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
     }

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bus.auth import ApiKeys, JwtVerifier, Principal
 from bus.errors import ConfigError
-from bus.manifest import ObjectStore
+from bus.manifest import HttpAuth, ObjectStore
 from bus.settings import KafkaSettings, load_kafka
 
-__all__ = ["GatewaySettings", "load", "webhook_secrets"]
+__all__ = ["GatewaySettings", "authenticator", "load", "webhook_secrets"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +30,8 @@ class GatewaySettings:
     """Provider -> accepted webhook secrets; a provider listed here only takes signed notifications."""
     signature_tolerance: float = 300.0
     """Seconds a signed notification's timestamp may differ from the gateway's clock."""
+    auth: ApiKeys | JwtVerifier | None = None
+    """Who may `POST /events` (`sources.http` in the manifest); None: anyone."""
 
 
 def load(
@@ -37,12 +40,15 @@ def load(
     port: int | None = None,
     host: str | None = None,
     object_stores: Sequence[ObjectStore] = (),
+    http_auth: HttpAuth | None = None,
 ) -> GatewaySettings:
     """Settings from `BUS_HTTP_HOST`, `BUS_HTTP_PORT`, `BUS_MAX_BODY_BYTES`, the Kafka variables and
     the webhook secrets the manifest's object stores name (`secret_env`, comma-separated to rotate)."""
+    kafka = load_kafka(environ)
     return GatewaySettings(
         webhook_secrets=webhook_secrets(environ, object_stores),
-        kafka=load_kafka(environ),
+        auth=authenticator(environ, http_auth or HttpAuth(), default_tenant=kafka.prefix),
+        kafka=kafka,
         host=host or environ.get("BUS_HTTP_HOST", "127.0.0.1"),
         port=port or _int(environ, "BUS_HTTP_PORT", 8080, high=65535),
         max_body_bytes=_int(environ, "BUS_MAX_BODY_BYTES", 1_048_576, high=2**31),
@@ -66,6 +72,62 @@ def webhook_secrets(
             )
         secrets.setdefault(store.provider, []).extend(parts)
     return {provider: tuple(values) for provider, values in secrets.items()}
+
+
+def authenticator(
+    environ: Mapping[str, str], http_auth: HttpAuth, *, default_tenant: str
+) -> ApiKeys | JwtVerifier | None:
+    """The credential check `sources.http` asks for, with its secrets read from the environment."""
+    if http_auth.mode == "api_keys" and not http_auth.keys:
+        return ApiKeys(_environment_keys(environ, default_tenant))
+    if http_auth.mode == "api_keys":
+        return ApiKeys(
+            [
+                (
+                    _secret(environ, key.secret_env, f"API key {key.id!r}"),
+                    Principal(
+                        key_id=key.id,
+                        tenant=key.tenant or default_tenant,
+                        sources=key.sources,
+                        types=key.types,
+                        rate=key.rate,
+                        burst=key.burst,
+                    ),
+                )
+                for key in http_auth.keys
+            ]
+        )
+    if http_auth.mode == "jwt":
+        assert http_auth.jwt_secret_env is not None  # the manifest requires both for auth: jwt
+        assert http_auth.jwt_audience is not None
+        secret = _secret(environ, http_auth.jwt_secret_env, "JWT verification")
+        return JwtVerifier(secret, http_auth.jwt_audience, issuer=http_auth.jwt_issuer)
+    return None
+
+
+def _environment_keys(environ: Mapping[str, str], tenant: str) -> list[tuple[bytes, Principal]]:
+    """Unscoped keys from `BUS_API_KEYS=id:key[,id:key]`, for `auth: api_keys` without listed keys."""
+    raw = environ.get("BUS_API_KEYS", "")
+    keys: list[tuple[bytes, Principal]] = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key_id, sep, key = item.partition(":")
+        if not sep or not key_id or not key:
+            raise ConfigError(
+                "BUS_API_KEYS must be id:key[,id:key], e.g. shop:3f9c...; an entry lacks its ':'"
+            )
+        keys.append((key.encode(), Principal(key_id=key_id, tenant=tenant)))
+    if not keys:
+        raise ConfigError(
+            "auth: api_keys: list keys under sources.http.keys or set BUS_API_KEYS=id:key[,id:key]"
+        )
+    return keys
+
+
+def _secret(environ: Mapping[str, str], name: str, what: str) -> bytes:
+    value = environ.get(name, "")
+    if not value:
+        raise ConfigError(f"{what}: set {name} (sources.http in bus.yaml names it)")
+    return value.encode()
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, *, high: int) -> int:
