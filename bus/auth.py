@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bus.errors import BusError, ConfigError, InvalidEvent
+from bus.errors import AuthError, ConfigError, ForbiddenError, InvalidEvent
 from bus.events import parse_json
 
 __all__ = [
@@ -55,24 +55,6 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,19}")
 _FIX_KEY = "send 'authorization: Bearer <key>' or 'x-api-key: <key>' with a key issued to you"
 _FIX_JWT = "send 'authorization: Bearer <token>' with a signed JWT"
 _REISSUE = "ask the token issuer for a new HS256 token for this gateway"
-
-
-class AuthError(BusError):
-    """The request's credentials are missing, malformed, unknown or invalid (HTTP 401); `reason` says
-    which and how to fix it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ForbiddenError(BusError):
-    """Valid credentials that do not cover this event (HTTP 403); `field` is `source` or `type`."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,9 +8,10 @@
     │   ├── KafkaUnavailable      the broker cannot be reached in time (retriable)
     │   └── PublishError          the broker refused a record (retriable if the client says so)
     ├── LocalKafkaError           the local broker cannot be fetched, started or stopped
-    ├── SignatureError            a webhook signature is missing, wrong or stale (bus.signatures)
-    ├── AuthError                 a credential is missing, unknown, revoked or expired: 401 (bus.auth)
-    ├── ForbiddenError            a credential may not send this source or type: 403 (bus.auth)
+    ├── RefusedError              a request the sender can fix; `reason` says what and how
+    │   ├── SignatureError        a webhook signature is missing, wrong or stale (HTTP 401)
+    │   ├── AuthError             a credential is missing, unknown, revoked or expired (HTTP 401)
+    │   └── ForbiddenError        a credential does not cover this event; names the field (HTTP 403)
     └── HandlerLoadError          a function's `module:callable` cannot be imported
 
 Retryability is a property of the error: check ``exc.retriable``.
@@ -19,8 +20,10 @@ Retryability is a property of the error: check ``exc.retriable``.
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "BusError",
     "ConfigError",
+    "ForbiddenError",
     "HandlerLoadError",
     "InvalidEvent",
     "KafkaError",
@@ -28,6 +31,8 @@ __all__ = [
     "LocalKafkaError",
     "ManifestError",
     "PublishError",
+    "RefusedError",
+    "SignatureError",
 ]
 
 
@@ -84,3 +89,30 @@ class LocalKafkaError(BusError):
 
 class HandlerLoadError(BusError):
     """A function handler `module:callable` could not be loaded."""
+
+
+class RefusedError(BusError):
+    """A request refused for a reason its sender can fix; `reason` says what and how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SignatureError(RefusedError):
+    """A notification's signature headers are missing, malformed, stale or do not match (HTTP 401)."""
+
+
+class AuthError(RefusedError):
+    """The request's credentials are missing, malformed, unknown or invalid (HTTP 401)."""
+
+
+class ForbiddenError(RefusedError):
+    """Valid credentials that do not cover this event (HTTP 403); `field` is `source`, `type` or `tenant`."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bus.errors import BusError, ConfigError
+from bus.errors import ConfigError, SignatureError
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -56,15 +56,6 @@ _HEX = re.compile(r"[0-9A-Fa-f]+")
 _DELIVERY_RULE = "use 1 to 200 characters of A-Z a-z 0-9 _ : -, unique per delivery"
 _FORMAT = "expected 't=<unix seconds>,v1=<hex HMAC-SHA256>'"
 _FIX_SIGN = "sign f'{t}.{delivery}.' + the raw body with HMAC-SHA256 (see README)"
-
-
-class SignatureError(BusError):
-    """A notification's signature headers are missing, malformed, stale or do not match; `reason` says
-    which and how to fix it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

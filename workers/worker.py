@@ -138,9 +138,10 @@ class Invoker:
             )
         except (InvalidEvent, TypeError) as exc:
             return self._failed(message, original, event, ResultNotSerializable(str(exc)), started)
-        if record_size(record) > self._max_record_bytes:
+        size = record_size(record)
+        if size > self._max_record_bytes:
             too_large = ResultTooLarge(
-                f"result is {record_size(record)} bytes; records are limited to {self._max_record_bytes}"
+                f"result is {size} bytes; records are limited to {self._max_record_bytes}"
             )
             return self._failed(message, original, event, too_large, started)
         return [Output(target, record)]

@@ -35,8 +35,10 @@ EXPECTED: dict[str, set[str]] = {
     },
     "bus.patterns": {"Pattern", "PatternError", "compile"},
     "bus.errors": {
+        "AuthError",
         "BusError",
         "ConfigError",
+        "ForbiddenError",
         "HandlerLoadError",
         "InvalidEvent",
         "KafkaError",
@@ -44,6 +46,8 @@ EXPECTED: dict[str, set[str]] = {
         "LocalKafkaError",
         "ManifestError",
         "PublishError",
+        "RefusedError",
+        "SignatureError",
     },
 }
 
