@@ -13,6 +13,7 @@ __all__ = [
     "error_topic",
     "function_group",
     "function_topic",
+    "gateway_transactional_id",
     "ingress_topic",
     "reader_group",
     "result_topic",
@@ -82,3 +83,8 @@ def transactional_id(group: str, instance: str) -> str:
 def router_dlq_topic(prefix: str) -> str:
     """Where the router puts records it cannot route (not a CloudEvent, unknown target)."""
     return f"{prefix}.router.dlq"
+
+
+def gateway_transactional_id(prefix: str, instance: str) -> str:
+    """Transactional id of one gateway replica's batch publisher; a restarted replica fences its past."""
+    return f"{prefix}.gateway.tx.{instance}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -22,6 +22,7 @@ from bus.auth import AuthError, ForbiddenError, JwtVerifier, Principal, authoriz
 from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
 from bus.events import CloudEvent, parse_json
 from bus.http_binding import from_http
+from bus.kafka.batches import TransactionalPublisher
 from bus.kafka.producer import AsyncProducer
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
@@ -157,13 +158,11 @@ def _refuse_batch(records: list[Record], limit: int) -> Response | None:
 class Gateway:
     """The gateway's request handlers over one producer (opened and flushed by `lifespan`)."""
 
-    def __init__(
-        self, settings: GatewaySettings, producer_factory: Callable[[], AsyncProducer] | None = None
-    ) -> None:
+    def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
-        self._factory = producer_factory or (lambda: AsyncProducer(settings.kafka))
         self._ingress = naming.ingress_topic(settings.kafka.prefix)
         self._producer: AsyncProducer | None = None
+        self._batches: TransactionalPublisher | None = None
         self._replays = ReplayCache(ttl=2 * settings.signature_tolerance)
         self._limiter = RateLimiter()
         self.metrics = GatewayMetrics()
@@ -171,9 +170,14 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """Open the producer for the app's lifetime; leaving flushes what is in flight."""
-        async with self._factory() as producer:
-            self._producer = producer
+        """Open the producers for the app's lifetime; leaving flushes what is in flight."""
+        kafka = self._settings.kafka
+        transactional_id = naming.gateway_transactional_id(kafka.prefix, self._settings.instance)
+        async with (
+            AsyncProducer(kafka) as producer,
+            TransactionalPublisher(kafka, transactional_id=transactional_id) as batches,
+        ):
+            self._producer, self._batches = producer, batches
             signed = sorted(self._settings.webhook_secrets)
             log_event(logger, "gateway_ready", ingress=self._ingress, signed=signed)
             unsigned = [p for p in PROVIDERS if p not in self._settings.webhook_secrets]
@@ -186,7 +190,7 @@ class Gateway:
                     level=logging.WARNING,
                 )
             yield
-            self._producer = None
+            self._producer = self._batches = None
         log_event(logger, "gateway_stopped")
 
     async def post_events(self, request: Request) -> Response:
@@ -305,11 +309,17 @@ class Gateway:
         return Response(self._openapi, 200, media_type="application/json")
 
     async def _body(self, request: Request) -> bytes | Response:
-        limit = self._settings.max_body_bytes
+        """The whole body, or the problem answer: over the limit, too slow, or cut off."""
+        limit, timeout = self._settings.max_body_bytes, self._settings.body_timeout
         try:
-            return await _read_body(request, limit)
+            async with asyncio.timeout(timeout):
+                return await _read_body(request, limit)
         except _TooLargeError:
             return _problem(413, "body_too_large", f"bodies are limited to {limit} bytes")
+        except TimeoutError:
+            return _problem(408, "request_timeout", f"the body did not arrive within {timeout:g} s")
+        except ClientDisconnect:  # nobody reads this answer; the metrics count it instead of a 500
+            return _problem(400, "incomplete_body", "the connection closed before the body ended")
 
     async def _publish_notification(self, provider: str, body: bytes) -> Response:
         try:
@@ -320,19 +330,22 @@ class Gateway:
         return await self._accept(events, allow_none=True)
 
     async def _accept(self, events: list[CloudEvent], *, allow_none: bool = False) -> Response:
-        """Publish every event, answering 202 with their ids only once Kafka acknowledged all."""
+        """Publish every event, answering 202 with their ids only once Kafka acknowledged all.
+
+        One event goes through the idempotent producer; several commit in one transaction, so a
+        batch is published whole or not at all.
+        """
         if not events and allow_none:
             return _json(202, {"ids": []})
         records = [(self._ingress, to_record(event)) for event in events]
         refusal = _refuse_batch([record for _, record in records], self._settings.kafka.max_record_bytes)
         if refusal is not None:
             return refusal
-        if self._producer is None:
+        if self._producer is None or self._batches is None:
             return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
+        publish = self._producer.send_all(records) if len(records) == 1 else self._batches.send_batch(records)
         try:
-            await asyncio.wait_for(
-                self._producer.send_all(records), timeout=self._settings.kafka.delivery_timeout + 1
-            )
+            await asyncio.wait_for(publish, timeout=self._settings.kafka.delivery_timeout + 1)
         except (KafkaUnavailable, TimeoutError):
             log_event(logger, "publish_unavailable", events=len(records), level=logging.WARNING)
             return _problem(503, "kafka_unavailable", "Kafka did not acknowledge in time; retry")
@@ -342,11 +355,9 @@ class Gateway:
         return _Answer(202, {"ids": [event.id for event in events]}, published=len(events))
 
 
-def create_app(
-    settings: GatewaySettings, producer_factory: Callable[[], AsyncProducer] | None = None
-) -> Starlette:
-    """The gateway's ASGI app; it opens its producer on startup and flushes it on shutdown."""
-    gateway = Gateway(settings, producer_factory)
+def create_app(settings: GatewaySettings) -> Starlette:
+    """The gateway's ASGI app; it opens its producers on startup and flushes them on shutdown."""
+    gateway = Gateway(settings)
 
     def route(path: str, method: str, handler: Handler, source_kind: str | None = None) -> Route:
         return Route(path, gateway.metrics.timed(path, handler, source_kind), methods=[method])

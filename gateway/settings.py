@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bus import naming
 from bus.auth import ApiKeys, JwtVerifier, Principal
 from bus.errors import ConfigError
 from bus.manifest import HttpAuth, ObjectStore
@@ -24,6 +27,12 @@ class GatewaySettings:
     """HTTP port."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body in bytes (1 MiB, as EventBridge's PutEvents allows 1 MiB)."""
+    max_header_bytes: int = 16_384
+    """Largest request line plus headers in bytes (16 KiB, h11's default); larger is answered 431."""
+    header_timeout: float = 10.0
+    """Seconds a request's line and headers may take to arrive; slower is answered 408."""
+    body_timeout: float = 10.0
+    """Seconds a request body may take to arrive in full; slower is answered 408."""
     shutdown_grace: float = 10.0
     """Seconds in-flight requests may take to finish after SIGTERM."""
     webhook_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
@@ -32,6 +41,11 @@ class GatewaySettings:
     """Seconds a signed notification's timestamp may differ from the gateway's clock."""
     auth: ApiKeys | JwtVerifier | None = None
     """Who may `POST /events` (`sources.http` in the manifest); None: anyone."""
+    instance: str = "gateway"
+    """This replica's name, unique among the prefix's gateways; default `<hostname>-<port>`.
+
+    It names the transactional id of batch publishing, so a restarted replica aborts at once
+    whatever transaction its crashed predecessor left open."""
 
 
 def load(
@@ -42,17 +56,31 @@ def load(
     object_stores: Sequence[ObjectStore] = (),
     http_auth: HttpAuth | None = None,
 ) -> GatewaySettings:
-    """Settings from `BUS_HTTP_HOST`, `BUS_HTTP_PORT`, `BUS_MAX_BODY_BYTES`, the Kafka variables and
-    the webhook secrets the manifest's object stores name (`secret_env`, comma-separated to rotate)."""
+    """Settings from `BUS_HTTP_HOST`, `BUS_HTTP_PORT`, `BUS_MAX_BODY_BYTES`, `BUS_GATEWAY_INSTANCE`,
+    `BUS_MAX_HEADER_BYTES`, `BUS_HEADER_TIMEOUT` and `BUS_BODY_TIMEOUT` (whole seconds),
+    the Kafka variables and the webhook secrets the manifest's object stores name (`secret_env`,
+    comma-separated to rotate)."""
     kafka = load_kafka(environ)
+    port = port or _int(environ, "BUS_HTTP_PORT", 8080, high=65535)
     return GatewaySettings(
         webhook_secrets=webhook_secrets(environ, object_stores),
         auth=authenticator(environ, http_auth or HttpAuth(), default_tenant=kafka.prefix),
         kafka=kafka,
         host=host or environ.get("BUS_HTTP_HOST", "127.0.0.1"),
-        port=port or _int(environ, "BUS_HTTP_PORT", 8080, high=65535),
+        port=port,
+        instance=naming.check_name(
+            "BUS_GATEWAY_INSTANCE", environ.get("BUS_GATEWAY_INSTANCE") or _default_instance(port)
+        ),
         max_body_bytes=_int(environ, "BUS_MAX_BODY_BYTES", 1_048_576, high=2**31),
+        max_header_bytes=_int(environ, "BUS_MAX_HEADER_BYTES", 16_384, high=2**20),
+        header_timeout=_int(environ, "BUS_HEADER_TIMEOUT", 10, high=3600),
+        body_timeout=_int(environ, "BUS_BODY_TIMEOUT", 10, high=3600),
     )
+
+
+def _default_instance(port: int) -> str:
+    host = re.sub(r"[^a-zA-Z0-9_-]", "-", socket.gethostname())[:80] or "gateway"
+    return f"{host}-{port}"
 
 
 def webhook_secrets(

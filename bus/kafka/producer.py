@@ -18,14 +18,14 @@ from bus.kafka_binding import Record
 from bus.logs import log_event
 from bus.settings import KafkaSettings
 
-__all__ = ["AsyncProducer", "Delivered"]
+__all__ = ["UNAVAILABLE", "AsyncProducer", "Delivered"]
 
 logger = logging.getLogger("bus.kafka")
 
 Delivered = tuple[str, int, int]
 """(topic, partition, offset) of an acknowledged record."""
 
-_UNAVAILABLE = {
+UNAVAILABLE = {
     ClientError._MSG_TIMED_OUT,
     ClientError._TRANSPORT,
     ClientError._ALL_BROKERS_DOWN,
@@ -147,6 +147,6 @@ def _settle(future: asyncio.Future[Delivered], err: ClientError | None, msg: Mes
 
 
 def _wrap(err: ClientError, topic: str) -> PublishError | KafkaUnavailable:
-    if err.code() in _UNAVAILABLE:
+    if err.code() in UNAVAILABLE:
         return KafkaUnavailable(f"Kafka did not acknowledge the record for {topic!r}: {err.str()}")
     return PublishError(f"Kafka refused the record for {topic!r}: {err.str()}", retriable=err.retriable())

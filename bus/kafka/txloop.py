@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError as ClientError
 
 from bus.errors import KafkaError
 from bus.kafka.config import build, consumer_config, producer_config
+from bus.kafka.transactions import produce_waiting, retrying
 from bus.kafka_binding import Record
 from bus.logs import log_event
 from bus.settings import KafkaSettings
@@ -160,11 +161,11 @@ class TransactionalLoop:
             self._in_transaction = True
             producer.begin_transaction()
             for output in outputs:
-                _produce(producer, output)
+                produce_waiting(producer, output.topic, output.record)
             offsets = _next_offsets(batch)
             metadata = consumer.consumer_group_metadata()
-            _retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._txn_timeout))
-            _retrying(lambda: producer.commit_transaction(self._txn_timeout))
+            retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._txn_timeout))
+            retrying(lambda: producer.commit_transaction(self._txn_timeout))
             self._in_transaction = False
         except KafkaException as exc:
             error: ClientError = exc.args[0]
@@ -196,19 +197,6 @@ class TransactionalLoop:
         return client
 
 
-def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
-    """Run a transaction call, repeating it on retriable errors (librdkafka allows the same call)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            call()
-            return
-        except KafkaException as exc:
-            error: ClientError = exc.args[0]
-            if not error.retriable() or attempt == attempts:
-                raise
-            log_event(logger, "transaction_call_retried", attempt=attempt, reason=error.str())
-
-
 def _owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
     """The records of partitions still assigned (a later consume() may have revoked some)."""
     assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
@@ -216,16 +204,6 @@ def _owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
     if len(kept) != len(batch):
         log_event(logger, "revoked_records_dropped", dropped=len(batch) - len(kept))
     return kept
-
-
-def _produce(producer: Producer, output: Output) -> None:
-    record = output.record
-    while True:
-        try:
-            producer.produce(output.topic, value=record.value, key=record.key, headers=list(record.headers))
-            return
-        except BufferError:
-            producer.poll(0.01)
 
 
 def _next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:

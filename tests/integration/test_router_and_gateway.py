@@ -78,7 +78,7 @@ def test_router_sends_records_that_are_not_cloudevents_to_its_dlq_and_keeps_rout
 def test_gateway_refuses_what_kafka_could_never_take_before_producing() -> None:
     """An event over the per-record limit gets 413 naming it, an empty batch 400; no broker is asked."""
     dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", max_record_bytes=1000)
-    app = create_app(GatewaySettings(kafka=dead), lambda: AsyncProducer(dead))
+    app = create_app(GatewaySettings(kafka=dead))
     with TestClient(app) as client:
         small = {"specversion": "1.0", "id": "1", "source": "s", "type": "t"}
         big = {**small, "id": "2", "data": "x" * 2000}
@@ -99,7 +99,7 @@ def test_gateway_refuses_what_kafka_could_never_take_before_producing() -> None:
 def test_gateway_answers_503_without_hanging_when_kafka_is_unreachable() -> None:
     """With no broker behind it, POST /events gets 503 + Retry-After within the delivery timeout."""
     dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", delivery_timeout=2.0)
-    app = create_app(GatewaySettings(kafka=dead), lambda: AsyncProducer(dead))
+    app = create_app(GatewaySettings(kafka=dead))
     with TestClient(app) as client:
         started = time.monotonic()
         response = client.post(
