@@ -19,6 +19,7 @@ from bus.notifications import PROVIDERS
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
 from bus.routing import Rule, TagSelector
+from bus.schedules import Schedule, parse_schedule
 
 __all__ = [
     "Destinations",
@@ -147,8 +148,8 @@ class Manifest:
     rules: tuple[Rule, ...] = ()
     schemas: Mapping[str, str] = field(default_factory=dict)
     """Event type -> path of its Avro schema (used by the gateway issue)."""
-    schedules: tuple[Mapping[str, Any], ...] = ()
-    """Timer declarations, kept as written until the gateway issue gives them a model."""
+    schedules: tuple[Schedule, ...] = ()
+    """Timers, validated (bus.schedules); names are unique."""
     sources: Mapping[str, Any] = field(default_factory=dict)
     object_stores: tuple[ObjectStore, ...] = ()
     """`sources.object_stores`, validated."""
@@ -194,9 +195,7 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
             raise ManifestError(f"rules.{rule.name}", "rule names must be unique")
         seen.add(rule.name)
     schemas = {str(k): str(v) for k, v in _mapping(top.get("schemas", {}), "schemas").items()}
-    schedules = tuple(
-        _mapping(s, f"schedules[{i}]") for i, s in enumerate(_list(top.get("schedules", []), "schedules"))
-    )
+    schedules = _schedules(top.get("schedules", []))
     sources = _mapping(top.get("sources", {}), "sources")
     object_stores = _object_stores(sources.get("object_stores", []))
     http_auth = _http_auth(sources.get("http", {}))
@@ -321,6 +320,19 @@ def _destinations(prefix: str, function: str, spec: Any, path: str) -> Destinati
         else:
             raise ManifestError(f"{path}.{key}", "must be 'default', 'none' or a Kafka topic name")
     return Destinations(on_success=resolved["on_success"], on_failure=resolved["on_failure"])
+
+
+def _schedules(spec: Any) -> tuple[Schedule, ...]:
+    schedules: dict[str, Schedule] = {}
+    for index, item in enumerate(_list(spec, "schedules")):
+        schedule = parse_schedule(index, item, duration=parse_duration)
+        if schedule.name in schedules:
+            raise ManifestError(
+                f"schedules[{index}].name",
+                f"schedule {schedule.name!r} is declared twice; give each schedule its own name",
+            )
+        schedules[schedule.name] = schedule
+    return tuple(schedules.values())
 
 
 def _object_stores(spec: Any) -> tuple[ObjectStore, ...]:

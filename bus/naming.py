@@ -19,6 +19,8 @@ __all__ = [
     "result_topic",
     "router_dlq_topic",
     "router_group",
+    "timer_group",
+    "timer_topic",
     "transactional_id",
 ]
 
@@ -88,3 +90,13 @@ def router_dlq_topic(prefix: str) -> str:
 def gateway_transactional_id(prefix: str, instance: str) -> str:
     """Transactional id of one gateway replica's batch publisher; a restarted replica fences its past."""
     return f"{prefix}.gateway.tx.{instance}"
+
+
+def timer_topic(prefix: str) -> str:
+    """Compacted topic of schedule checkpoints (the last tick each schedule fired)."""
+    return f"{prefix}.timers"
+
+
+def timer_group(prefix: str) -> str:
+    """Group of every gateway's timer consumer: the member assigned the checkpoint partition leads."""
+    return f"{prefix}.timers"

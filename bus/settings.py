@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus import naming
+from bus.errors import ConfigError
 
 __all__ = ["DEFAULT_BOOTSTRAP", "KafkaSettings", "bus_home", "load_kafka"]
 
@@ -39,7 +40,8 @@ def bus_home(environ: Mapping[str, str]) -> Path:
 
 
 def load_kafka(environ: Mapping[str, str], *, prefix: str | None = None) -> KafkaSettings:
-    """Settings from `KAFKA_BOOTSTRAP_SERVERS`, `BUS_PREFIX` and `BUS_KAFKA_<OPTION>` variables.
+    """Settings from `KAFKA_BOOTSTRAP_SERVERS`, `BUS_PREFIX`, `BUS_SESSION_TIMEOUT` (seconds) and
+    `BUS_KAFKA_<OPTION>` variables.
 
     `BUS_KAFKA_SECURITY_PROTOCOL=SASL_SSL` becomes the client option `security.protocol`.
     Without `KAFKA_BOOTSTRAP_SERVERS`, the broker of `bus kafka start` is used when it runs.
@@ -56,5 +58,19 @@ def load_kafka(environ: Mapping[str, str], *, prefix: str | None = None) -> Kafk
     return KafkaSettings(
         bootstrap_servers=bootstrap or DEFAULT_BOOTSTRAP,
         prefix=naming.check_name("prefix", chosen_prefix),
+        session_timeout=_seconds(environ, "BUS_SESSION_TIMEOUT", 10.0),
         extra=extra,
     )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name}={raw!r} must be a number of seconds from 0 to 3600, e.g. 10")
+    return value

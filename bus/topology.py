@@ -29,6 +29,8 @@ def ingress_topics(prefix: str) -> list[TopicSpec]:
     return [
         TopicSpec(naming.ingress_topic(prefix), INGRESS_PARTITIONS),
         TopicSpec(naming.router_dlq_topic(prefix), 1),
+        # One partition: its owner in the timer group is the one replica that fires schedules.
+        TopicSpec(naming.timer_topic(prefix), 1, {"cleanup.policy": "compact"}),
     ]
 
 

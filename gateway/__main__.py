@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             host=args.host,
             object_stores=manifest.object_stores,
+            schedules=manifest.schedules,
             http_auth=manifest.http_auth,
         )
         ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))

@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -22,8 +22,6 @@ from bus.auth import AuthError, ForbiddenError, JwtVerifier, Principal, authoriz
 from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
 from bus.events import CloudEvent, parse_json
 from bus.http_binding import from_http
-from bus.kafka.batches import TransactionalPublisher
-from bus.kafka.producer import AsyncProducer
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
 from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -32,7 +30,9 @@ from bus.notifications import PROVIDERS, normalise
 from bus.ratelimit import RateLimiter
 from bus.signatures import ReplayCache, SignatureError, verify
 from gateway.openapi import document
+from gateway.publisher import KafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
+from gateway.timers import Scheduler
 
 __all__ = ["Gateway", "GatewayMetrics", "create_app"]
 
@@ -40,6 +40,7 @@ logger = logging.getLogger("bus.gateway")
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+PublisherFactory = Callable[[], AbstractAsyncContextManager[Publisher]]
 
 
 class _Answer(Response):
@@ -158,11 +159,13 @@ def _refuse_batch(records: list[Record], limit: int) -> Response | None:
 class Gateway:
     """The gateway's request handlers over one producer (opened and flushed by `lifespan`)."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, publisher: PublisherFactory | None = None) -> None:
         self._settings = settings
         self._ingress = naming.ingress_topic(settings.kafka.prefix)
-        self._producer: AsyncProducer | None = None
-        self._batches: TransactionalPublisher | None = None
+        self._open_publisher = publisher or (
+            lambda: KafkaPublisher(settings.kafka, instance=settings.instance)
+        )
+        self._publisher: Publisher | None = None
         self._replays = ReplayCache(ttl=2 * settings.signature_tolerance)
         self._limiter = RateLimiter()
         self.metrics = GatewayMetrics()
@@ -170,14 +173,12 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """Open the producers for the app's lifetime; leaving flushes what is in flight."""
-        kafka = self._settings.kafka
-        transactional_id = naming.gateway_transactional_id(kafka.prefix, self._settings.instance)
+        """Open the publisher (and the timers) for the app's lifetime; leaving flushes what is in flight."""
         async with (
-            AsyncProducer(kafka) as producer,
-            TransactionalPublisher(kafka, transactional_id=transactional_id) as batches,
+            self._open_publisher() as publisher,
+            Scheduler(self._settings.kafka, self._settings.schedules).running(),
         ):
-            self._producer, self._batches = producer, batches
+            self._publisher = publisher
             signed = sorted(self._settings.webhook_secrets)
             log_event(logger, "gateway_ready", ingress=self._ingress, signed=signed)
             unsigned = [p for p in PROVIDERS if p not in self._settings.webhook_secrets]
@@ -190,7 +191,7 @@ class Gateway:
                     level=logging.WARNING,
                 )
             yield
-            self._producer = self._batches = None
+            self._publisher = None
         log_event(logger, "gateway_stopped")
 
     async def post_events(self, request: Request) -> Response:
@@ -295,8 +296,8 @@ class Gateway:
 
     async def readyz(self, request: Request) -> Response:
         """Readiness: the broker answers."""
-        producer = self._producer
-        if producer is None or not await producer.connected(wait=2.0):
+        publisher = self._publisher
+        if publisher is None or not await publisher.connected(wait=2.0):
             return _problem(503, "not_ready", "Kafka is not reachable")
         return _json(200, {"status": "ready"})
 
@@ -341,11 +342,12 @@ class Gateway:
         refusal = _refuse_batch([record for _, record in records], self._settings.kafka.max_record_bytes)
         if refusal is not None:
             return refusal
-        if self._producer is None or self._batches is None:
+        if self._publisher is None:
             return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
-        publish = self._producer.send_all(records) if len(records) == 1 else self._batches.send_batch(records)
         try:
-            await asyncio.wait_for(publish, timeout=self._settings.kafka.delivery_timeout + 1)
+            await asyncio.wait_for(
+                self._publisher.publish(records), timeout=self._settings.kafka.delivery_timeout + 1
+            )
         except (KafkaUnavailable, TimeoutError):
             log_event(logger, "publish_unavailable", events=len(records), level=logging.WARNING)
             return _problem(503, "kafka_unavailable", "Kafka did not acknowledge in time; retry")
@@ -355,9 +357,12 @@ class Gateway:
         return _Answer(202, {"ids": [event.id for event in events]}, published=len(events))
 
 
-def create_app(settings: GatewaySettings) -> Starlette:
-    """The gateway's ASGI app; it opens its producers on startup and flushes them on shutdown."""
-    gateway = Gateway(settings)
+def create_app(settings: GatewaySettings, publisher: PublisherFactory | None = None) -> Starlette:
+    """The gateway's ASGI app; it opens its publisher on startup and flushes it on shutdown.
+
+    `publisher` replaces Kafka (the benchmark's baseline answers without it); default: Kafka.
+    """
+    gateway = Gateway(settings, publisher)
 
     def route(path: str, method: str, handler: Handler, source_kind: str | None = None) -> Route:
         return Route(path, gateway.metrics.timed(path, handler, source_kind), methods=[method])

@@ -11,6 +11,7 @@ from bus import naming
 from bus.auth import ApiKeys, JwtVerifier, Principal
 from bus.errors import ConfigError
 from bus.manifest import HttpAuth, ObjectStore
+from bus.schedules import Schedule
 from bus.settings import KafkaSettings, load_kafka
 
 __all__ = ["GatewaySettings", "authenticator", "load", "webhook_secrets"]
@@ -41,6 +42,8 @@ class GatewaySettings:
     """Seconds a signed notification's timestamp may differ from the gateway's clock."""
     auth: ApiKeys | JwtVerifier | None = None
     """Who may `POST /events` (`sources.http` in the manifest); None: anyone."""
+    schedules: tuple[Schedule, ...] = ()
+    """The manifest's schedules; the replica that leads the timer group fires them."""
     instance: str = "gateway"
     """This replica's name, unique among the prefix's gateways; default `<hostname>-<port>`.
 
@@ -55,6 +58,7 @@ def load(
     host: str | None = None,
     object_stores: Sequence[ObjectStore] = (),
     http_auth: HttpAuth | None = None,
+    schedules: Sequence[Schedule] = (),
 ) -> GatewaySettings:
     """Settings from `BUS_HTTP_HOST`, `BUS_HTTP_PORT`, `BUS_MAX_BODY_BYTES`, `BUS_GATEWAY_INSTANCE`,
     `BUS_MAX_HEADER_BYTES`, `BUS_HEADER_TIMEOUT` and `BUS_BODY_TIMEOUT` (whole seconds),
@@ -66,6 +70,7 @@ def load(
         webhook_secrets=webhook_secrets(environ, object_stores),
         auth=authenticator(environ, http_auth or HttpAuth(), default_tenant=kafka.prefix),
         kafka=kafka,
+        schedules=tuple(schedules),
         host=host or environ.get("BUS_HTTP_HOST", "127.0.0.1"),
         port=port,
         instance=naming.check_name(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import httpx
 
 from bus.kafka.admin import ensure_topics
 from bus.kafka.reader import read_topic
@@ -151,3 +154,60 @@ def running_platform(kafka: KafkaEnv, manifest_path: Path, home: Path) -> Iterat
         yield Platform(url=f"http://127.0.0.1:{port}", manifest=manifest, home=home)
     finally:
         stack.shutdown()
+
+
+class GatewayProcess:
+    """A real gateway process (`python -m gateway`) on a free port that can be killed and started again."""
+
+    def __init__(
+        self,
+        kafka: KafkaEnv,
+        prefix: str,
+        home: Path,
+        *,
+        manifest: Path | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "gateway",
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+            "BUS_PREFIX": prefix,
+            "BUS_HOME": str(home),
+            **(env or {}),
+        }
+        self._args = ["--port", str(self.port)] + (["-f", str(manifest)] if manifest else [])
+        self.log = home / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the process and wait until it answers `/readyz`."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", *self._args],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self._ready, timeout=60, what=f"the gateway on port {self.port} to be ready")
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """`kill -9` the process and reap it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM the process if it runs, and wait for it to finish."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as ClientError
 
 from bus import naming
 from bus.errors import KafkaError, KafkaUnavailable
 from bus.kafka.config import build, consumer_config
 from bus.settings import KafkaSettings
 
-__all__ = ["read_topic"]
+__all__ = ["read_to_end", "read_topic"]
 
 
 def read_topic(
@@ -61,5 +62,42 @@ def read_topic(
                 continue
             last_record = time.monotonic()
             yield message
+    finally:
+        consumer.close()
+
+
+def read_to_end(settings: KafkaSettings, topic: str, *, timeout: float) -> list[Any]:
+    """Every committed record of `topic` up to its end as of now (a compacted state topic's state).
+
+    With read_committed the end is the last stable offset: records of open transactions wait.
+    Raises KafkaUnavailable when the end is not reached within `timeout` seconds.
+    """
+    group = naming.reader_group(uuid.uuid4().hex)
+    consumer = build(Consumer, {**consumer_config(settings, group), "enable.partition.eof": True})
+    try:
+        try:
+            found = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+        if found is None or found.error is not None:
+            raise KafkaError(f"topic {topic!r} does not exist")
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
+        pending = set(found.partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailable(f"{topic!r} was not read to its end within {timeout:g} s")
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.code() == ClientError._PARTITION_EOF:
+                pending.discard(message.partition())
+            elif error.fatal():
+                raise KafkaError(f"reading {topic!r} failed: {error.str()}")
+        return records
     finally:
         consumer.close()

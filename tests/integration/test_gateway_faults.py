@@ -3,69 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import orjson
 
-from bus import localkafka, naming
+from bus import naming
 from bus.kafka.admin import ensure_topics
 from bus.kafka.reader import read_topic
 from bus.topology import ingress_topics
-from tests.support import KafkaEnv, unique, wait_until
+from tests.support import GatewayProcess, KafkaEnv, unique
 
 STREAMS = 8
 
 
-class Gateway:
-    """A real gateway process (`python -m gateway`) that can be killed and started again."""
-
-    def __init__(self, kafka: KafkaEnv, prefix: str, home: Path) -> None:
-        self.port = localkafka.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-            "BUS_PREFIX": prefix,
-            "BUS_HOME": str(home),
-        }
-        self._log = home / "gateway.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        home = self._log.parent
-        home.mkdir(parents=True, exist_ok=True)
-        with self._log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "--port", str(self.port)],
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until(self._ready, timeout=60, what="the gateway to be ready")
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-
-async def _load(gateway: Gateway, events: int, kill_after: int) -> tuple[set[str], int]:
+async def _load(gateway: GatewayProcess, events: int, kill_after: int) -> tuple[set[str], int]:
     """Publish `events` ids over STREAMS clients, retrying each until 202; kill and restart midway."""
     acked: set[str] = set()
     failures = 0
@@ -113,7 +65,7 @@ def test_r7_killing_the_gateway_loses_no_acknowledged_event(kafka: KafkaEnv, tmp
     prefix = kafka.prefix()
     settings = kafka.settings(prefix)
     ensure_topics(settings, ingress_topics(prefix))
-    gateway = Gateway(kafka, prefix, tmp_path)
+    gateway = GatewayProcess(kafka, prefix, tmp_path)
     gateway.start()
     try:
         acked, failures = asyncio.run(_load(gateway, events=600, kill_after=200))

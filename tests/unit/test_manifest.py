@@ -60,17 +60,19 @@ def test_spec_example_rule_has_its_pattern_tags_and_targets() -> None:
     assert not rule.pattern.matches({"type": "bus.object.created", "data": {"key": "notes.txt"}})
 
 
-def test_spec_example_keeps_schedules_and_sources_as_written() -> None:
-    """Schedules and sources are kept as written until they get a model of their own."""
+def test_spec_example_schedule_reads_into_a_schedule() -> None:
+    """The SPEC §3 schedule is a Berlin cron timer publishing report.requested with its payload."""
+    [schedule] = read(SPEC_EXAMPLE).schedules
+    assert (schedule.name, schedule.kind, schedule.expression) == ("nightly-report", "cron", "0 2 * * *")
+    assert schedule.timezone == "Europe/Berlin"
+    assert schedule.event.type == "report.requested"
+    assert schedule.event.data == {"kind": "daily"}
+    assert schedule.catch_up == "latest"
+
+
+def test_spec_example_keeps_sources_as_written() -> None:
+    """Sources are kept as written until they get a model of their own."""
     manifest = read(SPEC_EXAMPLE)
-    assert manifest.schedules == (
-        {
-            "name": "nightly-report",
-            "cron": "0 2 * * *",
-            "timezone": "Europe/Berlin",
-            "event": {"type": "report.requested", "data": {"kind": "daily"}},
-        },
-    )
     assert manifest.sources == {
         "http": {"auth": "api_keys"},
         "object_stores": [{"name": "uploads", "provider": "s3", "secret_env": "UPLOADS_WEBHOOK_SECRET"}],

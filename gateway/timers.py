@@ -1,0 +1,213 @@
+"""Timers: the one gateway replica that leads fires each schedule's ticks, exactly once.
+
+Leadership comes from Kafka: every replica's consumer joins the group `<prefix>.timers` on the
+one-partition checkpoint topic, and the replica assigned that partition leads. On taking the lead
+it registers the transactional id all replicas share, which aborts whatever the previous leader
+left open and fences it for good; then it reads the checkpoints committed so far. From then on,
+each tick's event and the schedule's new checkpoint are published in one transaction, so a tick is
+either fired and checkpointed, or neither. A leader paused past its session (SIGSTOP) that wakes up
+cannot commit any more: its producer is fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from bus import naming
+from bus.errors import KafkaError
+from bus.kafka.config import build, consumer_config, producer_config
+from bus.kafka.reader import read_to_end
+from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
+from bus.kafka_binding import Record, to_record
+from bus.logs import log_event
+from bus.schedules import Schedule, due, fired_event, next_tick
+from bus.settings import KafkaSettings
+
+__all__ = ["Scheduler", "checkpoint_record", "read_checkpoint"]
+
+logger = logging.getLogger("bus.timers")
+
+Clock = Callable[[], float]
+
+
+def checkpoint_record(schedule: str, through: datetime) -> Record:
+    """The compacted-topic record saying `schedule` has fired every tick up to `through`."""
+    value = orjson.dumps({"through": through.astimezone(UTC).isoformat()})
+    return Record(key=schedule.encode(), value=value, headers=())
+
+
+def read_checkpoint(value: bytes | None) -> datetime | None:
+    """The `through` time of a checkpoint record's value; None for a tombstone or an unreadable one."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(orjson.loads(value)["through"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+class Scheduler:
+    """Fires `schedules` while this replica leads; `run(stop)` blocks, so give it a thread."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        schedules: Sequence[Schedule],
+        *,
+        clock: Clock = time.time,
+        max_wait: float = 0.5,
+    ) -> None:
+        self._settings = settings
+        self._schedules = tuple(schedules)
+        self._clock = clock
+        self._max_wait = max_wait
+        prefix = settings.prefix
+        self._topic = naming.timer_topic(prefix)
+        self._group = naming.timer_group(prefix)
+        self._ingress = naming.ingress_topic(prefix)
+        self._transactional_id = naming.transactional_id(self._group, "leader")
+        self._assigned = False
+        self._producer: Producer | None = None
+        self._through: dict[str, datetime] = {}
+        self.fired = 0
+        """Ticks this replica fired (committed)."""
+
+    @property
+    def leading(self) -> bool:
+        """True while this replica holds the lead and may fire."""
+        return self._producer is not None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run in a thread of its own for the block's duration; leaving hands the lead over."""
+        if not self._schedules:  # nothing to fire: stay out of the election
+            yield
+            return
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="bus-timers", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join)
+
+    def run(self, stop: threading.Event) -> None:
+        """Take part in the leader election and fire while leading, until `stop` is set."""
+        consumer = build(Consumer, consumer_config(self._settings, self._group))
+        consumer.subscribe(
+            [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        try:
+            wait = 0.0
+            while not stop.is_set():
+                consumer.poll(
+                    wait
+                )  # heartbeats and rebalance callbacks; checkpoints are read on taking the lead
+                wait = self._max_wait
+                if self._assigned and self._producer is None:
+                    self._take_lead()
+                if self._producer is not None:
+                    wait = self._fire_due()
+        finally:
+            self._drop_lead("stopping")
+            consumer.close()  # leaves the group: another replica takes the lead at once
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self._assigned = True
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self._assigned = False
+            self._drop_lead("partition revoked")
+
+    def _take_lead(self) -> None:
+        """Fence the previous leader, then load the checkpoints it committed."""
+        producer = build(Producer, producer_config(self._settings, transactional_id=self._transactional_id))
+        try:
+            producer.init_transactions(self._settings.delivery_timeout)
+            records = read_to_end(self._settings, self._topic, timeout=self._settings.delivery_timeout)
+        except (KafkaException, KafkaError) as exc:
+            log_event(logger, "timer_lead_deferred", reason=str(exc), level=logging.WARNING)
+            return
+        self._through = {}
+        for record in records:
+            through = read_checkpoint(record.value())
+            key = (record.key() or b"").decode()
+            if through is None:
+                self._through.pop(key, None)
+            else:
+                self._through[key] = through
+        self._producer = producer
+        log_event(logger, "timer_lead_taken", schedules=len(self._schedules), checkpoints=len(self._through))
+
+    def _drop_lead(self, reason: str) -> None:
+        if self._producer is None:
+            return
+        self._producer = None
+        log_event(logger, "timer_lead_dropped", reason=reason)
+
+    def _fire_due(self) -> float:
+        """Fire every due tick in one transaction; return the seconds until the next one (capped)."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        outputs: list[tuple[str, Record]] = []
+        through: dict[str, datetime] = {}
+        for schedule in self._schedules:
+            decision = due(schedule, self._through.get(schedule.name), now)
+            if decision.skipped:
+                log_event(logger, "timer_ticks_skipped", schedule=schedule.name, reason=decision.reason)
+            for tick in decision.ticks:
+                outputs.append((self._ingress, to_record(fired_event(schedule, tick, now))))
+            if decision.ticks:
+                through[schedule.name] = max(decision.ticks)
+            elif decision.skipped or schedule.name not in self._through:
+                # Skipped ticks are handled; with no checkpoint yet, one starts now, so that a new
+                # leader catches up from here.
+                through[schedule.name] = now
+        if through and not self._commit(outputs, through):
+            return self._max_wait
+        return self._until_next(now)
+
+    def _commit(self, outputs: Sequence[tuple[str, Record]], through: Mapping[str, datetime]) -> bool:
+        producer = self._producer
+        assert producer is not None
+        timeout = self._settings.delivery_timeout
+        try:
+            producer.begin_transaction()
+            for topic, record in outputs:
+                produce_waiting(producer, topic, record)
+            for name, time_ in through.items():
+                produce_waiting(producer, self._topic, checkpoint_record(name, time_))
+            retrying(lambda: producer.commit_transaction(timeout))
+        except KafkaException as exc:
+            error = exc.args[0]
+            log_event(logger, "timer_transaction_failed", reason=error.str(), level=logging.WARNING)
+            abort_quietly(producer, timeout)
+            # Fenced (a new leader) or unsure: take the lead afresh, from the committed checkpoints.
+            self._drop_lead(error.str())
+            return False
+        self._through.update(through)
+        self.fired += len(outputs)
+        if outputs:
+            log_event(logger, "timer_fired", ticks=len(outputs), schedules=sorted(through))
+        return True
+
+    def _until_next(self, now: datetime) -> float:
+        upcoming = [
+            tick
+            for schedule in self._schedules
+            if (tick := next_tick(schedule, max(now, self._through.get(schedule.name, now)))) is not None
+        ]
+        if not upcoming:
+            return self._max_wait
+        return max(0.0, min(self._max_wait, (min(upcoming) - now).total_seconds()))

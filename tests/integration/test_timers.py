@@ -1,0 +1,125 @@
+"""Timers on the real broker: schedules fire `bus.timer.fired` events; RELIABILITY R16 (failover)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from bus import naming
+from bus.kafka_binding import header
+from tests.support import GatewayProcess, KafkaEnv, wait_until, write_manifest
+
+EVERY_SECOND = """
+schedules:
+  - name: heartbeat
+    cron: "* * * * * *"
+    catch_up: all
+    event: {type: heartbeat.beat, data: {kind: test}}
+"""
+SESSION_TIMEOUT = "6"  # the broker's minimum: a killed leader is noticed after this many seconds
+
+
+def _log_events(gateway: GatewayProcess) -> list[str]:
+    lines = gateway.log.read_text(errors="replace").splitlines() if gateway.log.exists() else []
+    events = []
+    for line in lines:
+        try:
+            events.append(orjson.loads(line).get("event", ""))
+        except orjson.JSONDecodeError:
+            continue
+    return events
+
+
+def _leads(gateway: GatewayProcess) -> bool:
+    """Whether the process runs and its last lead decision was to take it."""
+    if gateway.process is None or gateway.process.poll() is not None:
+        return False
+    decisions = [e for e in _log_events(gateway) if e in {"timer_lead_taken", "timer_lead_dropped"}]
+    return bool(decisions) and decisions[-1] == "timer_lead_taken"
+
+
+def _fired(gateway: GatewayProcess) -> int:
+    return _log_events(gateway).count("timer_fired")
+
+
+def _ticks(kafka: KafkaEnv, prefix: str) -> list[tuple[datetime, datetime]]:
+    """(scheduled, fired) times of every timer event on the ingress topic, in topic order."""
+    records = kafka.read_all(naming.ingress_topic(prefix), idle=2.0)
+    ticks = []
+    for record in records:
+        assert header(record.headers(), "ce_type") == b"heartbeat.beat"
+        data = orjson.loads(record.value())
+        assert data["schedule"] == "heartbeat"
+        assert data["kind"] == "test"
+        scheduled, fired = (datetime.fromisoformat(data[k]) for k in ("scheduled_time", "fired_time"))
+        ticks.append((scheduled, fired))
+    return ticks
+
+
+def _wait_for_leader(gateways: list[GatewayProcess]) -> GatewayProcess:
+    return wait_until(lambda: next((g for g in gateways if _leads(g)), None), timeout=60, what="a leader")
+
+
+def _wait_for_fires(gateway: GatewayProcess, count: int) -> None:
+    wait_until(lambda: _fired(gateway) >= count, timeout=30, what=f"{count} timer_fired decisions")
+
+
+def test_a_schedule_fires_each_second_once(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """A gateway with an every-second schedule publishes one event per second, each tick once."""
+    prefix = kafka.prefix()
+    gateway = GatewayProcess(kafka, prefix, tmp_path, manifest=write_manifest(tmp_path, prefix, EVERY_SECOND))
+    gateway.start()
+    try:
+        _wait_for_fires(gateway, 4)
+    finally:
+        gateway.stop()
+    ticks = [scheduled for scheduled, _ in _ticks(kafka, prefix)]
+    assert len(ticks) >= 4
+    assert len(set(ticks)) == len(ticks), "no tick fired twice"
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(ticks)), ticks
+
+
+def test_r16_each_tick_fires_once_while_the_leader_is_killed_three_times(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """R16: two gateways, the leading one `kill -9`ed three times: every tick fires once, missed ones late."""
+    prefix = kafka.prefix()
+    manifest = write_manifest(tmp_path, prefix, EVERY_SECOND)
+    env = {"BUS_SESSION_TIMEOUT": SESSION_TIMEOUT}
+    started = 0
+
+    def new_gateway() -> GatewayProcess:
+        nonlocal started
+        started += 1
+        gateway = GatewayProcess(
+            kafka, prefix, tmp_path, manifest=manifest, env=env, name=f"gateway{started}"
+        )
+        gateway.start()
+        return gateway
+
+    gateways = [new_gateway(), new_gateway()]
+    kills = 0
+    try:
+        while kills < 3:
+            leader = _wait_for_leader(gateways)
+            _wait_for_fires(leader, _fired(leader) + 3)
+            leader.kill()
+            kills += 1
+            gateways = [g for g in gateways if g is not leader] + [new_gateway()]
+        _wait_for_fires(_wait_for_leader(gateways), 3)
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+    fired = _ticks(kafka, prefix)
+    ticks = [scheduled for scheduled, _ in fired]
+    late = max((f - s).total_seconds() for s, f in fired)
+    duplicates = len(ticks) - len(set(ticks))
+    ordered = sorted(set(ticks))
+    gaps = [(a, b) for a, b in itertools.pairwise(ordered) if b - a != timedelta(seconds=1)]
+    print(f"R16: ticks={len(ticks)} duplicates={duplicates} gaps={len(gaps)} kills={kills}", end=" ")
+    print(f"recovery_s={late:.1f}")
+    assert duplicates == 0
+    assert gaps == [], "catch_up: all fires every missed tick"
