@@ -14,6 +14,7 @@ from bus.logs import configure
 from bus.manifest import Manifest, read
 from bus.topology import ingress_topics
 from gateway.app import create_app
+from gateway.server import protocol
 from gateway.settings import load
 
 
@@ -40,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
     # uvicorn handles SIGTERM: stop accepting, finish in-flight requests, then run lifespan shutdown.
+    # Its h11 protocol, not httptools: only h11 bounds the headers (docs/decisions/http-server.md).
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=protocol(header_timeout=settings.header_timeout, max_header_bytes=settings.max_header_bytes),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),

@@ -31,8 +31,14 @@ ERRORS = (
     "forbidden",
     "rate_limited",
     "batch_over_burst",
+    "request_timeout",
+    "incomplete_body",
+    "headers_too_large",
+    "invalid_http",
 )
-"""Every `error` code a problem response of the gateway carries."""
+"""Every `error` code a problem response of the gateway carries. `headers_too_large`, `invalid_http`
+and a `request_timeout` for headers come from its HTTP server (`gateway/server.py`), before any route
+runs; `incomplete_body` answers a client already gone and is only counted."""
 # bus.events' check of datacontenttype, in the ECMA-262 dialect JSON Schema patterns use.
 _MEDIA_TYPE = r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+([ \t]*;[\t\x20-\x7e]*)?$"
 
@@ -57,6 +63,20 @@ _KAFKA_DOWN = (
     "Kafka is unreachable or did not acknowledge in time (`kafka_unavailable`, `kafka_error`), or the "
     "gateway is starting or stopping (`not_ready`). Nothing was published; retry."
 )
+
+
+def _connection_refusals(*, body: bool) -> dict[str, Any]:
+    """What the HTTP server answers before or while the request is read; it then closes the connection."""
+    late = "The request line and headers did not arrive within `BUS_HEADER_TIMEOUT` (10 s by default)"
+    if body:
+        late += ", or the body within `BUS_BODY_TIMEOUT` (10 s by default)"
+    return {
+        "408": _problem(f"{late} (`request_timeout`). The connection closes."),
+        "431": _problem(
+            "The request line and headers are over `BUS_MAX_HEADER_BYTES` (16 KiB by default; "
+            "`headers_too_large`). The connection closes."
+        ),
+    }
 
 
 def _accepted(what: str) -> dict[str, Any]:
@@ -133,6 +153,7 @@ def _events(max_body_bytes: int) -> dict[str, Any]:
                 "The credential may not publish this `source` or `type`, or to this tenant (`forbidden`); "
                 "`field` names which."
             ),
+            **_connection_refusals(body=True),
             "413": _too_large(max_body_bytes),
             "429": _problem(
                 "Over the credential's rate (`rate_limited`); wait `Retry-After` seconds. A batch larger "
@@ -185,6 +206,7 @@ def _notifications(max_body_bytes: int) -> dict[str, Any]:
             "401": _problem("Missing, invalid or stale signature (`invalid_signature`)."),
             "404": _problem("No such provider (`unknown_provider`)."),
             "409": _problem("This delivery id was accepted already (`duplicate_delivery`)."),
+            **_connection_refusals(body=True),
             "413": _too_large(max_body_bytes),
             "503": _unavailable(_KAFKA_DOWN),
         },
@@ -258,7 +280,10 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
                 "get": {
                     "summary": "Liveness",
                     "operationId": "getHealthz",
-                    "responses": {"200": _json_ok("The process serves requests.", "ok")},
+                    "responses": {
+                        "200": _json_ok("The process serves requests.", "ok"),
+                        **_connection_refusals(body=False),
+                    },
                 }
             },
             "/readyz": {
@@ -267,6 +292,7 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
                     "operationId": "getReadyz",
                     "responses": {
                         "200": _json_ok("Kafka is reachable.", "ready"),
+                        **_connection_refusals(body=False),
                         "503": _unavailable("Kafka is not reachable (`not_ready`)."),
                     },
                 }
@@ -279,7 +305,8 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
                         "200": {
                             "description": "The text exposition format 0.0.4.",
                             "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_connection_refusals(body=False),
                     },
                 }
             },
@@ -291,7 +318,8 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
                         "200": {
                             "description": "The OpenAPI 3.1 description of the gateway.",
                             "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
+                        },
+                        **_connection_refusals(body=False),
                     },
                 }
             },
