@@ -1,0 +1,258 @@
+"""Avro schemas of typed events: parsing, identity and the schema book (pure but for reading files).
+
+A schema's id is the Avro spec's CRC-64-AVRO (Rabin) fingerprint of its Parsing Canonical Form, as
+the 64-bit number in 16 hex digits: the same schema gets the same id everywhere, whitespace and
+docs aside.
+The book maps event types to schemas: the platform's (`schemas/*.avsc`, shipped with bus) and the
+user's (`schemas: {type: path}` in the manifest). A type ending in `.*` covers a family of types.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+from bus.errors import ManifestError
+
+__all__ = [
+    "JSON_LOGICAL_TYPE",
+    "PLATFORM_SCHEMAS",
+    "Schema",
+    "SchemaBook",
+    "load_book",
+    "load_schema",
+    "parse",
+    "platform_book",
+]
+
+JSON_LOGICAL_TYPE = "json"
+"""`{"type": "string", "logicalType": "json"}`: any JSON value, carried as its JSON text."""
+
+PLATFORM_SCHEMAS: Mapping[str, str] = {
+    "bus.object.*": "bus.object.event.avsc",
+    "bus.timer.fired": "bus.timer.fired.avsc",
+    "bus.function.result": "bus.function.result.avsc",
+    "bus.function.error": "bus.function.error.avsc",
+}
+"""Platform event type (or family) -> its schema file in the `schemas` package."""
+
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schema:
+    """One parsed Avro schema and its identity; build it with `parse`."""
+
+    text: str
+    """The schema as written, compact JSON (what a schema registry stores)."""
+    parsed: Any
+    """fastavro's parsed form, logical types kept (for validation and compatibility)."""
+    wire: Any
+    """fastavro's parsed form without logical types: bus reads and writes plain JSON-like values."""
+    named: Mapping[str, Any]
+    """Full name -> definition of every record, enum and fixed the schema declares."""
+    canonical: str
+    """The Parsing Canonical Form."""
+    fingerprint: str
+    """CRC-64-AVRO of the canonical form, 16 hex digits (`"int"`: 7275d51a3f395c8f): the id sans registry."""
+    converts: bool
+    """True when decoded values need converting to JSON (bytes, fixed or JSON-text fields)."""
+
+    def resolve(self, node: Any) -> Any:
+        """The definition a schema node stands for (a name becomes its record, enum or fixed)."""
+        if isinstance(node, str) and node not in PRIMITIVES:
+            return self.named[node]
+        return node
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchemaBook:
+    """Event type -> schema, and schema id -> schema, for the platform's and the user's types."""
+
+    types: Mapping[str, Schema] = field(default_factory=dict)
+    """Event type (or `family.*`) -> its current schema."""
+    ids: Mapping[str, Schema] = field(default_factory=dict)
+    """Fingerprint -> schema, for every schema the book has held (writers may be older)."""
+
+    def for_type(self, event_type: str) -> Schema | None:
+        """The schema of an event type: an exact entry, else the longest `family.*` covering it."""
+        exact = self.types.get(event_type)
+        if exact is not None:
+            return exact
+        best: tuple[int, Schema] | None = None
+        for name, schema in self.types.items():
+            covers = name.endswith(".*") and event_type.startswith(name[:-1])
+            if covers and (best is None or len(name) > best[0]):
+                best = (len(name), schema)
+        return best[1] if best else None
+
+    def by_id(self, schema_id: str) -> Schema | None:
+        """The schema with this fingerprint, or None when the book never held it."""
+        return self.ids.get(schema_id.lower())
+
+    def with_types(self, types: Mapping[str, Schema]) -> SchemaBook:
+        """A book with these types set; the schemas they replace stay findable by id."""
+        ids = dict(self.ids)
+        ids.update((schema.fingerprint, schema) for schema in types.values())
+        return SchemaBook(types={**self.types, **types}, ids=ids)
+
+
+def parse(source: str | bytes | Mapping[str, Any] | list[Any], *, where: str = "schema") -> Schema:
+    """Parse an Avro schema (JSON text or its decoded value); ManifestError(`where`, ...) if invalid."""
+    if isinstance(source, str | bytes):
+        try:
+            raw = orjson.loads(source)
+        except orjson.JSONDecodeError as exc:
+            raise ManifestError(
+                where, f"is not valid JSON ({exc}); an Avro schema is a JSON document"
+            ) from None
+    else:
+        raw = copy.deepcopy(source)
+    try:
+        parsed = parse_schema(copy.deepcopy(raw))
+        wire = parse_schema(_without_logical_types(copy.deepcopy(raw)))
+        canonical = to_parsing_canonical_form(parsed)
+    except Exception as exc:  # fastavro raises many types (SchemaParseException, KeyError, ...)
+        reason = str(exc) or type(exc).__name__
+        raise ManifestError(where, f"is not a valid Avro schema: {reason}") from None
+    named = dict(_named_types(parsed))
+    _check_json_logical(parsed, where)
+    return Schema(
+        text=orjson.dumps(raw).decode(),
+        parsed=parsed,
+        wire=wire,
+        named=named,
+        canonical=canonical,
+        fingerprint=_rabin(canonical),
+        converts=_converts(parsed),
+    )
+
+
+def load_schema(path: Path, *, where: str) -> Schema:
+    """Read and parse one `.avsc` file; ManifestError(`where`, ...) naming what is wrong."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(where, f"schema file {str(path)!r} does not exist; check the path") from None
+    except OSError as exc:
+        raise ManifestError(where, f"schema file {str(path)!r} cannot be read: {exc.strerror}") from None
+    return parse(text, where=where)
+
+
+def platform_book() -> SchemaBook:
+    """The book of the platform's own event types (`bus.object.*`, `bus.timer.fired`, ...)."""
+    folder = resources.files("schemas")
+    types: dict[str, Schema] = {}
+    for event_type, filename in PLATFORM_SCHEMAS.items():
+        text = folder.joinpath(filename).read_bytes()
+        types[event_type] = parse(text, where=f"schemas/{filename}")
+    return SchemaBook().with_types(types)
+
+
+def load_book(declared: Mapping[str, str], base_dir: Path) -> SchemaBook:
+    """The platform book plus the manifest's `schemas: {type: path}` (paths relative to `base_dir`)."""
+    types: dict[str, Schema] = {}
+    for event_type, path in declared.items():
+        where = f"schemas.{event_type}"
+        if not event_type or event_type.startswith("bus."):
+            raise ManifestError(where, "bus.* types carry the platform's schemas; declare your own type name")
+        types[event_type] = load_schema(base_dir / path, where=where)
+    return platform_book().with_types(types)
+
+
+def _rabin(canonical: str) -> str:
+    """CRC-64-AVRO as a 64-bit number in hex, as the spec's test data and Java print it.
+
+    fastavro (like the `avro` package) spells out the fingerprint's little-endian bytes instead.
+    """
+    little_endian = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    return f"{int.from_bytes(little_endian, 'little'):016x}"
+
+
+def _without_logical_types(node: Any) -> Any:
+    """A copy of an already valid schema with every `logicalType` dropped."""
+    if isinstance(node, list):
+        return [_without_logical_types(branch) for branch in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: value for key, value in node.items() if key != "logicalType"}
+    kind = node.get("type")
+    if kind in ("record", "error"):
+        out["fields"] = [{**f, "type": _without_logical_types(f["type"])} for f in node["fields"]]
+    elif kind == "array":
+        out["items"] = _without_logical_types(node["items"])
+    elif kind == "map":
+        out["values"] = _without_logical_types(node["values"])
+    elif isinstance(kind, dict | list):
+        out["type"] = _without_logical_types(kind)
+    return out
+
+
+def _walk(node: Any, seen: set[str] | None = None) -> Iterator[Any]:
+    """Every schema node once (named types are not entered twice)."""
+    seen = set() if seen is None else seen
+    if isinstance(node, list):
+        yield node
+        for branch in node:
+            yield from _walk(branch, seen)
+        return
+    if not isinstance(node, dict):
+        yield node
+        return
+    kind = node.get("type")
+    if kind in NAMED:
+        if node["name"] in seen:
+            return
+        seen.add(node["name"])
+    yield node
+    if kind in ("record", "error"):
+        for f in node["fields"]:
+            yield from _walk(f["type"], seen)
+    elif kind == "array":
+        yield from _walk(node["items"], seen)
+    elif kind == "map":
+        yield from _walk(node["values"], seen)
+    elif isinstance(kind, dict | list):
+        yield from _walk(kind, seen)
+
+
+def _named_types(parsed: Any) -> Iterator[tuple[str, Any]]:
+    for node in _walk(parsed):
+        if isinstance(node, dict) and node.get("type") in NAMED:
+            yield node["name"], node
+
+
+def _check_json_logical(parsed: Any, where: str) -> None:
+    for node in _walk(parsed):
+        if (
+            isinstance(node, dict)
+            and node.get("logicalType") == JSON_LOGICAL_TYPE
+            and node["type"] != "string"
+        ):
+            raise ManifestError(where, f'logicalType "json" needs "type": "string", got {node["type"]!r}')
+        if isinstance(node, list):
+            for branch in node:
+                if isinstance(branch, dict) and branch.get("logicalType") == JSON_LOGICAL_TYPE:
+                    raise ManifestError(
+                        where,
+                        'a {"logicalType": "json"} string cannot be a union branch: a JSON value already '
+                        "covers null and every other type; use it on its own",
+                    )
+
+
+def _converts(parsed: Any) -> bool:
+    for node in _walk(parsed):
+        name = node.get("type") if isinstance(node, dict) else node
+        if isinstance(name, str) and name in ("bytes", "fixed"):
+            return True
+        if isinstance(node, dict) and node.get("logicalType") == JSON_LOGICAL_TYPE:
+            return True
+    return False

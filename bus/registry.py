@@ -1,0 +1,256 @@
+"""A Confluent Schema Registry REST client (adapter; standard library only, safe across threads).
+
+Subjects: one per tenant and event type, `<prefix>.<event type>`. Every type shares the ingress
+topic, so Confluent's default `<topic>-value` would force all types into one version history; a
+record name would not fit schemas that are not records (`bus.function.result`) or that several
+types share (`bus.object.*`). The event type is what the manifest versions, so it names the subject.
+
+Ids are cached both ways (registration per subject and fingerprint, schemas per id): a registry
+id never changes meaning, so the cache needs no expiry.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import orjson
+
+from bus.avro_codec import RegistryRef, registry_uri
+from bus.avro_compat import DEFAULT_COMPATIBILITY, Compatibility
+from bus.avro_schema import Schema, parse
+from bus.errors import BusError, ConfigError, InvalidEvent, ManifestError
+
+__all__ = ["CONTENT_TYPE", "SchemaRegistry", "subject_name"]
+
+CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+_MAX_RESPONSE = 4 * 1024 * 1024
+
+
+def subject_name(prefix: str, event_type: str) -> str:
+    """The registry subject of an event type: `<prefix>.<event type>`."""
+    return f"{prefix}.{event_type}"
+
+
+class SchemaRegistry:
+    """Register, fetch and check Avro schemas in a Confluent-compatible schema registry."""
+
+    def __init__(self, url: str, *, prefix: str = "bus", timeout: float = 5.0) -> None:
+        """`url` may carry `user:password@` for HTTP basic auth (Confluent Cloud's API key and secret)."""
+        parts = urlsplit(url)
+        try:
+            base = _public(url).rstrip("/")
+        except ValueError:  # a port that is not a number
+            base = ""
+        if parts.scheme not in ("http", "https") or not parts.hostname or not base:
+            raise ConfigError(
+                f"schema registry URL {url.rsplit('@', maxsplit=1)[-1]!r} must be "
+                "http(s)://[user:password@]host[:port][/path]"
+            )
+        self.url = base
+        """The registry's base URL without credentials (what dataschema URIs start with)."""
+        self.prefix = prefix
+        self.timeout = timeout
+        self._auth: str | None = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        self._lock = threading.Lock()
+        self._ids: dict[tuple[str, str], int] = {}
+        self._schemas: dict[int, Schema] = {}
+
+    def subject(self, event_type: str) -> str:
+        """This registry client's subject for an event type."""
+        return subject_name(self.prefix, event_type)
+
+    def register(
+        self, event_type: str, schema: Schema, *, compatibility: Compatibility | None = DEFAULT_COMPATIBILITY
+    ) -> int:
+        """The registry id of `schema` under the type's subject, registering it if new.
+
+        With `compatibility` set, the subject is configured to it first, so the registry refuses
+        an incompatible version: ManifestError(`schemas.<type>`, ...) with the registry's reasons.
+        """
+        subject = self.subject(event_type)
+        key = (subject, schema.fingerprint)
+        with self._lock:
+            known = self._ids.get(key)
+        if known is not None:
+            return known
+        where = f"schemas.{event_type}"
+        if compatibility is not None:
+            self.set_compatibility(event_type, compatibility)
+        answer = self._call(
+            "POST",
+            f"/subjects/{quote(subject, safe='')}/versions",
+            {"schema": schema.text, "schemaType": "AVRO"},
+            refused=lambda status, message: _manifest_refusal(where, status, message),
+        )
+        schema_id = _integer(answer, "id", self.url)
+        with self._lock:
+            self._ids[key] = schema_id
+            self._schemas.setdefault(schema_id, schema)
+        return schema_id
+
+    def check(self, event_type: str, schema: Schema) -> list[str]:
+        """Why the registry would refuse `schema` as the type's next version; empty if it would not."""
+        subject = quote(self.subject(event_type), safe="")
+        answer = self._call(
+            "POST",
+            f"/compatibility/subjects/{subject}/versions/latest?verbose=true",
+            {"schema": schema.text, "schemaType": "AVRO"},
+            refused=lambda status, message: _manifest_refusal(f"schemas.{event_type}", status, message),
+            missing_ok=True,
+        )
+        if answer is None or answer.get("is_compatible") is True:
+            return []  # no version yet: anything is compatible with nothing
+        messages = answer.get("messages") or ["the registry says it is incompatible"]
+        return [str(message) for message in messages]
+
+    def set_compatibility(self, event_type: str, mode: Compatibility) -> None:
+        """Set the compatibility the registry enforces for the type's subject."""
+        self._call(
+            "PUT",
+            f"/config/{quote(self.subject(event_type), safe='')}",
+            {"compatibility": mode.value},
+            refused=lambda status, message: ConfigError(
+                f"schema registry at {self.url} refused compatibility {mode.value} (HTTP {status}): {message}"
+            ),
+        )
+
+    def schema(self, schema_id: int) -> Schema:
+        """The Avro schema with this registry id; InvalidEvent("dataschema", ...) if there is none."""
+        with self._lock:
+            known = self._schemas.get(schema_id)
+        if known is not None:
+            return known
+        answer = self._call(
+            "GET",
+            f"/schemas/ids/{int(schema_id)}",
+            None,
+            refused=lambda status, message: InvalidEvent(
+                "dataschema", f"schema id {schema_id} is not in the registry at {self.url} (HTTP {status})"
+            ),
+        )
+        kind = answer.get("schemaType", "AVRO") if answer is not None else "AVRO"
+        if kind != "AVRO":
+            raise InvalidEvent("dataschema", f"registry schema {schema_id} is a {kind} schema, not Avro")
+        text = answer.get("schema") if answer is not None else None
+        if not isinstance(text, str):
+            raise _unavailable(self.url, f"GET /schemas/ids/{schema_id} answered without a schema")
+        try:
+            schema = parse(text, where=f"registry schema {schema_id}")
+        except ManifestError as exc:
+            raise InvalidEvent("dataschema", str(exc)) from None
+        with self._lock:
+            self._schemas[schema_id] = schema
+        return schema
+
+    def writer_schema(self, ref: RegistryRef) -> Schema:
+        """The schema a `<url>/schemas/ids/<id>` dataschema names, from this registry only.
+
+        bus never fetches a URL an event names: a dataschema naming another registry is refused.
+        """
+        if ref.registry_url.rstrip("/") != self.url:
+            raise InvalidEvent(
+                "dataschema",
+                f"names the schema registry {ref.registry_url[:100]!r}, but this bus uses {self.url!r}",
+            )
+        return self.schema(ref.schema_id)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        refused: Callable[[int, str], BusError],
+        missing_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        """One request; 4xx answers become `refused(status, message)`, the rest a retriable BusError."""
+        headers = {"Accept": CONTENT_TYPE}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = CONTENT_TYPE
+            data = orjson.dumps(body)
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        # S310: self.url is checked to be http(s) in __init__; `path` is built here, never from input.
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                raw = response.read(_MAX_RESPONSE + 1)
+        except urllib.error.HTTPError as exc:
+            status, message = exc.code, _message(exc)
+            exc.close()
+            if status == 404 and missing_ok:
+                return None
+            if status in (401, 403):
+                raise ConfigError(
+                    f"schema registry at {self.url} refused the credentials (HTTP {status}): "
+                    "check the user and password in the registry URL"
+                ) from None
+            if 400 <= status < 500:
+                raise refused(status, message) from None
+            raise _unavailable(self.url, f"HTTP {status} for {method} {path}: {message}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise _unavailable(self.url, f"{method} {path} failed: {reason}") from None
+        if len(raw) > _MAX_RESPONSE:
+            raise _unavailable(self.url, f"{method} {path} answered more than {_MAX_RESPONSE} bytes")
+        try:
+            answer = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            raise _unavailable(
+                self.url, f"{method} {path} answered with something that is not JSON"
+            ) from None
+        if not isinstance(answer, dict):
+            raise _unavailable(self.url, f"{method} {path} answered with JSON that is not an object")
+        return answer
+
+
+def _message(exc: urllib.error.HTTPError) -> str:
+    try:
+        answer = orjson.loads(exc.read(64 * 1024))
+    except (orjson.JSONDecodeError, OSError):
+        return exc.reason if isinstance(exc.reason, str) else "no message"
+    if isinstance(answer, dict) and "message" in answer:
+        return str(answer["message"])[:500]
+    return "no message"
+
+
+def _manifest_refusal(where: str, status: int, message: str) -> BusError:
+    if status == 409:
+        return ManifestError(
+            where,
+            f"the schema registry refuses it as incompatible with the registered versions: {message}; "
+            "add new fields with defaults (or register a new event type)",
+        )
+    if status == 422:
+        return ManifestError(where, f"the schema registry refuses it as invalid: {message}")
+    return ManifestError(where, f"the schema registry refused it (HTTP {status}): {message}")
+
+
+def _integer(answer: dict[str, Any] | None, name: str, url: str) -> int:
+    value = (answer or {}).get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _unavailable(url, f"answered without an integer {name!r}")
+    return value
+
+
+def _unavailable(url: str, reason: str) -> BusError:
+    # A dedicated retriable RegistryUnavailable belongs in bus/errors.py; until then a BusError
+    # marked retriable, as the other retriable errors are.
+    exc = BusError(f"schema registry at {url} is unavailable: {reason}")
+    exc.retriable = True
+    return exc
+
+
+def _public(url: str) -> str:
+    """A URL without its credentials, query or fragment (as `registry_uri` writes it)."""
+    return registry_uri(url, 0).removesuffix("/schemas/ids/0")
