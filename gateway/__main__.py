@@ -6,15 +6,13 @@ import argparse
 import os
 import sys
 
-import uvicorn
-
 from bus.errors import BusError
 from bus.kafka.admin import ensure_topics
 from bus.logs import configure
 from bus.manifest import Manifest, read
 from bus.topology import ingress_topics
 from gateway.app import create_app
-from gateway.server import protocol
+from gateway.server import serve
 from gateway.settings import load
 
 
@@ -40,19 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
-    # uvicorn handles SIGTERM: stop accepting, finish in-flight requests, then run lifespan shutdown.
-    # Its h11 protocol, not httptools: only h11 bounds the headers (docs/decisions/http-server.md).
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        http=protocol(header_timeout=settings.header_timeout, max_header_bytes=settings.max_header_bytes),
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace),
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+    serve(create_app(settings), settings)
     return 0
 
 

@@ -21,11 +21,14 @@ from typing import Any
 
 import h11
 import orjson
+from starlette.types import ASGIApp
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
 
-__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "GatewayProtocol", "protocol"]
+from gateway.settings import GatewaySettings
+
+__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "GatewayProtocol", "protocol", "serve"]
 
 LINGER_SECONDS = 2.0
 """How long a connection closing under an unfinished body still discards what arrives."""
@@ -190,3 +193,19 @@ def protocol(*, header_timeout: float, max_header_bytes: int) -> type[GatewayPro
     Configured.header_timeout = header_timeout
     Configured.max_header_bytes = max_header_bytes
     return Configured
+
+
+def serve(app: ASGIApp, settings: GatewaySettings) -> None:
+    """Serve `app` until SIGTERM or SIGINT: stop accepting, finish in-flight requests, run shutdown."""
+    # uvicorn's h11 protocol, not httptools: only h11 bounds the headers (docs/decisions/http-server.md).
+    config = Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=protocol(header_timeout=settings.header_timeout, max_header_bytes=settings.max_header_bytes),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
+        lifespan="on",
+    )
+    Server(config).run()
