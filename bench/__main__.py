@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import confluent_kafka
 
-from bench import aio, raw, thinpath, transactional
+from bench import aio, gateway, raw, thinpath, transactional
 from bench.broker import BenchKafka, open_broker
 from bench.report import Measurement, document, render
 from bench.sizes import FULL, QUICK, Sizes
@@ -26,7 +26,7 @@ from bus.logs import configure, log_event
 
 logger = logging.getLogger("bench")
 
-GROUPS = ("confluent", "transactional", "aiokafka", "thinpath")
+GROUPS = ("confluent", "transactional", "aiokafka", "gateway", "thinpath")
 
 Step = tuple[str, str, Callable[[], dict[str, Measurement]]]
 """(group, name, measure): `measure` returns the measurements it took, by name."""
@@ -52,6 +52,17 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any]) -> list[Ste
         if result.batched is not None:
             taken["thinpath.batched"] = result.batched
         return taken
+
+    def gateway_alone() -> dict[str, Measurement]:
+        result = gateway.measure(kafka, sizes)
+        details["gateway_http_statuses"] = result.statuses
+        return {
+            "gateway.null.single": result.null_single,
+            "gateway.null.single_latency": result.null_latency,
+            "gateway.single": result.single,
+            "gateway.single_latency": result.latency,
+            "gateway.batched": result.batched,
+        }
 
     return [
         ("confluent", "warm-up", warm_up),
@@ -84,6 +95,7 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any]) -> list[Ste
             lambda: {"aiokafka.consume_produce": aio.consume_produce_rate(kafka, sizes)},
         ),
         ("aiokafka", "aiokafka.latency", lambda: {"aiokafka.latency": aio.latency(kafka, sizes)}),
+        ("gateway", "gateway", gateway_alone),
         ("thinpath", "thinpath", thin),
     ]
 
@@ -99,6 +111,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--thin-events", type=int, help="events sent one per HTTP request")
     parser.add_argument("--thin-batch", type=int, help="events per request of the batched run (0 skips it)")
     parser.add_argument("--thin-batched-events", type=int, help="events sent in batched requests")
+    parser.add_argument("--gateway-events", type=int, help="events sent one per request to the gateway alone")
     parser.add_argument("--concurrency", type=int, help="most HTTP requests in flight")
     parser.add_argument("--partitions", type=int, help="partitions of every throughput topic")
     parser.add_argument("--deadline", type=float, help="seconds any one raw measurement may take")
@@ -117,6 +130,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
             "thin_events",
             "thin_batch",
             "thin_batched_events",
+            "gateway_events",
             "concurrency",
             "partitions",
             "deadline",

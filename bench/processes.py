@@ -25,7 +25,7 @@ from bench.broker import BenchKafka
 from bus import naming
 from bus.localkafka import free_port
 
-__all__ = ["EVENT_TYPE", "FUNCTION", "PARTITIONS", "Child", "Platform", "running_platform"]
+__all__ = ["EVENT_TYPE", "FUNCTION", "PARTITIONS", "Child", "Platform", "running_gateway", "running_platform"]
 
 EVENT_TYPE = "bench.requested"
 FUNCTION = "echo"
@@ -134,6 +134,39 @@ def running_platform(kafka: BenchKafka, *, timeout: float = 60.0) -> Iterator[Pl
         yield Platform(url, naming.result_topic(prefix, FUNCTION), PARTITIONS, tuple(children))
     finally:
         _stop(children)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def running_gateway(kafka: BenchKafka, *, null: bool, timeout: float = 60.0) -> Iterator[tuple[str, Child]]:
+    """A gateway alone on a fresh prefix, or with `null` the same server publishing nowhere."""
+    workdir = Path(tempfile.mkdtemp(prefix="bus-bench-gateway-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "BUS_HOME": str(workdir / "home"),
+        "BUS_PREFIX": f"benchgw-{kafka.run}",
+        "BUS_LOG_LEVEL": "INFO",
+    }
+    module = "bench.null_gateway" if null else "gateway"
+    log = workdir / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=_REPO,
+        )
+    child = Child(module, process, log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, [child], time.monotonic() + timeout)
+        yield url, child
+    finally:
+        _stop([child])
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -41,6 +41,9 @@ _TXN = "bus.kafka.txloop.TransactionalLoop: one transaction per batch of up to 5
 _ONE = "one record in flight, produce() to record read back, linger.ms=2"
 _AIO_ONE = "one record in flight, send() to getone(), linger_ms=2"
 _HTTP = "HTTP POST (one structured event per request) to result read from the results topic"
+_NULL = "the gateway's server answering 202 without Kafka (bench.null_gateway), one event per POST"
+_GATEWAY = "POST /events, one structured event per request, 202 once Kafka acknowledged (bench.http_load)"
+_GATEWAY_BATCH = "POST /events with sizes.thin_batch events per request, one transaction per group of batches"
 
 SPECS: tuple[FigureSpec, ...] = (
     FigureSpec(
@@ -99,6 +102,17 @@ SPECS: tuple[FigureSpec, ...] = (
         "confluent.consume_produce",
         _TXN,
     ),
+    FigureSpec("gateway.null.post", "gateway.null.single", "rate", "gateway.null.post", _NULL),
+    FigureSpec(
+        "gateway.null.latency.p50", "gateway.null.single_latency", "p50", "gateway.null.latency.p50", _NULL
+    ),
+    FigureSpec(
+        "gateway.null.latency.p99", "gateway.null.single_latency", "p99", "gateway.null.latency.p99", _NULL
+    ),
+    FigureSpec("gateway.post", "gateway.single", "rate", "gateway.null.post", _GATEWAY),
+    FigureSpec("gateway.latency.p50", "gateway.single_latency", "p50", "gateway.null.latency.p50", _GATEWAY),
+    FigureSpec("gateway.latency.p99", "gateway.single_latency", "p99", "gateway.null.latency.p99", _GATEWAY),
+    FigureSpec("gateway.batched_post", "gateway.batched", "rate", "confluent.produce", _GATEWAY_BATCH),
     FigureSpec("thinpath.http_to_result", "thinpath.single", "rate", "confluent.consume_produce", _HTTP),
     FigureSpec("thinpath.latency.p50", "thinpath.single_latency", "p50", "confluent.latency.p50", _HTTP),
     FigureSpec("thinpath.latency.p99", "thinpath.single_latency", "p99", "confluent.latency.p99", _HTTP),

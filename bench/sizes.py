@@ -23,6 +23,8 @@ class Sizes:
     """Events per request of the batched thin-path run; 0 skips that run."""
     thin_batched_events: int
     """Events sent through the gateway in batched requests."""
+    gateway_events: int
+    """Events sent one per request to the gateway alone (and to its Kafka-less baseline)."""
     concurrency: int = 32
     """Most HTTP requests in flight at once."""
     partitions: int = 6
@@ -47,6 +49,7 @@ FULL = Sizes(
     thin_events=6_000,
     thin_batch=50,
     thin_batched_events=60_000,
+    gateway_events=20_000,
     deadline=30.0,
     txn_warm_up=60.0,
     thin_deadline=40.0,
@@ -60,6 +63,7 @@ QUICK = Sizes(
     thin_events=1_000,
     thin_batch=50,
     thin_batched_events=10_000,
+    gateway_events=3_000,
     deadline=10.0,
     txn_warm_up=5.0,
     thin_deadline=15.0,
