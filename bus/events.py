@@ -165,15 +165,18 @@ def parse_json(
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(field_name, f"is not valid JSON ({exc})") from exc
-    if _brackets(body) >= max_depth:  # fewer opening brackets cannot nest that deep: skip the walk
+    raw = body.encode() if isinstance(body, str) else body
+    if raw.count(b"[") + raw.count(b"{") >= max_depth:  # fewer brackets cannot nest that deep
         _check_depth(value, field_name, max_depth)
     if strict:
-        _check_unique_keys(body, field_name)
+        _check_unique_keys(raw, field_name)
     return value
 
 
-def _check_unique_keys(body: bytes | str, field_name: str) -> None:
+def _check_unique_keys(body: bytes, field_name: str) -> None:
     def pairs(items: list[tuple[str, Any]]) -> None:
+        if len(dict(items)) == len(items):  # the common case, at C speed
+            return
         seen: set[str] = set()
         for key, _ in items:
             if key in seen:
@@ -184,25 +187,19 @@ def _check_unique_keys(body: bytes | str, field_name: str) -> None:
     json.loads(body, object_pairs_hook=pairs)
 
 
-def _brackets(body: bytes | str) -> int:
-    if isinstance(body, str):
-        return body.count("[") + body.count("{")
-    return body.count(b"[") + body.count(b"{")
-
-
 def _check_depth(value: Any, field_name: str, max_depth: int) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
+    """Refuse a value nesting containers deeper than `max_depth`, one level of containers at a time."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > max_depth:
             raise InvalidEvent(field_name, f"JSON nests deeper than {max_depth} levels")
-        stack.extend((child, depth + 1) for child in children)
+        deeper: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            deeper.extend(child for child in children if isinstance(child, dict | list))
+        level = deeper
 
 
 def data_to_bytes(event: CloudEvent) -> bytes | None:
