@@ -45,7 +45,7 @@ test: setup lint typecheck
 	$(BIN)/pytest -q --durations=10
 
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
