@@ -8,6 +8,8 @@
     │   ├── KafkaUnavailable      the broker cannot be reached in time (retriable)
     │   └── PublishError          the broker refused a record (retriable if the client says so)
     ├── LocalKafkaError           the local broker cannot be fetched, started or stopped
+    ├── RegistryError             a schema registry call failed
+    │   └── RegistryUnavailable   the registry cannot be reached or answered 5xx (retriable)
     ├── RefusedError              a request the sender can fix; `reason` says what and how
     │   ├── SignatureError        a webhook signature is missing, wrong or stale (HTTP 401)
     │   ├── AuthError             a credential is missing, unknown, revoked or expired (HTTP 401)
@@ -32,6 +34,8 @@ __all__ = [
     "ManifestError",
     "PublishError",
     "RefusedError",
+    "RegistryError",
+    "RegistryUnavailable",
     "SignatureError",
 ]
 
@@ -85,6 +89,16 @@ class PublishError(KafkaError):
 
 class LocalKafkaError(BusError):
     """The local broker could not be fetched, started or stopped."""
+
+
+class RegistryError(BusError):
+    """A schema registry call failed."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The schema registry could not be reached, timed out or answered with a server error."""
+
+    retriable = True
 
 
 class HandlerLoadError(BusError):

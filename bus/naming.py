@@ -19,6 +19,7 @@ __all__ = [
     "result_topic",
     "router_dlq_topic",
     "router_group",
+    "schema_topic",
     "timer_group",
     "timer_topic",
     "transactional_id",
@@ -100,3 +101,8 @@ def timer_topic(prefix: str) -> str:
 def timer_group(prefix: str) -> str:
     """Group of every gateway's timer consumer: the member assigned the checkpoint partition leads."""
     return f"{prefix}.timers"
+
+
+def schema_topic(prefix: str) -> str:
+    """Compacted topic of the writer schemas of typed events, by event type and fingerprint."""
+    return f"{prefix}.schemas"

@@ -21,10 +21,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 
-from bus.avro_codec import RegistryRef, registry_uri
+from bus.avro_codec import BookRef, RegistryRef, registry_uri
 from bus.avro_compat import DEFAULT_COMPATIBILITY, Compatibility
 from bus.avro_schema import Schema, parse
-from bus.errors import BusError, ConfigError, InvalidEvent, ManifestError
+from bus.errors import BusError, ConfigError, InvalidEvent, ManifestError, RegistryUnavailable
 
 __all__ = ["CONTENT_TYPE", "SchemaRegistry", "subject_name"]
 
@@ -151,11 +151,19 @@ class SchemaRegistry:
             self._schemas[schema_id] = schema
         return schema
 
-    def writer_schema(self, ref: RegistryRef) -> Schema:
+    def writer_schema(self, ref: BookRef | RegistryRef) -> Schema:
         """The schema a `<url>/schemas/ids/<id>` dataschema names, from this registry only.
 
-        bus never fetches a URL an event names: a dataschema naming another registry is refused.
+        bus never fetches a URL an event names: a dataschema naming another registry is refused,
+        and a `bus:schema:` fingerprint is not a registry id (`SchemaStore.writer_schema`).
         """
+        if isinstance(ref, BookRef):
+            raise InvalidEvent(
+                "dataschema",
+                f"names schema {ref.fingerprint} by fingerprint, which the schema registry at {self.url} "
+                "cannot look up; records written without a registry need the schemas topic "
+                "(unset BUS_SCHEMA_REGISTRY_URL to read them)",
+            )
         if ref.registry_url.rstrip("/") != self.url:
             raise InvalidEvent(
                 "dataschema",
@@ -243,12 +251,8 @@ def _integer(answer: dict[str, Any] | None, name: str, url: str) -> int:
     return value
 
 
-def _unavailable(url: str, reason: str) -> BusError:
-    # A dedicated retriable RegistryUnavailable belongs in bus/errors.py; until then a BusError
-    # marked retriable, as the other retriable errors are.
-    exc = BusError(f"schema registry at {url} is unavailable: {reason}")
-    exc.retriable = True
-    return exc
+def _unavailable(url: str, reason: str) -> RegistryUnavailable:
+    return RegistryUnavailable(f"schema registry at {url} is unavailable: {reason}")
 
 
 def _public(url: str) -> str:

@@ -2,6 +2,7 @@
 
 Each ingress record is forwarded unchanged (same key, value and headers) to the topic of every
 target its rules select; outputs and the ingress offsets commit in one Kafka transaction.
+Typed events are matched on their data as written: the Avro is decoded for matching only.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import sys
 import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from bus import naming
+from bus.avro_schema import load_book
+from bus.avro_store import SchemaStore, TypedReader
 from bus.deadletter import dead_letter
 from bus.errors import BusError, InvalidEvent
 from bus.events import to_json_dict
 from bus.kafka.admin import ensure_topics
+from bus.kafka.schema_store import open_store
 from bus.kafka.txloop import InMessage, Output, TransactionalLoop
 from bus.kafka_binding import Record, from_record
 from bus.logs import configure, log_event
@@ -36,8 +41,12 @@ logger = logging.getLogger("bus.router")
 class Router:
     """Turns batches of ingress records into function-topic records (the loop's transform)."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, reader: TypedReader | None = None) -> None:
+        """`reader` decodes typed events for matching; None: the platform's and manifest's book only."""
         self._manifest = manifest
+        self._reader = reader or TypedReader(
+            book=load_book(manifest.schemas, Path(manifest.base_dir)), resolve=False
+        )
         self._dlq = naming.router_dlq_topic(manifest.prefix)
         self._topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
 
@@ -53,6 +62,12 @@ class Router:
                 outputs.append(
                     self._dead_letter(message, record, "InvalidEvent", f"not a valid CloudEvent: {exc}")
                 )
+                continue
+            try:
+                event = self._reader.read(event)
+            except InvalidEvent as exc:
+                reason = f"typed event cannot be read: {exc}"
+                outputs.append(self._dead_letter(message, record, "InvalidEvent", reason))
                 continue
             for target in route(to_json_dict(event), self._manifest.rules):
                 topic = self._topics.get(target)
@@ -70,10 +85,18 @@ class Router:
         return Output(self._dlq, dead_letter(record, error_type=error_type, reason=reason, origin=origin))
 
 
-def serve(settings: KafkaSettings, manifest: Manifest, stop: threading.Event) -> None:
-    """Run one router instance until `stop` is set."""
+def serve(
+    settings: KafkaSettings, manifest: Manifest, stop: threading.Event, *, store: SchemaStore | None = None
+) -> None:
+    """Run one router instance until `stop` is set; `store` holds writer schemas the book lacks."""
     group = naming.router_group(manifest.prefix)
     ensure_topics(settings, manifest_topics(manifest))
+    reader = TypedReader(
+        book=load_book(manifest.schemas, Path(manifest.base_dir)),
+        store=store,
+        resolve=False,
+        max_bytes=settings.max_record_bytes,
+    )
     with TransactionalLoop(
         settings,
         group=group,
@@ -81,7 +104,7 @@ def serve(settings: KafkaSettings, manifest: Manifest, stop: threading.Event) ->
         transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
     ) as loop:
         log_event(logger, "router_ready", group=group, rules=len(manifest.rules))
-        loop.run(Router(manifest), stop)
+        loop.run(Router(manifest, reader), stop)
         log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
 
 
@@ -96,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         manifest = read(args.manifest, prefix=os.environ.get("BUS_PREFIX") or None)
-        serve(load_kafka(os.environ, prefix=manifest.prefix), manifest, stop)
+        settings = load_kafka(os.environ, prefix=manifest.prefix)
+        serve(settings, manifest, stop, store=open_store(settings, os.environ))
     except BusError as exc:
         print(f"router: {exc}", file=sys.stderr)
         return 1

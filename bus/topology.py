@@ -31,6 +31,8 @@ def ingress_topics(prefix: str) -> list[TopicSpec]:
         TopicSpec(naming.router_dlq_topic(prefix), 1),
         # One partition: its owner in the timer group is the one replica that fires schedules.
         TopicSpec(naming.timer_topic(prefix), 1, {"cleanup.policy": "compact"}),
+        # Compacted: the latest record of each (type, schema) is the registration; readers read it all.
+        TopicSpec(naming.schema_topic(prefix), 1, {"cleanup.policy": "compact"}),
     ]
 
 

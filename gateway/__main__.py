@@ -5,19 +5,29 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 
+from bus.avro_schema import load_book
 from bus.errors import BusError
 from bus.kafka.admin import ensure_topics
+from bus.kafka.schema_store import open_store
 from bus.logs import configure
 from bus.manifest import Manifest, read
+from bus.registry import SchemaRegistry
 from bus.topology import ingress_topics
 from gateway.app import create_app
 from gateway.server import serve
 from gateway.settings import load
+from gateway.typed import register_book
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Load settings, make sure the ingress topic exists, serve HTTP until SIGTERM or SIGINT."""
+    """Load settings, create the ingress topics, register the typed events' schemas, serve HTTP.
+
+    A schema incompatible with its type's registered version stops the gateway (exit 1) before it
+    accepts anything: the new version is refused when it is registered.
+    """
     parser = argparse.ArgumentParser(prog="python -m gateway")
     parser.add_argument("--port", type=int, help="HTTP port (default $BUS_HTTP_PORT or 8080)")
     parser.add_argument("--host", help="interface (default $BUS_HTTP_HOST or 127.0.0.1)")
@@ -34,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             schedules=manifest.schedules,
             http_auth=manifest.http_auth,
         )
+        book = load_book(manifest.schemas, Path(manifest.base_dir))
         ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))
+        store = open_store(settings.kafka, os.environ)
+        registry_url = store.url if isinstance(store, SchemaRegistry) else None
+        settings = replace(settings, schemas=register_book(book, store, registry_url=registry_url))
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ from gateway.openapi import document
 from gateway.publisher import KafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.timers import Scheduler
+from gateway.typed import typed
 
 __all__ = ["Gateway", "GatewayMetrics", "create_app"]
 
@@ -331,17 +332,16 @@ class Gateway:
         return await self._accept(events, allow_none=True)
 
     async def _accept(self, events: list[CloudEvent], *, allow_none: bool = False) -> Response:
-        """Publish every event, answering 202 with their ids only once Kafka acknowledged all.
+        """Publish every event (typed ones as Avro); answer 202 with the ids once Kafka acknowledged all.
 
         One event goes through the idempotent producer; several commit in one transaction, so a
         batch is published whole or not at all.
         """
         if not events and allow_none:
             return _json(202, {"ids": []})
-        records = [(self._ingress, to_record(event)) for event in events]
-        refusal = _refuse_batch([record for _, record in records], self._settings.kafka.max_record_bytes)
-        if refusal is not None:
-            return refusal
+        records = self._records(events)
+        if isinstance(records, Response):
+            return records
         if self._publisher is None:
             return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
         try:
@@ -355,6 +355,16 @@ class Gateway:
             log_event(logger, "publish_failed", reason=str(exc), level=logging.ERROR)
             return _problem(503, "kafka_error", str(exc))
         return _Answer(202, {"ids": [event.id for event in events]}, published=len(events))
+
+    def _records(self, events: list[CloudEvent]) -> list[tuple[str, Record]] | Response:
+        """The ingress records of the events (typed ones as Avro), or the 4xx refusing them."""
+        try:
+            events = typed(events, self._settings.schemas)
+        except InvalidEvent as exc:
+            return _rejected(exc)
+        records = [(self._ingress, to_record(event)) for event in events]
+        refusal = _refuse_batch([record for _, record in records], self._settings.kafka.max_record_bytes)
+        return refusal if refusal is not None else records
 
 
 def create_app(settings: GatewaySettings, publisher: PublisherFactory | None = None) -> Starlette:

@@ -13,6 +13,7 @@ from bus.errors import ConfigError
 from bus.manifest import HttpAuth, ObjectStore
 from bus.schedules import Schedule
 from bus.settings import KafkaSettings, load_kafka
+from gateway.typed import EdgeSchemas
 
 __all__ = ["GatewaySettings", "authenticator", "load", "webhook_secrets"]
 
@@ -44,6 +45,8 @@ class GatewaySettings:
     """Who may `POST /events` (`sources.http` in the manifest); None: anyone."""
     schedules: tuple[Schedule, ...] = ()
     """The manifest's schedules; the replica that leads the timer group fires them."""
+    schemas: EdgeSchemas = field(default_factory=EdgeSchemas)
+    """Schemas of typed events, registered at start (`gateway.__main__`); default: none, all JSON."""
     instance: str = "gateway"
     """This replica's name, unique among the prefix's gateways; default `<hostname>-<port>`.
 

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from bus.errors import BusError
+from bus.kafka.schema_store import open_store
 from bus.logs import configure
 from bus.manifest import read
 from bus.settings import load_kafka
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        serve(load_kafka(os.environ, prefix=manifest.prefix), manifest, args.function, stop)
+        settings = load_kafka(os.environ, prefix=manifest.prefix)
+        serve(settings, manifest, args.function, stop, store=open_store(settings, os.environ))
     except BusError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 1

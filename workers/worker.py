@@ -16,10 +16,13 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from bus import naming
+from bus.avro_schema import load_book
+from bus.avro_store import SchemaStore, TypedReader
 from bus.clock import now_rfc3339
 from bus.deadletter import dead_letter
 from bus.errors import InvalidEvent
@@ -84,13 +87,16 @@ class Invoker:
         handler: Handler,
         runner: AsyncRunner,
         max_record_bytes: int,
+        reader: TypedReader | None = None,
         clock: Callable[[], str] = now_rfc3339,
     ) -> None:
+        """`reader` turns typed (Avro) inputs into JSON data for the handler; None: JSON inputs only."""
         self._prefix = prefix
         self._function = function
         self._handler = handler
         self._runner = runner
         self._max_record_bytes = max_record_bytes
+        self._reader = reader or TypedReader()
         self._clock = clock
         self._dlq = naming.dlq_topic(prefix, function.name)
         self._log = logging.getLogger(f"bus.fn.{function.name}")
@@ -106,7 +112,9 @@ class Invoker:
         headers = message.headers() or []
         original = Record(message.key(), message.value(), tuple(headers))
         try:
-            event = from_record(original.key, original.value, headers)
+            # A typed event is read with this function's own schema for its type (Avro resolution),
+            # under the bomb guard's limits; one that cannot be read is a poison event.
+            event = self._reader.read(from_record(original.key, original.value, headers))
         except InvalidEvent as exc:
             return [self._dead_letter(message, original, "InvalidEvent", str(exc))]
         started = self._clock()
@@ -219,8 +227,18 @@ def _describe(exc: BaseException) -> tuple[str, str, str]:
     return error_type, message, trace
 
 
-def serve(settings: KafkaSettings, manifest: Manifest, function_name: str, stop: threading.Event) -> None:
-    """Run one replica of a function's worker group until `stop` is set."""
+def serve(
+    settings: KafkaSettings,
+    manifest: Manifest,
+    function_name: str,
+    stop: threading.Event,
+    *,
+    store: SchemaStore | None = None,
+) -> None:
+    """Run one replica of a function's worker group until `stop` is set.
+
+    `store` holds the writer schemas of typed events this manifest's book lacks (newer versions).
+    """
     function = manifest.functions[function_name]
     handler = load_handler(function.handler, base_dir=manifest.base_dir)
     group = naming.function_group(manifest.prefix, function.name)
@@ -243,6 +261,11 @@ def serve(settings: KafkaSettings, manifest: Manifest, function_name: str, stop:
             handler=handler,
             runner=runner,
             max_record_bytes=settings.max_record_bytes,
+            reader=TypedReader(
+                book=load_book(manifest.schemas, Path(manifest.base_dir)),
+                store=store,
+                max_bytes=settings.max_record_bytes,
+            ),
         )
         log_event(logger, "worker_ready", function=function.name, group=group)
         loop.run(invoker, stop)

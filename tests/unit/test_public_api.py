@@ -87,8 +87,13 @@ EXPECTED: dict[str, set[str]] = {
         "ManifestError",
         "PublishError",
         "RefusedError",
+        "RegistryError",
+        "RegistryUnavailable",
         "SignatureError",
     },
+    "bus.avro_store": {"SchemaStore", "TypedReader"},
+    "bus.kafka.schema_store": {"REGISTRY_URL_VARIABLE", "KafkaSchemaStore", "open_store"},
+    "gateway.typed": {"EdgeSchemas", "register_book", "typed"},
 }
 
 MODULES_WITH_ALL = [
@@ -105,6 +110,7 @@ MODULES_WITH_ALL = [
     "bus.avro_compat",
     "bus.avro_guard",
     "bus.avro_schema",
+    "bus.avro_store",
     "bus.avro_validation",
     "bus.metrics",
     "bus.notifications",
