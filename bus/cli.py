@@ -14,12 +14,14 @@ from typing import Any
 import orjson
 
 from bus import localkafka, manifest, naming
+from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
 from bus.errors import BusError, InvalidEvent
 from bus.events import CloudEvent, parse_json, to_json_dict
 from bus.kafka.admin import ensure_topics
 from bus.kafka.producer import AsyncProducer
 from bus.kafka.reader import read_topic
+from bus.kafka.schema_store import open_store
 from bus.kafka_binding import from_record, to_record
 from bus.logs import configure
 from bus.settings import KafkaSettings, bus_home, load_kafka
@@ -175,17 +177,19 @@ def _publish(args: argparse.Namespace, settings: KafkaSettings) -> int:
 
 
 def _tail(args: argparse.Namespace, settings: KafkaSettings) -> int:
+    # Typed (Avro) events are shown as the JSON they were sent as, read with their writer schema.
+    reader = TypedReader(store=open_store(settings, current_environ()), resolve=False)
     messages = read_topic(settings, args.topic, from_beginning=args.from_beginning, timeout=args.timeout)
     for count, message in enumerate(messages, start=1):
-        print(_render(message, as_json=args.json), flush=True)
+        print(_render(message, reader, as_json=args.json), flush=True)
         if args.max is not None and count >= args.max:
             return 0
     return 1 if args.max is not None else 0
 
 
-def _render(message: Any, *, as_json: bool) -> str:
+def _render(message: Any, reader: TypedReader, *, as_json: bool) -> str:
     try:
-        event = from_record(message.key(), message.value(), message.headers())
+        event = reader.read(from_record(message.key(), message.value(), message.headers()))
     except InvalidEvent:
         raw = (message.value() or b"").decode("utf-8", "replace")
         where = f"{message.topic()}[{message.partition()}]@{message.offset()}"

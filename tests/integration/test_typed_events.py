@@ -20,7 +20,7 @@ from bus.errors import ManifestError
 from bus.kafka.producer import AsyncProducer
 from bus.kafka.schema_store import KafkaSchemaStore
 from bus.kafka_binding import Record, from_record, header
-from tests.support import GatewayProcess, KafkaEnv, running_platform, unique, write_manifest
+from tests.support import GatewayProcess, KafkaEnv, run_bus, running_platform, unique, write_manifest
 
 FIELDS: list[dict[str, Any]] = [
     {"name": "id", "type": "string"},
@@ -81,6 +81,10 @@ def test_typed_events_are_validated_at_the_edge_and_written_as_avro(kafka: Kafka
     assert header(record.headers(), "content-type") == AVRO_CONTENT_TYPE.encode()
     assert header(record.headers(), "ce_dataschema") == schema_uri("order.placed", schema).encode()
     assert decode(schema, record.value(), max_bytes=10_000, max_items=100) == {**good, "amount": 5.0}
+    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": prefix}
+    tail = run_bus("tail", naming.ingress_topic(prefix), "--from-beginning", "--max", "1", "--json", env=env)
+    assert tail.returncode == 0, tail.stderr
+    assert orjson.loads(tail.stdout)["data"] == {**good, "amount": 5.0}, "bus tail shows typed data as JSON"
 
 
 def test_a_rule_matches_typed_data_and_the_handler_gets_it_decoded(kafka: KafkaEnv, tmp_path: Path) -> None:
