@@ -54,7 +54,6 @@ _MAX_CATCH_UP_LIMIT = 1_000
 _COUNT_LIMIT = 1_000
 """Most missed cron ticks counted one by one; beyond it `Due.skipped` is a lower bound."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RESERVED_DATA = ("schedule", "scheduled_time", "fired_time")
 # Fixed forever: changing it changes the id of every timer event, and with it deduplication.
 _ID_NAMESPACE = uuid.UUID("0d7f5c1e-3b8a-4e59-9a0c-6f1e2d4b7a38")
 _KEYS = {"name", "cron", "rate", "at", "timezone", "event", "catch_up", "catch_up_limit"}
@@ -233,14 +232,27 @@ def due(
 def fired_event(schedule: Schedule, scheduled_time: datetime, fired_time: datetime) -> CloudEvent:
     """The event one tick publishes; a tick fired again (by a new leader) gets the same id.
 
-    The payload's fields sit next to `schedule`, `scheduled_time` and `fired_time` (RFC 3339, UTC)
-    rather than under a key of their own, so a handler reads `event.data["kind"]` as the manifest
-    wrote it; the three timer names are refused in payloads. The id is a UUID 5 of the schedule's
-    name and scheduled time only, so it survives a change of prefix, type or fired time.
+    A `bus.timer.fired` event carries `{schedule, scheduled_time, fired_time, payload}` (RFC 3339,
+    UTC; its platform Avro schema). An event of the template's own type carries the template's
+    data as written, as EventBridge Scheduler delivers its input, with the timing in the extensions
+    `schedule` and `scheduledtime`. The id is a UUID 5 of the schedule's name and scheduled time
+    only, so it survives a change of prefix, type or fired time.
     """
     scheduled = _rfc3339(_utc(scheduled_time, "scheduled_time"))
     fired = _rfc3339(_utc(fired_time, "fired_time"))
     template = schedule.event
+    if template.type == TIMER_FIRED:
+        payload = dict(template.data) or None
+        data: Any = {
+            "schedule": schedule.name,
+            "scheduled_time": scheduled,
+            "fired_time": fired,
+            "payload": payload,
+        }
+        extensions: dict[str, str] = {}
+    else:
+        data = dict(template.data)
+        extensions = {"schedule": schedule.name, "scheduledtime": scheduled}
     return CloudEvent.create(
         id=str(uuid.uuid5(_ID_NAMESPACE, orjson.dumps([schedule.name, scheduled]).decode())),
         source=template.source,
@@ -248,7 +260,8 @@ def fired_event(schedule: Schedule, scheduled_time: datetime, fired_time: dateti
         time=fired,
         subject=template.subject,
         datacontenttype=JSON_CONTENT_TYPE,
-        data={"schedule": schedule.name, "scheduled_time": scheduled, "fired_time": fired, **template.data},
+        extensions=extensions,
+        data=data,
     )
 
 
@@ -374,9 +387,6 @@ def _template(name: str, spec: Any, path: str) -> EventTemplate:
     data = spec.get("data", {})
     if not isinstance(data, Mapping):
         raise ManifestError(f"{path}.data", f"must be a mapping (the payload's fields), got {data!r}")
-    for key in _RESERVED_DATA:
-        if key in data:
-            raise ManifestError(f"{path}.data.{key}", "is set by the timer itself; rename the field")
     try:  # one JSON form, as every consumer will see it (YAML dates become text)
         payload = orjson.loads(orjson.dumps(data))
     except TypeError as exc:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bus.avro_schema import load_book
@@ -19,6 +20,7 @@ from bus.topology import ingress_topics
 from gateway.app import create_app
 from gateway.server import serve
 from gateway.settings import load
+from gateway.timers import check_templates
 from gateway.typed import register_book
 
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(settings.kafka, os.environ)
         registry_url = store.url if isinstance(store, SchemaRegistry) else None
         settings = replace(settings, schemas=register_book(book, store, registry_url=registry_url))
+        check_templates(settings.schedules, settings.schemas, datetime.now(UTC))
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1

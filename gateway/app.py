@@ -177,7 +177,9 @@ class Gateway:
         """Open the publisher (and the timers) for the app's lifetime; leaving flushes what is in flight."""
         async with (
             self._open_publisher() as publisher,
-            Scheduler(self._settings.kafka, self._settings.schedules).running(),
+            Scheduler(
+                self._settings.kafka, self._settings.schedules, schemas=self._settings.schemas
+            ).running(),
         ):
             self._publisher = publisher
             signed = sorted(self._settings.webhook_secrets)

@@ -23,7 +23,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from bus import naming
-from bus.errors import KafkaError
+from bus.errors import InvalidEvent, KafkaError, ManifestError
 from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka.reader import read_to_end
 from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
@@ -31,8 +31,9 @@ from bus.kafka_binding import Record, to_record
 from bus.logs import log_event
 from bus.schedules import Schedule, due, fired_event, next_tick
 from bus.settings import KafkaSettings
+from gateway.typed import EdgeSchemas, typed
 
-__all__ = ["Scheduler", "checkpoint_record", "read_checkpoint"]
+__all__ = ["Scheduler", "check_templates", "checkpoint_record", "read_checkpoint"]
 
 logger = logging.getLogger("bus.timers")
 
@@ -55,6 +56,15 @@ def read_checkpoint(value: bytes | None) -> datetime | None:
         return None
 
 
+def check_templates(schedules: Sequence[Schedule], schemas: EdgeSchemas, now: datetime) -> None:
+    """Refuse, naming the schedule, a template whose events its type's schema would not take."""
+    for index, schedule in enumerate(schedules):
+        try:
+            typed([fired_event(schedule, now, now)], schemas)
+        except InvalidEvent as exc:
+            raise ManifestError(f"schedules[{index}].event", f"{exc.field}: {exc.reason}") from exc
+
+
 class Scheduler:
     """Fires `schedules` while this replica leads; `run(stop)` blocks, so give it a thread."""
 
@@ -63,11 +73,13 @@ class Scheduler:
         settings: KafkaSettings,
         schedules: Sequence[Schedule],
         *,
+        schemas: EdgeSchemas | None = None,
         clock: Clock = time.time,
         max_wait: float = 0.5,
     ) -> None:
         self._settings = settings
         self._schedules = tuple(schedules)
+        self._schemas = schemas or EdgeSchemas()
         self._clock = clock
         self._max_wait = max_wait
         prefix = settings.prefix
@@ -166,8 +178,8 @@ class Scheduler:
             decision = due(schedule, self._through.get(schedule.name), now)
             if decision.skipped:
                 log_event(logger, "timer_ticks_skipped", schedule=schedule.name, reason=decision.reason)
-            for tick in decision.ticks:
-                outputs.append((self._ingress, to_record(fired_event(schedule, tick, now))))
+            events = [fired_event(schedule, tick, now) for tick in decision.ticks]
+            outputs.extend((self._ingress, to_record(event)) for event in typed(events, self._schemas))
             if decision.ticks:
                 through[schedule.name] = max(decision.ticks)
             elif decision.skipped or schedule.name not in self._through:

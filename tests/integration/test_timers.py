@@ -10,7 +10,7 @@ import orjson
 
 from bus import naming
 from bus.kafka_binding import header
-from tests.support import GatewayProcess, KafkaEnv, wait_until, write_manifest
+from tests.support import GatewayProcess, KafkaEnv, run_bus, wait_until, write_manifest
 
 EVERY_SECOND = """
 schedules:
@@ -18,6 +18,9 @@ schedules:
     cron: "* * * * * *"
     catch_up: all
     event: {type: heartbeat.beat, data: {kind: test}}
+"""
+PLAIN = """
+  - {name: plain, rate: 1s, event: {data: {kind: plain}}}
 """
 SESSION_TIMEOUT = "6"  # the broker's minimum: a killed leader is noticed after this many seconds
 
@@ -46,15 +49,17 @@ def _fired(gateway: GatewayProcess) -> int:
 
 
 def _ticks(kafka: KafkaEnv, prefix: str) -> list[tuple[datetime, datetime]]:
-    """(scheduled, fired) times of every timer event on the ingress topic, in topic order."""
-    records = kafka.read_all(naming.ingress_topic(prefix), idle=2.0)
+    """(scheduled, fired) times of every heartbeat event on the ingress topic, in topic order."""
     ticks = []
-    for record in records:
-        assert header(record.headers(), "ce_type") == b"heartbeat.beat"
-        data = orjson.loads(record.value())
-        assert data["schedule"] == "heartbeat"
-        assert data["kind"] == "test"
-        scheduled, fired = (datetime.fromisoformat(data[k]) for k in ("scheduled_time", "fired_time"))
+    for record in kafka.read_all(naming.ingress_topic(prefix), idle=2.0):
+        if header(record.headers(), "ce_type") != b"heartbeat.beat":
+            continue
+        assert orjson.loads(record.value()) == {"kind": "test"}, "the template's data, as written"
+        assert header(record.headers(), "ce_schedule") == b"heartbeat"
+        scheduled, fired = (
+            datetime.fromisoformat((header(record.headers(), name) or b"").decode())
+            for name in ("ce_scheduledtime", "ce_time")
+        )
         ticks.append((scheduled, fired))
     return ticks
 
@@ -68,9 +73,11 @@ def _wait_for_fires(gateway: GatewayProcess, count: int) -> None:
 
 
 def test_a_schedule_fires_each_second_once(kafka: KafkaEnv, tmp_path: Path) -> None:
-    """A gateway with an every-second schedule publishes one event per second, each tick once."""
+    """A gateway with an every-second schedule publishes one event per second, each tick once; a
+    `bus.timer.fired` event is typed: Avro with the platform schema, the payload under `payload`."""
     prefix = kafka.prefix()
-    gateway = GatewayProcess(kafka, prefix, tmp_path, manifest=write_manifest(tmp_path, prefix, EVERY_SECOND))
+    manifest = write_manifest(tmp_path, prefix, EVERY_SECOND + PLAIN)
+    gateway = GatewayProcess(kafka, prefix, tmp_path, manifest=manifest)
     gateway.start()
     try:
         _wait_for_fires(gateway, 4)
@@ -80,6 +87,24 @@ def test_a_schedule_fires_each_second_once(kafka: KafkaEnv, tmp_path: Path) -> N
     assert len(ticks) >= 4
     assert len(set(ticks)) == len(ticks), "no tick fired twice"
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(ticks)), ticks
+    tail = run_bus(
+        "tail",
+        naming.ingress_topic(prefix),
+        "--from-beginning",
+        "--json",
+        "--timeout",
+        "5",
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": prefix},
+    )
+    plain = [
+        doc for doc in map(orjson.loads, tail.stdout.splitlines()) if doc.get("type") == "bus.timer.fired"
+    ]
+    assert plain, tail.stdout[-500:]
+    records = kafka.read_all(naming.ingress_topic(prefix))
+    fired = [r for r in records if header(r.headers(), "ce_type") == b"bus.timer.fired"]
+    assert {header(r.headers(), "content-type") for r in fired} == {b"application/avro"}
+    assert plain[0]["data"]["schedule"] == "plain"
+    assert plain[0]["data"]["payload"] == {"kind": "plain"}
 
 
 def test_r16_each_tick_fires_once_while_the_leader_is_killed_three_times(

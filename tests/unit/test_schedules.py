@@ -502,26 +502,31 @@ def test_naive_datetimes_are_refused() -> None:
 # --- fired events ----------------------------------------------------------------------------
 
 
-def test_fired_event_carries_the_timer_fields_and_the_payload() -> None:
-    """The event has the template's type, the schedule as subject, fired time as `time`, and timer data."""
+def test_an_event_of_its_own_type_carries_the_data_as_written_and_the_timing_in_extensions() -> None:
+    """A template type gets the template's data verbatim; `schedule` and `scheduledtime` say which tick."""
     timer = schedule(cron="0 2 * * *", event={"type": "report.requested", "data": {"kind": "daily"}})
     event = fired_event(timer, at("2026-05-01T02:00:00"), at("2026-05-01T02:00:00.250"))
     assert (event.type, event.source, event.subject) == ("report.requested", "bus://schedules/tick", "tick")
     assert event.time == "2026-05-01T02:00:00.250000Z"
     assert event.datacontenttype == "application/json"
+    assert event.data == {"kind": "daily"}
+    assert event.extensions == {"schedule": "tick", "scheduledtime": "2026-05-01T02:00:00Z"}
+
+
+def test_fired_event_defaults_to_bus_timer_fired_with_its_platform_shape() -> None:
+    """Without a type, the event is `bus.timer.fired`: the timer fields and the payload under `payload`."""
+    event = fired_event(schedule(rate="1m"), at("2026-05-01T02:00:00"), at("2026-05-01T02:00:01"))
+    assert event.type == TIMER_FIRED == "bus.timer.fired"
     assert event.data == {
         "schedule": "tick",
         "scheduled_time": "2026-05-01T02:00:00Z",
-        "fired_time": "2026-05-01T02:00:00.250000Z",
-        "kind": "daily",
+        "fired_time": "2026-05-01T02:00:01Z",
+        "payload": None,
     }
-
-
-def test_fired_event_defaults_to_bus_timer_fired() -> None:
-    """Without an `event` block, the event is `bus.timer.fired` with only the timer fields."""
-    event = fired_event(schedule(rate="1m"), at("2026-05-01T02:00:00"), at("2026-05-01T02:00:01"))
-    assert event.type == TIMER_FIRED == "bus.timer.fired"
-    assert set(event.data) == {"schedule", "scheduled_time", "fired_time"}
+    with_payload = schedule(rate="1m", event={"data": {"kind": "daily"}})
+    assert fired_event(with_payload, at("2026-05-01T02:00:00"), at("2026-05-01T02:00:00")).data[
+        "payload"
+    ] == {"kind": "daily"}
 
 
 def test_template_source_and_subject_override_the_defaults() -> None:
@@ -578,7 +583,6 @@ def test_defaults_of_a_schedule() -> None:
         ({"rate": "1m", "event": {"type": 5}}, "schedules[2].event.type", "non-empty string"),
         ({"rate": "1m", "event": {"data": [1]}}, "schedules[2].event.data", "must be a mapping"),
         ({"rate": "1m", "event": {"data": {1: "x"}}}, "schedules[2].event.data", "must be JSON data"),
-        ({"rate": "1m", "event": {"data": {"schedule": "x"}}}, "schedules[2].event.data.schedule", "rename"),
     ],
 )
 def test_schedule_errors_name_the_path_and_the_fix(fields: dict[str, Any], path: str, reason: str) -> None:
