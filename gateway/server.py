@@ -1,11 +1,11 @@
-"""The gateway's HTTP/1.1 connections: uvicorn's h11 protocol with the refusals RELIABILITY S4 asks for.
+"""The gateway's HTTP/1.1 connections: uvicorn's httptools protocol with the refusals RELIABILITY S4 asks for.
 
-uvicorn's own protocols answer a header flood with 400 (h11) or buffer it without bound (httptools:
-llhttp leaves the limit to its embedder), wait forever for headers that never end, and keep reading a
-request body the app has already answered. `GatewayProtocol`:
+uvicorn's httptools protocol buffers a header flood without bound (llhttp leaves the limit to its
+embedder), waits forever for headers that never end, and keeps reading a request body the app has
+already answered. `GatewayProtocol`:
 
-- answers `431` to a request line and headers over `max_header_bytes` (h11 only bounds incomplete
-  ones; a whole block arriving in one read is checked here);
+- answers `431` to a request line and headers over `max_header_bytes`: llhttp is fed at most the
+  room left while a head is incomplete, and the parser's callbacks count what it reported;
 - answers `408` when a request's headers are not complete `header_timeout` seconds after the
   connection opened or the previous answer (a connection that sent nothing is closed silently);
 - stops parsing once the app answered before the body ended (413, 408, 401, 404...) and closes
@@ -17,13 +17,13 @@ Its own refusals are JSON problems like the app's; the app's metrics do not see 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
-import h11
 import orjson
 from starlette.types import ASGIApp
+from uvicorn._types import ASGI3Application, ASGISendEvent
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import Server, ServerState
 
 from gateway.settings import GatewaySettings
@@ -44,48 +44,30 @@ _PROBLEMS = {
 }
 
 
-class _Connection(h11.Connection):
-    """h11's server side that also refuses a complete header block over the limit, and keeps the
-    status its last protocol error suggests."""
-
-    def __init__(self, max_header_bytes: int) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size=max_header_bytes)
-        self.max_header_bytes = max_header_bytes
-        self.refusal = 400
-        self.answered_early = False
-        """This answer started before the request body ended: the connection closes after it."""
-
-    def next_event(self) -> Any:  # h11's own annotation names its private sentinel types
-        try:
-            event = super().next_event()
-        except h11.RemoteProtocolError as exc:
-            # h11 hints 431 for a buffer over the limit; 501 for an unknown coding is the client's fault: 400.
-            self.refusal = 431 if exc.error_status_hint == 431 else 400
-            raise
-        if isinstance(event, h11.Request) and _header_bytes(event) > self.max_header_bytes:
-            self.refusal = 431
-            raise h11.RemoteProtocolError("header block too long", error_status_hint=431)
-        return event
-
-    def send(self, event: h11.Event) -> bytes | None:  # type: ignore[override]  # one signature for h11's overloads
-        data = super().send(event)
-        if isinstance(event, h11.Response) and self.their_state is h11.SEND_BODY and data:
-            self.answered_early = True
-            if not any(name.lower() == b"connection" for name, _ in event.headers):
-                # Said in the header block h11 wrote, not to h11: told, h11 would have uvicorn close at
-                # once, and the lingering close is GatewayProtocol's. Otherwise a client would reuse
-                # a connection about to close.
-                data = data[:-2] + b"connection: close\r\n\r\n"
-        return data
+class _HeadersTooLarge(Exception):
+    """Raised in a parser callback to stop llhttp; httptools turns it into an `HttpParserError`."""
 
 
-def _header_bytes(request: h11.Request) -> int:
-    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
-    return line + sum(len(name) + len(value) + 4 for name, value in request.headers.raw_items())
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle that remembers an answer begun before the request body ended."""
+
+    answered_early = False
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """Send as uvicorn does; an early answer says `connection: close`, the protocol closes."""
+        if self.response_started or not self.more_body or self.disconnected:
+            await super().send(message)
+            return
+        self.answered_early = True
+        # Without keep-alive uvicorn writes `connection: close`, and would also close at the end of
+        # the answer: a reset while the client still sends. The lingering close is GatewayProtocol's.
+        self.keep_alive = False
+        await super().send(message)
+        self.keep_alive = True
 
 
-class GatewayProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline, 431 for header floods and a lingering close."""
+class GatewayProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline, 431 for header floods and a lingering close."""
 
     header_timeout = 10.0
     """Seconds a request's line and headers may take; `protocol()` sets it from the settings."""
@@ -100,11 +82,24 @@ class GatewayProtocol(H11Protocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._parser = self.conn = _Connection(self.max_header_bytes)
         self._header_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._discard = -1
         """Bytes still discarded while lingering; -1 while parsing."""
+        self._in_head = False
+        """A request began and its headers are not complete."""
+        self._in_body = False
+        """A request's headers are complete and its body is not."""
+        self._head_fed = 0
+        """Bytes fed to llhttp since the last request ended: bounds a head it has not reported yet."""
+        self._head_bytes = 0
+        """Request line and header bytes the parser reported for the current request."""
+        self._refusal = 400
+        """The status of the next parser error: 431 once a callback found the head too long."""
+        self._running: _Cycle | None = None
+        """The request the app is answering; pipelined ones wait in `self.pipeline`."""
+        self._refusal_after: int | None = None
+        """A refusal of a pipelined request, due once the answers queued before it are written."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]  # asyncio passes a Transport
@@ -122,24 +117,80 @@ class GatewayProtocol(H11Protocol):
             if self._discard < 0:
                 self.transport.close()
             return
-        super().data_received(data)
-        if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
+        while True:
+            if self._in_body:
+                super().data_received(data)
+                return
+            # httptools reports a header only once it ended, and llhttp keeps an unfinished one in
+            # memory: between bodies it gets no more than the room left under the limit.
+            room = self.max_header_bytes - self._head_fed
+            piece, data = data[:room], data[room:]
+            self._head_fed += len(piece)
+            super().data_received(piece)
+            if self._discard >= 0 or self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # refused, or handed to the WebSocket protocol
+            if self._head_fed >= self.max_header_bytes and not self._in_body:
+                self._refuse(431)
+                return
+            if not data:
+                return
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._in_body = False, True
+        if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._head_fed = 0
+        super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        cycle.__class__ = _Cycle  # built by uvicorn's on_headers_complete; its task has not run yet
+        self._running = cast(_Cycle, cycle)
+        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
-        if self._parser.answered_early and not self.transport.is_closing():
+        running = self._running
+        if running is not None and running.answered_early:
             # Answered before the body ended: reading on would read all of it.
             self.server_state.total_requests += 1
             self._linger()
             return
+        if self._refusal_after is not None and not self.pipeline:
+            self.server_state.total_requests += 1
+            self._refuse(self._refusal_after)
+            return
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if not self.transport.is_closing() and self.cycle.response_complete:
             self._arm_header_timer()
 
     def send_400_response(self, msg: str) -> None:
-        """Called by uvicorn on an h11 protocol error: answer what h11 hinted, as a JSON problem."""
-        self._refuse(self._parser.refusal)
+        """Called by uvicorn on a parser error: 431 if a callback found the head too long, else 400."""
+        self._refuse(self._refusal)
+
+    def _count(self, size: int) -> None:
+        # Exact for a head that starts inside a read (pipelined after a body), which the feed bound
+        # sees only from the next read on.
+        self._head_bytes += size
+        if self._head_bytes > self.max_header_bytes:
+            self._refusal = 431
+            raise _HeadersTooLarge
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -148,36 +199,45 @@ class GatewayProtocol(H11Protocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or self._discard >= 0 or self._in_body:
             return
-        pending, _ = self.conn.trailing_data
-        if pending:
+        if self._in_head:
             self._refuse(408)
         else:
             self.transport.close()  # nothing asked, nothing to answer
 
     def _refuse(self, status: int) -> None:
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            error, reason = _PROBLEMS.get(status, _PROBLEMS[400])
-            body = orjson.dumps({"error": error, "reason": reason})
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
-            for event in (
-                h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            ):
-                self.transport.write(self.conn.send(event) or b"")
+        running = self._running
+        if running is not None and not running.response_complete:
+            if running is not self.cycle or not running.more_body:
+                # A request pipelined behind the one being answered is broken: answers stay in order.
+                if self.pipeline and self.pipeline[0][0] is self.cycle and self.cycle.more_body:
+                    self.pipeline.popleft()  # the broken one itself: the refusal is its answer
+                self._refusal_after = status
+                self._discard = LINGER_BYTES
+                return
+            # Its own body is broken: the app, still reading it, hears a disconnect, and its answer
+            # cannot follow ours.
+            running.disconnected = True
+            running.message_event.set()
+            if running.response_started:
+                self._linger()
+                return
+        error, reason = _PROBLEMS.get(status, _PROBLEMS[400])
+        body = orjson.dumps({"error": error, "reason": reason})
+        head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        self.transport.write(STATUS_LINE[status] + head % len(body) + body)
         self._linger()
 
     def _linger(self) -> None:
         """Stop parsing, send FIN, discard what still arrives for a while, then close."""
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._linger_timer is not None:
             return
         self._discard = LINGER_BYTES
+        self._unset_keepalive_if_required()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -197,7 +257,6 @@ def protocol(*, header_timeout: float, max_header_bytes: int) -> type[GatewayPro
 
 def serve(app: ASGIApp, settings: GatewaySettings) -> None:
     """Serve `app` until SIGTERM or SIGINT: stop accepting, finish in-flight requests, run shutdown."""
-    # uvicorn's h11 protocol, not httptools: only h11 bounds the headers (docs/decisions/http-server.md).
     config = Config(
         app,
         host=settings.host,
