@@ -347,8 +347,10 @@ class Gateway:
         if self._publisher is None:
             return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
         try:
+            # Both publishers answer within the delivery timeout (message.timeout.ms; the batch
+            # deadline); this guard only bounds a stuck client library.
             await asyncio.wait_for(
-                self._publisher.publish(records), timeout=self._settings.kafka.delivery_timeout + 1
+                self._publisher.publish(records), timeout=self._settings.kafka.delivery_timeout + 5
             )
         except (KafkaUnavailable, TimeoutError):
             log_event(logger, "publish_unavailable", events=len(records), level=logging.WARNING)

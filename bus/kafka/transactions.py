@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError as ClientError
@@ -17,15 +18,17 @@ __all__ = ["abort_quietly", "produce_waiting", "retrying"]
 logger = logging.getLogger("bus.kafka")
 
 
-def retrying(call: Callable[[], None], attempts: int = 5) -> None:
-    """Run a transaction call, repeating it on retriable errors (librdkafka allows the same call)."""
+def retrying(call: Callable[[], None], attempts: int = 5, *, deadline: float | None = None) -> None:
+    """Run a transaction call, repeating it on retriable errors (librdkafka allows the same call),
+    at most `attempts` times and not after `deadline` (time.monotonic())."""
     for attempt in range(1, attempts + 1):
         try:
             call()
             return
         except KafkaException as exc:
             error: ClientError = exc.args[0]
-            if not error.retriable() or attempt == attempts:
+            late = deadline is not None and time.monotonic() >= deadline
+            if not error.retriable() or attempt == attempts or late:
                 raise
             log_event(logger, "transaction_call_retried", attempt=attempt, reason=error.str())
 

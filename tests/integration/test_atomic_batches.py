@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -11,10 +12,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from bus import naming
-from bus.errors import PublishError
+from bus.errors import KafkaUnavailable, PublishError
 from bus.kafka.admin import ensure_topics
 from bus.kafka.batches import TransactionalPublisher
 from bus.kafka_binding import Record, header
+from bus.localkafka import free_port
+from bus.settings import KafkaSettings
 from bus.topology import TopicSpec
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -102,3 +105,20 @@ def test_concurrent_batches_share_transactions_and_a_refused_one_fails_alone(kaf
     assert [i for i, outcome in enumerate(mixed, 200) if outcome == "refused"] == [207]
     records = kafka.read_exactly(topic, 2 * 219)
     assert b"k207" not in {r.key() for r in records}
+
+
+def test_batches_are_answered_by_their_deadline_when_kafka_is_unreachable() -> None:
+    """With no broker, every queued batch gets KafkaUnavailable by its deadline, none later."""
+    dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", delivery_timeout=10.0)
+    record = Record(key=b"k", value=b"v", headers=())
+
+    async def scenario() -> tuple[float, list[object]]:
+        async with TransactionalPublisher(dead, transactional_id=unique("tx")) as publisher:
+            started = time.monotonic()
+            sends = (publisher.send_batch([("t", record), ("t", record)], within=1.5) for _ in range(5))
+            outcomes = await asyncio.gather(*sends, return_exceptions=True)
+            return time.monotonic() - started, list(outcomes)
+
+    elapsed, outcomes = asyncio.run(scenario())
+    assert all(isinstance(outcome, KafkaUnavailable) for outcome in outcomes), outcomes
+    assert elapsed < 4.0, f"answered after {elapsed:.1f} s"
