@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(settings.kafka, os.environ)
         registry_url = store.url if isinstance(store, SchemaRegistry) else None
         settings = replace(settings, schemas=register_book(book, store, registry_url=registry_url))
-        check_templates(settings.schedules, settings.schemas, datetime.now(UTC))
+        check_templates(
+            settings.schedules,
+            settings.schemas,
+            datetime.now(UTC),
+            max_record_bytes=settings.kafka.max_record_bytes,
+        )
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ from bus.errors import InvalidEvent, KafkaError, ManifestError
 from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka.reader import read_to_end
 from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
-from bus.kafka_binding import Record, to_record
+from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
 from bus.schedules import Schedule, due, fired_event, next_tick
 from bus.settings import KafkaSettings
@@ -56,13 +56,19 @@ def read_checkpoint(value: bytes | None) -> datetime | None:
         return None
 
 
-def check_templates(schedules: Sequence[Schedule], schemas: EdgeSchemas, now: datetime) -> None:
-    """Refuse, naming the schedule, a template whose events its type's schema would not take."""
+def check_templates(
+    schedules: Sequence[Schedule], schemas: EdgeSchemas, now: datetime, *, max_record_bytes: int
+) -> None:
+    """Refuse, naming the schedule, a template whose events its type's schema or Kafka would not take."""
     for index, schedule in enumerate(schedules):
         try:
-            typed([fired_event(schedule, now, now)], schemas)
+            (event,) = typed([fired_event(schedule, now, now)], schemas)
         except InvalidEvent as exc:
             raise ManifestError(f"schedules[{index}].event", f"{exc.field}: {exc.reason}") from exc
+        size = record_size(to_record(event))
+        if size > max_record_bytes:
+            reason = f"its events are {size} bytes on Kafka; the limit is {max_record_bytes}: shrink the data"
+            raise ManifestError(f"schedules[{index}].event.data", reason)
 
 
 class Scheduler:
@@ -90,6 +96,7 @@ class Scheduler:
         self._assigned = False
         self._producer: Producer | None = None
         self._through: dict[str, datetime] = {}
+        self._failures = 0
         self.fired = 0
         """Ticks this replica fired (committed)."""
 
@@ -114,17 +121,30 @@ class Scheduler:
             await asyncio.to_thread(thread.join)
 
     def run(self, stop: threading.Event) -> None:
-        """Take part in the leader election and fire while leading, until `stop` is set."""
+        """Take part in the leader election and fire while leading, until `stop` is set.
+
+        An unexpected error leaves the group (another replica takes the lead), is logged, and the
+        replica joins again after a growing pause: the timers never stop silently.
+        """
+        pause = 1.0
+        while not stop.is_set():
+            try:
+                self._elect_and_fire(stop)
+            except Exception as exc:  # the thread must outlive any one failure
+                log_event(logger, "timer_failed", reason=repr(exc), retry_in=pause, level=logging.ERROR)
+                stop.wait(pause)
+                pause = min(pause * 2, 30.0)
+
+    def _elect_and_fire(self, stop: threading.Event) -> None:
         consumer = build(Consumer, consumer_config(self._settings, self._group))
-        consumer.subscribe(
-            [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
-        )
         try:
+            consumer.subscribe(
+                [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            )
             wait = 0.0
             while not stop.is_set():
-                consumer.poll(
-                    wait
-                )  # heartbeats and rebalance callbacks; checkpoints are read on taking the lead
+                # Heartbeats and rebalance callbacks; the checkpoints are read on taking the lead.
+                consumer.poll(wait)
                 wait = self._max_wait
                 if self._assigned and self._producer is None:
                     self._take_lead()
@@ -132,6 +152,7 @@ class Scheduler:
                     wait = self._fire_due()
         finally:
             self._drop_lead("stopping")
+            self._assigned = False
             consumer.close()  # leaves the group: another replica takes the lead at once
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -187,7 +208,9 @@ class Scheduler:
                 # leader catches up from here.
                 through[schedule.name] = now
         if through and not self._commit(outputs, through):
-            return self._max_wait
+            self._failures += 1
+            return min(5.0, self._max_wait * 2.0**self._failures)  # back off while Kafka refuses
+        self._failures = 0
         return self._until_next(now)
 
     def _commit(self, outputs: Sequence[tuple[str, Record]], through: Mapping[str, datetime]) -> bool:
