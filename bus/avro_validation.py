@@ -21,7 +21,12 @@ from bus.avro_schema import JSON_LOGICAL_TYPE, Schema
 from bus.errors import InvalidEvent
 from bus.events import MAX_JSON_DEPTH
 
-__all__ = ["conform", "describe", "show", "validate"]
+__all__ = ["MAX_CHECKS", "conform", "describe", "show", "validate"]
+
+MAX_CHECKS = 10_000
+"""Most union branches one validation may try and reject: each failed branch is retried with the
+next, so without a bound, data nested through a union of records costs 2^depth."""
+_OVER_BUDGET = "the data was checked against over"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT = (-(2**31), 2**31 - 1)
@@ -98,10 +103,11 @@ def show(value: Any) -> str:  # noqa: PLR0911 - one answer per kind of JSON valu
 class _Conformer:
     """One validation pass; named types resolve through the schema."""
 
-    __slots__ = ("schema",)
+    __slots__ = ("budget", "schema")
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
+        self.budget = MAX_CHECKS
 
     def fail(self, path: str, node: Any, datum: Any) -> InvalidEvent:
         return InvalidEvent(path, f"expected {describe(self.schema, node)}, got {show(datum)}")
@@ -164,6 +170,13 @@ class _Conformer:
             raise InvalidEvent(path, problem)
         return datum
 
+    def spend(self, path: str) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise InvalidEvent(
+                path, f"the data takes over {MAX_CHECKS} union branch tries to validate; simplify it"
+            )
+
     def json_text(self, datum: Any, path: str) -> str:
         try:
             return orjson.dumps(datum).decode()
@@ -175,14 +188,19 @@ class _Conformer:
             raise self.fail(path, node, datum)
         self.deeper(path, depth)
         fields = node["fields"]
+        known = {f["name"] for f in fields}
+        extra = sorted(str(key) for key in datum if key not in known)
+        if extra:  # before recursing: an unknown member decides at once, whatever the fields hold
+            raise InvalidEvent(
+                f"{path}.{extra[0]}",
+                f"is not a field of {node['name']}; its fields are " + ", ".join(sorted(known)),
+            )
         changed = len(datum) != len(fields)
         out: dict[str, Any] = {}
-        present = 0
         for f in fields:
             name = f["name"]
             where = f"{path}.{name}"
             if name in datum:
-                present += 1
                 given = datum[name]
                 value = self.value(f["type"], given, where, depth + 1)
                 changed = changed or value is not given
@@ -195,13 +213,6 @@ class _Conformer:
                     f"is missing; expected {describe(self.schema, f['type'])} (the field has no default)",
                 )
             out[name] = value
-        if present != len(datum):
-            known = {f["name"] for f in fields}
-            extra = sorted(str(key) for key in datum if key not in known)
-            raise InvalidEvent(
-                f"{path}.{extra[0]}",
-                f"is not a field of {node['name']}; its fields are " + ", ".join(sorted(known)),
-            )
         return out if changed else datum
 
     def default(self, node: Any, default: Any, path: str, depth: int) -> Any:
@@ -246,6 +257,9 @@ class _Conformer:
             try:
                 value = self.value(branches[index], datum, path, depth)
             except InvalidEvent as exc:
+                if exc.reason.startswith(_OVER_BUDGET):
+                    raise
+                self.spend(path)  # only failed tries count: valid data rarely fails a branch
                 errors.append(exc)
                 continue
             return self.tagged(branches, index, value)

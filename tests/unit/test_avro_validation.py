@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -218,3 +219,40 @@ def test_deep_nesting_is_refused() -> None:
     for _ in range(10):
         shallow = {"next": shallow}
     assert decode(schema, encode(schema, shallow), max_bytes=100, max_items=10) == shallow
+
+
+def test_hostile_data_cannot_make_union_validation_exponential() -> None:
+    """Nested data that fits two record branches at every level is refused within a bounded budget."""
+    link = ["null", "A", "B"]
+    schema = parse(
+        {
+            "type": "record",
+            "name": "A",
+            "fields": [
+                {"name": "v", "type": "int"},
+                {
+                    "name": "next",
+                    "type": [
+                        "null",
+                        "A",
+                        {
+                            "type": "record",
+                            "name": "B",
+                            "fields": [
+                                {"name": "v", "type": "int"},
+                                {"name": "w", "type": ["null", "int"], "default": None},
+                                {"name": "next", "type": link},
+                            ],
+                        },
+                    ],
+                },
+            ],
+        }
+    )
+    datum: Any = {"v": "not an int"}
+    for _ in range(40):
+        datum = {"v": 1, "next": datum}
+    started = time.perf_counter()
+    with pytest.raises(InvalidEvent):
+        validate(schema, datum)
+    assert time.perf_counter() - started < 5.0
