@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -22,6 +21,9 @@ __all__ = ["UNAVAILABLE", "AsyncProducer", "Delivered"]
 
 logger = logging.getLogger("bus.kafka")
 
+_SERVE_INTERVAL = 0.001
+"""Seconds between polls for delivery reports while some are outstanding."""
+
 Delivered = tuple[str, int, int]
 """(topic, partition, offset) of an acknowledged record."""
 
@@ -37,21 +39,23 @@ UNAVAILABLE = {
 
 
 class AsyncProducer:
-    """Idempotent acks=all producer bridged to asyncio; owns the thread that serves its callbacks.
+    """Idempotent acks=all producer bridged to asyncio; its delivery reports are served on the loop.
 
     Use as `async with AsyncProducer(settings) as producer:`; leaving the block flushes.
+    While deliveries are outstanding, a task of its own polls librdkafka every millisecond or so
+    from the event loop: reports settle their futures directly, with no thread hand-off. Against
+    the former poll thread, one-event POSTs ran at 2,354 vs 2,174 events/s (means of three
+    alternating quick runs; noisy on two shared cores), at up to 1 ms of added latency.
     """
 
     def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
         self._config = {**producer_config(settings), **overrides}
         self._producer: Producer | None = None
-        self._poller: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._pending = 0
+        self._server: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AsyncProducer:
         self._producer = build(Producer, self._config)
-        self._poller = threading.Thread(target=self._poll, name="bus-producer-poll", daemon=True)
-        self._poller.start()
         return self
 
     async def __aexit__(
@@ -60,17 +64,16 @@ class AsyncProducer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        producer = self._producer
-        if producer is not None:
-            await asyncio.to_thread(producer.flush, self._config["message.timeout.ms"] / 1000)
-        self._stopping.set()
-        if self._poller is not None:
-            await asyncio.to_thread(self._poller.join)
+        # The serving task ends once every record in flight has its report: acknowledged, or
+        # failed by message.timeout.ms at the latest.
+        if self._server is not None:
+            await self._server
 
-    def _poll(self) -> None:
-        assert self._producer is not None
-        while not self._stopping.is_set():
-            self._producer.poll(0.05)
+    async def _serve(self) -> None:
+        """Poll for delivery reports until none is outstanding."""
+        while self._pending and self._producer is not None:
+            self._producer.poll(0)
+            await asyncio.sleep(_SERVE_INTERVAL)
 
     async def connected(self, *, wait: float) -> bool:
         """True when the broker answers a metadata request within `wait` seconds."""
@@ -106,10 +109,11 @@ class AsyncProducer:
             raise RuntimeError("AsyncProducer used outside its `async with` block")
         future: asyncio.Future[Delivered] = loop.create_future()
 
-        def on_delivery(err: ClientError | None, msg: Message) -> None:
-            loop.call_soon_threadsafe(_settle, future, err, msg)
+        def on_delivery(err: ClientError | None, msg: Message) -> None:  # on the loop, inside poll()
+            self._pending -= 1
+            _settle(future, err, msg)
             if err is not None and err.fatal():
-                loop.call_soon_threadsafe(self._replace_after_fatal, err)
+                self._replace_after_fatal(err)
 
         try:
             producer.produce(
@@ -124,17 +128,20 @@ class AsyncProducer:
             raise KafkaUnavailable(f"the producer queue for {topic!r} is full; retry") from exc
         except KafkaException as exc:
             raise _wrap(exc.args[0], topic) from exc
+        self._pending += 1
+        if self._server is None or self._server.done():
+            self._server = loop.create_task(self._serve(), name="bus-producer-reports")
         return future
 
     def _replace_after_fatal(self, error: ClientError) -> None:
         """A fatal error (e.g. idempotence state lost) ends a producer: start a fresh one."""
         old = self._producer
-        if old is None or self._stopping.is_set():
+        if old is None:
             return
         log_event(logger, "producer_replaced", reason=error.str(), level=logging.ERROR)
         self._producer = Producer(self._config)
         old.purge()  # fail what it still holds, so no caller waits for a report that never comes
-        old.poll(0)
+        old.poll(0)  # serves the purged records' reports (each decrements `_pending`)
 
 
 def _settle(future: asyncio.Future[Delivered], err: ClientError | None, msg: Message) -> None:
