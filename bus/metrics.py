@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import TypeVar
 
-__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "Counter", "Histogram", "Registry"]
+__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "Counter", "Gauge", "Histogram", "Registry"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Content type of `Registry.render()` output."""
@@ -117,6 +117,33 @@ class Counter(_Metric):
         return [f"{self.name}{self._selector(key)} {_format(value)}" for key, value in values]
 
 
+class Gauge(_Metric):
+    """A value that goes up and down (a state: replicas, the leader flag), one per label values."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        super().__init__(name, help, labels)
+        self._values: dict[tuple[str, ...], float] = {} if labels else {(): 0.0}
+
+    def set(self, value: float, **labels: str) -> None:
+        """Set the series of these label values to `value`."""
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = float(value)
+
+    def value(self, **labels: str) -> float:
+        """The current value of the series of these label values (0 if never set)."""
+        key = self._key(labels)
+        with self._lock:
+            return self._values.get(key, 0.0)
+
+    def _samples(self) -> list[str]:
+        with self._lock:
+            values = sorted(self._values.items())
+        return [f"{self.name}{self._selector(key)} {_format(value)}" for key, value in values]
+
+
 class Histogram(_Metric):
     """Observations counted into fixed buckets (seconds, by default), with their sum and count."""
 
@@ -178,6 +205,10 @@ class Registry:
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
         """Register and return a counter."""
         return self._add(Counter(name, help, labels))
+
+    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
+        """Register and return a gauge."""
+        return self._add(Gauge(name, help, labels))
 
     def histogram(
         self, name: str, help: str, labels: Sequence[str] = (), buckets: Sequence[float] = DEFAULT_BUCKETS

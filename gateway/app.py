@@ -32,7 +32,7 @@ from bus.signatures import ReplayCache, SignatureError, verify
 from gateway.openapi import document
 from gateway.publisher import KafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
-from gateway.timers import Scheduler
+from gateway.timers import Scheduler, TimerMetrics
 from gateway.typed import typed
 
 __all__ = ["Gateway", "GatewayMetrics", "create_app"]
@@ -94,6 +94,7 @@ class GatewayMetrics:
         self.rejects = self.registry.counter(
             "bus_gateway_rejects_total", "Problem responses, by their error code.", ["reason"]
         )
+        self.timers = TimerMetrics(self.registry)
 
     def timed(self, route: str, handler: Handler, source_kind: str | None = None) -> Handler:
         """`handler`, counted under the route template `route`; its 202s publish `source_kind` events."""
@@ -178,7 +179,10 @@ class Gateway:
         async with (
             self._open_publisher() as publisher,
             Scheduler(
-                self._settings.kafka, self._settings.schedules, schemas=self._settings.schemas
+                self._settings.kafka,
+                self._settings.schedules,
+                schemas=self._settings.schemas,
+                metrics=self.metrics.timers,
             ).running(),
         ):
             self._publisher = publisher

@@ -29,11 +29,12 @@ from bus.kafka.reader import read_to_end
 from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
+from bus.metrics import Registry
 from bus.schedules import Schedule, due, fired_event, next_tick
 from bus.settings import KafkaSettings
 from gateway.typed import EdgeSchemas, typed
 
-__all__ = ["Scheduler", "check_templates", "checkpoint_record", "read_checkpoint"]
+__all__ = ["Scheduler", "TimerMetrics", "check_templates", "checkpoint_record", "read_checkpoint"]
 
 logger = logging.getLogger("bus.timers")
 
@@ -71,6 +72,24 @@ def check_templates(
             raise ManifestError(f"schedules[{index}].event.data", reason)
 
 
+class TimerMetrics:
+    """The timers' Prometheus metrics, registered in the gateway's registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.leading = registry.gauge("bus_timer_leader", "1 while this gateway leads the timers, else 0.")
+        self.leads = registry.counter(
+            "bus_timer_leads_taken_total", "Times this gateway took the timer lead."
+        )
+        self.fired = registry.counter(
+            "bus_timer_ticks_fired_total",
+            "Ticks published (caught-up ones included), by schedule.",
+            ["schedule"],
+        )
+        self.skipped = registry.counter(
+            "bus_timer_ticks_skipped_total", "Missed ticks not fired under the catch-up policy.", ["schedule"]
+        )
+
+
 class Scheduler:
     """Fires `schedules` while this replica leads; `run(stop)` blocks, so give it a thread."""
 
@@ -80,12 +99,14 @@ class Scheduler:
         schedules: Sequence[Schedule],
         *,
         schemas: EdgeSchemas | None = None,
+        metrics: TimerMetrics | None = None,
         clock: Clock = time.time,
         max_wait: float = 0.5,
     ) -> None:
         self._settings = settings
         self._schedules = tuple(schedules)
         self._schemas = schemas or EdgeSchemas()
+        self._metrics = metrics or TimerMetrics(Registry())
         self._clock = clock
         self._max_wait = max_wait
         prefix = settings.prefix
@@ -182,12 +203,15 @@ class Scheduler:
             else:
                 self._through[key] = through
         self._producer = producer
+        self._metrics.leading.set(1)
+        self._metrics.leads.inc()
         log_event(logger, "timer_lead_taken", schedules=len(self._schedules), checkpoints=len(self._through))
 
     def _drop_lead(self, reason: str) -> None:
         if self._producer is None:
             return
         self._producer = None
+        self._metrics.leading.set(0)
         log_event(logger, "timer_lead_dropped", reason=reason)
 
     def _fire_due(self) -> float:
@@ -195,8 +219,9 @@ class Scheduler:
         now = datetime.fromtimestamp(self._clock(), UTC)
         outputs: list[tuple[str, Record]] = []
         through: dict[str, datetime] = {}
+        decisions = {}
         for schedule in self._schedules:
-            decision = due(schedule, self._through.get(schedule.name), now)
+            decision = decisions[schedule.name] = due(schedule, self._through.get(schedule.name), now)
             if decision.skipped:
                 log_event(logger, "timer_ticks_skipped", schedule=schedule.name, reason=decision.reason)
             events = [fired_event(schedule, tick, now) for tick in decision.ticks]
@@ -211,6 +236,11 @@ class Scheduler:
             self._failures += 1
             return min(5.0, self._max_wait * 2.0**self._failures)  # back off while Kafka refuses
         self._failures = 0
+        for name, decision in decisions.items():
+            if decision.ticks:
+                self._metrics.fired.inc(len(decision.ticks), schedule=name)
+            if decision.skipped:
+                self._metrics.skipped.inc(decision.skipped, schedule=name)
         return self._until_next(now)
 
     def _commit(self, outputs: Sequence[tuple[str, Record]], through: Mapping[str, datetime]) -> bool:

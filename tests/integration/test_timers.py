@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import orjson
 
 from bus import naming
@@ -81,8 +83,13 @@ def test_a_schedule_fires_each_second_once(kafka: KafkaEnv, tmp_path: Path) -> N
     gateway.start()
     try:
         _wait_for_fires(gateway, 4)
+        metrics = httpx.get(f"{gateway.url}/metrics", timeout=5).text
     finally:
         gateway.stop()
+    assert "bus_timer_leader 1" in metrics.splitlines()
+    counted = re.search(r'^bus_timer_ticks_fired_total\{schedule="heartbeat"\} (\d+)', metrics, re.MULTILINE)
+    assert counted is not None, metrics
+    assert int(counted.group(1)) >= 4
     ticks = [scheduled for scheduled, _ in _ticks(kafka, prefix)]
     assert len(ticks) >= 4
     assert len(set(ticks)) == len(ticks), "no tick fired twice"

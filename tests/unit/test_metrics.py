@@ -175,3 +175,19 @@ def test_a_name_is_registered_once() -> None:
     registry.counter("c_total", "X.")
     with pytest.raises(ValueError, match="registered already"):
         registry.histogram("c_total", "Y.")
+
+
+def test_a_gauge_goes_up_and_down_per_label_values() -> None:
+    """A gauge holds the last value set for each combination of label values."""
+    registry = Registry()
+    gauge = registry.gauge("bus_replicas", "Replicas.", ["function"])
+    gauge.set(3, function="a")
+    gauge.set(1, function="a")
+    gauge.set(2, function="b")
+    assert gauge.value(function="a") == 1
+    assert registry.render().splitlines() == [
+        "# HELP bus_replicas Replicas.",
+        "# TYPE bus_replicas gauge",
+        'bus_replicas{function="a"} 1',
+        'bus_replicas{function="b"} 2',
+    ]

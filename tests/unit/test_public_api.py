@@ -60,7 +60,7 @@ EXPECTED: dict[str, set[str]] = {
         "unframe",
         "validate",
     },
-    "bus.metrics": {"CONTENT_TYPE", "DEFAULT_BUCKETS", "Counter", "Histogram", "Registry"},
+    "bus.metrics": {"CONTENT_TYPE", "DEFAULT_BUCKETS", "Counter", "Gauge", "Histogram", "Registry"},
     "bus.notifications": {"PROVIDERS", "normalise"},
     "bus.ratelimit": {"Decision", "RateLimiter"},
     "bus.registry": {"CONTENT_TYPE", "SchemaRegistry", "subject_name"},
