@@ -1,103 +1,212 @@
 """The EventBridge event-pattern language: compile a pattern once, match many events (pure).
 
-Supported so far: exact values (strings, numbers, booleans, null), OR arrays, nested fields
-and arrays in events (any element matches). Content filters (`prefix`, `numeric`, ...) are
-refused at compile time with a PatternError naming the path until the routing issue adds them.
+The whole language as aws/event-ruler implements it: exact values, OR arrays, nested fields,
+arrays in events (any element; objects matched array-consistently), `$or`, and the operators of
+bus.pattern_ops. Semantics and where bus follows event-ruler over AWS's docs:
+docs/decisions/patterns.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bus.pattern_ops import Matcher, PatternError, compile_operator, exact, show
+
 __all__ = ["Pattern", "PatternError", "compile"]
 
-_MISSING = object()
+MAX_ALTERNATIVES = 1024
+"""`$or` expands to at most this many alternatives per pattern."""
+
+_MISSING: Any = object()
 
 
-class PatternError(ValueError):
-    """A pattern is invalid; the message names the path and the problem."""
+def _scalars(value: Any) -> Iterator[Any]:
+    """The leaf values at a field: arrays (at any depth) taken apart, objects skipped."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _scalars(item)
+    elif value is not _MISSING and not isinstance(value, Mapping):
+        yield value
+
+
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    """The objects at a field: the object itself, or those in an array at any depth."""
+    if isinstance(value, Mapping):
+        return [value]
+    if isinstance(value, list):
+        return [found for item in value for found in _objects(item)]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class _Miss:
+    """Why a field did not match: the leaf and the event's value there."""
+
+    leaf: _Leaf
+    value: Any
+
+    def describe(self) -> str:
+        got = "the field is missing" if self.value is _MISSING else show(self.value)
+        return f"{self.leaf.path}: {self.leaf.shown} did not match {got}"
 
 
 @dataclass(frozen=True, slots=True)
 class _Leaf:
-    values: tuple[Any, ...]
+    """A field's array of match values: any one of them may match any leaf value."""
 
-    def accepts(self, value: Any) -> bool:
-        if isinstance(value, list):
-            return any(self._equal(item) for item in value)
-        return self._equal(value)
+    path: str
+    matchers: tuple[Matcher, ...]
+    shown: str
 
-    def _equal(self, value: Any) -> bool:
-        return any(_same(wanted, value) for wanted in self.values)
+    @property
+    def absent_ok(self) -> bool:
+        return any(matcher.absent_ok for matcher in self.matchers)
+
+    def check(self, value: Any) -> _Miss | None:
+        present = False
+        for item in _scalars(value):
+            present = True
+            if any(matcher.accepts(item) for matcher in self.matchers):
+                return None
+        if not present and self.absent_ok:
+            return None
+        return _Miss(self, value)
 
 
-def _same(wanted: Any, value: Any) -> bool:
-    """EventBridge equality: numbers by value, never a boolean equal to a number."""
-    if isinstance(wanted, bool) or isinstance(value, bool):
-        return wanted is value
-    if isinstance(wanted, int | float) and isinstance(value, int | float):
-        return wanted == value
-    return type(wanted) is type(value) and wanted == value
+@dataclass(frozen=True, slots=True)
+class _Object:
+    """An $or-free conjunction of fields; a name may repeat when `$or` branches add to a field."""
+
+    fields: tuple[tuple[str, _Leaf | _Object], ...]
+    positive: bool
+    """True when some field needs a value present; purely-absence objects check every array element."""
+
+    def check(self, event: Mapping[str, Any]) -> _Miss | None:
+        for name, node in self.fields:
+            value = event.get(name, _MISSING)
+            miss = node.check(value) if isinstance(node, _Leaf) else node.check_at(value)
+            if miss is not None:
+                return miss
+        return None
+
+    def check_at(self, value: Any) -> _Miss | None:
+        """Match the object (or, array-consistently, the objects of an array) at a field."""
+        candidates = _objects(value)
+        if not candidates:
+            return self.check({})
+        first: _Miss | None = None
+        for candidate in candidates:
+            miss = self.check(candidate)
+            if self.positive and miss is None:
+                return None
+            if not self.positive and miss is not None:
+                return miss
+            first = first or miss
+        return first
+
+
+def _object(fields: tuple[tuple[str, _Leaf | _Object], ...]) -> _Object:
+    positive = any(node.positive if isinstance(node, _Object) else not node.absent_ok for _, node in fields)
+    return _Object(fields, positive)
 
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
     """A compiled pattern: `matches(event)` takes the event as a JSON-format dict."""
 
-    fields: tuple[tuple[str, _Leaf | Pattern], ...]
+    alternatives: tuple[_Object, ...]
+    """The pattern with every `$or` expanded: it matches when any alternative does."""
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        """True when every field of the pattern matches the event."""
-        for name, sub in self.fields:
-            value = event.get(name, _MISSING) if isinstance(event, Mapping) else _MISSING
-            if value is _MISSING:
-                return False
-            if isinstance(sub, Pattern):
-                items = value if isinstance(value, list) else [value]
-                if not any(isinstance(item, Mapping) and sub.matches(item) for item in items):
-                    return False
-            elif not sub.accepts(value):
-                return False
-        return True
+        """True when the event matches the pattern."""
+        return self._miss(event) is None
+
+    def explain(self, event: Mapping[str, Any]) -> str | None:
+        """None when the event matches, else the first field path and values that failed."""
+        miss = self._miss(event)
+        if miss is None:
+            return None
+        if len(self.alternatives) > 1:
+            return f"no $or alternative matched; the first failed at {miss.describe()}"
+        return miss.describe()
+
+    def _miss(self, event: Mapping[str, Any]) -> _Miss | None:
+        source = event if isinstance(event, Mapping) else {}
+        first: _Miss | None = None
+        for alternative in self.alternatives:
+            miss = alternative.check(source)
+            if miss is None:
+                return None
+            first = first or miss
+        return first
 
 
 def compile(pattern: Any) -> Pattern:
     """Compile a pattern (a dict); raises PatternError naming the path of the first problem."""
     if not isinstance(pattern, Mapping):
         raise PatternError("pattern must be a JSON object")
-    return _compile_object(pattern, "")
+    return Pattern(tuple(_alternatives(pattern, "")))
 
 
-def _compile_object(pattern: Mapping[str, Any], path: str) -> Pattern:
-    fields: list[tuple[str, _Leaf | Pattern]] = []
+def _alternatives(pattern: Mapping[str, Any], path: str) -> list[_Object]:
+    """The $or-free alternatives of one pattern object."""
+    alternatives = [_object(())]
     for name, spec in pattern.items():
         where = f"{path}.{name}" if path else str(name)
-        if isinstance(spec, Mapping):
+        if name == "$or":
+            parts = _or_branches(spec, where, path)
+        elif isinstance(spec, Mapping):
             if not spec:
                 raise PatternError(f"{where}: an object in a pattern must not be empty")
-            fields.append((name, _compile_object(spec, where)))
+            parts = [_object(((name, sub),)) for sub in _alternatives(spec, where)]
         elif isinstance(spec, list):
-            fields.append((name, _compile_leaf(spec, where)))
+            parts = [_object(((name, _compile_leaf(spec, where)),))]
         else:
-            raise PatternError(f"{where}: match values must be in an array, e.g. [{_json(spec)}]")
-    return Pattern(tuple(fields))
+            raise PatternError(f"{where}: match values must be in an array, e.g. [{show(spec)}]")
+        alternatives = [_combine(left, right) for left in alternatives for right in parts]
+        if len(alternatives) > MAX_ALTERNATIVES:
+            raise PatternError(
+                f"{where}: $or expands to more than {MAX_ALTERNATIVES} alternatives; split the rule"
+            )
+    return alternatives
+
+
+def _or_branches(spec: Any, where: str, path: str) -> list[_Object]:
+    """Every alternative of every branch; branch fields keep their event path (`path`)."""
+    if not isinstance(spec, list) or len(spec) < 2:
+        raise PatternError(f"{where}: $or takes an array of at least two pattern objects, got {show(spec)}")
+    branches: list[_Object] = []
+    for index, branch in enumerate(spec):
+        if not isinstance(branch, Mapping) or not branch:
+            raise PatternError(f"{where}[{index}]: each $or branch must be a non-empty pattern object")
+        branches.extend(_alternatives(branch, path))
+    return branches
+
+
+def _combine(left: _Object, right: _Object) -> _Object:
+    """Both objects' fields; nested objects under one name merge, so they match in one array element."""
+    fields = list(left.fields)
+    for name, node in right.fields:
+        for index, (existing_name, existing) in enumerate(fields):
+            if existing_name == name and isinstance(existing, _Object) and isinstance(node, _Object):
+                fields[index] = (name, _combine(existing, node))
+                break
+        else:
+            fields.append((name, node))
+    return _object(tuple(fields))
 
 
 def _compile_leaf(values: list[Any], path: str) -> _Leaf:
     if not values:
         raise PatternError(f"{path}: an array of match values must not be empty")
+    matchers: list[Matcher] = []
     for value in values:
         if isinstance(value, Mapping):
-            operator = next(iter(value), "?")
-            raise PatternError(f"{path}: operator {operator!r} is not supported yet")
-        if isinstance(value, list):
+            matchers.append(compile_operator(value, path))
+        elif isinstance(value, list):
             raise PatternError(f"{path}: match values must be strings, numbers, booleans or null")
-    return _Leaf(tuple(values))
-
-
-def _json(value: Any) -> str:
-    import orjson  # noqa: PLC0415 - only on the error path
-
-    return orjson.dumps(value).decode()
+        else:
+            matchers.append(exact(value))
+    return _Leaf(path, tuple(matchers), show(values))
