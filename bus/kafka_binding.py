@@ -102,8 +102,14 @@ def header(headers: Headers | None, name: str) -> bytes | None:
     return found
 
 
-def from_record(key: bytes | None, value: bytes | None, headers: Headers | None) -> CloudEvent:
-    """Decode a Kafka record in binary or structured mode; raises InvalidEvent naming the field."""
+def from_record(
+    key: bytes | None, value: bytes | None, headers: Headers | None, *, with_data: bool = True
+) -> CloudEvent:
+    """Decode a Kafka record in binary or structured mode; raises InvalidEvent naming the field.
+
+    Without `with_data`, a binary-mode record's value is not decoded (the event has no data):
+    for readers that look at the attributes only, such as a router whose rules never name `data`.
+    """
     content_type_raw = header(headers, "content-type")
     content_type = _text("content-type", content_type_raw) if content_type_raw is not None else None
     if content_type is not None and content_type.lower().startswith(STRUCTURED_CONTENT_TYPE):
@@ -123,7 +129,7 @@ def from_record(key: bytes | None, value: bytes | None, headers: Headers | None)
         raise InvalidEvent("ce_specversion", "header missing: record is not a CloudEvent")
     if content_type is not None:
         attributes["datacontenttype"] = content_type
-    data = data_from_bytes(content_type, value)
+    data = data_from_bytes(content_type, value) if with_data else None
     for name in ("id", "source", "type"):
         if name not in attributes:
             raise InvalidEvent(_PREFIX + name, "required header is missing")

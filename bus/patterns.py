@@ -123,6 +123,11 @@ class Pattern:
         """True when the event matches the pattern."""
         return self._miss(event) is None
 
+    @property
+    def top_fields(self) -> frozenset[str]:
+        """The top-level field names the pattern looks at (`type`, `source`, `data`, ...)."""
+        return frozenset(name for alternative in self.alternatives for name, _ in alternative.fields)
+
     def explain(self, event: Mapping[str, Any]) -> str | None:
         """None when the event matches, else the first field path and values that failed."""
         miss = self._miss(event)

@@ -47,6 +47,8 @@ class Router:
         self._reader = reader or TypedReader(
             book=load_book(manifest.schemas, Path(manifest.base_dir)), resolve=False
         )
+        # Rules that never name `data` are decided from the Kafka headers: the value is not decoded.
+        self._with_data = any("data" in rule.pattern.top_fields for rule in manifest.rules)
         self._dlq = naming.router_dlq_topic(manifest.prefix)
         self._topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
 
@@ -57,14 +59,15 @@ class Router:
             headers = message.headers() or []
             record = Record(message.key(), message.value(), tuple(headers))
             try:
-                event = from_record(record.key, record.value, headers)
+                event = from_record(record.key, record.value, headers, with_data=self._with_data)
             except InvalidEvent as exc:
                 outputs.append(
                     self._dead_letter(message, record, "InvalidEvent", f"not a valid CloudEvent: {exc}")
                 )
                 continue
             try:
-                event = self._reader.read(event)
+                if self._with_data:
+                    event = self._reader.read(event)
             except InvalidEvent as exc:
                 reason = f"typed event cannot be read: {exc}"
                 outputs.append(self._dead_letter(message, record, "InvalidEvent", reason))
