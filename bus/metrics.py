@@ -88,14 +88,29 @@ class _Metric:
 _M = TypeVar("_M", bound=_Metric)
 
 
-class Counter(_Metric):
-    """A value that only goes up, one per combination of label values."""
-
-    kind = "counter"
+class _Scalar(_Metric):
+    """One number per combination of label values (counters and gauges)."""
 
     def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
         super().__init__(name, help, labels)
         self._values: dict[tuple[str, ...], float] = {} if labels else {(): 0.0}
+
+    def value(self, **labels: str) -> float:
+        """The current value of the series of these label values (0 if never changed)."""
+        key = self._key(labels)
+        with self._lock:
+            return self._values.get(key, 0.0)
+
+    def _samples(self) -> list[str]:
+        with self._lock:
+            values = sorted(self._values.items())
+        return [f"{self.name}{self._selector(key)} {_format(value)}" for key, value in values]
+
+
+class Counter(_Scalar):
+    """A value that only goes up, one per combination of label values."""
+
+    kind = "counter"
 
     def inc(self, amount: float = 1, **labels: str) -> None:
         """Add `amount` (0 or more) to the series of these label values."""
@@ -105,43 +120,17 @@ class Counter(_Metric):
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
-    def value(self, **labels: str) -> float:
-        """The current value of the series of these label values (0 if never increased)."""
-        key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, 0.0)
 
-    def _samples(self) -> list[str]:
-        with self._lock:
-            values = sorted(self._values.items())
-        return [f"{self.name}{self._selector(key)} {_format(value)}" for key, value in values]
-
-
-class Gauge(_Metric):
+class Gauge(_Scalar):
     """A value that goes up and down (a state: replicas, the leader flag), one per label values."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labels)
-        self._values: dict[tuple[str, ...], float] = {} if labels else {(): 0.0}
 
     def set(self, value: float, **labels: str) -> None:
         """Set the series of these label values to `value`."""
         key = self._key(labels)
         with self._lock:
             self._values[key] = float(value)
-
-    def value(self, **labels: str) -> float:
-        """The current value of the series of these label values (0 if never set)."""
-        key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, 0.0)
-
-    def _samples(self) -> list[str]:
-        with self._lock:
-            values = sorted(self._values.items())
-        return [f"{self.name}{self._selector(key)} {_format(value)}" for key, value in values]
 
 
 class Histogram(_Metric):
