@@ -157,14 +157,17 @@ def platform_book() -> SchemaBook:
     return SchemaBook().with_types(types)
 
 
-def load_book(declared: Mapping[str, str], base_dir: Path) -> SchemaBook:
-    """The platform book plus the manifest's `schemas: {type: path}` (paths relative to `base_dir`)."""
+def load_book(declared: Mapping[str, str | Mapping[str, Any] | list[Any]], base_dir: Path) -> SchemaBook:
+    """The platform book plus the manifest's `schemas: {type: schema or its path from `base_dir`}`."""
     types: dict[str, Schema] = {}
     for event_type, path in declared.items():
         where = f"schemas.{event_type}"
         if not event_type or event_type.startswith("bus."):
             raise ManifestError(where, "bus.* types carry the platform's schemas; declare your own type name")
-        types[event_type] = load_schema(base_dir / path, where=where)
+        if not isinstance(path, str):
+            types[event_type] = parse(path, where=where)
+        else:
+            types[event_type] = load_schema(base_dir / path, where=where)
     return platform_book().with_types(types)
 
 

@@ -7,13 +7,13 @@ import asyncio
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bus import localkafka, manifest, naming
+from bus import cli_rules, localkafka, manifest, naming, replay
 from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
 from bus.errors import BusError, InvalidEvent
@@ -75,7 +75,34 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--max", type=int, help="stop after N events (exit 1 if fewer came)")
     tail.add_argument("--timeout", type=float, help="stop after S seconds")
     tail.add_argument("--json", action="store_true", help="CloudEvents JSON format")
+
+    redo = sub.add_parser("replay", help="re-drive ingested events through the current rules to one function")
+    redo.add_argument("--function", required=True, metavar="F", help="the one function to re-drive events to")
+    redo.add_argument(
+        "--from", dest="start", required=True, metavar="T", help="RFC 3339 time with zone, or ago: 30m, 2h"
+    )
+    redo.add_argument(
+        "--to", dest="end", metavar="T", help="same forms (default: the ingress end as of the start)"
+    )
+    redo.add_argument(
+        "--rate", metavar="N", help="events per second, e.g. 100 or 100/s (default: unthrottled)"
+    )
+    redo.add_argument("--dry-run", action="store_true", help="produce nothing; count what would go")
+    redo.add_argument("-f", "--file", type=Path, help="route by this manifest (default: the applied one)")
+
+    cli_rules.add_commands(sub)
+    _prefix_anywhere(parser)
     return parser
+
+
+def _prefix_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept `--prefix` after the subcommand too (`bus rules list --prefix shop`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if "--prefix" not in child._option_string_actions:
+                    child.add_argument("--prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _prefix_anywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,14 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     environ = current_environ()
     try:
-        if args.command == "kafka":
-            return _kafka(args, environ)
-        if args.command == "up":
-            return _up(args, environ)
+        if args.command in _WITH_ENVIRON:
+            return _WITH_ENVIRON[args.command](args, environ)
         settings = load_kafka(environ, prefix=args.prefix)
-        if args.command == "publish":
-            return _publish(args, settings)
-        return _tail(args, settings)
+        if args.command == "apply":
+            return cli_rules.run_apply(args, settings, prefix=args.prefix or environ.get("BUS_PREFIX"))
+        return _WITH_SETTINGS[args.command](args, settings)
     except BusError as exc:
         print(f"bus {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -200,6 +225,35 @@ def _render(message: Any, reader: TypedReader, *, as_json: bool) -> str:
     data = doc.get("data", doc.get("data_base64"))
     shown = orjson.dumps(data).decode() if data is not None else ""
     return f"{event.time or '-'}  {event.type}  {event.source}  {event.id}  {shown}"
+
+
+def _replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    return replay.command(
+        environ,
+        function=args.function,
+        start=args.start,
+        end=args.end,
+        rate=args.rate,
+        dry_run=args.dry_run,
+        manifest_path=args.file,
+        prefix=args.prefix,
+    )
+
+
+_WITH_ENVIRON: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
+    "kafka": _kafka,
+    "up": _up,
+    "replay": _replay,
+}
+"""Commands that read the environment themselves (local broker, manifest prefix), by name."""
+
+
+_WITH_SETTINGS: dict[str, Callable[[argparse.Namespace, KafkaSettings], int]] = {
+    "publish": _publish,
+    "tail": _tail,
+    "rules": cli_rules.run_rules,
+}
+"""Commands that only need the Kafka settings, by name."""
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Record key = `partitionkey` extension, else `subject`, else none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "header",
     "record_size",
     "to_record",
+    "with_extensions",
 ]
 
 _PREFIX = "ce_"
@@ -134,6 +135,28 @@ def from_record(
         if name not in attributes:
             raise InvalidEvent(_PREFIX + name, "required header is missing")
     return CloudEvent.create(**attributes, extensions=extensions, data=data)
+
+
+def with_extensions(record: Record, extensions: Mapping[str, str]) -> Record:
+    """The record with string extensions set (replacing any of the same name), all else unchanged.
+
+    Binary mode: `ce_<name>` headers. Structured mode: also members of the JSON event, where
+    decoders look (they ignore `ce_*` headers then); the value is re-serialised for that.
+    Raises InvalidEvent for a structured value that is not a JSON object.
+    """
+    names = {_PREFIX + name for name in extensions}
+    headers = tuple((key, value) for key, value in record.headers if key not in names)
+    headers += tuple((_PREFIX + name, text.encode("utf-8")) for name, text in extensions.items())
+    value = record.value
+    content_type = header(record.headers, "content-type")
+    if content_type is not None and _text("content-type", content_type).lower().startswith(
+        STRUCTURED_CONTENT_TYPE
+    ):
+        doc = parse_json(value or b"", field_name="value")
+        if not isinstance(doc, dict):
+            raise InvalidEvent("value", "a structured CloudEvent must be a JSON object")
+        value = orjson.dumps({**doc, **extensions})
+    return Record(record.key, value, headers)
 
 
 def _text(name: str, raw: bytes | None) -> str:

@@ -9,12 +9,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, cast
 
 import yaml
 
 from bus import naming
 from bus.errors import ManifestError
+from bus.input_transform import InputTransform, compile_constant, compile_transformer
 from bus.notifications import PROVIDERS
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
@@ -33,9 +35,12 @@ __all__ = [
     "parse",
     "parse_duration",
     "read",
+    "read_document",
 ]
 
 Ordering = Literal["none", "partition", "key"]
+# As EventBridge's rule names; no commas, so the `matchedrules` extension can list them.
+_RULE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -146,8 +151,8 @@ class Manifest:
     prefix: str = naming.DEFAULT_PREFIX
     functions: Mapping[str, Function] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
-    schemas: Mapping[str, str] = field(default_factory=dict)
-    """Event type -> path of its Avro schema (used by the gateway issue)."""
+    schemas: Mapping[str, str | Mapping[str, Any] | list[Any]] = field(default_factory=dict)
+    """Event type -> path of its Avro schema, relative to `base_dir`, or the schema itself (as applied)."""
     schedules: tuple[Schedule, ...] = ()
     """Timers, validated (bus.schedules); names are unique."""
     sources: Mapping[str, Any] = field(default_factory=dict)
@@ -163,6 +168,12 @@ class Manifest:
 def read(path: str | Path, *, prefix: str | None = None) -> Manifest:
     """Read and validate a manifest file; `prefix` (from `--prefix` or `BUS_PREFIX`) overrides its own."""
     file = Path(path)
+    return parse(read_document(file), base_dir=str(file.resolve().parent), prefix=prefix)
+
+
+def read_document(path: str | Path) -> Any:
+    """A manifest file's YAML as Python values (an empty file is an empty mapping), not yet validated."""
+    file = Path(path)
     try:
         doc = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -171,7 +182,7 @@ def read(path: str | Path, *, prefix: str | None = None) -> Manifest:
         raise ManifestError(str(file), "is not UTF-8 text") from exc
     except yaml.YAMLError as exc:
         raise ManifestError(str(file), f"is not valid YAML ({exc})") from exc
-    return parse(doc if doc is not None else {}, base_dir=str(file.resolve().parent), prefix=prefix)
+    return doc if doc is not None else {}
 
 
 def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manifest:
@@ -194,7 +205,10 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
         if rule.name in seen:
             raise ManifestError(f"rules.{rule.name}", "rule names must be unique")
         seen.add(rule.name)
-    schemas = {str(k): str(v) for k, v in _mapping(top.get("schemas", {}), "schemas").items()}
+    schemas = {
+        str(k): v if isinstance(v, Mapping | list) else str(v)
+        for k, v in _mapping(top.get("schemas", {}), "schemas").items()
+    }
     schedules = _schedules(top.get("schedules", []))
     sources = _mapping(top.get("sources", {}), "sources")
     object_stores = _object_stores(sources.get("object_stores", []))
@@ -431,27 +445,58 @@ def _rule(index: int, spec: Any, functions: Mapping[str, Function]) -> Rule:
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise ManifestError(f"rules[{index}].name", "every rule needs a name")
+    if not _RULE_NAME.match(name):
+        raise ManifestError(
+            f"rules[{index}].name", f"{name!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
+        )
     path = f"rules.{name}"
     _known_keys(body, path, {"name", "pattern", "tags", "targets"})
     try:
         pattern = compile_pattern(body.get("pattern", {}))
     except PatternError as exc:
         raise ManifestError(f"{path}.pattern", str(exc)) from exc
-    targets = _list(body.get("targets"), f"{path}.targets")
-    if not targets:
+    items = _list(body.get("targets"), f"{path}.targets")
+    if not items:
         raise ManifestError(f"{path}.targets", "list at least one function")
-    for target in targets:
+    targets: dict[str, str] = {}  # function -> manifest path of its entry
+    transforms: dict[str, InputTransform] = {}
+    for position, item in enumerate(items):
+        where = f"{path}.targets[{position}]"
+        # An entry is a function name, or {function, input_transformer | input} (EventBridge's target input).
+        entry = item if isinstance(item, Mapping) else {"function": item}
+        _known_keys(entry, where, {"function", "input_transformer", "input"})
+        target = entry.get("function")
+        name_path = f"{where}.function" if item is entry else where
         if not isinstance(target, str):
-            raise ManifestError(f"{path}.targets", f"targets are function names, got {target!r}")
+            raise ManifestError(
+                name_path, f"a target is a function name or a mapping with `function: NAME`, got {target!r}"
+            )
         if target not in functions:
             known = ", ".join(sorted(functions)) or "none declared"
-            raise ManifestError(f"{path}.targets", f"unknown function {target!r} (functions: {known})")
+            raise ManifestError(name_path, f"unknown function {target!r} (functions: {known})")
+        if target in targets:
+            raise ManifestError(
+                where, f"function {target!r} is already a target at {targets[target]}; list each target once"
+            )
+        targets[target] = where
+        if "input_transformer" in entry and "input" in entry:
+            raise ManifestError(where, "give input_transformer or input, not both")
+        if "input_transformer" in entry:
+            transforms[target] = compile_transformer(entry["input_transformer"], f"{where}.input_transformer")
+        elif "input" in entry:
+            transforms[target] = compile_constant(entry["input"], f"{where}.input")
     tags = _mapping(body.get("tags", {}), f"{path}.tags")
     _known_keys(tags, f"{path}.tags", {"all", "any", "none"})
     selector = TagSelector(
         **{k: frozenset(str(t) for t in _list(v, f"{path}.tags.{k}")) for k, v in tags.items()}
     )
-    return Rule(name=name, pattern=pattern, targets=tuple(str(t) for t in targets), tags=selector)
+    return Rule(
+        name=name,
+        pattern=pattern,
+        targets=tuple(targets),
+        tags=selector,
+        transforms=MappingProxyType(transforms),
+    )
 
 
 def _mapping(value: Any, path: str) -> Mapping[str, Any]:

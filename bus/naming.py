@@ -9,6 +9,7 @@ from bus.errors import ConfigError
 __all__ = [
     "DEFAULT_PREFIX",
     "check_name",
+    "control_topic",
     "dlq_topic",
     "error_topic",
     "function_group",
@@ -106,3 +107,8 @@ def timer_group(prefix: str) -> str:
 def schema_topic(prefix: str) -> str:
     """Compacted topic of the writer schemas of typed events, by event type and fingerprint."""
     return f"{prefix}.schemas"
+
+
+def control_topic(prefix: str) -> str:
+    """Compacted topic of the applied manifest (`bus apply`); every router follows it."""
+    return f"{prefix}.control"

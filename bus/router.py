@@ -1,129 +1,314 @@
 """The router process: ingress topic → rules → function topics, exactly once.
 
-Each ingress record is forwarded unchanged (same key, value and headers) to the topic of every
-target its rules select; outputs and the ingress offsets commit in one Kafka transaction.
-Typed events are matched on their data as written: the Avro is decoded for matching only.
+Each ingress record is forwarded (same key, value and headers, plus the `matchedrules` extension
+naming the rules that chose the target) to the topic of every target its rules select; a target
+with an input transformer gets the event with its data reshaped. Outputs and the ingress offsets
+commit in one Kafka transaction. Typed events are matched on their data as written: the Avro is
+decoded for matching only. The rules are the applied manifest, followed live on the control topic.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from bus import naming
+from bus.avro_codec import DEFAULT_MAX_BYTES
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
+from bus.control import Applied
 from bus.deadletter import dead_letter
-from bus.errors import BusError, InvalidEvent
+from bus.errors import BusError, ConfigError, InvalidEvent
 from bus.events import to_json_dict
+from bus.fanout import by_target, needs_data, routed_record
 from bus.kafka.admin import ensure_topics
+from bus.kafka.config import admin_config, build
+from bus.kafka.control_store import ControlWatcher, read_applied
 from bus.kafka.schema_store import open_store
 from bus.kafka.txloop import InMessage, Output, TransactionalLoop
 from bus.kafka_binding import Record, from_record
 from bus.logs import configure, log_event
 from bus.manifest import Manifest, read
-from bus.routing import route
+from bus.metrics import Registry
+from bus.metrics_http import MetricsServer
+from bus.routing import Rule, matching_rules
 from bus.settings import KafkaSettings, load_kafka
-from bus.topology import manifest_topics
+from bus.topology import ingress_topics, manifest_topics
 
-__all__ = ["Router", "main"]
+__all__ = ["Router", "RouterMetrics", "RoutingTable", "main", "serve"]
 
 logger = logging.getLogger("bus.router")
 
 
-class Router:
-    """Turns batches of ingress records into function-topic records (the loop's transform)."""
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """Everything one applied manifest decides: rules, function topics, how much to decode."""
 
-    def __init__(self, manifest: Manifest, reader: TypedReader | None = None) -> None:
-        """`reader` decodes typed events for matching; None: the platform's and manifest's book only."""
-        self._manifest = manifest
-        self._reader = reader or TypedReader(
-            book=load_book(manifest.schemas, Path(manifest.base_dir)), resolve=False
+    version: int
+    """Version of the applied manifest (0: read from a file, never applied)."""
+    rules: tuple[Rule, ...]
+    topics: Mapping[str, str]
+    """Function name -> its topic."""
+    with_data: bool
+    """False when no rule names `data` or transforms it: the value is never decoded."""
+    reader: TypedReader
+
+
+class RouterMetrics:
+    """The router's Prometheus metrics."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.events = registry.counter("bus_router_events_total", "Ingress events read by the router.")
+        self.routed = registry.counter(
+            "bus_router_routed_total", "Records written to function topics.", labels=("function",)
         )
-        # Rules that never name `data` are decided from the Kafka headers: the value is not decoded.
-        self._with_data = any("data" in rule.pattern.top_fields for rule in manifest.rules)
+        self.matches = registry.counter(
+            "bus_router_rule_matches_total", "Events each rule matched.", labels=("rule",)
+        )
+        self.dead = registry.counter(
+            "bus_router_dead_letters_total", "Records sent to the router DLQ.", labels=("error_type",)
+        )
+        self.version = registry.gauge("bus_router_manifest_version", "Version of the rules in force.")
+        self.rules = registry.gauge("bus_router_rules", "Rules in force.")
+
+
+class Router:
+    """Turns batches of ingress records into function-topic records (the loop's transform).
+
+    `update` swaps in a new manifest between batches (it is called from the control watcher's
+    thread; the batch in hand finishes with the rules it started with).
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        reader: TypedReader | None = None,
+        *,
+        version: int = 0,
+        store: SchemaStore | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
+        """`reader` decodes typed events for matching; None: one over the manifest's book and `store`."""
+        self._prefix = manifest.prefix
+        self._store = store
+        self._max_bytes = max_bytes
+        self._metrics = metrics or RouterMetrics(Registry())
         self._dlq = naming.router_dlq_topic(manifest.prefix)
-        self._topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
+        self._missing: frozenset[str] = frozenset()
+        self._table = self._build(manifest, version, reader)
+
+    @property
+    def table(self) -> RoutingTable:
+        """The rules in force."""
+        return self._table
+
+    def update(self, manifest: Manifest, version: int) -> None:
+        """Route the next batches with `manifest` (raises BusError, keeping the old rules, if it cannot)."""
+        table = self._build(manifest, version, None)
+        self._table = table
+        log_event(logger, "rules_updated", version=version, rules=len(table.rules))
+
+    def set_missing_topics(self, missing: frozenset[str]) -> None:
+        """Function topics known not to exist: events for them go to the DLQ instead of blocking."""
+        if missing != self._missing:
+            log_event(logger, "missing_topics", topics=sorted(missing))
+        self._missing = missing
+
+    def _build(self, manifest: Manifest, version: int, reader: TypedReader | None) -> RoutingTable:
+        if manifest.prefix != self._prefix:
+            raise BusError(f"manifest prefix {manifest.prefix!r} is not this router's {self._prefix!r}")
+        if reader is None:
+            reader = TypedReader(
+                book=load_book(manifest.schemas, Path(manifest.base_dir)),
+                store=self._store,
+                resolve=False,
+                max_bytes=self._max_bytes,
+            )
+        with_data = needs_data(manifest.rules)
+        topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
+        self._metrics.version.set(version)
+        self._metrics.rules.set(len(manifest.rules))
+        return RoutingTable(version, manifest.rules, topics, with_data, reader)
 
     def __call__(self, batch: Sequence[InMessage]) -> list[Output]:
         """Route every record of a batch; undecodable records go to the router DLQ with the reason."""
+        table = self._table
         outputs: list[Output] = []
+        matched: Counter[str] = Counter()
         for message in batch:
             headers = message.headers() or []
             record = Record(message.key(), message.value(), tuple(headers))
             try:
-                event = from_record(record.key, record.value, headers, with_data=self._with_data)
+                event = from_record(record.key, record.value, headers, with_data=table.with_data)
+                if table.with_data:
+                    event = table.reader.read(event)
             except InvalidEvent as exc:
                 outputs.append(
                     self._dead_letter(message, record, "InvalidEvent", f"not a valid CloudEvent: {exc}")
                 )
                 continue
-            try:
-                if self._with_data:
-                    event = self._reader.read(event)
-            except InvalidEvent as exc:
-                reason = f"typed event cannot be read: {exc}"
-                outputs.append(self._dead_letter(message, record, "InvalidEvent", reason))
-                continue
-            for target in route(to_json_dict(event), self._manifest.rules):
-                topic = self._topics.get(target)
-                if topic is None:
-                    outputs.append(
-                        self._dead_letter(message, record, "UnknownTarget", f"unknown target {target!r}")
-                    )
+            rules = matching_rules(to_json_dict(event), table.rules)
+            matched.update(rule.name for rule in rules)
+            for target, by in by_target(rules).items():
+                topic = table.topics.get(target)
+                if topic is None or topic in self._missing:
+                    outputs.append(self._unknown_target(message, record, target, topic))
                 else:
-                    outputs.append(Output(topic, record))
+                    outputs.append(Output(topic, routed_record(record, event, target, by)))
+        self._count(batch, outputs, matched)
         return outputs
+
+    def _unknown_target(self, message: InMessage, record: Record, target: str, topic: str | None) -> Output:
+        why = f"unknown target {target!r}" if topic is None else f"target topic {topic!r} does not exist"
+        return self._dead_letter(
+            message, record, "UnknownTarget", f"{why}; apply a manifest that declares it"
+        )
+
+    def _count(self, batch: Sequence[InMessage], outputs: list[Output], matched: Counter[str]) -> None:
+        self._metrics.events.inc(len(batch))
+        for rule_name, count in matched.items():
+            self._metrics.matches.inc(count, rule=rule_name)
+        for topic, count in Counter(output.topic for output in outputs).items():
+            if topic == self._dlq:
+                continue
+            self._metrics.routed.inc(count, function=topic.removeprefix(f"{self._prefix}.fn."))
 
     def _dead_letter(self, message: InMessage, record: Record, error_type: str, reason: str) -> Output:
         origin = f"{message.topic()}/{message.partition()}/{message.offset()}"
         log_event(logger, "routed_to_dlq", error_type=error_type, reason=reason, origin=origin)
+        self._metrics.dead.inc(error_type=error_type)
         return Output(self._dlq, dead_letter(record, error_type=error_type, reason=reason, origin=origin))
 
 
 def serve(
-    settings: KafkaSettings, manifest: Manifest, stop: threading.Event, *, store: SchemaStore | None = None
+    settings: KafkaSettings,
+    manifest: Manifest | None,
+    stop: threading.Event,
+    *,
+    prefix: str,
+    store: SchemaStore | None = None,
+    metrics_port: int | None = None,
 ) -> None:
-    """Run one router instance until `stop` is set; `store` holds writer schemas the book lacks."""
-    group = naming.router_group(manifest.prefix)
-    ensure_topics(settings, manifest_topics(manifest))
-    reader = TypedReader(
-        book=load_book(manifest.schemas, Path(manifest.base_dir)),
+    """Run one router instance until `stop` is set.
+
+    The rules are the applied manifest of `prefix` (`bus apply`), followed live; `manifest` (from
+    `-f`) serves only while none was ever applied. `store` holds writer schemas the book lacks.
+    """
+    group = naming.router_group(prefix)
+    ensure_topics(settings, ingress_topics(prefix))
+    applied, after = read_applied(settings, prefix)
+    if applied is not None:
+        manifest, version = applied.manifest(prefix=prefix), applied.version
+    elif manifest is None:
+        raise ConfigError(
+            f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml` or pass -f"
+        )
+    else:
+        ensure_topics(settings, manifest_topics(manifest))
+        version = 0
+    registry = Registry()
+    router = Router(
+        manifest,
+        version=version,
         store=store,
-        resolve=False,
         max_bytes=settings.max_record_bytes,
+        metrics=RouterMetrics(registry),
     )
-    with TransactionalLoop(
-        settings,
-        group=group,
-        topics=[naming.ingress_topic(manifest.prefix)],
-        transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
-    ) as loop:
-        log_event(logger, "router_ready", group=group, rules=len(manifest.rules))
-        loop.run(Router(manifest, reader), stop)
+
+    def on_change(new: Applied) -> None:
+        if new.version > router.table.version:
+            router.update(new.manifest(prefix=prefix), new.version)
+
+    with contextlib.ExitStack() as stack:
+        if metrics_port is not None:
+            stack.enter_context(MetricsServer(registry, metrics_port))
+        stack.enter_context(ControlWatcher(settings, prefix, start=after, on_change=on_change))
+        stack.enter_context(TopicWatch(settings, router))
+        loop = stack.enter_context(
+            TransactionalLoop(
+                settings,
+                group=group,
+                topics=[naming.ingress_topic(prefix)],
+                transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
+            )
+        )
+        log_event(logger, "router_ready", group=group, version=version, rules=len(manifest.rules))
+        loop.run(router, stop)
         log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
 
 
+class TopicWatch:
+    """Checks every `interval` seconds which function topics exist, so a deleted one never blocks routing."""
+
+    def __init__(self, settings: KafkaSettings, router: Router, *, interval: float = 2.0) -> None:
+        self._admin = build(AdminClient, admin_config(settings))
+        self._router = router
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="topic-watch", daemon=True)
+
+    def __enter__(self) -> TopicWatch:
+        self.check()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def check(self) -> None:
+        """Tell the router which of its function topics are missing (no change when Kafka is unreachable)."""
+        try:
+            existing = set(self._admin.list_topics(timeout=5).topics)
+        except KafkaException as exc:
+            log_event(logger, "topic_check_failed", reason=str(exc))
+            return
+        wanted = self._router.table.topics.values()
+        self._router.set_missing_topics(frozenset(topic for topic in wanted if topic not in existing))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bus.router -f bus.yaml`: route until SIGTERM or SIGINT."""
+    """`python -m bus.router [-f bus.yaml]`: route until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m bus.router")
-    parser.add_argument("-f", "--manifest", required=True, help="path of bus.yaml")
+    parser.add_argument("-f", "--manifest", help="bus.yaml to route by until one is applied")
+    parser.add_argument("--prefix", help="topic namespace (default $BUS_PREFIX, the manifest's, or 'bus')")
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve GET /metrics on this port (default $BUS_METRICS_PORT)"
+    )
     args = parser.parse_args(argv)
     configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        manifest = read(args.manifest, prefix=os.environ.get("BUS_PREFIX") or None)
-        settings = load_kafka(os.environ, prefix=manifest.prefix)
-        serve(settings, manifest, stop, store=open_store(settings, os.environ))
+        override = args.prefix or os.environ.get("BUS_PREFIX") or None
+        manifest = read(args.manifest, prefix=override) if args.manifest else None
+        prefix = manifest.prefix if manifest is not None else override or naming.DEFAULT_PREFIX
+        settings = load_kafka(os.environ, prefix=prefix)
+        port = args.metrics_port or (
+            int(os.environ["BUS_METRICS_PORT"]) if os.environ.get("BUS_METRICS_PORT") else None
+        )
+        serve(
+            settings, manifest, stop, prefix=prefix, store=open_store(settings, os.environ), metrics_port=port
+        )
     except BusError as exc:
         print(f"router: {exc}", file=sys.stderr)
         return 1

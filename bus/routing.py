@@ -7,12 +7,14 @@ payload under `data`) and returns each matched target once, in rule order.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+from bus.input_transform import InputTransform
 from bus.patterns import Pattern
 
-__all__ = ["Rule", "TagSelector", "event_tags", "matching_rules", "route"]
+__all__ = ["Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +45,9 @@ class Rule:
     pattern: Pattern
     targets: tuple[str, ...]
     tags: TagSelector = TagSelector()
+    # Left out of the hash (a mapping has none) but compared, so rules stay hashable and equal by value.
+    transforms: Mapping[str, InputTransform] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """Target -> how the `data` that target receives is built; targets not listed get the event as is."""
 
 
 def event_tags(event: Mapping[str, Any]) -> frozenset[str]:
@@ -65,3 +70,18 @@ def route(event: Mapping[str, Any], rules: Sequence[Rule]) -> list[str]:
     for rule in matching_rules(event, rules):
         targets.update(dict.fromkeys(rule.targets))
     return list(targets)
+
+
+def explain(event: Mapping[str, Any], rule: Rule) -> str | None:
+    """None when the rule matches the event, else why not: the tags, or the first field that failed."""
+    tags = event_tags(event)
+    selector = rule.tags
+    if not selector.all <= tags:
+        return f"tags: needs all of {sorted(selector.all)}, the event has {sorted(tags)}"
+    if selector.any and not (selector.any & tags):
+        return f"tags: needs one of {sorted(selector.any)}, the event has {sorted(tags)}"
+    if selector.none & tags:
+        return (
+            f"tags: must carry none of {sorted(selector.none)}, the event has {sorted(selector.none & tags)}"
+        )
+    return rule.pattern.explain(event)

@@ -21,11 +21,10 @@ from pathlib import Path
 
 from bus import localkafka
 from bus.errors import BusError
-from bus.kafka.admin import ensure_topics
+from bus.kafka.control_store import apply_file
 from bus.logs import log_event
 from bus.manifest import Manifest
 from bus.settings import bus_home, load_kafka
-from bus.topology import manifest_topics
 
 __all__ = ["Child", "Stack", "bundled_example"]
 
@@ -75,7 +74,12 @@ class Stack:
             env["KAFKA_BOOTSTRAP_SERVERS"] = state.bootstrap
         env["BUS_PREFIX"] = self._manifest.prefix  # the gateway reads its topic namespace from here
         settings = load_kafka(env, prefix=self._manifest.prefix)
-        ensure_topics(settings, manifest_topics(self._manifest))
+        # Applying creates the topics and stores the rules the router follows (and later changes).
+        log_event(
+            logger,
+            "manifest_applied",
+            summary=apply_file(settings, self._manifest_path, prefix=self._manifest.prefix),
+        )
         logs = self._home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         python = sys.executable

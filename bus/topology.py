@@ -33,6 +33,8 @@ def ingress_topics(prefix: str) -> list[TopicSpec]:
         TopicSpec(naming.timer_topic(prefix), 1, {"cleanup.policy": "compact"}),
         # Compacted: the latest record of each (type, schema) is the registration; readers read it all.
         TopicSpec(naming.schema_topic(prefix), 1, {"cleanup.policy": "compact"}),
+        # Compacted, one partition: the latest applied manifest, read by every router.
+        TopicSpec(naming.control_topic(prefix), 1, {"cleanup.policy": "compact"}),
     ]
 
 

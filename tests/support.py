@@ -211,3 +211,60 @@ class GatewayProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+class RouterProcess:
+    """A real router process (`python -m bus.router`) serving /metrics on a free port; killable."""
+
+    def __init__(
+        self, kafka: KafkaEnv, prefix: str, home: Path, *, env: dict[str, str] | None = None
+    ) -> None:
+        self.metrics_port = free_port()
+        self._env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+            "BUS_PREFIX": prefix,
+            "BUS_HOME": str(home),
+            "BUS_METRICS_PORT": str(self.metrics_port),
+            **(env or {}),
+        }
+        self.log = home / "router.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start the process and wait until its log says it routes."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bus.router"], env=self._env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until(
+            lambda: self.log.read_text().count('"router_ready"') >= self.starts,
+            timeout=60,
+            what=f"router start {self.starts} (log {self.log})",
+        )
+
+    def metric(self, name: str) -> float | None:
+        """The value of one sample (`name` with its labels, as rendered), or None when absent."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def kill(self) -> None:
+        """`kill -9` the process and reap it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM the process if it runs, and wait for it to finish."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)

@@ -323,7 +323,7 @@ def test_function_name_must_be_a_string() -> None:
 def test_rule_targets_must_be_declared_functions() -> None:
     """A target that is not a declared function is refused, listing the functions there are."""
     error = error_of({**with_function(), "rules": [{"name": "r", "targets": ["f", "thumbnial"]}]})
-    assert error.path == "rules.r.targets"
+    assert error.path == "rules.r.targets[1]"
     assert "unknown function 'thumbnial'" in error.reason
     assert "(functions: f)" in error.reason
 
@@ -334,11 +334,21 @@ def test_rule_targets_with_no_functions_say_none_are_declared() -> None:
     assert "none declared" in error.reason
 
 
-@pytest.mark.parametrize("targets", [[], None, "f", [{"name": "f"}], [["f"]], [5]])
-def test_rule_targets_must_be_a_non_empty_list_of_names(targets: object) -> None:
-    """targets must list at least one function name."""
+@pytest.mark.parametrize(
+    ("targets", "path"),
+    [
+        ([], "rules.r.targets"),
+        (None, "rules.r.targets"),
+        ("f", "rules.r.targets"),
+        ([{"name": "f"}], "rules.r.targets[0].name"),
+        ([["f"]], "rules.r.targets[0]"),
+        ([5], "rules.r.targets[0]"),
+    ],
+)
+def test_rule_targets_must_be_a_non_empty_list_of_names(targets: object, path: str) -> None:
+    """targets must list at least one function name; a bad entry is named by its index."""
     rule: dict[str, Any] = {"name": "r"} if targets is None else {"name": "r", "targets": targets}
-    assert error_of({**with_function(), "rules": [rule]}).path == "rules.r.targets"
+    assert error_of({**with_function(), "rules": [rule]}).path == path
 
 
 def test_duplicate_rule_names_are_refused() -> None:

@@ -1,0 +1,128 @@
+"""`bus apply` and `bus rules list|test|explain` (SPEC §3, §5, §9)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from bus import manifest
+from bus.control import Applied
+from bus.errors import ConfigError
+from bus.kafka.control_store import apply_file, read_applied
+from bus.patterns import PatternError
+from bus.patterns import compile as compile_pattern
+from bus.routing import explain
+from bus.settings import KafkaSettings
+
+__all__ = ["add_commands", "run_apply", "run_rules"]
+
+
+def add_commands(sub: Any) -> None:
+    """Register `apply` and `rules` on the top-level subparsers."""
+    apply = sub.add_parser("apply", help="validate the manifest and store it; running components pick it up")
+    apply.add_argument("-f", "--file", type=Path, required=True, help="the manifest (bus.yaml)")
+
+    rules = sub.add_parser("rules", help="list, test and explain routing rules").add_subparsers(
+        dest="rules_command", required=True
+    )
+    listing = rules.add_parser("list", help="the applied rules with their versions")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
+    test = rules.add_parser("test", help="does an event match a pattern? prints match or no match (exit 0/1)")
+    test.add_argument("--pattern", required=True, help="pattern JSON, or @file")
+    test.add_argument("--event", required=True, help="event JSON (CloudEvents JSON format), or @file")
+    why = rules.add_parser("explain", help="for every rule: matched, or the first field that failed")
+    why.add_argument("--event", required=True, help="event JSON (CloudEvents JSON format), or @file")
+    why.add_argument("-f", "--file", type=Path, help="explain this manifest's rules, not the applied ones")
+
+
+def run_apply(args: argparse.Namespace, settings: KafkaSettings, *, prefix: str | None) -> int:
+    """`bus apply -f bus.yaml`; `prefix` (from --prefix or BUS_PREFIX) overrides the manifest's."""
+    print(apply_file(settings, args.file, prefix=prefix))
+    return 0
+
+
+def run_rules(args: argparse.Namespace, settings: KafkaSettings, out: TextIO | None = None) -> int:
+    """`bus rules list|test|explain` (printing to `out`, default stdout)."""
+    out = out or sys.stdout
+    if args.rules_command == "test":
+        return _test(args, out)
+    if args.rules_command == "list":
+        applied, _ = read_applied(settings, settings.prefix)
+        return _list(applied, settings.prefix, as_json=args.json, out=out)
+    event = _json_arg(args.event, "--event")
+    if args.file is not None:
+        rules = manifest.read(args.file, prefix=settings.prefix).rules
+    else:
+        applied, _ = read_applied(settings, settings.prefix)
+        if applied is None:
+            raise ConfigError(
+                f"no manifest was applied for prefix {settings.prefix!r}: run `bus apply` or pass -f"
+            )
+        rules = applied.manifest(prefix=settings.prefix).rules
+    width = max((len(rule.name) for rule in rules), default=4)
+    for rule in rules:
+        why = explain(event, rule)
+        verdict = f"match -> {', '.join(rule.targets)}" if why is None else f"no match: {why}"
+        print(f"{rule.name:<{width}}  {verdict}", file=out)
+    return 0
+
+
+def _test(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        pattern = compile_pattern(_json_arg(args.pattern, "--pattern"))
+    except PatternError as exc:
+        raise ConfigError(f"--pattern: {exc}") from None
+    event = _json_arg(args.event, "--event")
+    matched = pattern.matches(event)
+    print("match" if matched else "no match", file=out)
+    return 0 if matched else 1
+
+
+def _list(applied: Applied | None, prefix: str, *, as_json: bool, out: TextIO) -> int:
+    if applied is None:
+        raise ConfigError(f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml`")
+    specs = {str(spec["name"]): spec for spec in applied.document.get("rules") or []}
+    rows = [
+        {
+            "name": rule.name,
+            "version": rule.version,
+            "changed_at": rule.changed_at,
+            "targets": [t if isinstance(t, str) else t.get("function") for t in specs[rule.name]["targets"]],
+            "pattern": specs[rule.name].get("pattern", {}),
+            "tags": specs[rule.name].get("tags", {}),
+        }
+        for rule in applied.rules
+    ]
+    if as_json:
+        doc = {"prefix": prefix, "version": applied.version, "applied_at": applied.applied_at, "rules": rows}
+        print(orjson.dumps(doc).decode(), file=out)
+        return 0
+    print(f"prefix {prefix!r}: version {applied.version}, applied {applied.applied_at}", file=out)
+    width = max((len(row["name"]) for row in rows), default=4)
+    print(f"{'RULE':<{width}}  VERSION  CHANGED               TARGETS  PATTERN", file=out)
+    for row in rows:
+        pattern = orjson.dumps(row["pattern"]).decode()
+        print(
+            f"{row['name']:<{width}}  {row['version']:>7}  {row['changed_at']:<20}  "
+            f"{','.join(map(str, row['targets']))}  {pattern}",
+            file=out,
+        )
+    return 0
+
+
+def _json_arg(text: str, option: str) -> Any:
+    """JSON given inline or as `@file`; ConfigError naming the option when it is not JSON."""
+    raw: str | bytes = text
+    if text.startswith("@"):
+        try:
+            raw = Path(text[1:]).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{option}: cannot read {text[1:]!r} ({exc.strerror})") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{option}: not valid JSON ({exc})") from None

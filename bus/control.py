@@ -1,0 +1,194 @@
+"""Applied manifests: the versioned state `bus apply` stores on `<prefix>.control` (pure).
+
+`bus apply` validates a manifest, makes it self-contained (schema files inlined) and stores it as
+one record under the key `manifest` of the compacted control topic. Every router reads the latest
+record at start and follows the topic, so a change takes effect without a restart.
+
+Versions: the manifest's version goes up by one whenever its content changes (an unchanged apply
+stores nothing). Each rule carries the version at which it last changed, so `bus rules list`
+shows which rules an apply touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bus.avro_schema import load_schema
+from bus.errors import ManifestError
+from bus.manifest import Manifest, parse
+
+__all__ = [
+    "CONTROL_KEY",
+    "Applied",
+    "Change",
+    "RuleVersion",
+    "decode",
+    "encode",
+    "next_applied",
+    "self_contained",
+]
+
+CONTROL_KEY = b"manifest"
+"""Key of the applied manifest's record on the control topic."""
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleVersion:
+    """A rule as applied: the version at which its definition last changed."""
+
+    name: str
+    version: int
+    changed_at: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """One applied version of the manifest."""
+
+    version: int
+    applied_at: str
+    digest: str
+    document: Mapping[str, Any]
+    """The manifest as written, with `schemas` inlined (it reads the same on any machine)."""
+    base_dir: str
+    """Folder of the manifest file where it was applied (handlers import relative to it)."""
+    rules: tuple[RuleVersion, ...]
+
+    def manifest(self, *, prefix: str | None = None) -> Manifest:
+        """The validated manifest (it was valid when applied; parsing checks it again)."""
+        return parse(self.document, base_dir=self.base_dir, prefix=prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What an apply changed, by rule name."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    def describe(self) -> str:
+        """`+a ~b -c` (or `no rule changed`)."""
+        parts = (
+            [f"+{n}" for n in self.added] + [f"~{n}" for n in self.changed] + [f"-{n}" for n in self.removed]
+        )
+        return " ".join(parts) or "no rule changed"
+
+
+def self_contained(document: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+    """A JSON copy of the document with each `schemas` path replaced by the schema it names.
+
+    YAML values JSON lacks become what JSON makes of them (a date becomes its ISO text), so the
+    result validates exactly as the stored record will read back.
+    """
+    result = dict(document)
+    schemas = document.get("schemas")
+    if isinstance(schemas, Mapping):
+        inlined: dict[str, Any] = {}
+        for event_type, value in schemas.items():
+            if isinstance(value, str):
+                schema = load_schema(base_dir / value, where=f"schemas.{event_type}")
+                inlined[event_type] = orjson.loads(schema.text)
+            else:
+                inlined[event_type] = value
+        result["schemas"] = inlined
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS))
+    return loaded
+
+
+def next_applied(
+    previous: Applied | None, document: Mapping[str, Any], *, base_dir: str, now: str
+) -> tuple[Applied, Change] | None:
+    """The version to store for `document`, with what changed; None when nothing did.
+
+    The document must already be self-contained and valid (`parse` it first).
+    """
+    digest = _digest(document)
+    if previous is not None and previous.digest == digest and previous.base_dir == base_dir:
+        return None
+    version = previous.version + 1 if previous is not None else 1
+    before = {rule.name: rule for rule in previous.rules} if previous is not None else {}
+    rules: list[RuleVersion] = []
+    added: list[str] = []
+    changed: list[str] = []
+    for spec in document.get("rules") or []:
+        name = str(spec["name"])
+        rule_digest = _digest(spec)
+        old = before.get(name)
+        if old is not None and old.digest == rule_digest:
+            rules.append(old)
+            continue
+        (added if old is None else changed).append(name)
+        rules.append(RuleVersion(name=name, version=version, changed_at=now, digest=rule_digest))
+    names = {rule.name for rule in rules}
+    removed = tuple(name for name in before if name not in names)
+    applied = Applied(
+        version=version,
+        applied_at=now,
+        digest=digest,
+        document=document,
+        base_dir=base_dir,
+        rules=tuple(rules),
+    )
+    return applied, Change(tuple(added), tuple(changed), removed)
+
+
+def encode(applied: Applied) -> bytes:
+    """The control record's value."""
+    return orjson.dumps(
+        {
+            "format": _FORMAT,
+            "version": applied.version,
+            "applied_at": applied.applied_at,
+            "digest": applied.digest,
+            "base_dir": applied.base_dir,
+            "rules": [
+                {"name": r.name, "version": r.version, "changed_at": r.changed_at, "digest": r.digest}
+                for r in applied.rules
+            ],
+            "document": applied.document,
+        }
+    )
+
+
+def decode(value: bytes) -> Applied:
+    """Read a control record's value; ManifestError when it is not one this version understands."""
+    try:
+        raw = orjson.loads(value)
+        if raw.get("format") != _FORMAT:
+            raise ManifestError(
+                "control record", f"format {raw.get('format')!r} is not {_FORMAT}; upgrade bus"
+            )
+        return Applied(
+            version=int(raw["version"]),
+            applied_at=str(raw["applied_at"]),
+            digest=str(raw["digest"]),
+            document=raw["document"],
+            base_dir=str(raw["base_dir"]),
+            rules=tuple(
+                RuleVersion(
+                    name=str(r["name"]),
+                    version=int(r["version"]),
+                    changed_at=str(r["changed_at"]),
+                    digest=str(r["digest"]),
+                )
+                for r in raw["rules"]
+            ),
+        )
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ManifestError):
+            raise
+        raise ManifestError("control record", f"is not an applied manifest ({exc!r})") from None
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -1,0 +1,149 @@
+"""The applied manifest on `<prefix>.control` (adapter): read it, store a new version, follow it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from bus import manifest, naming
+from bus.clock import now_rfc3339
+from bus.control import CONTROL_KEY, Applied, decode, encode, next_applied, self_contained
+from bus.errors import BusError, KafkaError, KafkaUnavailable
+from bus.kafka.admin import ensure_topics
+from bus.kafka.config import build, consumer_config, producer_config
+from bus.kafka.reader import read_to_end
+from bus.logs import log_event
+from bus.settings import KafkaSettings
+from bus.topology import manifest_topics
+
+__all__ = ["ControlWatcher", "apply_file", "read_applied", "store_applied"]
+
+logger = logging.getLogger("bus.control")
+
+
+def read_applied(
+    settings: KafkaSettings, prefix: str, *, timeout: float = 15.0
+) -> tuple[Applied | None, int]:
+    """The latest applied manifest (None if never applied) and the offset after it."""
+    latest: Applied | None = None
+    after = OFFSET_BEGINNING
+    for message in read_to_end(settings, naming.control_topic(prefix), timeout=timeout):
+        after = message.offset() + 1
+        if message.key() != CONTROL_KEY or message.value() is None:
+            continue
+        try:
+            latest = decode(message.value())
+        except BusError as exc:
+            log_event(logger, "control_record_skipped", offset=message.offset(), reason=str(exc))
+    return latest, after
+
+
+def store_applied(settings: KafkaSettings, prefix: str, applied: Applied) -> None:
+    """Write a new applied version; returns once Kafka acknowledged it (acks=all)."""
+    topic = naming.control_topic(prefix)
+    value = encode(applied)
+    if len(value) > settings.max_record_bytes:
+        raise KafkaError(
+            f"the applied manifest is {len(value)} bytes, over the {settings.max_record_bytes}-byte "
+            "record limit (BUS_MAX_RECORD_BYTES); split rules over prefixes or raise the limit"
+        )
+    failures: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(error.str())
+
+    producer = build(Producer, producer_config(settings))
+    try:
+        producer.produce(topic, value=value, key=CONTROL_KEY, on_delivery=delivered)
+    except KafkaException as exc:
+        raise KafkaError(f"cannot store the manifest on {topic!r}: {exc.args[0].str()}") from exc
+    if producer.flush(settings.delivery_timeout + 5) > 0:
+        raise KafkaUnavailable(f"Kafka at {settings.bootstrap_servers} did not acknowledge the manifest")
+    if failures:
+        raise KafkaError(f"cannot store the manifest on {topic!r}: {failures[0]}")
+
+
+class ControlWatcher:
+    """A thread that follows the control topic from `start` and hands each new version to `on_change`.
+
+    A record that cannot be read, or that `on_change` refuses (raises BusError), is logged and
+    skipped: the rules in force stay as they were.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        prefix: str,
+        *,
+        start: int,
+        on_change: Callable[[Applied], None],
+        poll_timeout: float = 0.1,
+    ) -> None:
+        self._settings = settings
+        self._topic = naming.control_topic(prefix)
+        self._start = start
+        self._on_change = on_change
+        self._poll_timeout = poll_timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="control-watcher", daemon=True)
+
+    def __enter__(self) -> ControlWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        consumer = build(Consumer, consumer_config(self._settings, naming.reader_group(uuid.uuid4().hex)))
+        try:
+            consumer.assign([TopicPartition(self._topic, 0, self._start)])
+            while not self._stop.is_set():
+                message = consumer.poll(self._poll_timeout)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None:
+                    log_event(logger, "control_read_error", reason=error.str())
+                    continue
+                if message.key() == CONTROL_KEY and message.value() is not None:
+                    self._apply(message)
+        finally:
+            consumer.close()
+
+    def _apply(self, message: Any) -> None:
+        try:
+            applied = decode(message.value())
+            self._on_change(applied)
+        except BusError as exc:
+            log_event(logger, "control_record_refused", offset=message.offset(), reason=str(exc))
+
+
+def apply_file(settings: KafkaSettings, path: Path, *, prefix: str | None) -> str:
+    """Validate `path`, create its topics and store it as the next version; return a one-line summary."""
+    document = manifest.read_document(path)
+    base_dir = path.resolve().parent
+    stored = self_contained(document if isinstance(document, dict) else {}, base_dir)
+    if not isinstance(document, dict):
+        manifest.parse(document)  # raises the ManifestError naming what the top level should be
+    checked = manifest.parse(stored, base_dir=str(base_dir), prefix=prefix)
+    ensure_topics(settings, manifest_topics(checked))
+    previous, _ = read_applied(settings, checked.prefix)
+    step = next_applied(previous, stored, base_dir=str(base_dir), now=now_rfc3339())
+    if step is None:
+        assert previous is not None
+        return f"unchanged: version {previous.version} of prefix {checked.prefix!r} is this manifest"
+    applied, change = step
+    store_applied(settings, checked.prefix, applied)
+    return (
+        f"applied version {applied.version} to prefix {checked.prefix!r}: "
+        f"{len(checked.rules)} rules ({change.describe()}), {len(checked.functions)} functions"
+    )

@@ -1,0 +1,108 @@
+"""`bus rules test` and `bus rules explain -f` need no broker (SPEC §5, §9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bus.cli import main
+
+MANIFEST = """
+prefix: p
+functions:
+  thumbnail: {handler: "h:t"}
+  audit: {handler: "h:a"}
+rules:
+  - name: jpeg-uploads
+    pattern: {type: [bus.object.created], data: {key: [{suffix: .jpg}], size: [{numeric: [">", 0]}]}}
+    tags: {all: [prod], any: [eu, us], none: [test]}
+    targets: [thumbnail]
+  - name: everything
+    pattern: {}
+    targets: [audit, thumbnail]
+  - name: pngs
+    pattern: {data: {key: [{suffix: .png}]}}
+    targets: [thumbnail]
+"""
+
+EVENT = {
+    "specversion": "1.0",
+    "id": "1",
+    "source": "s3://uploads",
+    "type": "bus.object.created",
+    "tags": "prod,eu",
+    "data": {"key": "cat.jpg", "size": 10},
+}
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_rules_test_prints_match_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    pattern = '{"data": {"size": [{"numeric": [">=", 10]}]}}'
+    assert run(capsys, "rules", "test", "--pattern", pattern, "--event", orjson.dumps(EVENT).decode()) == (
+        0,
+        "match\n",
+        "",
+    )
+
+
+def test_rules_test_prints_no_match_and_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "event.json").write_bytes(orjson.dumps(EVENT))
+    code, out, _ = run(
+        capsys, "rules", "test", "--pattern", '{"type": ["other"]}', "--event", f"@{tmp_path}/event.json"
+    )
+    assert (code, out) == (1, "no match\n")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "event", "problem"),
+    [
+        ('{"type": "x"}', "{}", "--pattern: type: "),
+        ("{not json", "{}", "--pattern: not valid JSON"),
+        ("{}", "@/nonexistent/event.json", "--event: cannot read '/nonexistent/event.json'"),
+    ],
+)
+def test_rules_test_names_the_bad_argument(
+    capsys: pytest.CaptureFixture[str], pattern: str, event: str, problem: str
+) -> None:
+    code, out, err = run(capsys, "rules", "test", "--pattern", pattern, "--event", event)
+    assert code == 1
+    assert out == ""
+    assert err.startswith(f"bus rules: {problem}"), err
+    assert err.count("\n") == 1
+
+
+def test_rules_explain_gives_each_rule_its_verdict(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "bus.yaml").write_text(MANIFEST)
+    event = {**EVENT, "tags": "prod,eu,test", "data": {"key": "cat.png", "size": 0}}
+    code, out, _ = run(
+        capsys, "rules", "explain", "-f", str(tmp_path / "bus.yaml"), "--event", orjson.dumps(event).decode()
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("jpeg-uploads")
+    assert "no match: tags: must carry none of ['test']" in lines[0]
+    assert lines[1].split() == ["everything", "match", "->", "audit,", "thumbnail"]
+    assert lines[2].startswith("pngs")
+    assert lines[2].endswith("match -> thumbnail")
+
+
+def test_rules_explain_names_the_first_field_that_failed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "bus.yaml").write_text(MANIFEST)
+    event = {**EVENT, "data": {"key": "cat.jpg", "size": 0}}
+    _, out, _ = run(
+        capsys, "rules", "explain", "-f", str(tmp_path / "bus.yaml"), "--event", orjson.dumps(event).decode()
+    )
+    first = out.splitlines()[0]
+    assert "no match: data.size:" in first
+    assert "did not match 0" in first

@@ -1,0 +1,118 @@
+"""Applied manifests: versions, per-rule versions, self-contained documents, the record format."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bus.control import Applied, decode, encode, next_applied, self_contained
+from bus.errors import ManifestError
+
+ORDER = {"type": "record", "name": "Order", "fields": [{"name": "order", "type": "string"}]}
+
+
+def document(**rules: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prefix": "p",
+        "functions": {"a": {"handler": "h:a"}, "b": {"handler": "h:b"}},
+        "rules": [{"name": name, **spec} for name, spec in rules.items()],
+    }
+
+
+def apply(previous: Applied | None, doc: dict[str, Any], now: str = "2026-11-23T10:00:00Z") -> Applied:
+    step = next_applied(previous, doc, base_dir="/srv", now=now)
+    assert step is not None
+    return step[0]
+
+
+def test_the_first_apply_is_version_1_and_every_rule_starts_there() -> None:
+    applied = apply(None, document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]}))
+    assert applied.version == 1
+    assert [(r.name, r.version, r.changed_at) for r in applied.rules] == [("r1", 1, "2026-11-23T10:00:00Z")]
+
+
+def test_an_unchanged_manifest_stores_nothing() -> None:
+    doc = document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]})
+    assert next_applied(apply(None, doc), dict(doc), base_dir="/srv", now="later") is None
+
+
+def test_each_rule_keeps_the_version_of_its_last_change() -> None:
+    v1 = apply(
+        None,
+        document(
+            keep={"pattern": {"type": ["x"]}, "targets": ["a"]},
+            edit={"pattern": {"type": ["y"]}, "targets": ["a"]},
+            drop={"pattern": {"type": ["z"]}, "targets": ["b"]},
+        ),
+    )
+    step = next_applied(
+        v1,
+        document(
+            keep={"pattern": {"type": ["x"]}, "targets": ["a"]},
+            edit={"pattern": {"type": ["y", "w"]}, "targets": ["a"]},
+            new={"pattern": {"source": ["s"]}, "targets": ["b"]},
+        ),
+        base_dir="/srv",
+        now="2026-11-24T00:00:00Z",
+    )
+    assert step is not None
+    v2, change = step
+    assert v2.version == 2
+    assert {r.name: r.version for r in v2.rules} == {"keep": 1, "edit": 2, "new": 2}
+    assert (change.added, change.changed, change.removed) == (("new",), ("edit",), ("drop",))
+    assert change.describe() == "+new ~edit -drop"
+
+
+def test_the_record_reads_back_as_written() -> None:
+    applied = apply(
+        None, document(r1={"pattern": {"data": {"n": [{"numeric": [">", 1]}]}}, "targets": ["a"]})
+    )
+    again = decode(encode(applied))
+    assert again == applied
+    assert again.manifest().rules[0].targets == ("a",)
+    assert again.manifest(prefix="other").prefix == "other"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (b"not json", "is not an applied manifest"),
+        (b"[]", "is not an applied manifest"),
+        (orjson.dumps({"format": 99}), "upgrade bus"),
+        (orjson.dumps({"format": 1, "version": 1}), "is not an applied manifest"),
+    ],
+)
+def test_a_record_it_cannot_read_is_refused_with_the_reason(value: bytes, problem: str) -> None:
+    with pytest.raises(ManifestError, match=problem):
+        decode(value)
+
+
+def test_a_self_contained_document_inlines_schemas_and_reads_the_same_anywhere(tmp_path: Path) -> None:
+    (tmp_path / "order.avsc").write_bytes(orjson.dumps(ORDER))
+    doc = {
+        "prefix": "p",
+        "schemas": {"order.placed": "order.avsc"},
+        "schedules": [{"name": "once", "at": dt.datetime(2026, 12, 1, 9, 0), "event": {"type": "t"}}],
+    }
+    stored = self_contained(doc, tmp_path)
+    assert stored["schemas"]["order.placed"] == ORDER
+    assert stored["schedules"][0]["at"] == "2026-12-01T09:00:00"
+    applied = apply(None, stored)
+    manifest = decode(encode(applied)).manifest()
+    assert manifest.schemas["order.placed"] == ORDER
+    assert manifest.schedules[0].name == "once"
+
+
+def test_a_missing_schema_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"schemas\.order\.placed.*does not exist"):
+        self_contained({"schemas": {"order.placed": "missing.avsc"}}, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["a,b", "has space", "x" * 65, "ümlaut"])
+def test_rule_names_can_be_listed_in_the_matchedrules_extension(name: str) -> None:
+    with pytest.raises(ManifestError, match=r"rules\[0\]\.name.*1-64 characters"):
+        decode(encode(apply(None, document(**{name: {"pattern": {}, "targets": ["a"]}})))).manifest()
