@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import confluent_kafka
 
-from bench import aio, gateway, raw, thinpath, transactional
+from bench import aio, faust_router, gateway, raw, router, routing_workload, thinpath, transactional
 from bench.broker import BenchKafka, open_broker
 from bench.report import Measurement, document, render
 from bench.sizes import FULL, QUICK, Sizes
@@ -26,13 +26,55 @@ from bus.logs import configure, log_event
 
 logger = logging.getLogger("bench")
 
-GROUPS = ("confluent", "transactional", "aiokafka", "gateway", "thinpath")
+GROUPS = ("confluent", "transactional", "router", "aiokafka", "gateway", "thinpath")
 
 Step = tuple[str, str, Callable[[], dict[str, Measurement]]]
 """(group, name, measure): `measure` returns the measurements it took, by name."""
 
 
-def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any]) -> list[Step]:
+def _router_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, warm: bool) -> list[Step]:
+    """The router group: one step per figure, sharing the workloads `prepare` fills once."""
+    workloads: dict[int, router.Workload] = {}
+
+    def prepare() -> dict[str, Measurement]:
+        workloads.update(router.prepare(kafka, sizes))
+        details["router_workload"] = router.describe(workloads)
+        return {"router.transform.r1000": workloads[1000].sample}
+
+    def warm_up() -> dict[str, Measurement]:
+        # A fresh broker's transactions run several times slower for a while (bench.transactional).
+        if not warm and sizes.router_txn_warm_up > 0:
+            transactional.warm_up(kafka, replace(sizes, txn_warm_up=sizes.router_txn_warm_up))
+        return {}
+
+    def rules_alone() -> dict[str, Measurement]:
+        manifest = routing_workload.manifest(1000, router.prefix(kafka, "rules-r1000"))
+        records = routing_workload.records(1000, 2_000)
+        return {
+            "router.rules.r1000": router.rules_time(manifest, records, seconds=sizes.router_match_seconds)
+        }
+
+    def by_rules(
+        name: str, measure: Callable[[BenchKafka, Sizes, router.Workload], Measurement], rules: int
+    ) -> Step:
+        return (
+            "router",
+            f"{name}.r{rules}",
+            lambda: {f"{name}.r{rules}": measure(kafka, sizes, workloads[rules])},
+        )
+
+    return [
+        ("router", "router prepare", prepare),
+        ("router", "router.rules.r1000", rules_alone),
+        ("router", "router.raw", lambda: {"router.raw": router.raw_rate(kafka, sizes)}),
+        ("router", "router warm-up", warm_up),
+        *(by_rules("router.tx", router.tx_rate, n) for n in router.RULE_COUNTS),
+        *(by_rules("router.plain", router.plain_rate, n) for n in router.RULE_COUNTS),
+        *(by_rules("faust", faust_router.measure, n) for n in (10, 1000)),
+    ]
+
+
+def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], groups: set[str]) -> list[Step]:
     def warm_up() -> dict[str, Measurement]:
         raw.warm_up(kafka, sizes)
         return {}
@@ -87,6 +129,7 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any]) -> list[Ste
                 "confluent.transactional_consume_produce": transactional.transactional_rate(kafka, sizes)
             },
         ),
+        *_router_steps(kafka, sizes, details, warm="transactional" in groups),
         ("aiokafka", "aiokafka.produce", lambda: {"aiokafka.produce": aio.produce_rate(kafka, sizes)}),
         ("aiokafka", "aiokafka.consume", lambda: {"aiokafka.consume": aio.consume_rate(kafka, sizes)}),
         (
@@ -102,7 +145,7 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any]) -> list[Ste
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about one minute instead of about four")
+    parser.add_argument("--quick", action="store_true", help="about two minutes instead of about five")
     parser.add_argument("--out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--only", action="append", choices=GROUPS, help="measure only these groups")
     parser.add_argument("--events", type=int, help="events per raw produce and loop measurement")
@@ -116,6 +159,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, help="partitions of every throughput topic")
     parser.add_argument("--deadline", type=float, help="seconds any one raw measurement may take")
     parser.add_argument("--txn-warm-up", type=float, help="seconds of transactions before measuring them")
+    parser.add_argument(
+        "--router-events", type=int, help="events of the router's raw-loop limit (and most per run)"
+    )
+    parser.add_argument(
+        "--router-seconds", type=float, help="seconds of routing each router run is sized for"
+    )
     return parser.parse_args(argv)
 
 
@@ -135,6 +184,8 @@ def _sizes(args: argparse.Namespace) -> Sizes:
             "partitions",
             "deadline",
             "txn_warm_up",
+            "router_events",
+            "router_seconds",
         )
         if getattr(args, name) is not None
     }
@@ -147,6 +198,7 @@ def _versions() -> dict[str, str]:
         "confluent_kafka": version("confluent-kafka"),
         "librdkafka": confluent_kafka.libversion()[0],
         "aiokafka": version("aiokafka"),
+        "faust_streaming": faust_router.installed_version() or "not installed",
         "httpx": version("httpx"),
         "uvicorn": version("uvicorn"),
     }
@@ -179,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 "started_by_bench": kafka.started,
                 "kafka_version": KAFKA_VERSION if kafka.started else "external",
             }
-            for group, name, measure in _steps(kafka, sizes, details):
+            for group, name, measure in _steps(kafka, sizes, details, groups):
                 if group not in groups:
                     continue
                 step_clock = time.monotonic()

@@ -2,8 +2,10 @@
 
 Limits are figures of the same run: the raw confluent-kafka figures are their own limits
 (ratio 1), aiokafka's are compared with confluent-kafka's, the transactional loop with the
-plain loop, and the thin path with the plain loop (throughput) and raw latency. For latencies
-a ratio above 1 means slower than the limit; for rates a ratio below 1 means fewer events.
+plain loop, and the thin path with the plain loop (throughput) and raw latency. The router's
+and Faust's figures are compared with the plain loop copying the router's own input records
+(`router.raw`, `router.raw_us`). For latencies and times per event a ratio above 1 means slower
+than the limit; for rates a ratio below 1 means fewer events.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from bench.samples import Latency, Throughput
 
 __all__ = ["SPECS", "FigureSpec", "document", "figures", "render"]
 
-Statistic = Literal["rate", "p50", "p99"]
+Statistic = Literal["rate", "p50", "p99", "us_per_event"]
 Measurement = Throughput | Latency
 
-_UNITS: dict[Statistic, str] = {"rate": "events/s", "p50": "ms", "p99": "ms"}
+_UNITS: dict[Statistic, str] = {"rate": "events/s", "p50": "ms", "p99": "ms", "us_per_event": "µs/event"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,46 @@ _HTTP = "HTTP POST (one structured event per request) to result read from the re
 _NULL = "the gateway's server answering 202 without Kafka (bench.null_gateway), one event per POST"
 _GATEWAY = "POST /events, one structured event per request, 202 once Kafka acknowledged (bench.http_load)"
 _GATEWAY_BATCH = "POST /events with sizes.thin_batch events per request, one transaction per group of batches"
+_ROUTER_RAW = "the plain loop copying the router's input (~500-byte binary-mode CloudEvents) to one topic"
+_ROUTER_TX = "bus.router.Router in the TransactionalLoop bus.router.serve runs, {n} rules, fan-out ~1.6"
+_ROUTER_PLAIN = "bus.router.Router in the plain loop (idempotent producer, async commits), {n} rules"
+_FAUST = (
+    "faust-streaming agent (at_least_once) sending the Router's outputs per event, {n} rules;"
+    " stops after 2 x sizes.router_seconds (complete: false when Faust could not route them all)"
+)
+
+
+def _router_specs() -> tuple[FigureSpec, ...]:
+    specs = [
+        FigureSpec("router.raw", "router.raw", "rate", "router.raw", _ROUTER_RAW),
+        FigureSpec("router.raw_us", "router.raw", "us_per_event", "router.raw_us", _ROUTER_RAW),
+    ]
+    for mode, note in (("tx", _ROUTER_TX), ("plain", _ROUTER_PLAIN)):
+        specs.extend(
+            FigureSpec(f"router.{mode}.r{n}", f"router.{mode}.r{n}", "rate", "router.raw", note.format(n=n))
+            for n in (10, 100, 1000)
+        )
+    specs += [
+        FigureSpec(
+            "router.match_us.r1000",
+            "router.transform.r1000",
+            "us_per_event",
+            "router.raw_us",
+            "the Router transform without Kafka (decode, match, outputs), batches of 50, 1000 rules",
+        ),
+        FigureSpec(
+            "router.rules_us.r1000",
+            "router.rules.r1000",
+            "us_per_event",
+            "router.raw_us",
+            "bus.routing.matching_rules alone on decoded events, 1000 rules",
+        ),
+    ]
+    specs.extend(
+        FigureSpec(f"faust.r{n}", f"faust.r{n}", "rate", "router.raw", _FAUST.format(n=n)) for n in (10, 1000)
+    )
+    return tuple(specs)
+
 
 SPECS: tuple[FigureSpec, ...] = (
     FigureSpec(
@@ -123,6 +165,7 @@ SPECS: tuple[FigureSpec, ...] = (
         "confluent.consume_produce",
         "as thinpath.http_to_result with a batch of events per request (see sizes.thin_batch)",
     ),
+    *_router_specs(),
 )
 
 
@@ -130,6 +173,9 @@ def _value(spec: FigureSpec, measurement: Measurement) -> float:
     if spec.statistic == "rate":
         assert isinstance(measurement, Throughput), spec.name
         return measurement.rate
+    if spec.statistic == "us_per_event":
+        assert isinstance(measurement, Throughput), spec.name
+        return measurement.seconds / measurement.events * 1e6 if measurement.events else 0.0
     assert isinstance(measurement, Latency), spec.name
     return measurement.percentile(50 if spec.statistic == "p50" else 99)
 

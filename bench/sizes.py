@@ -40,6 +40,15 @@ class Sizes:
     path runs several times slower for its first minute (JIT), which is not what a router sees."""
     thin_deadline: float
     """Seconds after which a thin-path run stops sending and stops waiting for results."""
+    router_events: int
+    """Input events of the router's raw-loop limit, and the most of any other router measurement."""
+    router_seconds: float
+    """Seconds of routing each router measurement is sized for, from the transform's measured speed."""
+    router_match_seconds: float
+    """Seconds each Kafka-less timing of the Router transform or of rule matching may take."""
+    router_txn_warm_up: float
+    """Seconds of transactions before the router's when the transactional group did not run first
+    (0: none, as in `--quick`, whose transactional figures are then a cold broker's)."""
 
 
 FULL = Sizes(
@@ -53,6 +62,10 @@ FULL = Sizes(
     deadline=30.0,
     txn_warm_up=60.0,
     thin_deadline=40.0,
+    router_events=200_000,
+    router_seconds=6.0,
+    router_match_seconds=3.0,
+    router_txn_warm_up=20.0,
 )
 """The default run: about three minutes on two cores."""
 
@@ -67,5 +80,9 @@ QUICK = Sizes(
     deadline=10.0,
     txn_warm_up=5.0,
     thin_deadline=15.0,
+    router_events=20_000,
+    router_seconds=1.5,
+    router_match_seconds=0.5,
+    router_txn_warm_up=0.0,
 )
 """`--quick`: about one minute, for a smoke check rather than figures to quote."""

@@ -8,10 +8,10 @@ first such rule, in rule order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from bus.events import CloudEvent, to_json_dict
+from bus.events import from_json_dict
 from bus.kafka_binding import Record, to_record, with_extensions
 from bus.routing import Rule
 
@@ -35,18 +35,29 @@ def needs_data(rules: Sequence[Rule]) -> bool:
     return any("data" in rule.pattern.top_fields or rule.transforms for rule in rules)
 
 
-def routed_record(record: Record, event: CloudEvent, target: str, by: Sequence[Rule]) -> Record:
-    """The record `target` receives; `event` is the decoded record (with data when `needs_data`)."""
+def routed_record(
+    record: Record, event: Mapping[str, Any], target: str, by: Sequence[Rule], *, binary: bool = False
+) -> Record:
+    """The record `target` receives; `event` is the record's event in the JSON format, as matched
+    (with `data` when `needs_data`); `binary`: the record is known to be in binary mode."""
     names = ",".join(rule.name for rule in by)
     for rule in by:
         transform = rule.transforms.get(target)
         if transform is not None:
-            shaped = replace(
-                event,
-                data=transform.apply(to_json_dict(event), rule.name),
+            shaped = {key: value for key, value in event.items() if key not in _RESHAPED}
+            shaped.update(
+                data=transform.apply(event, rule.name),
                 datacontenttype="application/json",
-                dataschema=None,
+                **{MATCHED_RULES: names},
             )
-            rendered = to_record(shaped.with_extensions(**{MATCHED_RULES: names}))
+            rendered = to_record(from_json_dict(shaped))
             return Record(record.key, rendered.value, rendered.headers)
+    if binary and MATCHED_RULES not in event:
+        # The common case, kept cheap: one header appended, the rest shared with the input record.
+        return Record(record.key, record.value, (*record.headers, (_MATCHED_HEADER, names.encode())))
     return with_extensions(record, {MATCHED_RULES: names})
+
+
+_MATCHED_HEADER = "ce_" + MATCHED_RULES
+_RESHAPED = frozenset({"data", "data_base64", "datacontenttype", "dataschema"})
+"""Members a transformer replaces: the data and what describes it."""

@@ -31,6 +31,7 @@ __all__ = [
     "STRUCTURED_CONTENT_TYPE",
     "Headers",
     "Record",
+    "attributes_of",
     "from_record",
     "header",
     "record_size",
@@ -137,6 +138,45 @@ def from_record(
     return CloudEvent.create(**attributes, extensions=extensions, data=data)
 
 
+_MEMBERS: dict[str, str] = {}
+"""`ce_<name>` header -> `<name>`, as met (at most 10,000 names are remembered)."""
+
+
+def attributes_of(headers: Headers | None) -> dict[str, Any] | None:
+    """A binary-mode record's attributes and extensions as JSON-format members, without its data.
+
+    The routing fast path: it checks what routing relies on (UTF-8 headers, specversion 1.0, a
+    non-empty id, source and type, no extension named like a data member), not the format of every
+    attribute, which the gateway checked on the way in and workers check again. None for a
+    structured-mode record (decode it with `from_record`).
+    """
+    doc: dict[str, Any] = {}
+    for name, raw in headers or ():
+        member = _MEMBERS.get(name)
+        if member is None and name.startswith(_PREFIX):
+            member = name[len(_PREFIX) :]
+            if len(_MEMBERS) < 10_000:
+                _MEMBERS[name] = member
+        if member is not None:
+            try:
+                doc[member] = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidEvent(name, "header is not valid UTF-8") from exc
+        elif name == "content-type":
+            content_type = _text(name, raw)
+            if content_type.lower().startswith(STRUCTURED_CONTENT_TYPE):
+                return None
+            doc["datacontenttype"] = content_type
+    if doc.get("specversion") != "1.0":
+        raise InvalidEvent("ce_specversion", "header missing or not 1.0: record is not a CloudEvent 1.0")
+    for required in ("id", "source", "type"):
+        if not doc.get(required):
+            raise InvalidEvent(_PREFIX + required, "required header is missing")
+    if "data" in doc or "data_base64" in doc:
+        raise InvalidEvent("ce_data", "'data' and 'data_base64' are not extension names")
+    return doc
+
+
 def with_extensions(record: Record, extensions: Mapping[str, str]) -> Record:
     """The record with string extensions set (replacing any of the same name), all else unchanged.
 
@@ -145,10 +185,15 @@ def with_extensions(record: Record, extensions: Mapping[str, str]) -> Record:
     Raises InvalidEvent for a structured value that is not a JSON object.
     """
     names = {_PREFIX + name for name in extensions}
-    headers = tuple((key, value) for key, value in record.headers if key not in names)
-    headers += tuple((_PREFIX + name, text.encode("utf-8")) for name, text in extensions.items())
+    content_type: bytes | None = None
+    kept: list[tuple[str, bytes]] = []
+    for key, raw in record.headers:
+        if key == "content-type":
+            content_type = raw
+        if key not in names:
+            kept.append((key, raw))
+    headers = (*kept, *((_PREFIX + name, text.encode("utf-8")) for name, text in extensions.items()))
     value = record.value
-    content_type = header(record.headers, "content-type")
     if content_type is not None and _text("content-type", content_type).lower().startswith(
         STRUCTURED_CONTENT_TYPE
     ):

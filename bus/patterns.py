@@ -33,11 +33,12 @@ def _scalars(value: Any) -> Iterator[Any]:
 
 def _objects(value: Any) -> list[Mapping[str, Any]]:
     """The objects at a field: the object itself, or those in an array at any depth."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is dict:
         return [value]
-    if isinstance(value, list):
+    if kind is list:
         return [found for item in value for found in _objects(item)]
-    return []
+    return [value] if isinstance(value, Mapping) else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +60,40 @@ class _Leaf:
     path: str
     matchers: tuple[Matcher, ...]
     shown: str
+    strings: frozenset[str] | None = None
+    """When every match value is a plain string: those strings (a set lookup decides)."""
 
     @property
     def absent_ok(self) -> bool:
         return any(matcher.absent_ok for matcher in self.matchers)
+
+    def accepts(self, value: Any) -> bool:
+        """`check(value) is None`, without building the reason (the routing hot path)."""
+        kind = type(value)
+        if kind is str or kind is int or kind is float or kind is bool or value is None:
+            return self._accepts_one(value)
+        if kind is list:
+            present = False
+            for item in _scalars(value):
+                present = True
+                if self._accepts_one(item):
+                    return True
+            return not present and self.absent_ok
+        if value is _MISSING or kind is dict or isinstance(value, Mapping):
+            return self.absent_ok
+        return self._accepts_one(value)
+
+    accepts_field = accepts
+    """The test `_Object` applies to a field's value (for a leaf: `accepts`)."""
+
+    def _accepts_one(self, item: Any) -> bool:
+        strings = self.strings
+        if strings is not None:
+            return type(item) is str and item in strings
+        for matcher in self.matchers:  # noqa: SIM110 - hot path: a loop allocates no generator
+            if matcher.accepts(item):
+                return True
+        return False
 
     def check(self, value: Any) -> _Miss | None:
         present = False
@@ -90,6 +121,26 @@ class _Object:
             if miss is not None:
                 return miss
         return None
+
+    def accepts(self, event: Mapping[str, Any]) -> bool:
+        """`check(event) is None`, without building the reason."""
+        for name, node in self.fields:
+            value = event.get(name, _MISSING)
+            if not node.accepts_field(value):
+                return False
+        return True
+
+    def accepts_at(self, value: Any) -> bool:
+        """`check_at(value) is None`, without building the reason."""
+        candidates = _objects(value)
+        if not candidates:
+            return self.accepts({})
+        if self.positive:
+            return any(self.accepts(candidate) for candidate in candidates)
+        return all(self.accepts(candidate) for candidate in candidates)
+
+    accepts_field = accepts_at
+    """The test a parent `_Object` applies to this object's field (`accepts_at`)."""
 
     def check_at(self, value: Any) -> _Miss | None:
         """Match the object (or, array-consistently, the objects of an array) at a field."""
@@ -121,7 +172,11 @@ class Pattern:
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """True when the event matches the pattern."""
-        return self._miss(event) is None
+        source = event if type(event) is dict or isinstance(event, Mapping) else {}
+        for alternative in self.alternatives:  # noqa: SIM110 - hot path: a loop allocates no generator
+            if alternative.accepts(source):
+                return True
+        return False
 
     @property
     def top_fields(self) -> frozenset[str]:
@@ -214,4 +269,5 @@ def _compile_leaf(values: list[Any], path: str) -> _Leaf:
             raise PatternError(f"{path}: match values must be strings, numbers, booleans or null")
         else:
             matchers.append(exact(value))
-    return _Leaf(path, tuple(matchers), show(values))
+    strings = frozenset(values) if all(type(value) is str for value in values) else None
+    return _Leaf(path, tuple(matchers), show(values), strings)

@@ -42,7 +42,7 @@ from bus import manifest, naming
 from bus.avro_schema import load_book
 from bus.avro_store import TypedReader
 from bus.errors import ConfigError, InvalidEvent, PublishError
-from bus.events import CloudEvent, to_json_dict
+from bus.events import to_json_dict
 from bus.fanout import needs_data, routed_record
 from bus.kafka.admin import ensure_topics
 from bus.kafka.control_store import read_applied
@@ -256,8 +256,8 @@ def plan(
     )
 
 
-def selecting_rules(record: Record, plan: Plan, reader: TypedReader) -> tuple[CloudEvent, list[Rule]]:
-    """The record's event and the plan's rules it matches (none: not for this function).
+def selecting_rules(record: Record, plan: Plan, reader: TypedReader) -> tuple[dict[str, Any], list[Rule]]:
+    """The record's event (JSON format) and the plan's rules it matches (none: not for this function).
 
     Decodes as the router does: typed events are read for matching only. Raises InvalidEvent
     when the record is not a CloudEvent the rules can be applied to.
@@ -265,7 +265,8 @@ def selecting_rules(record: Record, plan: Plan, reader: TypedReader) -> tuple[Cl
     event = from_record(record.key, record.value, record.headers, with_data=plan.with_data)
     if plan.with_data:
         event = reader.read(event)
-    return event, matching_rules(to_json_dict(event), plan.rules)
+    doc = to_json_dict(event)
+    return doc, matching_rules(doc, plan.rules)
 
 
 def mark(record: Record, replay: str, origin: str) -> Record:

@@ -94,6 +94,18 @@ EXPECTED: dict[str, set[str]] = {
     "bus.avro_store": {"SchemaStore", "TypedReader"},
     "bus.kafka.schema_store": {"REGISTRY_URL_VARIABLE", "KafkaSchemaStore", "open_store"},
     "gateway.typed": {"EdgeSchemas", "register_book", "typed"},
+    "bus.rule_index": {"RuleIndex"},
+    "bus.routing": {"Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"},
+    "bus.fanout": {"MATCHED_RULES", "by_target", "needs_data", "routed_record"},
+    "bus.input_transform": {
+        "MAX_INPUT_BYTES",
+        "MAX_PATHS",
+        "MAX_TEMPLATE_BYTES",
+        "RESERVED_VARIABLES",
+        "InputTransform",
+        "compile_constant",
+        "compile_transformer",
+    },
 }
 
 MODULES_WITH_ALL = [
@@ -120,6 +132,12 @@ MODULES_WITH_ALL = [
     "bus.signatures",
     "bus.patterns",
     "bus.routing",
+    "bus.rule_index",
+    "bus.fanout",
+    "bus.input_transform",
+    "bus.control",
+    "bus.replay",
+    "bus.router",
     "workers",
     "workers.handlers",
     "workers.outcome",
