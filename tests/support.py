@@ -156,7 +156,25 @@ def running_platform(kafka: KafkaEnv, manifest_path: Path, home: Path) -> Iterat
         stack.shutdown()
 
 
-class GatewayProcess:
+class ChildProcess:
+    """A platform process started by a test, which it can `kill -9` or stop with SIGTERM."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """`kill -9` the process and reap it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM the process if it runs, and wait for it to finish."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+class GatewayProcess(ChildProcess):
     """A real gateway process (`python -m gateway`) on a free port that can be killed and started again."""
 
     def __init__(
@@ -200,20 +218,8 @@ class GatewayProcess:
         except httpx.HTTPError:
             return False
 
-    def kill(self) -> None:
-        """`kill -9` the process and reap it."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
 
-    def stop(self) -> None:
-        """SIGTERM the process if it runs, and wait for it to finish."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-
-class RouterProcess:
+class RouterProcess(ChildProcess):
     """A real router process (`python -m bus.router`) serving /metrics on a free port; killable."""
 
     def __init__(
@@ -256,15 +262,3 @@ class RouterProcess:
             if line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
         return None
-
-    def kill(self) -> None:
-        """`kill -9` the process and reap it."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        """SIGTERM the process if it runs, and wait for it to finish."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)

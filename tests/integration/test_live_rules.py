@@ -43,6 +43,16 @@ def publish(producer: Any, topic: str, events: list[CloudEvent]) -> None:
     assert producer.flush(30) == 0
 
 
+def applied(kafka: KafkaEnv, directory: Path, body: str) -> tuple[str, dict[str, str | None], Path]:
+    """A fresh prefix with `body` as its applied manifest: (prefix, env for `bus`, manifest path)."""
+    prefix = kafka.prefix()
+    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": None}
+    path = write_manifest(directory, prefix, body)
+    done = run_bus("apply", "-f", str(path), env=env)
+    assert done.returncode == 0, done.stderr
+    return prefix, env, path
+
+
 def event(n: int, kind: str) -> CloudEvent:
     return CloudEvent.create(
         id=f"e{n}", source="test", type=kind, extensions={"partitionkey": f"k{n % 7}"}, data={"n": n}
@@ -55,9 +65,9 @@ def test_an_applied_change_reaches_the_running_router_within_a_second_and_loses_
     prefix = kafka.prefix()
     env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": None}
     path = write_manifest(tmp_path, prefix, V1)
-    applied = run_bus("apply", "-f", str(path), env=env)
-    assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.startswith(f"applied version 1 to prefix '{prefix}': 1 rules (+r1)")
+    first = run_bus("apply", "-f", str(path), env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"applied version 1 to prefix '{prefix}': 1 rules (+r1)")
     again = run_bus("apply", "-f", str(path), env=env)
     assert again.stdout.startswith("unchanged: version 1"), again.stdout
 
@@ -121,10 +131,7 @@ def test_a_change_while_events_flow_routes_each_event_once_by_old_or_new_rules(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:
     """No event is lost or doubled across the switch, and per partition the switch happens once."""
-    prefix = kafka.prefix()
-    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": None}
-    path = write_manifest(tmp_path, prefix, V1)
-    assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+    prefix, env, path = applied(kafka, tmp_path, V1)
     router = RouterProcess(kafka, prefix, tmp_path)
     router.start()
     producer = build(Producer, producer_config(kafka.settings(prefix)))
@@ -160,10 +167,7 @@ def test_replay_routes_by_the_applied_rules_when_no_manifest_is_given(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:
     """`bus replay` without -f re-drives by the rules in force, marked like routed events."""
-    prefix = kafka.prefix()
-    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": None}
-    path = write_manifest(tmp_path, prefix, V1)
-    assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+    prefix, env, path = applied(kafka, tmp_path, V1)
     producer = build(Producer, producer_config(kafka.settings(prefix)))
     publish(producer, naming.ingress_topic(prefix), [event(n, "a") for n in range(5)] + [event(5, "c")])
     path.write_text(path.read_text().replace(V1, V3))

@@ -15,7 +15,6 @@ import orjson
 import pytest
 import yaml
 
-import bus.input_transform
 from bus.errors import ManifestError
 from bus.input_transform import (
     MAX_INPUT_BYTES,
@@ -584,20 +583,3 @@ def test_manifest_target_errors_name_the_path(targets: list[Any], path: str, fra
     error = manifest_error(*targets)
     assert error.path == path
     assert fragment in error.reason
-
-
-# --- public API --------------------------------------------------------------------------------------
-
-
-def test_public_api() -> None:
-    """bus.input_transform exports exactly its documented names."""
-    assert set(bus.input_transform.__all__) == {
-        "MAX_INPUT_BYTES",
-        "MAX_PATHS",
-        "MAX_TEMPLATE_BYTES",
-        "RESERVED_VARIABLES",
-        "InputTransform",
-        "compile_constant",
-        "compile_transformer",
-    }
-    assert all(hasattr(bus.input_transform, name) for name in bus.input_transform.__all__)
