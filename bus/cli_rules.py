@@ -11,7 +11,7 @@ import orjson
 
 from bus import manifest
 from bus.control import Applied
-from bus.errors import ConfigError
+from bus.errors import BusError, ConfigError
 from bus.kafka.control_store import apply_file, read_applied
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
@@ -49,11 +49,15 @@ def run_rules(args: argparse.Namespace, settings: KafkaSettings, out: TextIO | N
     """`bus rules list|test|explain` (printing to `out`, default stdout)."""
     out = out or sys.stdout
     if args.rules_command == "test":
-        return _test(args, out)
+        try:
+            return _test(args, out)
+        except BusError as exc:  # 1 means "no match": a bad argument exits 2, as grep does
+            print(f"bus rules: {exc}", file=sys.stderr)
+            return 2
     if args.rules_command == "list":
         applied, _ = read_applied(settings, settings.prefix)
         return _list(applied, settings.prefix, as_json=args.json, out=out)
-    event = _json_arg(args.event, "--event")
+    event = _event_arg(args.event)
     if args.file is not None:
         rules = manifest.read(args.file, prefix=settings.prefix).rules
     else:
@@ -76,7 +80,7 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
         pattern = compile_pattern(_json_arg(args.pattern, "--pattern"))
     except PatternError as exc:
         raise ConfigError(f"--pattern: {exc}") from None
-    event = _json_arg(args.event, "--event")
+    event = _event_arg(args.event)
     matched = pattern.matches(event)
     print("match" if matched else "no match", file=out)
     return 0 if matched else 1
@@ -112,6 +116,16 @@ def _list(applied: Applied | None, prefix: str, *, as_json: bool, out: TextIO) -
             file=out,
         )
     return 0
+
+
+def _event_arg(text: str) -> dict[str, Any]:
+    """`--event`: a JSON object (the CloudEvents JSON format)."""
+    event = _json_arg(text, "--event")
+    if not isinstance(event, dict):
+        raise ConfigError(
+            f"--event: must be a JSON object (an event in the CloudEvents JSON format), got {text!r}"
+        )
+    return event
 
 
 def _json_arg(text: str, option: str) -> Any:

@@ -101,7 +101,13 @@ def self_contained(document: Mapping[str, Any], base_dir: Path) -> dict[str, Any
             else:
                 inlined[event_type] = value
         result["schemas"] = inlined
-    loaded: dict[str, Any] = orjson.loads(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS))
+    try:
+        text = orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise ManifestError(
+            "manifest", f"holds a value JSON cannot carry ({exc}); quote it, or write it as a plain string"
+        ) from None
+    loaded: dict[str, Any] = orjson.loads(text)
     return loaded
 
 

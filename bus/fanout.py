@@ -32,7 +32,7 @@ def by_target(rules: Sequence[Rule]) -> dict[str, list[Rule]]:
 
 def needs_data(rules: Sequence[Rule]) -> bool:
     """True when routing by these rules needs the data: a pattern names it, or a transformer reads it."""
-    return any("data" in rule.pattern.top_fields or rule.transforms for rule in rules)
+    return any(rule.transforms or _DATA & rule.pattern.top_fields for rule in rules)
 
 
 def routed_record(
@@ -51,7 +51,9 @@ def routed_record(
                 **{MATCHED_RULES: names},
             )
             rendered = to_record(from_json_dict(shaped))
-            return Record(record.key, rendered.value, rendered.headers)
+            # Headers that are not part of the event (tracing, custom) travel on unchanged.
+            kept = tuple((k, v) for k, v in record.headers if not k.startswith("ce_") and k != "content-type")
+            return Record(record.key, rendered.value, rendered.headers + kept)
     if binary and MATCHED_RULES not in event:
         # The common case, kept cheap: one header appended, the rest shared with the input record.
         return Record(record.key, record.value, (*record.headers, (_MATCHED_HEADER, names.encode())))
@@ -59,5 +61,6 @@ def routed_record(
 
 
 _MATCHED_HEADER = "ce_" + MATCHED_RULES
+_DATA = frozenset({"data", "data_base64"})
 _RESHAPED = frozenset({"data", "data_base64", "datacontenttype", "dataschema"})
 """Members a transformer replaces: the data and what describes it."""

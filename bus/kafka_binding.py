@@ -85,7 +85,7 @@ def record_size(record: Record) -> int:
     return (
         len(record.key or b"")
         + len(record.value or b"")
-        + sum(len(name) + len(value) for name, value in record.headers)
+        + sum(len(name) + len(value or b"") for name, value in record.headers)
     )
 
 
@@ -151,6 +151,8 @@ def attributes_of(headers: Headers | None) -> dict[str, Any] | None:
     structured-mode record (decode it with `from_record`).
     """
     doc: dict[str, Any] = {}
+    content_type: str | None = None
+    undecodable: str | None = None
     for name, raw in headers or ():
         member = _MEMBERS.get(name)
         if member is None and name.startswith(_PREFIX):
@@ -159,14 +161,25 @@ def attributes_of(headers: Headers | None) -> dict[str, Any] | None:
                 _MEMBERS[name] = member
         if member is not None:
             try:
-                doc[member] = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InvalidEvent(name, "header is not valid UTF-8") from exc
+                doc[member] = (raw or b"").decode(
+                    "utf-8"
+                )  # a header without a value reads as "", as in from_record
+            except UnicodeDecodeError:
+                undecodable = undecodable or name
         elif name == "content-type":
             content_type = _text(name, raw)
             if content_type.lower().startswith(STRUCTURED_CONTENT_TYPE):
                 return None
-            doc["datacontenttype"] = content_type
+    if undecodable is not None:
+        raise InvalidEvent(undecodable, "header is not valid UTF-8")
+    if content_type is not None:  # as in from_record: the content-type header wins over ce_datacontenttype
+        doc["datacontenttype"] = content_type
+    _check_routable(doc)
+    return doc
+
+
+def _check_routable(doc: Mapping[str, Any]) -> None:
+    """What routing relies on: a CloudEvent 1.0 with id, source and type, and no data-named extension."""
     if doc.get("specversion") != "1.0":
         raise InvalidEvent("ce_specversion", "header missing or not 1.0: record is not a CloudEvent 1.0")
     for required in ("id", "source", "type"):
@@ -174,7 +187,6 @@ def attributes_of(headers: Headers | None) -> dict[str, Any] | None:
             raise InvalidEvent(_PREFIX + required, "required header is missing")
     if "data" in doc or "data_base64" in doc:
         raise InvalidEvent("ce_data", "'data' and 'data_base64' are not extension names")
-    return doc
 
 
 def with_extensions(record: Record, extensions: Mapping[str, str]) -> Record:

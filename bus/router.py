@@ -19,8 +19,9 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -31,7 +32,7 @@ from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
 from bus.control import Applied
 from bus.deadletter import dead_letter
-from bus.errors import BusError, ConfigError, InvalidEvent
+from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
 from bus.fanout import by_target, needs_data, routed_record
 from bus.kafka.admin import ensure_topics
@@ -39,7 +40,7 @@ from bus.kafka.config import admin_config, build
 from bus.kafka.control_store import ControlWatcher, read_applied
 from bus.kafka.schema_store import open_store
 from bus.kafka.txloop import InMessage, Output, TransactionalLoop
-from bus.kafka_binding import Record, attributes_of, from_record
+from bus.kafka_binding import Record, attributes_of, from_record, record_size
 from bus.logs import configure, log_event
 from bus.manifest import Manifest, read
 from bus.metrics import Registry
@@ -53,6 +54,9 @@ __all__ = ["MAX_BATCH", "Router", "RouterMetrics", "RoutingTable", "main", "serv
 
 logger = logging.getLogger("bus.router")
 
+DEFAULT_MAX_RECORD_BYTES = KafkaSettings().max_record_bytes
+"""Largest record the router produces unless told otherwise (bigger outputs go to the DLQ)."""
+
 MAX_BATCH = 2_000
 """Most ingress records routed in one transaction. Under load, bigger batches amortise the commit
 (measured, 10 rules: 8.3k ev/s at 500, 10.9k at 2,000, 12.8k at 5,000, plain loop 13-17k); when
@@ -65,6 +69,8 @@ class RoutingTable:
 
     version: int
     """Version of the applied manifest (0: read from a file, never applied)."""
+    digest: str
+    """Content digest of the applied manifest ("" for a file): a record with another one is a change."""
     rules: tuple[Rule, ...]
     index: RuleIndex
     """The rules indexed by anchor values: an event is checked against a few candidates only."""
@@ -108,25 +114,32 @@ class Router:
         version: int = 0,
         store: SchemaStore | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         metrics: RouterMetrics | None = None,
+        digest: str = "",
     ) -> None:
-        """`reader` decodes typed events for matching; None: one over the manifest's book and `store`."""
+        """`reader` decodes typed events for matching; None: one over the manifest's book and `store`.
+
+        `max_bytes` bounds decoded Avro; `max_record_bytes` the records produced (bigger: DLQ).
+        """
         self._prefix = manifest.prefix
         self._store = store
         self._max_bytes = max_bytes
+        self._max_record_bytes = max_record_bytes
+        self._pending: tuple[int, _Tally] | None = None
         self._metrics = metrics or RouterMetrics(Registry())
         self._dlq = naming.router_dlq_topic(manifest.prefix)
         self._missing: frozenset[str] = frozenset()
-        self._table = self._build(manifest, version, reader)
+        self._table = self._build(manifest, version, digest, reader)
 
     @property
     def table(self) -> RoutingTable:
         """The rules in force."""
         return self._table
 
-    def update(self, manifest: Manifest, version: int) -> None:
+    def update(self, manifest: Manifest, version: int, digest: str = "") -> None:
         """Route the next batches with `manifest` (raises BusError, keeping the old rules, if it cannot)."""
-        table = self._build(manifest, version, None)
+        table = self._build(manifest, version, digest, None)
         self._table = table
         log_event(logger, "rules_updated", version=version, rules=len(table.rules))
 
@@ -136,7 +149,9 @@ class Router:
             log_event(logger, "missing_topics", topics=sorted(missing))
         self._missing = missing
 
-    def _build(self, manifest: Manifest, version: int, reader: TypedReader | None) -> RoutingTable:
+    def _build(
+        self, manifest: Manifest, version: int, digest: str, reader: TypedReader | None
+    ) -> RoutingTable:
         if manifest.prefix != self._prefix:
             raise BusError(f"manifest prefix {manifest.prefix!r} is not this router's {self._prefix!r}")
         if reader is None:
@@ -155,78 +170,135 @@ class Router:
         topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
         self._metrics.version.set(version)
         self._metrics.rules.set(len(manifest.rules))
-        return RoutingTable(version, manifest.rules, index, data_rules, topics, reader)
+        return RoutingTable(version, digest, manifest.rules, index, data_rules, topics, reader)
 
     def __call__(self, batch: Sequence[InMessage]) -> list[Output]:
-        """Route every record of a batch; undecodable records go to the router DLQ with the reason."""
+        """Route every record of a batch; a record that cannot be routed goes to the DLQ with the reason.
+
+        Only infrastructure errors (Kafka, the schema registry) propagate: the loop then retries
+        the batch. Anything else wrong with one record must not block its partition.
+        """
         table = self._table
         outputs: list[Output] = []
-        matched: Counter[str] = Counter()
+        tally = _Tally()
         for message in batch:
             headers = message.headers() or []
             record = Record(message.key(), message.value(), tuple(headers))
             try:
-                routed = self._route(table, record, matched)
+                event, binary, rules = self._match(table, record)
             except InvalidEvent as exc:
                 reason = f"not a valid CloudEvent: {exc}"
-                outputs.append(self._dead_letter(message, record, "InvalidEvent", reason))
+                outputs.append(self._dead_letter(message, record, "InvalidEvent", reason, tally))
                 continue
-            for target, topic, out in routed:
+            except (KafkaError, RegistryError):
+                raise
+            except Exception as exc:  # one bad record must not stop the partition
+                reason = f"cannot be routed: {exc!r}"
+                outputs.append(self._dead_letter(message, record, type(exc).__name__, reason, tally))
+                continue
+            tally.matched.update(rule.name for rule in rules)
+            for target, by in by_target(rules).items():
+                topic = table.topics.get(target)
                 if topic is None or topic in self._missing:
-                    outputs.append(self._unknown_target(message, record, target, topic))
-                else:
-                    outputs.append(Output(topic, out))
-        self._count(batch, outputs, matched)
+                    why = (
+                        f"unknown target {target!r}"
+                        if topic is None
+                        else f"target topic {topic!r} does not exist"
+                    )
+                    reason = f"{why}; apply a manifest that declares it"
+                    outputs.append(self._dead_letter(message, record, "UnknownTarget", reason, tally))
+                    continue
+                outputs.append(
+                    self._output(message, record, topic, tally, routed=(event, binary, target, by))
+                )
+        self._pending = (len(batch), tally)
         return outputs
 
+    def committed(self) -> None:
+        """Count the last batch in the metrics: call once its transaction committed."""
+        if self._pending is None:
+            return
+        size, tally = self._pending
+        self._pending = None
+        self._metrics.events.inc(size)
+        for rule_name, count in tally.matched.items():
+            self._metrics.matches.inc(count, rule=rule_name)
+        for function, count in tally.routed.items():
+            self._metrics.routed.inc(count, function=function)
+        for error_type, count in tally.dead.items():
+            self._metrics.dead.inc(count, error_type=error_type)
+
     @staticmethod
-    def _route(
-        table: RoutingTable, record: Record, matched: Counter[str]
-    ) -> list[tuple[str, str | None, Record]]:
-        """(target, its topic or None, the record it gets) per target; InvalidEvent if undecodable.
+    def _match(table: RoutingTable, record: Record) -> tuple[dict[str, Any], bool, list[Rule]]:
+        """The event (JSON format), whether the record is in binary mode, and the rules it matches.
 
         The attributes come from the headers; the value is decoded only when a candidate rule
-        looks at the data (typed events are read for matching only).
+        looks at the data (typed events are read for matching only). InvalidEvent if undecodable.
         """
         event = attributes_of(record.headers)
         binary = event is not None
         if event is None:  # structured mode: the value holds the whole event
             event = to_json_dict(from_record(record.key, record.value, record.headers))
         positions = table.index.candidates(event, with_data=False)
-        if positions and not table.data_rules.isdisjoint(positions):
+        if binary and positions and not table.data_rules.isdisjoint(positions):
             content_type = event.get("datacontenttype")
-            if "data" not in event and "data_base64" not in event and is_json_content_type(content_type):
-                event["data"] = data_from_bytes(content_type, record.value)
+            if is_json_content_type(content_type):
+                data = data_from_bytes(content_type, record.value)
+                if data is not None:  # no data: the member stays absent, as to_json_dict leaves it
+                    event["data"] = data
             else:
-                decoded = table.reader.read(from_record(record.key, record.value, record.headers))
-                event = to_json_dict(decoded)
-        rules = table.index.select(event, positions)
-        matched.update(rule.name for rule in rules)
-        return [
-            (target, table.topics.get(target), routed_record(record, event, target, by, binary=binary))
-            for target, by in by_target(rules).items()
-        ]
+                event = to_json_dict(table.reader.read(from_record(record.key, record.value, record.headers)))
+        elif not binary and positions and not table.data_rules.isdisjoint(positions):
+            event = to_json_dict(table.reader.read(from_record(record.key, record.value, record.headers)))
+        return event, binary, table.index.select(event, positions)
 
-    def _unknown_target(self, message: InMessage, record: Record, target: str, topic: str | None) -> Output:
-        why = f"unknown target {target!r}" if topic is None else f"target topic {topic!r} does not exist"
-        return self._dead_letter(
-            message, record, "UnknownTarget", f"{why}; apply a manifest that declares it"
-        )
+    def _output(
+        self,
+        message: InMessage,
+        record: Record,
+        topic: str,
+        tally: _Tally,
+        *,
+        routed: tuple[dict[str, Any], bool, str, list[Rule]],
+    ) -> Output:
+        """The target's record, or a dead letter when its transformer fails or it is too big."""
+        event, binary, target, by = routed
+        try:
+            out = routed_record(record, event, target, by, binary=binary)
+        except InvalidEvent as exc:
+            reason = f"the input transformer for {target!r} made an invalid event: {exc}"
+            return self._dead_letter(message, record, "TransformFailed", reason, tally)
+        size = record_size(out)
+        if size > self._max_record_bytes:
+            reason = (
+                f"the record for {target!r} is {size} bytes, over the {self._max_record_bytes}-byte limit"
+            )
+            return self._dead_letter(message, record, "TooLarge", reason, tally)
+        tally.routed[target] += 1
+        return Output(topic, out)
 
-    def _count(self, batch: Sequence[InMessage], outputs: list[Output], matched: Counter[str]) -> None:
-        self._metrics.events.inc(len(batch))
-        for rule_name, count in matched.items():
-            self._metrics.matches.inc(count, rule=rule_name)
-        for topic, count in Counter(output.topic for output in outputs).items():
-            if topic == self._dlq:
-                continue
-            self._metrics.routed.inc(count, function=topic.removeprefix(f"{self._prefix}.fn."))
-
-    def _dead_letter(self, message: InMessage, record: Record, error_type: str, reason: str) -> Output:
+    def _dead_letter(
+        self, message: InMessage, record: Record, error_type: str, reason: str, tally: _Tally
+    ) -> Output:
         origin = f"{message.topic()}/{message.partition()}/{message.offset()}"
         log_event(logger, "routed_to_dlq", error_type=error_type, reason=reason, origin=origin)
-        self._metrics.dead.inc(error_type=error_type)
-        return Output(self._dlq, dead_letter(record, error_type=error_type, reason=reason, origin=origin))
+        tally.dead[error_type] += 1
+        dead = dead_letter(record, error_type=error_type, reason=reason, origin=origin)
+        if record_size(dead) > self._max_record_bytes:
+            # The original with the reason would be refused by Kafka: keep its key and headers only.
+            dropped = f"{reason} (value of {len(record.value or b'')} bytes dropped: over the record limit)"
+            bare = Record(record.key, None, record.headers)
+            dead = dead_letter(bare, error_type=error_type, reason=dropped, origin=origin)
+        return Output(self._dlq, dead)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one batch did, counted into the metrics once its transaction commits."""
+
+    matched: Counter[str] = field(default_factory=Counter)
+    routed: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
 
 
 def serve(
@@ -246,27 +318,24 @@ def serve(
     group = naming.router_group(prefix)
     ensure_topics(settings, ingress_topics(prefix))
     applied, after = read_applied(settings, prefix)
-    if applied is not None:
-        manifest, version = applied.manifest(prefix=prefix), applied.version
-    elif manifest is None:
-        raise ConfigError(
-            f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml` or pass -f"
-        )
-    else:
+    manifest, version, digest = _starting_rules(applied, manifest, prefix)
+    if version == 0:  # routing by the file: create its topics, as `bus apply` would have
         ensure_topics(settings, manifest_topics(manifest))
-        version = 0
     registry = Registry()
     router = Router(
         manifest,
         version=version,
+        digest=digest,
         store=store,
         max_bytes=settings.max_record_bytes,
+        max_record_bytes=settings.max_record_bytes,
         metrics=RouterMetrics(registry),
     )
 
     def on_change(new: Applied) -> None:
-        if new.version > router.table.version:
-            router.update(new.manifest(prefix=prefix), new.version)
+        # The log's order decides: the latest record is what a router starting now would read.
+        if new.digest != router.table.digest:
+            router.update(new.manifest(prefix=prefix), new.version, new.digest)
 
     with contextlib.ExitStack() as stack:
         if metrics_port is not None:
@@ -283,8 +352,33 @@ def serve(
             )
         )
         log_event(logger, "router_ready", group=group, version=version, rules=len(manifest.rules))
-        loop.run(router, stop)
+        loop.run(router, stop, on_commit=router.committed)
         log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
+
+
+def _starting_rules(applied: Applied | None, file: Manifest | None, prefix: str) -> tuple[Manifest, int, str]:
+    """(manifest, version, digest) to start with: the applied one, else the file's (version 0)."""
+    if applied is not None:
+        try:
+            return applied.manifest(prefix=prefix), applied.version, applied.digest
+        except BusError as exc:
+            log_event(
+                logger,
+                "control_record_refused",
+                version=applied.version,
+                reason=str(exc),
+                level=logging.ERROR,
+            )
+            if file is None:
+                raise ConfigError(
+                    f"applied manifest version {applied.version} of prefix {prefix!r} cannot be used "
+                    f"({exc}); apply a valid one with `bus apply` or pass -f"
+                ) from None
+    if file is None:
+        raise ConfigError(
+            f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml` or pass -f"
+        )
+    return file, 0, ""
 
 
 class TopicWatch:
@@ -318,7 +412,10 @@ class TopicWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # the watch must outlive any one failed check
+                log_event(logger, "topic_check_failed", reason=repr(exc), level=logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

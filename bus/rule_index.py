@@ -39,8 +39,8 @@ from bus.routing import Rule, TagSelector, event_tags
 
 __all__ = ["RuleIndex"]
 
-DATA = "data"
-"""The CloudEvents member that holds the payload: the one top-level field a router may not decode."""
+DATA = frozenset({"data", "data_base64"})
+"""The CloudEvents members that hold the payload: the top-level fields a router may not decode."""
 
 _ABSENT: Any = object()
 _TRUE = ("boolean", True)
@@ -102,7 +102,7 @@ class _Anchor:
         """Smaller is better: outside `data`, exact, long affixes, few keys, `type`, shallow."""
         affixes = [len(key) for kind, key in self.entries if kind in _AFFIXES]
         return (
-            self.path[0] == DATA,
+            self.path[0] in DATA,
             bool(affixes),
             -min(affixes, default=0),  # `prefix: "com."` is a weaker anchor than `prefix: "/acme/orders/"`
             len(self.entries),
@@ -235,13 +235,13 @@ class RuleIndex:
                 table = tables.setdefault(anchor.path, {})
                 for entry in anchor.entries:
                     table.setdefault(entry, {})[position] = None
-                if anchor.path[0] == DATA:
+                if anchor.path[0] in DATA:
                     data_anchored.append(position)
         self._always: Positions = tuple(always)
         self._always_without_data: Positions = tuple(sorted({*always, *data_anchored}))
         self._root = _build(tables)
         self._top = tuple(self._root.children.items())
-        self._data: tuple[bool, ...] = tuple(DATA in rule.pattern.top_fields for rule in self.rules)
+        self._data: tuple[bool, ...] = tuple(bool(DATA & rule.pattern.top_fields) for rule in self.rules)
         self._selectors: tuple[TagSelector | None, ...] = tuple(
             None if rule.tags == TagSelector() else rule.tags for rule in self.rules
         )
@@ -253,7 +253,7 @@ class RuleIndex:
         return self._always
 
     def needs_data(self, position: int) -> bool:
-        """True when the rule at `position` names `data`, so it cannot be decided on attributes alone."""
+        """True when the rule at `position` names `data` or `data_base64`: attributes cannot decide it."""
         return self._data[position]
 
     def candidates(self, event: Mapping[str, Any], *, with_data: bool = True) -> list[int]:
@@ -264,7 +264,7 @@ class RuleIndex:
         """
         hits = set(self._always if with_data else self._always_without_data)
         for name, node in self._top:
-            if not with_data and name == DATA:
+            if not with_data and name in DATA:
                 continue
             value = event.get(name, _ABSENT)
             if value is not _ABSENT:

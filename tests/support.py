@@ -225,13 +225,12 @@ class RouterProcess(ChildProcess):
     def __init__(
         self, kafka: KafkaEnv, prefix: str, home: Path, *, env: dict[str, str] | None = None
     ) -> None:
-        self.metrics_port = free_port()
+        self.metrics_port = 0
         self._env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "BUS_PREFIX": prefix,
             "BUS_HOME": str(home),
-            "BUS_METRICS_PORT": str(self.metrics_port),
             **(env or {}),
         }
         self.log = home / "router.log"
@@ -242,9 +241,11 @@ class RouterProcess(ChildProcess):
         """Start the process and wait until its log says it routes."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.starts += 1
+        self.metrics_port = free_port()  # picked anew: the last one may have been taken meanwhile
+        env = {**self._env, "BUS_METRICS_PORT": str(self.metrics_port)}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bus.router"], env=self._env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "bus.router"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
         wait_until(
             lambda: self.log.read_text().count('"router_ready"') >= self.starts,

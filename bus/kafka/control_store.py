@@ -33,7 +33,7 @@ def read_applied(
     """The latest applied manifest (None if never applied) and the offset after it."""
     latest: Applied | None = None
     after = OFFSET_BEGINNING
-    for message in read_to_end(settings, naming.control_topic(prefix), timeout=timeout):
+    for message in read_to_end(settings, naming.control_topic(prefix), timeout=timeout, missing_ok=True):
         after = message.offset() + 1
         if message.key() != CONTROL_KEY or message.value() is None:
             continue
@@ -125,6 +125,14 @@ class ControlWatcher:
             self._on_change(applied)
         except BusError as exc:
             log_event(logger, "control_record_refused", offset=message.offset(), reason=str(exc))
+        except Exception as exc:  # the watcher must outlive any one record: the rules in force stay
+            log_event(
+                logger,
+                "control_record_failed",
+                offset=message.offset(),
+                reason=repr(exc),
+                level=logging.ERROR,
+            )
 
 
 def apply_file(settings: KafkaSettings, path: Path, *, prefix: str | None) -> str:

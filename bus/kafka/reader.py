@@ -66,11 +66,14 @@ def read_topic(
         consumer.close()
 
 
-def read_to_end(settings: KafkaSettings, topic: str, *, timeout: float) -> list[Any]:
+def read_to_end(
+    settings: KafkaSettings, topic: str, *, timeout: float, missing_ok: bool = False
+) -> list[Any]:
     """Every committed record of `topic` up to its end as of now (a compacted state topic's state).
 
     With read_committed the end is the last stable offset: records of open transactions wait.
-    Raises KafkaUnavailable when the end is not reached within `timeout` seconds.
+    Raises KafkaUnavailable when the end is not reached within `timeout` seconds, and KafkaError
+    when the topic does not exist (unless `missing_ok`: then nothing was ever written).
     """
     group = naming.reader_group(uuid.uuid4().hex)
     consumer = build(Consumer, {**consumer_config(settings, group), "enable.partition.eof": True})
@@ -80,6 +83,8 @@ def read_to_end(settings: KafkaSettings, topic: str, *, timeout: float) -> list[
         except KafkaException as exc:
             raise KafkaUnavailable(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
         if found is None or found.error is not None:
+            if missing_ok:
+                return []
             raise KafkaError(f"topic {topic!r} does not exist")
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
         pending = set(found.partitions)

@@ -121,13 +121,19 @@ class TransactionalLoop:
         # records of these partitions already gathered into a batch are dropped by _owned().
         log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
 
-    def run(self, transform: Transform, stop: threading.Event) -> None:
-        """Process batches until `stop` is set; the batch in hand is finished first."""
+    def run(
+        self, transform: Transform, stop: threading.Event, *, on_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Process batches until `stop` is set; the batch in hand is finished first.
+
+        `on_commit` is called after each batch whose transaction committed (for example to count
+        it in metrics only then).
+        """
         consumer = self._require(self._consumer)
         while not stop.is_set():
             batch = [m for m in self._next_batch(consumer) if not _is_error(m)]
-            if batch:
-                self.process(_owned(consumer, batch), transform)
+            if batch and self.process(_owned(consumer, batch), transform) and on_commit is not None:
+                on_commit()
 
     def _next_batch(self, consumer: Consumer) -> list[Any]:
         """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
@@ -142,14 +148,15 @@ class TransactionalLoop:
                 messages += consumer.consume(self._max_batch - 1, 0)
         return messages
 
-    def process(self, batch: Sequence[Any], transform: Transform) -> None:
-        """Transform one batch and commit its outputs with its offsets, atomically.
+    def process(self, batch: Sequence[Any], transform: Transform) -> bool:
+        """Transform one batch and commit its outputs with its offsets, atomically; True if committed.
 
         If the transform raises, the batch's partitions are rewound before the error propagates,
-        so the same records are processed again by whoever owns them next.
+        so the same records are processed again by whoever owns them next. An aborted transaction
+        rewinds them too, and returns False.
         """
         if not batch:
-            return
+            return False
         producer = self._require(self._producer)
         consumer = self._require(self._consumer)
         try:
@@ -177,10 +184,11 @@ class TransactionalLoop:
             log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
             self._abort()
             _rewind(consumer, batch)
-            return
+            return False
         self.batches += 1
         self.records_in += len(batch)
         self.records_out += len(outputs)
+        return True
 
     def _abort(self) -> None:
         producer = self._require(self._producer)

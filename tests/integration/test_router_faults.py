@@ -23,6 +23,7 @@ from bus.kafka.config import admin_config, build, producer_config
 from bus.kafka_binding import header, to_record
 from bus.manifest import read
 from bus.routing import route
+from bus.settings import KafkaSettings
 from tests.support import KafkaEnv, RouterProcess, run_bus, wait_until, write_manifest
 
 MANIFEST = """
@@ -39,22 +40,27 @@ rules:
   - {name: shipped, pattern: {type: [order.shipped]}, tags: {none: [test]}, targets: [c]}
 """
 
-TOTAL = 2000
+AT_LEAST = 2000
+"""Events published at the least; the load goes on until the last kill is done."""
 KILLS = 3
 
 
-def events() -> list[CloudEvent]:
-    rng = random.Random(14)
-    return [
-        CloudEvent.create(
-            id=f"e{n}",
-            source=rng.choice(["shop/eu", "shop/us", "crm"]),
-            type=rng.choice(["order.placed", "order.shipped", "user.created", "other"]),
-            extensions={"partitionkey": f"k{n}", "tags": rng.choice(["prod", "prod,test", "eu"])},
-            data={"amount": rng.randint(0, 200), "n": n},
-        )
-        for n in range(TOTAL)
-    ]
+def event(n: int) -> CloudEvent:
+    rng = random.Random(n)
+    return CloudEvent.create(
+        id=f"e{n}",
+        source=rng.choice(["shop/eu", "shop/us", "crm"]),
+        type=rng.choice(["order.placed", "order.shipped", "user.created", "other"]),
+        extensions={"partitionkey": f"k{n}", "tags": rng.choice(["prod", "prod,test", "eu"])},
+        data={"amount": rng.randint(0, 200), "n": n},
+    )
+
+
+def delete_topic(settings: KafkaSettings, topic: str) -> None:
+    """Delete `topic` behind bus's back, as an operator might, and wait until it is gone."""
+    admin = build(AdminClient, admin_config(settings))
+    admin.delete_topics([topic])[topic].result(30)
+    wait_until(lambda: topic not in admin.list_topics(timeout=5).topics, timeout=30, what=f"{topic} deleted")
 
 
 def test_r14_fan_out_is_exact_through_router_kills_and_a_missing_target(
@@ -66,29 +72,24 @@ def test_r14_fan_out_is_exact_through_router_kills_and_a_missing_target(
     assert run_bus("apply", "-f", str(path), env=env).returncode == 0
     manifest = read(path)
     settings = kafka.settings(prefix)
-    gone = naming.function_topic(prefix, "gone")
-    admin = build(AdminClient, admin_config(settings))
-    admin.delete_topics([gone])[gone].result(30)
-    wait_until(lambda: gone not in admin.list_topics(timeout=5).topics, timeout=30, what=f"{gone} deleted")
-
-    sent = events()
-    expected: dict[str, Counter[str]] = {name: Counter() for name in manifest.functions}
-    for event in sent:
-        for target in route(to_json_dict(event), manifest.rules):
-            expected[target][event.id] += 1
+    delete_topic(settings, naming.function_topic(prefix, "gone"))
 
     router = RouterProcess(kafka, prefix, tmp_path, env={"BUS_SESSION_TIMEOUT": "6"})
     router.start()
     producer = build(Producer, producer_config(settings))
     ingress = naming.ingress_topic(prefix)
 
+    sent: list[CloudEvent] = []
+    killed = threading.Event()
+
     def load() -> None:
-        for start in range(0, TOTAL, 50):
-            for event in sent[start : start + 50]:
-                record = to_record(event)
+        while len(sent) < AT_LEAST or not killed.is_set():
+            for n in range(len(sent), len(sent) + 50):
+                sent.append(event(n))
+                record = to_record(sent[-1])
                 producer.produce(ingress, value=record.value, key=record.key, headers=list(record.headers))
             producer.flush(30)
-            time.sleep(0.02)  # pacing the load generator (about 2,500 events/s), not a wait for a condition
+            time.sleep(0.05)  # pacing the load generator (about 1,000 events/s), not a wait for a condition
 
     loader = threading.Thread(target=load)
     loader.start()
@@ -104,13 +105,20 @@ def test_r14_fan_out_is_exact_through_router_kills_and_a_missing_target(
             router.kill()
             kills.append(time.monotonic())
             router.start()
+        killed.set()
         loader.join()
+        expected: dict[str, Counter[str]] = {name: Counter() for name in manifest.functions}
+        for published in sent:
+            for target in route(to_json_dict(published), manifest.rules):
+                expected[target][published.id] += 1
+
         routed = {name: Counter[str]() for name in manifest.functions}
         for name in ("a", "b", "c"):
             want = sum(expected[name].values())
             records = kafka.read_exactly(naming.function_topic(prefix, name), want, timeout=120)
             routed[name].update(header(r.headers(), "ce_id").decode() for r in records)  # type: ignore[union-attr]
     finally:
+        killed.set()
         loader.join()
         router.stop()
     dead = kafka.read_exactly(naming.router_dlq_topic(prefix), sum(expected["gone"].values()), timeout=60)
@@ -118,7 +126,7 @@ def test_r14_fan_out_is_exact_through_router_kills_and_a_missing_target(
     reasons = {header(r.headers(), "bus_error_type") for r in dead}
 
     figures: dict[str, Any] = {
-        "events": TOTAL,
+        "events": len(sent),
         "router_kills": len(kills),
         "misroutes": sum(len(routed[n] - expected[n]) for n in ("a", "b", "c")),
         "missing": sum(len(expected[n] - routed[n]) for n in ("a", "b", "c")),

@@ -66,13 +66,14 @@ def test_rules_test_prints_no_match_and_exits_1(capsys: pytest.CaptureFixture[st
         ('{"type": "x"}', "{}", "--pattern: type: "),
         ("{not json", "{}", "--pattern: not valid JSON"),
         ("{}", "@/nonexistent/event.json", "--event: cannot read '/nonexistent/event.json'"),
+        ("{}", "[1]", "--event: must be a JSON object"),
     ],
 )
-def test_rules_test_names_the_bad_argument(
+def test_rules_test_names_the_bad_argument_and_exits_2(
     capsys: pytest.CaptureFixture[str], pattern: str, event: str, problem: str
 ) -> None:
     code, out, err = run(capsys, "rules", "test", "--pattern", pattern, "--event", event)
-    assert code == 1
+    assert code == 2, "1 means no match"
     assert out == ""
     assert err.startswith(f"bus rules: {problem}"), err
     assert err.count("\n") == 1
@@ -106,3 +107,13 @@ def test_rules_explain_names_the_first_field_that_failed(
     first = out.splitlines()[0]
     assert "no match: data.size:" in first
     assert "did not match 0" in first
+
+
+def test_rules_explain_refuses_an_event_that_is_not_an_object(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "bus.yaml").write_text(MANIFEST)
+    code, out, err = run(capsys, "rules", "explain", "-f", str(tmp_path / "bus.yaml"), "--event", '"s"')
+    assert (code, out) == (1, "")
+    assert err.startswith("bus rules: --event: must be a JSON object")
+    assert err.endswith("""got '"s"'\n""")

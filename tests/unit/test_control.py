@@ -116,3 +116,8 @@ def test_a_missing_schema_file_is_named(tmp_path: Path) -> None:
 def test_rule_names_can_be_listed_in_the_matchedrules_extension(name: str) -> None:
     with pytest.raises(ManifestError, match=r"rules\[0\]\.name.*1-64 characters"):
         decode(encode(apply(None, document(**{name: {"pattern": {}, "targets": ["a"]}})))).manifest()
+
+
+def test_a_yaml_value_json_cannot_carry_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="holds a value JSON cannot carry"):
+        self_contained({"prefix": "p", "sources": {"x": 10**30}}, tmp_path)

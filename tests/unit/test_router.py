@@ -7,14 +7,18 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bus import naming
-from bus.errors import BusError
-from bus.events import CloudEvent
+from bus.control import Applied
+from bus.errors import BusError, ConfigError
+from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import from_record, header, to_record
 from bus.manifest import Manifest, parse
 from bus.metrics import Registry
-from bus.router import Router, RouterMetrics
+from bus.router import Router, RouterMetrics, _starting_rules
+from bus.routing import route
 
 
 @dataclass
@@ -127,12 +131,17 @@ def test_a_missing_target_topic_sends_that_target_to_the_dlq_and_routes_the_othe
     assert b"'p.fn.b' does not exist" in (header(dead.headers, "bus_error_message") or b"")
 
 
-def test_an_update_applies_to_the_next_batch_and_is_counted() -> None:
+def test_an_update_applies_to_the_next_batch_and_is_counted_once_committed() -> None:
     registry = Registry()
     router = Router(manifest(RULES), metrics=RouterMetrics(registry))
     assert {o.topic for o in router([message(EVENT)])} == {"p.fn.a", "p.fn.b"}
+    router.committed()
+    router(
+        [message(EVENT)]
+    )  # its transaction aborts: the loop calls no `committed`, the batch is routed again
     router.update(manifest([{"name": "all", "pattern": {}, "targets": ["c"]}]), version=2)
     assert [o.topic for o in router([message(EVENT)])] == ["p.fn.c"]
+    router.committed()
     text = registry.render()
     assert "bus_router_manifest_version 2" in text
     assert 'bus_router_rule_matches_total{rule="eu"} 1' in text
@@ -147,3 +156,99 @@ def test_an_update_for_another_prefix_is_refused_and_the_rules_stay() -> None:
         router.update(other, version=5)
     assert router.table.version == 0
     assert len(router.table.rules) == 3
+
+
+EDGE_RULES = [
+    {"name": "no-data", "pattern": {"data": [{"exists": False}]}, "targets": ["a"]},
+    {"name": "null-data", "pattern": {"data": [None]}, "targets": ["b"]},
+    {"name": "bytes", "pattern": {"data_base64": [{"exists": True}]}, "targets": ["c"]},
+    {"name": "big-k", "pattern": {"data": {"k": [{"numeric": [">", 1]}]}}, "targets": ["a"]},
+    {"name": "t1", "pattern": {"type": ["t1"]}, "targets": ["b"]},
+    {"name": "k-not-1", "pattern": {"data": {"k": [{"anything-but": [1]}]}}, "targets": ["c"]},
+]
+
+DATA = st.one_of(
+    st.just(None),
+    st.fixed_dictionaries({"k": st.one_of(st.integers(-3, 3), st.text(max_size=3), st.none())}),
+    st.binary(min_size=1, max_size=8),
+    st.lists(st.integers(0, 3), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(["t1", "t2"]), data=DATA, structured=st.booleans())
+def test_the_router_sends_each_event_where_the_rules_say(kind: str, data: Any, structured: bool) -> None:
+    """Router (header fast path, lazy data) == route() over the fully decoded event, for edge data."""
+    content_type = "image/png" if isinstance(data, bytes) else None
+    event = CloudEvent.create(id="e", source="s", type=kind, datacontenttype=content_type, data=data)
+    rules = manifest(EDGE_RULES)
+    record = to_record(event, structured=structured)
+    decoded = from_record(record.key, record.value, record.headers)
+    expected = route(to_json_dict(decoded), rules.rules)
+    outputs = Router(rules)([Message(record.value, list(record.headers), record.key)])
+    assert [o.topic.removeprefix("p.fn.") for o in outputs] == expected
+
+
+def test_a_header_without_a_value_reads_as_empty_text_and_routes() -> None:
+    record = to_record(EVENT)
+    headers = [*record.headers, ("ce_note", None)]
+    (first, _) = Router(manifest(RULES))([Message(record.value, headers, record.key)])  # type: ignore[arg-type]
+    assert first.topic == "p.fn.a"
+
+
+def test_a_transformed_record_over_the_limit_goes_to_the_dlq_and_the_others_flow() -> None:
+    rules = [
+        {
+            "name": "copy",
+            "pattern": {},
+            "targets": [
+                "a",
+                {
+                    "function": "b",
+                    "input_transformer": {
+                        "input_paths": {"d": "$.data"},
+                        "input_template": '{"x": <d>, "y": <d>, "z": <d>}',
+                    },
+                },
+            ],
+        }
+    ]
+    big = CloudEvent.create(id="e", source="s", type="t", data={"blob": "x" * 400})
+    outputs = Router(manifest(rules), max_record_bytes=1_000)([message(big)])
+    assert [o.topic for o in outputs] == ["p.fn.a", naming.router_dlq_topic("p")]
+    assert header(outputs[1].record.headers, "bus_error_type") == b"TooLarge"
+
+
+def test_a_record_that_breaks_the_router_goes_to_the_dlq_and_the_batch_goes_on() -> None:
+    router = Router(manifest(RULES))
+    broken = Message(b"{}", [("ce_specversion", b"1.0")] * 3 + [("content-type", b"\xff")])
+    outputs = router([broken, message(EVENT)])
+    assert outputs[0].topic == naming.router_dlq_topic("p")
+    assert [o.topic for o in outputs[1:]] == ["p.fn.a", "p.fn.b"]
+
+
+def test_a_transformed_event_keeps_headers_that_are_not_part_of_the_event() -> None:
+    rules = [
+        {
+            "name": "shape",
+            "pattern": {},
+            "targets": [{"function": "a", "input": {"fixed": True}}],
+        }
+    ]
+    record = to_record(EVENT)
+    traced = Message(record.value, [*record.headers, ("traceparent", b"00-abc-def-01")], record.key)
+    (out,) = Router(manifest(rules))([traced])
+    assert header(out.record.headers, "traceparent") == b"00-abc-def-01"
+    assert from_record(out.record.key, out.record.value, out.record.headers).data == {"fixed": True}
+
+
+def test_a_router_starts_from_its_file_when_the_applied_manifest_cannot_be_used() -> None:
+    broken = Applied(
+        version=4, applied_at="t", digest="d", document={"rules": "not a list"}, base_dir=".", rules=()
+    )
+    fallback = manifest(RULES)
+    assert _starting_rules(broken, fallback, "p") == (fallback, 0, "")
+    with pytest.raises(ConfigError, match="applied manifest version 4 of prefix 'p' cannot be used"):
+        _starting_rules(broken, None, "p")
+    with pytest.raises(ConfigError, match=r"run `bus apply -f bus\.yaml` or pass -f"):
+        _starting_rules(None, None, "p")
