@@ -197,6 +197,7 @@ class Router:
                 outputs.append(self._dead_letter(message, record, type(exc).__name__, reason, tally))
                 continue
             tally.matched.update(rule.name for rule in rules)
+            size = record_size(record) if rules else 0
             for target, by in by_target(rules).items():
                 topic = table.topics.get(target)
                 if topic is None or topic in self._missing:
@@ -208,9 +209,8 @@ class Router:
                     reason = f"{why}; apply a manifest that declares it"
                     outputs.append(self._dead_letter(message, record, "UnknownTarget", reason, tally))
                     continue
-                outputs.append(
-                    self._output(message, record, topic, tally, routed=(event, binary, target, by))
-                )
+                routed = (event, binary, target, by)
+                outputs.append(self._output(message, record, topic, tally, routed=routed, size=size))
         self._pending = (len(batch), tally)
         return outputs
 
@@ -260,15 +260,22 @@ class Router:
         tally: _Tally,
         *,
         routed: tuple[dict[str, Any], bool, str, list[Rule]],
+        size: int,
     ) -> Output:
-        """The target's record, or a dead letter when its transformer fails or it is too big."""
+        """The target's record, or a dead letter when its transformer fails or it is too big.
+
+        `size` is the input record's: an output that only adds headers is measured from it.
+        """
         event, binary, target, by = routed
         try:
             out = routed_record(record, event, target, by, binary=binary)
         except InvalidEvent as exc:
             reason = f"the input transformer for {target!r} made an invalid event: {exc}"
             return self._dead_letter(message, record, "TransformFailed", reason, tally)
-        size = record_size(out)
+        if out.value is record.value and out.headers[: len(record.headers)] == record.headers:
+            size += sum(len(name) + len(value or b"") for name, value in out.headers[len(record.headers) :])
+        else:
+            size = record_size(out)
         if size > self._max_record_bytes:
             reason = (
                 f"the record for {target!r} is {size} bytes, over the {self._max_record_bytes}-byte limit"

@@ -14,7 +14,7 @@ from bus import naming
 from bus.control import Applied
 from bus.errors import BusError, ConfigError
 from bus.events import CloudEvent, to_json_dict
-from bus.kafka_binding import from_record, header, to_record
+from bus.kafka_binding import from_record, header, record_size, to_record
 from bus.manifest import Manifest, parse
 from bus.metrics import Registry
 from bus.router import Router, RouterMetrics, _starting_rules
@@ -252,3 +252,14 @@ def test_a_router_starts_from_its_file_when_the_applied_manifest_cannot_be_used(
         _starting_rules(broken, None, "p")
     with pytest.raises(ConfigError, match=r"run `bus apply -f bus\.yaml` or pass -f"):
         _starting_rules(None, None, "p")
+
+
+def test_an_input_at_the_limit_goes_to_the_dlq_once_matchedrules_would_push_it_over() -> None:
+    record = to_record(EVENT)
+    limit = record_size(record) + 5  # the matchedrules header adds more than 5 bytes
+    outputs = Router(manifest(RULES), max_record_bytes=limit)([message(EVENT)])
+    assert {o.topic for o in outputs} == {naming.router_dlq_topic("p")}
+    dead = outputs[0].record
+    assert header(dead.headers, "bus_error_type") == b"TooLarge"
+    assert dead.value is None, "the dead letter itself would be over the limit: its value is dropped"
+    assert b"bytes dropped" in (header(dead.headers, "bus_error_message") or b"")
