@@ -32,9 +32,10 @@ from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
 from bus.control import Applied
 from bus.deadletter import dead_letter
+from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
-from bus.fanout import by_target, needs_data, routed_record
+from bus.fanout import by_target, routed_record
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import admin_config, build
 from bus.kafka.control_store import ControlWatcher, read_applied
@@ -72,10 +73,8 @@ class RoutingTable:
     digest: str
     """Content digest of the applied manifest ("" for a file): a record with another one is a change."""
     rules: tuple[Rule, ...]
-    index: RuleIndex
-    """The rules indexed by anchor values: an event is checked against a few candidates only."""
-    data_rules: frozenset[int]
-    """Positions of the rules that name `data` or transform it: only their candidacy decodes the value."""
+    decisions: Decisions
+    """The rules indexed by anchor values and decided by attribute values, remembered."""
     topics: Mapping[str, str]
     """Function name -> its topic."""
     reader: TypedReader
@@ -161,16 +160,11 @@ class Router:
                 resolve=False,
                 max_bytes=self._max_bytes,
             )
-        index = RuleIndex(manifest.rules)
-        data_rules = frozenset(
-            position
-            for position, rule in enumerate(manifest.rules)
-            if index.needs_data(position) or needs_data([rule])
-        )
+        decisions = Decisions(RuleIndex(manifest.rules))
         topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
         self._metrics.version.set(version)
         self._metrics.rules.set(len(manifest.rules))
-        return RoutingTable(version, digest, manifest.rules, index, data_rules, topics, reader)
+        return RoutingTable(version, digest, manifest.rules, decisions, topics, reader)
 
     def __call__(self, batch: Sequence[InMessage]) -> list[Output]:
         """Route every record of a batch; a record that cannot be routed goes to the DLQ with the reason.
@@ -232,15 +226,16 @@ class Router:
     def _match(table: RoutingTable, record: Record) -> tuple[dict[str, Any], bool, list[Rule]]:
         """The event (JSON format), whether the record is in binary mode, and the rules it matches.
 
-        The attributes come from the headers; the value is decoded only when a candidate rule
-        looks at the data (typed events are read for matching only). InvalidEvent if undecodable.
+        The attributes come from the headers and decide most rules, remembered per attribute
+        values; the value is decoded only when a candidate rule looks at the data or a matched
+        one transforms it (typed events are read for matching only). InvalidEvent if undecodable.
         """
         event = attributes_of(record.headers)
         binary = event is not None
         if event is None:  # structured mode: the value holds the whole event
             event = to_json_dict(from_record(record.key, record.value, record.headers))
-        positions = table.index.candidates(event, with_data=False)
-        if binary and positions and not table.data_rules.isdisjoint(positions):
+        decision = table.decisions.decide(event)
+        if decision.needs_value and binary:
             content_type = event.get("datacontenttype")
             if is_json_content_type(content_type):
                 data = data_from_bytes(content_type, record.value)
@@ -248,9 +243,9 @@ class Router:
                     event["data"] = data
             else:
                 event = to_json_dict(table.reader.read(from_record(record.key, record.value, record.headers)))
-        elif not binary and positions and not table.data_rules.isdisjoint(positions):
+        elif decision.needs_value:
             event = to_json_dict(table.reader.read(from_record(record.key, record.value, record.headers)))
-        return event, binary, table.index.select(event, positions)
+        return event, binary, table.decisions.finish(event, decision)
 
     def _output(
         self,

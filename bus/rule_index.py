@@ -37,7 +37,7 @@ from bus.pattern_ops import Matcher, _Exact, _IgnoreCase, _Numeric, _Prefix, _Su
 from bus.patterns import _Leaf, _Object, _objects, _scalars
 from bus.routing import Rule, TagSelector, event_tags
 
-__all__ = ["RuleIndex"]
+__all__ = ["DATA", "RuleIndex"]
 
 DATA = frozenset({"data", "data_base64"})
 """The CloudEvents members that hold the payload: the top-level fields a router may not decode."""

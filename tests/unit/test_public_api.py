@@ -94,7 +94,8 @@ EXPECTED: dict[str, set[str]] = {
     "bus.avro_store": {"SchemaStore", "TypedReader"},
     "bus.kafka.schema_store": {"REGISTRY_URL_VARIABLE", "KafkaSchemaStore", "open_store"},
     "gateway.typed": {"EdgeSchemas", "register_book", "typed"},
-    "bus.rule_index": {"RuleIndex"},
+    "bus.rule_index": {"DATA", "RuleIndex"},
+    "bus.decisions": {"MAX_KEYS", "Decision", "Decisions", "matching"},
     "bus.routing": {"Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"},
     "bus.fanout": {"MATCHED_RULES", "by_target", "needs_data", "routed_record"},
     "bus.input_transform": {

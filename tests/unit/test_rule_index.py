@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bus.rule_index
 from bus.patterns import compile
 from bus.routing import Rule, TagSelector, matching_rules
 from bus.rule_index import RuleIndex
@@ -30,11 +29,6 @@ def names(index: RuleIndex, event: dict[str, Any]) -> list[str]:
 def candidate_names(index: RuleIndex, event: dict[str, Any], *, with_data: bool = True) -> list[str]:
     """Names of the candidate rules for the event."""
     return [index.rules[position].name for position in index.candidates(event, with_data=with_data)]
-
-
-def test_public_api() -> None:
-    """bus.rule_index exports RuleIndex only."""
-    assert bus.rule_index.__all__ == ["RuleIndex"]
 
 
 def test_exact_type_anchor_keeps_other_types_out_of_the_candidates() -> None:

@@ -1,0 +1,55 @@
+"""Decisions remembered per attribute values give exactly `matching_rules`' answer, every time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+
+from bus.decisions import MAX_KEYS, Decisions, matching
+from bus.patterns import compile as compile_pattern
+from bus.routing import Rule, TagSelector, matching_rules
+from bus.rule_index import RuleIndex
+from tests.unit.test_rule_index import VALUES, cases
+
+
+def rule(name: str, pattern: dict[str, Any]) -> Rule:
+    return Rule(name=name, pattern=compile_pattern(pattern), targets=("f",), tags=TagSelector())
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(case=cases(), other_data=VALUES)
+def test_remembered_decisions_agree_with_matching_rules(
+    case: tuple[list[Rule], dict[str, Any]], other_data: Any
+) -> None:
+    """The first event decides afresh, the next with the same attributes reuses it; both are exact."""
+    rules, event = case
+    decisions = Decisions(RuleIndex(rules))
+    assert list(matching(decisions, event)) == matching_rules(event, rules)
+    again = {**event, "data": other_data}
+    assert list(matching(decisions, again)) == matching_rules(again, rules)
+    assert list(matching(decisions, event)) == matching_rules(event, rules)
+
+
+def test_the_attribute_part_is_decided_once_per_key() -> None:
+    decisions = Decisions(RuleIndex([rule("t", {"type": ["a"]}), rule("d", {"data": {"n": [1]}})]))
+    first = decisions.decide({"type": "a", "id": "1"})
+    assert decisions.decide({"type": "a", "id": "2"}) is first
+    assert (first.matched, first.pending, first.needs_value) == ((0,), (1,), True)
+    assert [r.name for r in decisions.finish({"type": "a", "data": {"n": 1}}, first)] == ["t", "d"]
+    assert [r.name for r in decisions.finish({"type": "a", "data": {"n": 2}}, first)] == ["t"]
+
+
+def test_rules_on_unique_attributes_are_never_remembered() -> None:
+    decisions = Decisions(RuleIndex([rule("one", {"id": ["1"]})]))
+    assert decisions.decide({"id": "1"}) is not decisions.decide({"id": "1"})
+    assert [r.name for r in matching(decisions, {"id": "1"})] == ["one"]
+
+
+def test_an_unhashable_attribute_is_decided_afresh_and_the_memo_is_bounded() -> None:
+    decisions = Decisions(RuleIndex([rule("x", {"x": [1]})]))
+    assert [r.name for r in matching(decisions, {"x": [1, 2]})] == ["x"]
+    for n in range(MAX_KEYS + 5):
+        decisions.decide({"x": n})
+    assert len(decisions._memo) == MAX_KEYS
+    assert [r.name for r in matching(decisions, {"x": 1})] == ["x"]
