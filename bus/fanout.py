@@ -14,6 +14,7 @@ from typing import Any
 from bus.events import from_json_dict
 from bus.kafka_binding import Record, to_record, with_extensions
 from bus.routing import Rule
+from bus.rule_index import DATA
 
 __all__ = ["MATCHED_RULES", "by_target", "needs_data", "routed_record"]
 
@@ -32,7 +33,7 @@ def by_target(rules: Sequence[Rule]) -> dict[str, list[Rule]]:
 
 def needs_data(rules: Sequence[Rule]) -> bool:
     """True when routing by these rules needs the data: a pattern names it, or a transformer reads it."""
-    return any(rule.transforms or _DATA & rule.pattern.top_fields for rule in rules)
+    return any(rule.transforms or DATA & rule.pattern.top_fields for rule in rules)
 
 
 def routed_record(
@@ -61,6 +62,5 @@ def routed_record(
 
 
 _MATCHED_HEADER = "ce_" + MATCHED_RULES
-_DATA = frozenset({"data", "data_base64"})
 _RESHAPED = frozenset({"data", "data_base64", "datacontenttype", "dataschema"})
 """Members a transformer replaces: the data and what describes it."""

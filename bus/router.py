@@ -72,12 +72,16 @@ class RoutingTable:
     """Version of the applied manifest (0: read from a file, never applied)."""
     digest: str
     """Content digest of the applied manifest ("" for a file): a record with another one is a change."""
-    rules: tuple[Rule, ...]
     decisions: Decisions
     """The rules indexed by anchor values and decided by attribute values, remembered."""
     topics: Mapping[str, str]
     """Function name -> its topic."""
     reader: TypedReader
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The rules in force, in order."""
+        return self.decisions.rules
 
 
 class RouterMetrics:
@@ -164,7 +168,7 @@ class Router:
         topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
         self._metrics.version.set(version)
         self._metrics.rules.set(len(manifest.rules))
-        return RoutingTable(version, digest, manifest.rules, decisions, topics, reader)
+        return RoutingTable(version, digest, decisions, topics, reader)
 
     def __call__(self, batch: Sequence[InMessage]) -> list[Output]:
         """Route every record of a batch; a record that cannot be routed goes to the DLQ with the reason.
@@ -235,16 +239,14 @@ class Router:
         if event is None:  # structured mode: the value holds the whole event
             event = to_json_dict(from_record(record.key, record.value, record.headers))
         decision = table.decisions.decide(event)
-        if decision.needs_value and binary:
+        if decision.needs_value:
             content_type = event.get("datacontenttype")
-            if is_json_content_type(content_type):
+            if binary and is_json_content_type(content_type):
                 data = data_from_bytes(content_type, record.value)
                 if data is not None:  # no data: the member stays absent, as to_json_dict leaves it
                     event["data"] = data
-            else:
+            else:  # typed (Avro) or structured: decode the whole record, reading typed data
                 event = to_json_dict(table.reader.read(from_record(record.key, record.value, record.headers)))
-        elif decision.needs_value:
-            event = to_json_dict(table.reader.read(from_record(record.key, record.value, record.headers)))
         return event, binary, table.decisions.finish(event, decision)
 
     def _output(
