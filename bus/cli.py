@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from bus import cli_rules, localkafka, manifest, naming, replay
+from bus import cli_dlq, cli_rules, localkafka, manifest, naming, replay
 from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
 from bus.errors import BusError, InvalidEvent
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     redo.add_argument("-f", "--file", type=Path, help="route by this manifest (default: the applied one)")
 
     cli_rules.add_commands(sub)
+    cli_dlq.add_commands(sub)
     _prefix_anywhere(parser)
     return parser
 
@@ -244,6 +245,7 @@ _WITH_ENVIRON: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = 
     "kafka": _kafka,
     "up": _up,
     "replay": _replay,
+    "dlq": cli_dlq.run,
 }
 """Commands that read the environment themselves (local broker, manifest prefix), by name."""
 

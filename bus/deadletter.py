@@ -13,8 +13,18 @@ MAX_REASON_BYTES = 4096
 """Longest `bus_error_message` header kept."""
 
 
-def dead_letter(original: Record, *, error_type: str, reason: str, origin: str) -> Record:
-    """`original` with `bus_error_type`, `bus_error_message` and `bus_origin` (topic/partition/offset)."""
+def dead_letter(
+    original: Record,
+    *,
+    error_type: str,
+    reason: str,
+    origin: str,
+    extra: tuple[tuple[str, bytes], ...] = (),
+) -> Record:
+    """`original` with `bus_error_type`, `bus_error_message` and `bus_origin` (topic/partition/offset).
+
+    `extra` adds further `bus_*` headers, e.g. a function's attempts and attempt times.
+    """
     return Record(
         original.key,
         original.value,
@@ -23,5 +33,6 @@ def dead_letter(original: Record, *, error_type: str, reason: str, origin: str) 
             ("bus_error_type", error_type.encode("utf-8", "replace")),
             ("bus_error_message", reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]),
             ("bus_origin", origin.encode("utf-8", "replace")),
+            *extra,
         ),
     )

@@ -44,6 +44,9 @@ _RULE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Mi|Gi)$")
+MIN_MEMORY_MIB = 64
+"""Below this a Python process cannot even import a handler."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +57,16 @@ class RetryPolicy:
     """Total attempts including the first (Lambda's async default: 1 + 2 retries)."""
     backoff: tuple[float, ...] = (1.0, 10.0, 60.0)
     """Delay in seconds before retry n (the last value repeats)."""
+
+    @property
+    def levels(self) -> int:
+        """Retry topics the policy needs: one per backoff step it uses (the last step repeats)."""
+        return min(len(self.backoff), self.attempts - 1)
+
+    def step(self, failed_attempt: int) -> tuple[int, float]:
+        """(retry topic level, delay in seconds) after attempt `failed_attempt` (1-based) failed."""
+        level = min(failed_attempt, len(self.backoff))
+        return level, self.backoff[level - 1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +110,8 @@ class Function:
     """Most in-flight invocations per replica."""
     timeout: float = 30.0
     """Seconds an invocation may run."""
+    memory: int = 512
+    """MiB of memory the function's handler process may use."""
     retry: RetryPolicy = RetryPolicy()
     destinations: Destinations
     scaling: Scaling = Scaling()
@@ -235,6 +250,20 @@ def parse_duration(value: Any, path: str) -> float:
     raise ManifestError(path, f"{value!r} is not a duration like 500ms, 30s, 1m or 2h")
 
 
+def parse_memory(value: Any, path: str) -> int:
+    """MiB from `512Mi`, `1Gi` (Kubernetes' units) or a plain number of MiB; at least 64."""
+    mib: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        mib = value
+    elif isinstance(value, str) and (match := _MEMORY.match(value.strip())):
+        mib = float(match.group(1)) * (1024 if match.group(2) == "Gi" else 1)
+    if mib is None or mib < MIN_MEMORY_MIB:
+        raise ManifestError(
+            path, f"{value!r} is not a memory size of at least {MIN_MEMORY_MIB}Mi, e.g. 512Mi or 1Gi"
+        )
+    return int(mib)
+
+
 def _function(prefix: str, name: str, spec: Any) -> Function:
     path = f"functions.{name}"
     body = _mapping(spec, path)
@@ -247,6 +276,7 @@ def _function(prefix: str, name: str, spec: Any) -> Function:
             "ordering",
             "concurrency",
             "timeout",
+            "memory",
             "retry",
             "destinations",
             "scaling",
@@ -265,6 +295,7 @@ def _function(prefix: str, name: str, spec: Any) -> Function:
         ordering=cast(Ordering, ordering),
         concurrency=_int(body.get("concurrency", 1), f"{path}.concurrency", low=1),
         timeout=parse_duration(body.get("timeout", "30s"), f"{path}.timeout"),
+        memory=parse_memory(body.get("memory", "512Mi"), f"{path}.memory"),
         retry=_retry(body.get("retry", {}), f"{path}.retry"),
         destinations=_destinations(prefix, name, body.get("destinations", {}), f"{path}.destinations"),
         scaling=_scaling(body.get("scaling", {}), f"{path}.scaling"),

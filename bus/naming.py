@@ -64,6 +64,11 @@ def dlq_topic(prefix: str, function: str) -> str:
     return f"{prefix}.fn.{function}.dlq"
 
 
+def retry_topic(prefix: str, function: str, level: int) -> str:
+    """Delayed-retry topic of a function's backoff step `level` (1-based): `<prefix>.fn.<name>.retry.<n>`."""
+    return f"{function_topic(prefix, function)}.retry.{level}"
+
+
 def router_group(prefix: str) -> str:
     """Consumer group shared by all router instances of a prefix."""
     return f"{prefix}.router"
@@ -112,3 +117,8 @@ def schema_topic(prefix: str) -> str:
 def control_topic(prefix: str) -> str:
     """Compacted topic of the applied manifest (`bus apply`); every router follows it."""
     return f"{prefix}.control"
+
+
+def dlq_redriven_topic(prefix: str, function: str) -> str:
+    """Compacted topic of the dead letters `bus dlq redrive` re-published, keyed by DLQ offset."""
+    return f"{prefix}.fn.{function}.dlq.redriven"

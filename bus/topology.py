@@ -39,9 +39,17 @@ def ingress_topics(prefix: str) -> list[TopicSpec]:
 
 
 def function_topics(prefix: str, function: Function) -> list[TopicSpec]:
-    """A function's input topic, its destinations and its DLQ."""
+    """A function's input topic, its retry topics, its destinations and its DLQ.
+
+    Retry topics have the input's partition count: a retried event goes back to its own
+    partition number, so the replica owning a partition owns its retries too (key order).
+    """
     specs = [
         TopicSpec(naming.function_topic(prefix, function.name), function.partitions),
+        *(
+            TopicSpec(naming.retry_topic(prefix, function.name, level), function.partitions)
+            for level in range(1, function.retry.levels + 1)
+        ),
         TopicSpec(naming.dlq_topic(prefix, function.name), 1),
     ]
     for topic in (function.destinations.on_success, function.destinations.on_failure):

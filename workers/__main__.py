@@ -36,7 +36,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         settings = load_kafka(os.environ, prefix=manifest.prefix)
-        serve(settings, manifest, args.function, stop, store=open_store(settings, os.environ))
+        port = os.environ.get("BUS_METRICS_PORT")
+        serve(
+            settings,
+            manifest,
+            args.function,
+            stop,
+            store=open_store(settings, os.environ),
+            metrics_port=int(port) if port else None,
+        )
     except BusError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 1

@@ -6,15 +6,23 @@ import importlib
 import inspect
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from bus.clock import now_rfc3339
 from bus.errors import HandlerLoadError
+from bus.events import CloudEvent, Extension, to_json_dict
+from workers.outcome import function_source
 
 __all__ = ["Context", "Handler", "load_handler"]
 
 Handler = Callable[..., Any]
+
+_EMIT_IDS = uuid.UUID("0b7e4a52-3c1d-4f7a-9a0e-5d2c8e6f1b34")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +38,52 @@ class Context:
     idempotency_key: str
     """The input event's id: stable across retries, for the handler's own side effects."""
     logger: logging.Logger
+    prefix: str = "bus"
+    """The deployment's topic prefix: the default source of emitted events names it."""
+    emitted: list[bytes] = field(default_factory=list)
+    """Events emitted so far by this invocation, in the CloudEvents JSON format, in order."""
+
+    def emit(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        source: str | None = None,
+        subject: str | None = None,
+        partitionkey: str | None = None,
+        extensions: Mapping[str, Extension] | None = None,
+    ) -> str:
+        """Emit an event onto the bus once this invocation succeeds; returns its id.
+
+        The id derives from the function, the input event's id and the emit's position in this
+        invocation, so a re-run that emits the same events in the same order emits the same ids.
+        Raises InvalidEvent for a bad attribute and TypeError for data that is not JSON.
+        """
+        sequence = len(self.emitted)
+        merged: dict[str, Extension] = dict(extensions or {})
+        merged["causationid"] = self.idempotency_key
+        if partitionkey is not None:
+            merged["partitionkey"] = partitionkey
+        event = CloudEvent.create(
+            id=str(uuid.uuid5(_EMIT_IDS, f"{self.function}\x00{self.idempotency_key}\x00{sequence}")),
+            source=source if source is not None else function_source(self.prefix, self.function),
+            type=type,
+            time=now_rfc3339(),
+            subject=subject,
+            datacontenttype=None if data is None else _content_type(data),
+            extensions=merged,
+            data=data,
+        )
+        try:
+            encoded = orjson.dumps(to_json_dict(event))
+        except TypeError as exc:  # orjson.JSONEncodeError
+            raise TypeError(f"ctx.emit({type!r}): data is not JSON ({exc})") from exc
+        self.emitted.append(encoded)
+        return event.id
+
+
+def _content_type(data: Any) -> str:
+    return "application/octet-stream" if isinstance(data, bytes | bytearray) else "application/json"
 
 
 def load_handler(spec: str, *, base_dir: str) -> Handler:

@@ -69,8 +69,18 @@ def producer_config(
     return config
 
 
-def consumer_config(settings: KafkaSettings, group: str, *, offset_reset: str = "earliest") -> dict[str, Any]:
-    """A group consumer that commits only what was processed, reading committed records only."""
+def consumer_config(
+    settings: KafkaSettings,
+    group: str,
+    *,
+    offset_reset: str = "earliest",
+    assignment: str = "cooperative-sticky",
+) -> dict[str, Any]:
+    """A group consumer that commits only what was processed, reading committed records only.
+
+    `assignment` is cooperative-sticky unless a caller needs same-numbered partitions of its
+    topics kept together (`range`, eager: the function runtime and its retry topics).
+    """
     return {
         **_base(settings),
         "group.id": group,
@@ -80,7 +90,7 @@ def consumer_config(settings: KafkaSettings, group: str, *, offset_reset: str = 
         "auto.offset.reset": offset_reset,
         "isolation.level": "read_committed",
         # Incremental cooperative rebalancing: partitions not moving keep flowing during a rebalance.
-        "partition.assignment.strategy": "cooperative-sticky",
+        "partition.assignment.strategy": assignment,
         "session.timeout.ms": int(settings.session_timeout * 1000),
         "heartbeat.interval.ms": max(1000, int(settings.session_timeout * 1000) // 4),
         "max.poll.interval.ms": 300_000,

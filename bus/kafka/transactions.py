@@ -33,11 +33,23 @@ def retrying(call: Callable[[], None], attempts: int = 5, *, deadline: float | N
             log_event(logger, "transaction_call_retried", attempt=attempt, reason=error.str())
 
 
-def produce_waiting(producer: Producer, topic: str, record: Record) -> None:
-    """Produce into the open transaction, waiting while the local queue is full."""
+def produce_waiting(producer: Producer, topic: str, record: Record, partition: int | None = None) -> None:
+    """Produce into the open transaction, waiting while the local queue is full.
+
+    `partition` pins the record to one partition; None lets the partitioner choose by key.
+    """
     while True:
         try:
-            producer.produce(topic, value=record.value, key=record.key, headers=list(record.headers))
+            if partition is None:
+                producer.produce(topic, value=record.value, key=record.key, headers=list(record.headers))
+            else:
+                producer.produce(
+                    topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
+                    partition=partition,
+                )
             return
         except BufferError:
             producer.poll(0.01)

@@ -186,6 +186,25 @@ def test_destination_refuses_what_cannot_be_a_topic(value: object) -> None:
     assert error.path == "functions.f.destinations.on_failure"
 
 
+@pytest.mark.parametrize(("value", "mib"), [("512Mi", 512), ("1Gi", 1024), ("1.5Gi", 1536), (256, 256)])
+def test_memory_takes_kubernetes_units(value: object, mib: int) -> None:
+    assert parse(with_function(memory=value)).functions["f"].memory == mib
+
+
+@pytest.mark.parametrize("value", ["512MB", "32Mi", 10, True, "lots"])
+def test_memory_refuses_other_units_and_tiny_limits(value: object) -> None:
+    error = error_of(with_function(memory=value))
+    assert error.path == "functions.f.memory"
+    assert "512Mi" in str(error)
+
+
+def test_retry_policy_needs_one_topic_per_backoff_step_it_uses() -> None:
+    policy = parse(with_function(retry={"attempts": 5, "backoff": ["1s", "10s"]})).functions["f"].retry
+    assert policy.levels == 2
+    assert [policy.step(n) for n in (1, 2, 3, 4)] == [(1, 1.0), (2, 10.0), (2, 10.0), (2, 10.0)]
+    assert parse(with_function(retry={"attempts": 1})).functions["f"].retry.levels == 0
+
+
 # --- unknown keys and structure --------------------------------------------------------------
 
 
@@ -193,7 +212,7 @@ def test_destination_refuses_what_cannot_be_a_topic(value: object) -> None:
     ("document", "path"),
     [
         ({"functons": {}}, "manifest.functons"),
-        (with_function(memory="1Gi"), "functions.f.memory"),
+        (with_function(mem="1Gi"), "functions.f.mem"),
         (with_function(retry={"jitter": True}), "functions.f.retry.jitter"),
         (with_function(scaling={"maximum": 3}), "functions.f.scaling.maximum"),
         (with_function(destinations={"on_error": "none"}), "functions.f.destinations.on_error"),

@@ -107,6 +107,9 @@ EXPECTED: dict[str, set[str]] = {
         "compile_constant",
         "compile_transformer",
     },
+    "workers": {"Context", "DeadLetter", "Retry", "load_handler"},
+    "workers.signals": {"DeadLetter", "Retry"},
+    "workers.testing": {"HandlerError", "TestInvocation", "TestRun", "invoke", "run"},
 }
 
 MODULES_WITH_ALL = [
@@ -142,6 +145,17 @@ MODULES_WITH_ALL = [
     "workers",
     "workers.handlers",
     "workers.outcome",
+    "workers.invocation",
+    "workers.sandbox",
+    "workers.testing",
+    "workers.runtime",
+    "workers.verdict",
+    "workers.retries",
+    "workers.signals",
+    "workers.lanes",
+    "workers.progress",
+    "workers.worker",
+    "bus.dlq",
 ]
 
 

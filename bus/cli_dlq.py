@@ -1,0 +1,146 @@
+"""`bus dlq list F` and `bus dlq redrive F [--filter PATTERN]` (SPEC §9): arguments and printing.
+
+Exit status: 0 done; 1 Kafka failed (one line on stderr); 2 the command cannot be run as given
+(unknown function, no manifest, invalid filter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from bus import dlq, naming
+from bus.avro_schema import load_book
+from bus.avro_store import TypedReader
+from bus.cli_rules import _json_arg  # the same JSON-or-@file reading as `bus rules test --pattern`
+from bus.clock import now_rfc3339
+from bus.errors import ConfigError, ManifestError
+from bus.kafka.schema_store import open_store
+from bus.patterns import Pattern, PatternError
+from bus.patterns import compile as compile_pattern
+from bus.settings import load_kafka
+
+__all__ = ["add_commands", "run"]
+
+MESSAGE_WIDTH = 80
+"""Characters of the error message `bus dlq list` shows (the full one is in `--json`)."""
+
+
+def _count(text: str) -> int:
+    """An argparse type: a positive number of dead letters."""
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return int(text)
+
+
+def add_commands(sub: Any) -> None:
+    """Register `dlq list` and `dlq redrive` on the top-level subparsers."""
+    commands = sub.add_parser("dlq", help="browse and re-drive a function's dead letters").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    listing = commands.add_parser("list", help="every dead letter of a function, oldest first")
+    listing.add_argument("function", metavar="F", help="the function")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line, with the full event")
+    listing.add_argument("--max", type=_count, metavar="N", help="show the oldest N only")
+    redrive = commands.add_parser(
+        "redrive", help="re-publish dead letters to the function's topic, each at most once"
+    )
+    redrive.add_argument("function", metavar="F", help="the function")
+    redrive.add_argument(
+        "--filter", metavar="PATTERN", help="an event pattern (JSON, or @file): redrive the events it matches"
+    )
+    redrive.add_argument("--dry-run", action="store_true", help="produce nothing; count what would go")
+    redrive.add_argument("--max", type=_count, metavar="N", help="redrive at most N (the oldest)")
+    for command in (listing, redrive):
+        command.add_argument("-f", "--file", type=Path, help="the manifest (default: the applied one)")
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None = None) -> int:
+    """`bus dlq list|redrive` (printing to `out`, default stdout); Kafka errors propagate (exit 1)."""
+    out = out or sys.stdout
+    try:
+        pattern = _filter(args.filter) if args.dlq_command == "redrive" and args.filter else None
+        parsed, function = dlq.find_function(
+            environ, args.function, manifest_path=args.file, prefix=args.prefix
+        )
+        settings = load_kafka(environ, prefix=parsed.prefix)
+        reader = TypedReader(  # typed events are shown, and matched, as the JSON they were sent as
+            book=load_book(parsed.schemas, Path(parsed.base_dir)),
+            store=open_store(settings, environ),
+            resolve=False,
+            max_bytes=settings.max_record_bytes,
+        )
+    except (ConfigError, ManifestError) as exc:
+        print(f"bus dlq: {exc}", file=sys.stderr)
+        return 2
+    if args.dlq_command == "list":
+        letters = dlq.read_dead_letters(settings, function.name, read=reader.read)
+        shown = letters[: args.max] if args.max is not None else letters
+        if args.json:
+            for letter in shown:
+                print(orjson.dumps(letter.to_json()).decode(), file=out)
+        else:
+            _table(shown, out)
+        print(_listed(letters, shown, naming.dlq_topic(settings.prefix, function.name)), file=sys.stderr)
+        return 0
+    dlq.redrive(
+        settings,
+        function,
+        pattern=pattern,
+        max_count=args.max,
+        dry_run=args.dry_run,
+        time=now_rfc3339,
+        read=reader.read,
+        report=lambda summary: print(orjson.dumps(summary).decode(), file=out, flush=True),
+    )
+    return 0
+
+
+def _filter(text: str) -> Pattern:
+    try:
+        return compile_pattern(_json_arg(text, "--filter"))
+    except PatternError as exc:
+        raise ConfigError(f"--filter: {exc}") from None
+
+
+_COLUMNS = ("OFFSET", "TIME", "ERROR", "ATTEMPTS", "REDRIVEN", "ID", "TYPE", "ORIGIN", "MESSAGE")
+
+
+def _table(letters: Sequence[dlq.DeadLetterView], out: TextIO) -> None:
+    """One aligned line per dead letter under a header; nothing at all when there is none."""
+    if not letters:
+        return
+    rows = [
+        (
+            letter.position,
+            letter.time,
+            letter.error_type or "-",
+            "-" if letter.attempts is None else str(letter.attempts),
+            "no" if letter.redriven is None else "yes",
+            letter.id or "-",
+            letter.type,
+            letter.origin or "-",
+            letter.summary_line(MESSAGE_WIDTH) or "-",
+        )
+        for letter in letters
+    ]
+    widths = [max(len(row[i]) for row in (_COLUMNS, *rows)) for i in range(len(_COLUMNS) - 1)]
+    for row in (_COLUMNS, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]), file=out)
+
+
+def _listed(letters: Sequence[dlq.DeadLetterView], shown: Sequence[dlq.DeadLetterView], topic: str) -> str:
+    """The one-line summary on stderr: `N dead letters in TOPIC (R redriven)`."""
+    redriven = sum(1 for letter in letters if letter.redriven is not None)
+    text = f"{len(letters)} dead letter{'' if len(letters) == 1 else 's'} in {topic}"
+    if letters:
+        text += f" ({redriven} redriven)"
+    if len(shown) < len(letters):
+        text += f"; showing the oldest {len(shown)}"
+    return text

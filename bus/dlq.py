@@ -1,0 +1,601 @@
+"""`bus dlq list|redrive`: browse a function's dead letters and re-publish them to its topic.
+
+A dead letter (bus.deadletter) is the original record plus `bus_*` headers saying why and where
+it failed. Redriving one produces the original record (key, value and headers, the `bus_*` ones
+removed) to the function's topic `<prefix>.fn.<name>` with two extensions added, so the worker
+takes it as a fresh first attempt:
+
+- `redriveid` (header `ce_redriveid`): the run's id, a UUID shared by every event it re-publishes;
+- `redriveorigin` (header `ce_redriveorigin`): `dlq/<offset>`, the dead letter's position.
+
+At most once per dead letter: each re-published event is committed in one Kafka transaction with
+a marker on the compacted `<prefix>.fn.<name>.dlq.redriven` (key: the DLQ offset as text), and a
+dead letter with a marker is skipped (docs/decisions/dlq-redrive.md). Records that are not
+CloudEvents are listed but never redriven: the worker would dead-letter them again.
+
+Pure core (the view of a dead letter, markers, the redrive plan, the records to produce) plus the
+Kafka adapter and `find_function`, which the CLI (bus.cli_dlq) composes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaException, Producer
+
+from bus import manifest, naming
+from bus.errors import ConfigError, InvalidEvent, KafkaUnavailable, PublishError
+from bus.events import CloudEvent, to_json_dict
+from bus.kafka.admin import ensure_topics, wait_for_broker
+from bus.kafka.config import build, producer_config
+from bus.kafka.control_store import read_applied
+from bus.kafka.producer import UNAVAILABLE
+from bus.kafka.reader import read_to_end
+from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
+from bus.kafka_binding import Record, from_record, header, record_size, with_extensions
+from bus.patterns import Pattern
+from bus.replay import rfc3339_ms
+from bus.settings import KafkaSettings, load_kafka
+from bus.topology import TopicSpec, function_topics
+
+__all__ = [
+    "DEAD_LETTER_PREFIX",
+    "NOT_A_CLOUDEVENT",
+    "REDRIVE_ID",
+    "REDRIVE_ORIGIN",
+    "DeadLetterView",
+    "RedrivePlan",
+    "RedriveProducer",
+    "Redriven",
+    "Verdict",
+    "decide",
+    "find_function",
+    "marker_record",
+    "marker_topic",
+    "markers_from",
+    "plan_redrive",
+    "position",
+    "read_dead_letters",
+    "redrive",
+    "redrive_record",
+    "redrive_summary",
+    "transactions",
+]
+
+REDRIVE_ID = "redriveid"
+"""Extension naming the redrive run that re-published an event."""
+REDRIVE_ORIGIN = "redriveorigin"
+"""Extension saying which dead letter an event came from: `dlq/<offset>`."""
+DEAD_LETTER_PREFIX = "bus_"
+"""Headers the platform adds to dead letters (error, origin, attempts); removed on redrive."""
+NOT_A_CLOUDEVENT = "<not a CloudEvent>"
+"""What `bus dlq list` shows as the type of a record that is not a CloudEvent."""
+
+READ_TIMEOUT = 60.0
+"""Seconds to read a DLQ or its marker topic to the end before giving up."""
+INIT_TIMEOUT = 30.0
+"""Seconds `init_transactions` may take: the first transaction of a broker creates its state topic."""
+TRANSACTION_LETTERS = 500
+"""Most dead letters redriven in one transaction (each is two records: event and marker)."""
+TRANSACTION_BYTES = 8_000_000
+"""Bytes of records after which a transaction is closed (the next letter starts another)."""
+
+_SPACE = re.compile(r"\s+")
+
+
+def position(partition: int, offset: int) -> str:
+    """A dead letter's position as text: its offset (bus's DLQs have one partition), else `<p>:<offset>`."""
+    return str(offset) if partition == 0 else f"{partition}:{offset}"
+
+
+def marker_topic(prefix: str, function: str) -> TopicSpec:
+    """The compacted one-partition topic of redrive markers."""
+    return TopicSpec(naming.dlq_redriven_topic(prefix, function), 1, {"cleanup.policy": "compact"})
+
+
+# Markers -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redriven:
+    """A redrive marker: which run re-published a dead letter, and when."""
+
+    redrive_id: str | None
+    """The run's `redriveid` (None when the marker's value is unreadable)."""
+    time: str | None
+    """RFC 3339 time of the redrive."""
+    event_id: str | None = None
+    """Id of the event re-published: with `dead_lettered_ms`, tells the letter from one at the same
+    offset of a DLQ deleted and created again."""
+    dead_lettered_ms: int | None = None
+    """Timestamp of the dead letter's record, milliseconds since the epoch."""
+
+    def encode(self) -> bytes:
+        """The marker's record value (JSON)."""
+        return orjson.dumps(
+            {
+                "redrive_id": self.redrive_id,
+                "time": self.time,
+                "event_id": self.event_id,
+                "dead_lettered_ms": self.dead_lettered_ms,
+            }
+        )
+
+    @classmethod
+    def decode(cls, value: bytes) -> Redriven:
+        """A marker from its value; one that cannot be read still marks its letter (at most once)."""
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            return cls(redrive_id=None, time=None)
+
+        def text(name: str) -> str | None:
+            found = doc.get(name)
+            return found if isinstance(found, str) else None
+
+        stamp = doc.get("dead_lettered_ms")
+        return cls(
+            redrive_id=text("redrive_id"),
+            time=text("time"),
+            event_id=text("event_id"),
+            dead_lettered_ms=stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None,
+        )
+
+    def marks(self, event_id: str | None, timestamp_ms: int) -> bool:
+        """True when this marker is about the dead letter with this event id and record timestamp."""
+        if self.event_id is not None and self.event_id != event_id:
+            return False
+        return self.dead_lettered_ms is None or self.dead_lettered_ms == timestamp_ms
+
+
+def markers_from(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, Redriven]:
+    """Position -> marker from the marker topic's (key, value) records in order; a tombstone un-marks."""
+    markers: dict[str, Redriven] = {}
+    for key, value in records:
+        if key is None:
+            continue
+        name = key.decode("utf-8", "replace")
+        if value is None:
+            markers.pop(name, None)
+        else:
+            markers[name] = Redriven.decode(value)
+    return markers
+
+
+# The view of a dead letter ---------------------------------------------------------------------------
+
+
+def _identity(event: CloudEvent) -> CloudEvent:
+    return event
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterView:
+    """One dead letter as `bus dlq` shows and redrives it."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    """The DLQ record's timestamp: when it was dead-lettered (milliseconds since the epoch)."""
+    record: Record
+    """The record as stored in the DLQ (with its `bus_*` headers)."""
+    error_type: str | None
+    error_message: str | None
+    origin: str | None
+    """Where the original was read: `topic/partition/offset`."""
+    attempts: int | None
+    first_attempt_time: str | None
+    last_attempt_time: str | None
+    event: Mapping[str, Any] | None
+    """The original event in the CloudEvents JSON format; None when the record is not a CloudEvent."""
+    invalid: str | None
+    """Why the record is not a CloudEvent (None when it is one)."""
+    redriven: Redriven | None
+    """The marker of the redrive that re-published it, if any."""
+
+    @classmethod
+    def from_record(
+        cls,
+        record: Record,
+        *,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        marker: Redriven | None = None,
+        read: Callable[[CloudEvent], CloudEvent] = _identity,
+    ) -> DeadLetterView:
+        """Decode a DLQ record; `marker` is the one stored at its position; `read` decodes typed data.
+
+        Typed data that cannot be read is shown undecoded (data_base64): the event stays redrivable.
+        """
+        headers = record.headers
+        event: dict[str, Any] | None = None
+        invalid: str | None = None
+        try:
+            decoded = from_record(record.key, record.value, headers)
+        except InvalidEvent as exc:
+            invalid = str(exc)
+        else:
+            with contextlib.suppress(InvalidEvent):  # typed data unreadable here: shown as data_base64
+                decoded = read(decoded)
+            event = to_json_dict(decoded)
+        attempts_text = _text(header(headers, "bus_attempts"))
+        event_id = event["id"] if event is not None else None
+        return cls(
+            partition=partition,
+            offset=offset,
+            timestamp_ms=timestamp_ms,
+            record=record,
+            error_type=_text(header(headers, "bus_error_type")),
+            error_message=_text(header(headers, "bus_error_message")),
+            origin=_text(header(headers, "bus_origin")),
+            attempts=int(attempts_text) if attempts_text and attempts_text.isdecimal() else None,
+            first_attempt_time=_text(header(headers, "bus_first_attempt_time")),
+            last_attempt_time=_text(header(headers, "bus_last_attempt_time")),
+            event=event,
+            invalid=invalid,
+            redriven=marker if marker is not None and marker.marks(event_id, timestamp_ms) else None,
+        )
+
+    @property
+    def position(self) -> str:
+        """The dead letter's position (the marker key)."""
+        return position(self.partition, self.offset)
+
+    @property
+    def id(self) -> str | None:
+        """The event id, or None for a record that is not a CloudEvent."""
+        return None if self.event is None else str(self.event["id"])
+
+    @property
+    def type(self) -> str:
+        """The event type, or `<not a CloudEvent>`."""
+        return NOT_A_CLOUDEVENT if self.event is None else str(self.event["type"])
+
+    @property
+    def time(self) -> str:
+        """When it was dead-lettered, RFC 3339 UTC ('-' when the record has no timestamp)."""
+        return rfc3339_ms(self.timestamp_ms) if self.timestamp_ms >= 0 else "-"
+
+    def summary_line(self, width: int = 80) -> str:
+        """The error message on one line, at most `width` characters."""
+        text = _SPACE.sub(" ", self.error_message or "").strip()
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document `bus dlq list --json` prints for it."""
+        doc: dict[str, Any] = {
+            "offset": self.offset,
+            "partition": self.partition,
+            "time": self.time,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "origin": self.origin,
+            "attempts": self.attempts,
+            "first_attempt_time": self.first_attempt_time,
+            "last_attempt_time": self.last_attempt_time,
+            "key": _text(self.record.key),
+            "id": self.id,
+            "type": None if self.event is None else self.type,
+            "event": self.event,
+            "redriven": None
+            if self.redriven is None
+            else {"redrive_id": self.redriven.redrive_id, "time": self.redriven.time},
+        }
+        if self.invalid is not None:
+            doc["invalid"] = self.invalid
+            doc["raw"] = _text(self.record.value)
+        return doc
+
+
+# What a redrive does --------------------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    """What a redrive does with one dead letter."""
+
+    REDRIVE = "redrive"
+    ALREADY_REDRIVEN = "already_redriven"
+    NOT_A_CLOUDEVENT = "not_a_cloudevent"
+    UNMATCHED = "unmatched"
+
+
+def decide(letter: DeadLetterView, pattern: Pattern | None) -> Verdict:
+    """Redrive a CloudEvent the filter matches (any, without a filter) unless a redrive re-published it."""
+    if letter.event is None:
+        return Verdict.NOT_A_CLOUDEVENT
+    if pattern is not None and not pattern.matches(letter.event):
+        return Verdict.UNMATCHED
+    if letter.redriven is not None:
+        return Verdict.ALREADY_REDRIVEN
+    return Verdict.REDRIVE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedrivePlan:
+    """The dead letters one redrive re-publishes, oldest first, and why the others stay."""
+
+    selected: tuple[DeadLetterView, ...]
+    scanned: int
+    """Dead letters read."""
+    matched: int
+    """CloudEvents the filter selects (all of them without a filter), redriven before or not."""
+    skipped_already: int
+    """Matched dead letters a previous redrive re-published."""
+    skipped_invalid: int
+    """Records that are not CloudEvents (never redriven)."""
+    skipped_max: int
+    """Matched dead letters left for a later run by `--max`."""
+
+
+def plan_redrive(
+    letters: Iterable[DeadLetterView], pattern: Pattern | None, *, max_count: int | None = None
+) -> RedrivePlan:
+    """Decide each letter (oldest first); select at most `max_count` of those to redrive."""
+    selected: list[DeadLetterView] = []
+    verdicts: dict[Verdict, int] = dict.fromkeys(Verdict, 0)
+    scanned = skipped_max = 0
+    for letter in letters:
+        scanned += 1
+        verdict = decide(letter, pattern)
+        verdicts[verdict] += 1
+        if verdict is Verdict.REDRIVE:
+            if max_count is not None and len(selected) >= max_count:
+                skipped_max += 1
+            else:
+                selected.append(letter)
+    return RedrivePlan(
+        selected=tuple(selected),
+        scanned=scanned,
+        matched=verdicts[Verdict.REDRIVE] + verdicts[Verdict.ALREADY_REDRIVEN],
+        skipped_already=verdicts[Verdict.ALREADY_REDRIVEN],
+        skipped_invalid=verdicts[Verdict.NOT_A_CLOUDEVENT],
+        skipped_max=skipped_max,
+    )
+
+
+def redrive_record(letter: DeadLetterView, redrive_id: str) -> Record:
+    """The event to re-publish: the original record without `bus_*` headers, plus the redrive extensions.
+
+    The key is kept (the producer partitions by it, so per-key order holds); the partition is not.
+    """
+    original = letter.record
+    kept = tuple((name, value) for name, value in original.headers if not name.startswith(DEAD_LETTER_PREFIX))
+    return with_extensions(
+        Record(original.key, original.value, kept),
+        {REDRIVE_ID: redrive_id, REDRIVE_ORIGIN: f"dlq/{letter.position}"},
+    )
+
+
+def marker_record(letter: DeadLetterView, redrive_id: str, time: str) -> Record:
+    """The marker saying `letter` was redriven by run `redrive_id` at `time`."""
+    marker = Redriven(
+        redrive_id=redrive_id, time=time, event_id=letter.id, dead_lettered_ms=letter.timestamp_ms
+    )
+    return Record(letter.position.encode(), marker.encode(), ())
+
+
+def transactions(
+    selected: Sequence[DeadLetterView],
+    *,
+    redrive_id: str,
+    time: str,
+    target: str,
+    markers: str,
+    max_letters: int = TRANSACTION_LETTERS,
+    max_bytes: int = TRANSACTION_BYTES,
+) -> Iterator[list[tuple[str, Record]]]:
+    """The records to produce, one list per transaction: each letter's event and marker share one."""
+    batch: list[tuple[str, Record]] = []
+    size = 0
+    for letter in selected:
+        event = redrive_record(letter, redrive_id)
+        if batch and (len(batch) >= 2 * max_letters or size + record_size(event) > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch += [(target, event), (markers, marker_record(letter, redrive_id, time))]
+        size += record_size(event)
+    if batch:
+        yield batch
+
+
+def redrive_summary(
+    plan: RedrivePlan,
+    *,
+    function: str,
+    redrive_id: str,
+    source: str,
+    target: str,
+    dry_run: bool,
+    redriven: int,
+) -> dict[str, Any]:
+    """The one-line JSON `bus dlq redrive` prints."""
+    return {
+        "function": function,
+        "redrive_id": redrive_id,
+        "source": source,
+        "target": target,
+        "dry_run": dry_run,
+        "scanned": plan.scanned,
+        "matched": plan.matched,
+        "selected": len(plan.selected),
+        "redriven": redriven,
+        "skipped_already": plan.skipped_already,
+        "skipped_invalid": plan.skipped_invalid,
+        "skipped_max": plan.skipped_max,
+    }
+
+
+# Kafka ------------------------------------------------------------------------------------------------
+
+
+def find_function(
+    environ: Mapping[str, str], function: str, *, manifest_path: Path | None, prefix: str | None
+) -> tuple[manifest.Manifest, manifest.Function]:
+    """The manifest (`manifest_path`, else the applied one) and `function` in it.
+
+    Raises ConfigError naming the known functions when it has none of that name.
+    """
+    chosen = prefix or environ.get("BUS_PREFIX") or None
+    if manifest_path is not None:
+        parsed = manifest.read(manifest_path, prefix=chosen)
+    else:
+        applied, _ = read_applied(load_kafka(environ, prefix=chosen), chosen or naming.DEFAULT_PREFIX)
+        if applied is None:
+            where = chosen or naming.DEFAULT_PREFIX
+            raise ConfigError(f"no manifest was applied for prefix {where!r}: run `bus apply` or pass -f")
+        parsed = applied.manifest(prefix=chosen)
+    found = parsed.functions.get(function)
+    if found is None:
+        known = ", ".join(sorted(parsed.functions)) or "none"
+        raise ConfigError(f"unknown function {function!r}; known functions: {known}")
+    return parsed, found
+
+
+def read_dead_letters(
+    settings: KafkaSettings,
+    function: str,
+    *,
+    read: Callable[[CloudEvent], CloudEvent] = _identity,
+    timeout: float = READ_TIMEOUT,
+) -> list[DeadLetterView]:
+    """Every committed dead letter of `function` up to the DLQ's end as of now, oldest first, with markers.
+
+    A DLQ or marker topic that does not exist yet holds nothing.
+    """
+    wait_for_broker(settings, timeout=settings.delivery_timeout)
+    found = read_to_end(
+        settings, marker_topic(settings.prefix, function).name, timeout=timeout, missing_ok=True
+    )
+    markers = markers_from((message.key(), message.value()) for message in found)
+    messages = read_to_end(
+        settings, naming.dlq_topic(settings.prefix, function), timeout=timeout, missing_ok=True
+    )
+    letters = [
+        DeadLetterView.from_record(
+            Record(message.key(), message.value(), tuple(message.headers() or ())),
+            partition=message.partition(),
+            offset=message.offset(),
+            timestamp_ms=message.timestamp()[1],
+            marker=markers.get(position(message.partition(), message.offset())),
+            read=read,
+        )
+        for message in messages
+    ]
+    return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
+
+
+class RedriveProducer:
+    """The transactional producer of one function's redrives: `with RedriveProducer(...) as p: p.commit(...)`.
+
+    Its transactional id is the same for every run of the function, so entering fences an earlier
+    run still producing and waits until its last transaction is complete: markers read after
+    entering include every redrive committed before (docs/decisions/dlq-redrive.md).
+    """
+
+    def __init__(self, settings: KafkaSettings, function: str) -> None:
+        group = naming.dlq_redriven_topic(settings.prefix, function)
+        self._config = producer_config(settings, transactional_id=naming.transactional_id(group, "redrive"))
+        self._timeout = settings.delivery_timeout
+        self._bootstrap = settings.bootstrap_servers
+        self._producer: Producer | None = None
+
+    def __enter__(self) -> RedriveProducer:
+        producer = build(Producer, self._config)
+        try:
+            producer.init_transactions(max(self._timeout, INIT_TIMEOUT))
+        except KafkaException as exc:
+            raise KafkaUnavailable(
+                f"cannot initialise transactions at {self._bootstrap}: {exc.args[0].str()}"
+            ) from None
+        self._producer = producer
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._producer = None
+
+    def commit(self, records: Sequence[tuple[str, Record]]) -> None:
+        """Produce `records` in one transaction; raise KafkaUnavailable or PublishError if it aborted."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("RedriveProducer used outside its `with` block")
+        try:
+            producer.begin_transaction()
+            for topic, record in records:
+                produce_waiting(producer, topic, record)
+            retrying(lambda: producer.commit_transaction(self._timeout))
+        except KafkaException as exc:
+            error = exc.args[0]
+            abort_quietly(producer, min(self._timeout, 5.0))
+            self._producer = None
+            reason = f"the redrive transaction was aborted ({error.str()}); its dead letters stay"
+            if error.fatal() or not (error.retriable() or error.code() in UNAVAILABLE):
+                raise PublishError(reason) from None
+            raise KafkaUnavailable(reason) from None
+
+
+def redrive(
+    settings: KafkaSettings,
+    function: manifest.Function,
+    *,
+    pattern: Pattern | None,
+    max_count: int | None,
+    dry_run: bool,
+    time: Callable[[], str],
+    read: Callable[[CloudEvent], CloudEvent] = _identity,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Redrive `function`'s dead letters that `pattern` matches; `report` gets the summary, also on failure.
+
+    A dry run reads and decides only: it creates no topic and produces nothing.
+    """
+    prefix, name = settings.prefix, function.name
+    redrive_id = str(uuid.uuid4())
+    markers = marker_topic(prefix, name)
+
+    def summary(plan: RedrivePlan, redriven: int) -> dict[str, Any]:
+        return redrive_summary(
+            plan,
+            function=name,
+            redrive_id=redrive_id,
+            source=naming.dlq_topic(prefix, name),
+            target=naming.function_topic(prefix, name),
+            dry_run=dry_run,
+            redriven=redriven,
+        )
+
+    if dry_run:
+        report(
+            summary(
+                plan_redrive(read_dead_letters(settings, name, read=read), pattern, max_count=max_count), 0
+            )
+        )
+        return
+    wait_for_broker(settings, timeout=settings.delivery_timeout)
+    ensure_topics(settings, [*function_topics(prefix, function), markers])
+    with RedriveProducer(settings, name) as producer:
+        plan = plan_redrive(read_dead_letters(settings, name, read=read), pattern, max_count=max_count)
+        target = naming.function_topic(prefix, name)
+        redriven = 0
+        try:
+            for batch in transactions(
+                plan.selected, redrive_id=redrive_id, time=time(), target=target, markers=markers.name
+            ):
+                producer.commit(batch)
+                redriven += len(batch) // 2
+        finally:
+            report(summary(plan, redriven))

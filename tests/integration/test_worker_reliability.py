@@ -1,0 +1,327 @@
+"""RELIABILITY R1, R2, R3, R4, R8, R9 and R11 for worker groups, on the real broker.
+
+Events go straight to the function topic (the router's output), so each scenario measures the
+worker group alone. Run with `-s` to see each scenario's figures; `--events 100000` for a soak.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bus import naming
+from bus.kafka.config import consumer_config
+from tests.support import KafkaEnv, unique, wait_until
+from tests.worker_harness import WorkerProcess, check, publish, write_function
+
+FN = "work"
+
+
+def _setup(kafka: KafkaEnv, tmp_path: Path, options: str) -> tuple[str, Path, str]:
+    prefix = kafka.prefix()
+    manifest = write_function(tmp_path, prefix, FN, options)
+    return prefix, manifest, naming.function_topic(prefix, FN)
+
+
+def _datas(n: int, keys: int, key_prefix: str = "k", **extra: object) -> list[dict[str, object]]:
+    seqs: dict[str, int] = {}
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        key = f"{key_prefix}{i % keys}"
+        seqs[key] = seqs.get(key, -1) + 1
+        out.append({"key": key, "seq": seqs[key], **extra})
+    return out
+
+
+def _under_faults(
+    publishing: Callable[[], dict[str, Any]], fault: Callable[[], None], *, interval: float
+) -> tuple[dict[str, Any], int]:
+    """Publish in the background and strike `fault` every `interval` seconds until it is done."""
+    faults = 0
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(publishing)
+        while not done.done():
+            time.sleep(interval)  # the interval between faults is the scenario, not a wait for a condition
+            fault()
+            faults += 1
+        return done.result(), faults
+
+
+def test_r1_key_mode_keeps_key_order_and_runs_beyond_the_partition_count(
+    kafka: KafkaEnv, tmp_path: Path, events_n: int
+) -> None:
+    prefix, manifest, topic = _setup(kafka, tmp_path, "partitions: 2, ordering: key, concurrency: 16")
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    worker.start()
+    try:
+        acked = publish(kafka, topic, _datas(events_n, keys=64), run=unique("r1"), prefix=prefix)
+        # A slow tail (20 ms each) shows several keys of one partition running at once.
+        acked |= publish(
+            kafka,
+            topic,
+            _datas(200, keys=64, key_prefix="slow", sleep=0.02),
+            run=unique("r1slow"),
+            prefix=prefix,
+        )
+        figures = check(kafka, prefix, FN, acked, exec_log=worker.exec_log, ordered=True)
+    finally:
+        worker.stop()
+    print(f"\nR1 {figures.line()}")
+    assert (figures.lost, figures.dup_results, figures.order_violations) == (0, 0, 0), figures.line()
+    assert figures.max_concurrency > 2, f"no parallelism beyond 2 partitions: {figures.line()}"
+
+
+def test_r2_kill_9_of_workers_every_few_seconds_loses_nothing_and_publishes_each_result_once(
+    kafka: KafkaEnv, tmp_path: Path, events_n: int
+) -> None:
+    prefix, manifest, topic = _setup(kafka, tmp_path, "partitions: 4, ordering: key, concurrency: 8")
+    # A killed member leaves the group after its session timeout: the shortest the broker allows.
+    fast = {"BUS_SESSION_TIMEOUT": "6"}
+    workers = [WorkerProcess(kafka, manifest, FN, tmp_path, name=f"w{i}", env=fast) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    datas = _datas(events_n, keys=40, sleep=0.01)
+    run = unique("r2")
+
+    def kill_one() -> None:
+        victim = random.choice(workers)
+        victim.kill()
+        victim.start(wait=False)
+
+    try:
+        # Events arrive over ~20 s; a random worker is killed every 5 s and started again.
+        acked, kills = _under_faults(
+            lambda: publish(kafka, topic, datas, run=run, prefix=prefix, rate=events_n / 20),
+            kill_one,
+            interval=5.0,
+        )
+        figures = check(kafka, prefix, FN, acked, ordered=True, timeout=180)
+    finally:
+        for worker in workers:
+            worker.stop()
+    print(f"\nR2 kills={kills} {figures.line()}")
+    assert kills >= 3
+    assert (figures.lost, figures.dup_results) == (0, 0), figures.line()
+
+
+def test_r3_rolling_sigterm_drains_and_commits_so_nothing_runs_twice(
+    kafka: KafkaEnv, tmp_path: Path, events_n: int
+) -> None:
+    prefix, manifest, topic = _setup(kafka, tmp_path, "partitions: 4, ordering: key, concurrency: 8")
+    workers = [WorkerProcess(kafka, manifest, FN, tmp_path, name=f"w{i}") for i in range(2)]
+    for worker in workers:
+        worker.start()
+    datas = _datas(events_n, keys=40, sleep=0.01)
+    run = unique("r3")
+    turn = iter(range(1_000_000))
+
+    def restart_one() -> None:
+        worker = workers[next(turn) % 2]
+        worker.stop()
+        worker.start()
+
+    try:
+        # Events arrive over ~20 s; every 4 s one worker after the other is stopped and started.
+        acked, restarts = _under_faults(
+            lambda: publish(kafka, topic, datas, run=run, prefix=prefix, rate=events_n / 20),
+            restart_one,
+            interval=4.0,
+        )
+        figures = check(kafka, prefix, FN, acked, exec_log=workers[0].exec_log, timeout=180)
+    finally:
+        for worker in workers:
+            worker.stop()
+    print(f"\nR3 restarts={restarts} {figures.line()}")
+    assert restarts >= 2
+    assert (figures.lost, figures.dup_results, figures.dup_exec) == (0, 0, 0), figures.line()
+
+
+def test_r4_a_stopped_worker_past_its_session_is_fenced_when_it_wakes(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    prefix, manifest, topic = _setup(kafka, tmp_path, "partitions: 2, ordering: partition, concurrency: 2")
+    zombie = WorkerProcess(kafka, manifest, FN, tmp_path, name="zombie", env={"BUS_SESSION_TIMEOUT": "6"})
+    zombie.start()
+    wait_until(zombie.assigned, timeout=30, what="the first worker to own the partitions")
+    # Slow events, so the zombie holds finished-but-uncommitted work when it is stopped.
+    acked = publish(kafka, topic, _datas(300, keys=10, sleep=0.02), run=unique("r4"), prefix=prefix)
+    healthy = WorkerProcess(kafka, manifest, FN, tmp_path, name="healthy")
+    try:
+        assert zombie.process is not None
+        time.sleep(0.5)  # let it get going: the fault is a stop in the middle of work
+        zombie.process.send_signal(signal.SIGSTOP)
+        healthy.start()
+        wait_until(
+            healthy.assigned, timeout=40, what="the healthy worker to take over after the session timeout"
+        )
+        time.sleep(2.0)
+        zombie.process.send_signal(signal.SIGCONT)
+        figures = check(kafka, prefix, FN, acked, timeout=120)
+    finally:
+        if zombie.process is not None and zombie.process.poll() is None:
+            zombie.process.send_signal(signal.SIGCONT)
+        zombie.stop()
+        healthy.stop()
+    print(f"\nR4 {figures.line()}")
+    assert (figures.lost, figures.dup_results) == (0, 0), figures.line()
+
+
+def test_r8_poison_events_land_in_the_dlq_with_complete_records_while_the_partition_flows(
+    kafka: KafkaEnv, tmp_path: Path, events_n: int
+) -> None:
+    prefix, manifest, topic = _setup(
+        kafka,
+        tmp_path,
+        "partitions: 2, ordering: key, concurrency: 8, retry: {attempts: 3, backoff: [200ms, 400ms]}",
+    )
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    worker.start()
+    datas = _datas(events_n, keys=30)
+    for index in range(0, len(datas), 50):
+        datas[index]["poison"] = True
+    run = unique("r8")
+    try:
+        acked = publish(kafka, topic, datas, run=run, prefix=prefix)
+        poison = {f"{run}-{index}" for index in range(0, len(datas), 50)}
+        figures = check(kafka, prefix, FN, acked, poison=poison, ordered=True)
+    finally:
+        worker.stop()
+    print(f"\nR8 {figures.line()}")
+    assert (figures.lost, figures.dup_results, figures.dlq_wrong, figures.order_violations) == (0, 0, 0, 0)
+    assert figures.dlq == len(poison)
+    some = next(iter(poison))
+    assert figures.dead_letters[some][0] == "ValueError"
+    error = figures.errors[some]
+    assert error["attempts"] == 3
+    assert error["topic"] == topic
+    assert error["event"]["id"] == some
+    assert error["traceback"]
+    assert error["first_attempt_time"] <= error["last_attempt_time"]
+
+
+def test_r8_a_failing_key_waits_behind_its_retry_while_other_keys_flow(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    prefix, manifest, topic = _setup(
+        kafka, tmp_path, "partitions: 1, ordering: key, concurrency: 4, retry: {attempts: 3, backoff: [1s]}"
+    )
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    worker.start()
+    run = unique("keys")
+    datas = [{"key": "slow", "seq": 0, "fail_attempts": 2}] + [
+        {"key": "slow" if i % 5 == 0 else f"k{i}", "seq": i + 1} for i in range(40)
+    ]
+    try:
+        acked = publish(kafka, topic, datas, run=run, prefix=prefix)
+        figures = check(kafka, prefix, FN, acked, ordered=True)
+        results = kafka.read_all(naming.result_topic(prefix, FN))
+    finally:
+        worker.stop()
+    from bus.kafka_binding import from_record
+
+    order = [from_record(m.key(), m.value(), m.headers()).data for m in results]
+    slow = [d["seq"] for d in order if d["key"] == "slow"]
+    assert slow == sorted(slow), slow
+    assert slow[0] == 0, slow
+    first_slow = next(i for i, d in enumerate(order) if d["key"] == "slow")
+    assert first_slow > 20, f"other keys should finish while 'slow' waits ~2 s for its retries: {order[:5]}"
+    assert order[first_slow]["attempt"] == 3
+    assert (figures.lost, figures.dup_results, figures.order_violations) == (0, 0, 0), figures.line()
+
+
+def test_r9_hang_exit_and_memory_blow_up_each_end_in_the_dlq_with_its_cause(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    prefix, manifest, topic = _setup(
+        kafka, tmp_path, "partitions: 1, concurrency: 1, timeout: 1s, memory: 256Mi, retry: {attempts: 1}"
+    )
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    worker.start()
+    run = unique("r9")
+    datas = [
+        {"key": "a", "seq": 0},
+        {"key": "a", "seq": 1, "hang": True},
+        {"key": "a", "seq": 2},
+        {"key": "a", "seq": 3, "exit": 7},
+        {"key": "a", "seq": 4},
+        {"key": "a", "seq": 5, "alloc_mb": 2048},
+        {"key": "a", "seq": 6},
+    ]
+    try:
+        acked = publish(kafka, topic, datas, run=run, prefix=prefix)
+        poison = {f"{run}-1", f"{run}-3", f"{run}-5"}
+        figures = check(kafka, prefix, FN, acked, poison=poison, timeout=60)
+        assert worker.process is not None
+        assert worker.process.poll() is None, "the worker replica died"
+    finally:
+        worker.stop()
+    print(f"\nR9 {figures.line()} {figures.dead_letters}")
+    assert (figures.lost, figures.dup_results, figures.dlq_wrong) == (0, 0, 0), figures.line()
+    assert figures.dead_letters[f"{run}-1"][0] == "TimeoutError"
+    assert figures.dead_letters[f"{run}-3"][0] == "HandlerCrashed"
+    assert "7" in figures.dead_letters[f"{run}-3"][1]
+    assert figures.dead_letters[f"{run}-5"][0] == "MemoryError"
+
+
+def _committed(kafka: KafkaEnv, prefix: str, topic: str, partition: int) -> int:
+    consumer = Consumer(consumer_config(kafka.settings(prefix), naming.function_group(prefix, FN)))
+    try:
+        [tp] = consumer.committed([TopicPartition(topic, partition)], 10)
+        return int(tp.offset)
+    finally:
+        consumer.close()
+
+
+def test_r11_the_committed_offset_never_passes_an_unfinished_event(kafka: KafkaEnv, tmp_path: Path) -> None:
+    prefix, manifest, topic = _setup(
+        kafka, tmp_path, "partitions: 1, ordering: key, concurrency: 8, timeout: 60s"
+    )
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    worker.start()
+    run = unique("r11")
+    datas = [{"key": "first", "seq": 0, "sleep": 30}] + [{"key": f"k{i}", "seq": i} for i in range(1, 200)]
+    try:
+        acked = publish(kafka, topic, datas, run=run, prefix=prefix)
+        results_topic = naming.result_topic(prefix, FN)
+        # Everything after the slow first event finishes (other keys run in parallel) ...
+        kafka.read(results_topic, until=lambda records: len(records) >= 199, timeout=60)
+        # ... but the commit stays at the first, unfinished event.
+        assert _committed(kafka, prefix, topic, 0) == 0
+        worker.kill()
+        worker.start()
+        figures = check(kafka, prefix, FN, acked, exec_log=worker.exec_log, timeout=90)
+    finally:
+        worker.stop()
+    print(f"\nR11 {figures.line()}")
+    # The 199 finished events are not run again after the kill (the commit's metadata says so).
+    assert (figures.lost, figures.dup_results, figures.dup_exec) == (0, 0, 0), figures.line()
+
+
+def test_a_handler_that_cannot_be_imported_stops_the_worker_with_the_reason(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    prefix = kafka.prefix()
+    path = tmp_path / "bus.yaml"
+    path.write_text(f"prefix: {prefix}\nfunctions:\n  {FN}: {{handler: 'missing_module:f'}}\n")
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "-f", str(path), "--function", FN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "missing_module" in done.stderr

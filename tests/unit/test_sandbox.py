@@ -1,0 +1,433 @@
+"""Handler isolation (workers.sandbox, workers.host): real host processes, no broker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bus.errors import HandlerLoadError
+from bus.events import CloudEvent, to_json_dict
+from workers.host import EXIT_MEMORY, encode_invocations, read_frame
+from workers.invocation import Invocation, Outcome
+from workers.sandbox import TIMEOUT_GRACE, Sandbox, host_environment
+
+HANDLERS = """
+import asyncio
+import os
+import sys
+import time
+
+from workers.signals import DeadLetter, Retry
+
+
+def main(event, ctx):
+    do = event.data["do"]
+    if do == "ok":
+        return {"echo": event.data, "attempt": ctx.attempt, "pid": os.getpid()}
+    if do == "none":
+        return None
+    if do == "set":
+        return {1, 2}
+    if do == "raise":
+        raise ValueError("boom")
+    if do == "retry":
+        raise Retry(after=7)
+    if do == "dead":
+        raise DeadLetter("poison pill")
+    if do == "exit":
+        sys.exit(2)
+    if do == "emit":
+        return [ctx.emit("thing.made", {"n": n}) for n in range(2)]
+    if do == "sleep":
+        time.sleep(event.data["s"])
+        return {"pid": os.getpid(), "attempt": ctx.attempt}
+    if do == "hang":
+        time.sleep(60)
+    if do == "crash":
+        time.sleep(event.data.get("s", 0))
+        os._exit(event.data.get("code", 3))
+    if do == "alloc":
+        bytearray(2 << 30)
+        return "allocated"
+    if do == "env":
+        return sorted(os.environ)
+    if do == "print":
+        print("a handler printing to stdout")
+        return "printed"
+    raise AssertionError(do)
+
+
+async def amain(event, ctx):
+    do = event.data["do"]
+    if do == "sleep":
+        await asyncio.sleep(event.data["s"])
+        return "slept"
+    if do == "ok":
+        return {"echo": event.data}
+    if do == "raise":
+        raise ValueError("async boom")
+    raise AssertionError(do)
+"""
+
+
+class Outcomes:
+    """The on_outcome callback of a test: collects outcomes and waits for them with a deadline."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.seen: dict[int, list[Outcome]] = {}
+        self.threads: set[str] = set()
+
+    def __call__(self, outcome: Outcome) -> None:
+        with self._changed:
+            self.seen.setdefault(outcome.id, []).append(outcome)
+            self.threads.add(threading.current_thread().name)
+            self._changed.notify_all()
+
+    def wait(self, *ids: int, timeout: float = 10.0) -> dict[int, Outcome]:
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: all(i in self.seen for i in ids), timeout)
+            assert arrived, f"waited {timeout}s for outcomes of {ids}; saw {self.seen}"
+            return {i: self.seen[i][0] for i in ids}
+
+
+Start = Callable[..., tuple[Sandbox, Outcomes]]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    """Start sandboxes on a handler module in tmp_path; close them and check one outcome per id after."""
+    (tmp_path / "fns.py").write_text(textwrap.dedent(HANDLERS), encoding="utf-8")
+    started: list[tuple[Sandbox, Outcomes]] = []
+
+    def make(
+        handler: str = "fns:main",
+        concurrency: int = 1,
+        memory_mb: int = 256,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        **kw: Any,
+    ) -> tuple[Sandbox, Outcomes]:
+        outcomes = Outcomes()
+        sandbox = Sandbox(
+            handler=handler,
+            base_dir=str(tmp_path),
+            function="fn",
+            prefix="bus",
+            concurrency=concurrency,
+            memory_mb=memory_mb,
+            on_outcome=on_outcome or outcomes,
+            **kw,
+        )
+        sandbox.start()
+        started.append((sandbox, outcomes))
+        return sandbox, outcomes
+
+    yield make
+    for sandbox, outcomes in started:
+        sandbox.close(grace=0)
+        assert {i: len(o) for i, o in outcomes.seen.items() if len(o) != 1} == {}
+
+
+def event(data: Any, id: str = "e-1") -> bytes:
+    return orjson.dumps(to_json_dict(CloudEvent.create(id=id, source="test", type="t", data=data)))
+
+
+def call(id: int, data: Any, *, timeout: float = 5.0, attempt: int = 1) -> Invocation:
+    return Invocation(id=id, event=event(data, id=f"e-{id}"), attempt=attempt, timeout=timeout)
+
+
+def test_results_and_signals_come_back_as_outcomes(start: Start) -> None:
+    """Return values, exceptions, Retry and DeadLetter cross the process boundary with their shapes."""
+    sandbox, outcomes = start()
+    actions = ["ok", "none", "set", "raise", "retry", "dead", "exit"]
+    for i, do in enumerate(actions):
+        sandbox.submit(call(i, {"do": do}, attempt=2))
+    got = outcomes.wait(*range(len(actions)))
+    assert orjson.loads(got[0].value or b"") == {
+        "echo": {"do": "ok"},
+        "attempt": 2,
+        "pid": sandbox_pid(got[0]),
+    }
+    assert (got[1].kind, got[1].value) == ("ok", b"null")
+    assert (got[2].kind, got[2].error_type, got[2].cause) == ("failed", "ResultNotSerializable", "result")
+    assert (got[3].kind, got[3].error_type, got[3].message, got[3].cause) == (
+        "failed",
+        "ValueError",
+        "boom",
+        "exception",
+    )
+    assert "raise ValueError" in got[3].traceback
+    assert (got[4].kind, got[4].retry_after) == ("retry", 7)
+    assert (got[5].kind, got[5].message) == ("dead_letter", "poison pill")
+    assert (got[6].kind, got[6].error_type) == ("failed", "SystemExit")
+    assert sandbox.restarts == 0
+
+
+def sandbox_pid(outcome: Outcome) -> int:
+    pid = orjson.loads(outcome.value or b"")["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+def test_emitted_events_travel_with_the_outcome(start: Start) -> None:
+    """ctx.emit in the host gives structured events whose ids depend only on the input and the order."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "emit"}))
+    sandbox.submit(Invocation(id=2, event=event({"do": "emit"}, id="e-1"), attempt=2, timeout=5))
+    first, again = outcomes.wait(1, 2).values()
+    ids = orjson.loads(first.value or b"")
+    assert [orjson.loads(raw)["id"] for raw in first.emitted] == ids
+    assert orjson.loads(again.value or b"") == ids
+    made = orjson.loads(first.emitted[0])
+    assert (made["type"], made["data"], made["causationid"]) == ("thing.made", {"n": 0}, "e-1")
+    assert made["source"] == "bus://bus/functions/fn"
+
+
+def test_async_handlers_run_concurrently_on_the_host_loop(start: Start) -> None:
+    """An async handler runs up to `concurrency` invocations at once on the host's event loop."""
+    sandbox, outcomes = start("fns:amain", concurrency=8)
+    began = time.monotonic()
+    for i in range(8):
+        sandbox.submit(call(i, {"do": "sleep", "s": 0.2}))
+    got = outcomes.wait(*range(8))
+    assert time.monotonic() - began < 1.0
+    assert {o.value for o in got.values()} == {b'"slept"'}
+
+
+def test_async_timeout_is_cooperative(start: Start) -> None:
+    """An async handler past its timeout is cancelled by the host itself: no restart."""
+    sandbox, outcomes = start("fns:amain")
+    sandbox.submit(call(1, {"do": "sleep", "s": 30}, timeout=0.3))
+    sandbox.submit(call(2, {"do": "ok"}))
+    late, fine = outcomes.wait(1, 2).values()
+    assert (late.kind, late.error_type, late.cause) == ("failed", "TimeoutError", "timeout")
+    assert late.message == "did not finish within 0.3s"
+    assert fine.kind == "ok"
+    assert sandbox.restarts == 0
+
+
+def test_sync_handlers_run_in_a_pool_of_concurrency_threads(start: Start) -> None:
+    """16 invocations sleeping 0.2 s with concurrency 16 take about 0.2 s, not 3.2 s."""
+    sandbox, outcomes = start(concurrency=16)
+    began = time.monotonic()
+    for i in range(16):
+        sandbox.submit(call(i, {"do": "sleep", "s": 0.2}))
+    outcomes.wait(*range(16))
+    assert time.monotonic() - began < 1.0
+
+
+def test_a_hanging_handler_times_out_and_the_next_host_serves(start: Start) -> None:
+    """A hanging sync handler fails with TimeoutError once timeout and grace pass; a new host takes over."""
+    sandbox, outcomes = start()
+    began = time.monotonic()
+    sandbox.submit(call(1, {"do": "hang"}, timeout=0.5))
+    hung = outcomes.wait(1)[1]
+    waited = time.monotonic() - began
+    assert 0.5 <= waited < 0.5 + TIMEOUT_GRACE + 1.5
+    assert (hung.kind, hung.error_type, hung.cause) == ("failed", "TimeoutError", "timeout")
+    assert hung.message == "did not finish within 0.5s"
+    sandbox.submit(call(2, {"do": "ok"}))
+    assert outcomes.wait(2)[2].kind == "ok"
+    assert sandbox.restarts == 1
+
+
+def test_the_neighbour_of_a_timed_out_invocation_runs_again_unharmed(start: Start) -> None:
+    """Invocations on the host killed for another's timeout run again on the next host, same attempt."""
+    sandbox, outcomes = start(concurrency=2)
+    sandbox.submit(call(1, {"do": "hang"}, timeout=0.2))
+    sandbox.submit(call(2, {"do": "sleep", "s": 1.0}, attempt=3))
+    got = outcomes.wait(1, 2)
+    assert got[1].cause == "timeout"
+    assert got[2].kind == "ok"
+    assert orjson.loads(got[2].value or b"")["attempt"] == 3
+    assert sandbox.restarts == 1
+
+
+def test_a_crash_alone_is_charged_with_its_exit_code(start: Start) -> None:
+    """os._exit with nothing else in flight fails that invocation as HandlerCrashed, naming the exit code."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "crash"}))
+    crashed = outcomes.wait(1)[1]
+    assert (crashed.kind, crashed.error_type, crashed.cause) == ("failed", "HandlerCrashed", "crash")
+    assert "exited with code 3" in crashed.message
+    sandbox.submit(call(2, {"do": "ok"}))
+    assert outcomes.wait(2)[2].kind == "ok"
+
+
+def test_a_host_out_of_memory_outside_a_handler_is_a_memory_failure(start: Start) -> None:
+    """A host exiting with the out-of-memory code charges its invocation with cause "memory"."""
+    sandbox, outcomes = start(memory_mb=128)
+    sandbox.submit(call(1, {"do": "crash", "code": EXIT_MEMORY}))
+    died = outcomes.wait(1)[1]
+    assert (died.error_type, died.cause) == ("MemoryError", "memory")
+    assert died.message.startswith("memory limit of 128 MiB exceeded")
+
+
+def test_a_crash_among_several_is_charged_to_the_culprit_only(start: Start) -> None:
+    """With several in flight, each runs again alone; only the one that crashes alone is charged."""
+    sandbox, outcomes = start(concurrency=4)
+    sandbox.submit(call(1, {"do": "crash", "s": 0.1}))
+    for i in (2, 3, 4):
+        sandbox.submit(call(i, {"do": "sleep", "s": 0.3}))
+    got = outcomes.wait(1, 2, 3, 4)
+    assert got[1].error_type == "HandlerCrashed"
+    assert [got[i].kind for i in (2, 3, 4)] == ["ok", "ok", "ok"]
+    assert sandbox.restarts >= 2
+
+
+def test_allocating_past_the_memory_limit_is_a_memory_error(start: Start) -> None:
+    """A 2 GiB allocation under a 256 MiB limit fails with cause "memory"; the host keeps serving."""
+    sandbox, outcomes = start(memory_mb=256)
+    sandbox.submit(call(1, {"do": "alloc"}))
+    blown = outcomes.wait(1)[1]
+    assert (blown.kind, blown.error_type, blown.cause) == ("failed", "MemoryError", "memory")
+    assert blown.message.startswith("memory limit of 256 MiB exceeded")
+    sandbox.submit(call(2, {"do": "ok"}))
+    assert outcomes.wait(2)[2].kind == "ok"
+    assert sandbox.restarts == 0
+
+
+def test_the_host_sees_no_platform_credentials(start: Start) -> None:
+    """Kafka and bus variables and the function's secrets are not in the handler's environment."""
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": "/home/fn",
+        "BUS_KAFKA_BOOTSTRAP": "kafka:9092",
+        "KAFKA_SASL_PASSWORD": "hunter2",
+        "BUS_API_KEY": "k",
+        "BUS_LOG_LEVEL": "WARNING",
+        "UPLOADS_SECRET": "s3cr3t",
+        "APP_SETTING": "kept",
+    }
+    sandbox, outcomes = start(environ=environ, secret_names=["UPLOADS_SECRET"])
+    sandbox.submit(call(1, {"do": "env"}))
+    names = set(orjson.loads(outcomes.wait(1)[1].value or b""))
+    assert {"PATH", "HOME", "BUS_LOG_LEVEL", "APP_SETTING", "MALLOC_ARENA_MAX"} <= names
+    assert not names & {"BUS_KAFKA_BOOTSTRAP", "KAFKA_SASL_PASSWORD", "BUS_API_KEY", "UPLOADS_SECRET"}
+
+
+def test_host_environment_drops_credentials_and_caps_arenas() -> None:
+    """The host environment is the worker's less BUS_*/KAFKA_* (but the log level) and named secrets."""
+    env = host_environment(
+        {"BUS_X": "1", "KAFKA_Y": "2", "BUS_LOG_LEVEL": "DEBUG", "S": "3", "T": "4"}, ["S"]
+    )
+    assert env["BUS_LOG_LEVEL"] == "DEBUG"
+    assert env["T"] == "4"
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert not {"BUS_X", "KAFKA_Y", "S"} & set(env)
+
+
+def test_printing_handlers_do_not_disturb_the_protocol(start: Start) -> None:
+    """A handler's print goes to stderr, not into the frames the host writes."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "print"}))
+    assert outcomes.wait(1)[1].value == b'"printed"'
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        ("nosuchmodule:main", r"cannot import 'nosuchmodule'"),
+        ("fns:missing", r"'fns' has no attribute 'missing'"),
+    ],
+)
+def test_a_handler_that_cannot_load_fails_start(start: Start, handler: str, reason: str) -> None:
+    """start() raises HandlerLoadError with the host's reason, naming the module."""
+    with pytest.raises(HandlerLoadError, match=reason):
+        start(handler)
+
+
+def test_ready_is_logged_with_the_cold_start(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    """The host's start is logged as host_ready with its cold start in milliseconds."""
+    with caplog.at_level(logging.INFO, logger="bus.sandbox"):
+        sandbox, _ = start()
+    ready = [r for r in caplog.records if r.getMessage() == "host_ready"]
+    assert ready
+    assert ready[-1].fields["cold_start_ms"] > 0  # type: ignore[attr-defined]
+    assert 0 < sandbox.cold_start_seconds < 10
+
+
+def test_close_waits_for_in_flight_invocations(start: Start) -> None:
+    """close() lets what is running finish and deliver, then stops the host; submit is refused after."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "sleep", "s": 0.3}))
+    sandbox.close(grace=5)
+    assert outcomes.seen[1][0].kind == "ok"
+    assert sandbox.in_flight() == 0
+    with pytest.raises(RuntimeError, match="not running"):
+        sandbox.submit(call(2, {"do": "ok"}))
+
+
+def test_close_gives_up_after_grace_without_an_outcome(start: Start) -> None:
+    """An invocation still running when the grace ends gets no outcome; close returns promptly."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "hang"}, timeout=30))
+    began = time.monotonic()
+    sandbox.close(grace=0.2)
+    assert time.monotonic() - began < 3
+    assert outcomes.seen == {}
+
+
+def test_outcomes_arrive_on_a_sandbox_thread(start: Start) -> None:
+    """on_outcome runs on the sandbox's own threads, never on the caller's."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "ok"}))
+    outcomes.wait(1)
+    assert all(name.startswith("bus-sandbox-") for name in outcomes.threads)
+
+
+def test_a_host_whose_input_ends_exits_after_its_deadlines(tmp_path: Path) -> None:
+    """A host whose parent is gone (stdin at its end) exits once its last deadline passes, even if hung."""
+    (tmp_path / "fns.py").write_text(textwrap.dedent(HANDLERS), encoding="utf-8")
+    config = {"handler": "fns:main", "base_dir": str(tmp_path), "function": "fn", "prefix": "bus"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "workers.host",
+            orjson.dumps({**config, "concurrency": 1, "memory_mb": 256}),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=host_environment(os.environ),
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        assert "ready" in orjson.loads(read_frame(proc.stdout) or b"{}")
+        proc.stdin.write(encode_invocations([(1, 1, 0.3, event({"do": "hang"}))]))
+        proc.stdin.close()
+        began = time.monotonic()
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - began < 1.0  # at once, not after the hanging handler
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_a_failing_on_outcome_does_not_stop_the_sandbox(start: Start) -> None:
+    """An exception in the caller's on_outcome is logged; later outcomes still arrive."""
+    outcomes = Outcomes()
+
+    def flaky(outcome: Outcome) -> None:
+        if outcome.id == 1:
+            raise RuntimeError("caller bug")
+        outcomes(outcome)
+
+    sandbox, _ = start(on_outcome=flaky)
+    sandbox.submit(call(1, {"do": "ok"}))
+    sandbox.submit(call(2, {"do": "ok"}))
+    assert outcomes.wait(2)[2].kind == "ok"

@@ -1,0 +1,173 @@
+"""Each outcome becomes exactly its records: result, retry, dead letter and error event (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from bus import naming
+from bus.events import CloudEvent, to_json_dict
+from bus.kafka_binding import Record, from_record, header, to_record
+from bus.manifest import Destinations, Function, RetryPolicy
+from workers.invocation import Outcome
+from workers.retries import Attempt, attempt_of, original
+from workers.verdict import Judge, Verdict
+
+PREFIX = "t"
+NOW_MS = 1_800_000_000_000
+
+
+def _function(**fields: Any) -> Function:
+    defaults: dict[str, Any] = {
+        "name": "f",
+        "handler": "h:f",
+        "destinations": Destinations(on_success="t.fn.f.results", on_failure="t.fn.f.errors"),
+        "retry": RetryPolicy(attempts=3, backoff=(1.0, 10.0)),
+    }
+    return Function(**{**defaults, **fields})
+
+
+def _judge(limit: int = 10_000, **fields: Any) -> Judge:
+    return Judge(
+        prefix=PREFIX,
+        function=_function(**fields),
+        max_record_bytes=limit,
+        clock=lambda: "2026-12-03T00:00:01.000Z",
+    )
+
+
+EVENT = CloudEvent.create(id="in-1", source="tests", type="demo", subject="s", data={"n": 1})
+RECORD = to_record(EVENT)
+FIRST = Attempt(number=1, first_time="", topic="t.fn.f", partition=2, offset=7)
+
+
+def _decide(outcome: Outcome, attempt: Attempt = FIRST, judge: Judge | None = None) -> Verdict:
+    return (judge or _judge()).decide(
+        RECORD, EVENT, attempt, outcome, started="2026-12-03T00:00:00.000Z", now_ms=NOW_MS
+    )
+
+
+def _failed(**fields: Any) -> Outcome:
+    return Outcome(
+        **{
+            "id": 1,
+            "kind": "failed",
+            "error_type": "ValueError",
+            "message": "boom",
+            "cause": "exception",
+            **fields,
+        }
+    )
+
+
+def test_a_returned_value_becomes_one_result_event_caused_by_the_input() -> None:
+    verdict = _decide(Outcome(id=1, kind="ok", value=b'{"x":2}'))
+    assert (verdict.label, verdict.retrying) == ("ok", False)
+    [send] = verdict.outputs
+    result = from_record(send.record.key, send.record.value, send.record.headers)
+    assert send.topic == "t.fn.f.results"
+    assert (result.type, result.data, result.extensions["causationid"]) == (
+        "bus.function.result",
+        {"x": 2},
+        "in-1",
+    )
+
+
+def test_no_success_destination_publishes_only_the_emitted_events() -> None:
+    emitted = CloudEvent.create(id="e-1", source="bus://t/functions/f", type="next", data=[1])
+    outcome = Outcome(id=1, kind="ok", value=b"null", emitted=(orjson.dumps(to_json_dict(emitted)),))
+    judge = _judge(destinations=Destinations(on_success=None, on_failure=None))
+    [send] = _decide(outcome, judge=judge).outputs
+    assert send.topic == naming.ingress_topic(PREFIX)
+    assert from_record(send.record.key, send.record.value, send.record.headers).id == "e-1"
+
+
+def test_a_failure_with_attempts_left_goes_to_its_backoff_step_on_its_own_partition() -> None:
+    verdict = _decide(_failed())
+    assert (verdict.label, verdict.retrying) == ("retry", True)
+    [send] = verdict.outputs
+    assert (send.topic, send.partition) == (naming.retry_topic(PREFIX, "f", 1), 2)
+    retry = attempt_of(send.topic, 2, 0, send.record.headers)
+    assert (retry.number, retry.origin, retry.due_ms) == (2, "t.fn.f/2/7", NOW_MS + 1000)
+    assert retry.first_time == "2026-12-03T00:00:00.000Z"
+    assert original(send.record) == RECORD  # the same event, only bus's headers added
+    assert header(send.record.headers, "bus_error_type") == b"ValueError"
+
+
+def test_retry_after_overrides_the_backoff_and_the_second_retry_uses_the_second_step() -> None:
+    second = Attempt(number=2, first_time="2026-12-03T00:00:00.000Z", topic="t.fn.f", partition=2, offset=7)
+    verdict = _decide(Outcome(id=1, kind="retry", retry_after=30.0, message="later"), attempt=second)
+    [send] = verdict.outputs
+    assert send.topic == naming.retry_topic(PREFIX, "f", 2)
+    assert attempt_of(send.topic, 2, 0, send.record.headers).due_ms == NOW_MS + 30_000
+
+
+def test_the_last_attempt_writes_the_dead_letter_and_the_complete_error_record() -> None:
+    last = Attempt(number=3, first_time="2026-12-03T00:00:00.000Z", topic="t.fn.f", partition=2, offset=7)
+    retried = Record(RECORD.key, RECORD.value, (*RECORD.headers, ("bus_attempt", b"3")))
+    verdict = Judge(
+        prefix=PREFIX, function=_function(), max_record_bytes=10_000, clock=lambda: "2026-12-03T00:00:21.000Z"
+    ).decide(retried, EVENT, last, _failed(traceback="tb"), started="2026-12-03T00:00:20.000Z", now_ms=NOW_MS)
+    assert (verdict.label, verdict.retrying) == ("dead_letter", False)
+    dlq, error = verdict.outputs
+    assert dlq.topic == naming.dlq_topic(PREFIX, "f")
+    assert header(dlq.record.headers, "bus_attempt") is None  # retry bookkeeping removed
+    assert header(dlq.record.headers, "bus_attempts") == b"3"
+    assert header(dlq.record.headers, "bus_origin") == b"t.fn.f/2/7"
+    data = from_record(error.record.key, error.record.value, error.record.headers).data
+    assert error.topic == "t.fn.f.errors"
+    assert {
+        k: data[k] for k in ("error_type", "message", "traceback", "attempts", "partition", "offset")
+    } == {
+        "error_type": "ValueError",
+        "message": "boom",
+        "traceback": "tb",
+        "attempts": 3,
+        "partition": 2,
+        "offset": 7,
+    }
+    assert (data["first_attempt_time"], data["last_attempt_time"]) == (
+        "2026-12-03T00:00:00.000Z",
+        "2026-12-03T00:00:20.000Z",
+    )
+    assert data["event"]["id"] == "in-1"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error_type"),
+    [
+        (Outcome(id=1, kind="dead_letter", error_type="DeadLetter", message="bad input"), "DeadLetter"),
+        (_failed(error_type="ResultNotSerializable", cause="result"), "ResultNotSerializable"),
+    ],
+)
+def test_dead_letter_signals_and_unfixable_results_skip_the_remaining_attempts(
+    outcome: Outcome, error_type: str
+) -> None:
+    verdict = _decide(outcome)
+    assert verdict.label == "dead_letter"
+    assert header(verdict.outputs[0].record.headers, "bus_error_type") == error_type.encode()
+
+
+def test_a_result_over_the_record_limit_is_a_dead_letter_not_a_retry() -> None:
+    verdict = _decide(Outcome(id=1, kind="ok", value=orjson.dumps("x" * 20_000)), judge=_judge(limit=8_000))
+    assert verdict.label == "dead_letter"
+    assert "limited to 8000" in verdict.reason
+
+
+def test_one_attempt_policy_never_retries() -> None:
+    verdict = _decide(_failed(), judge=_judge(retry=RetryPolicy(attempts=1, backoff=(1.0,))))
+    assert verdict.label == "dead_letter"
+
+
+def test_an_unreadable_record_goes_straight_to_the_dlq() -> None:
+    verdict = _judge().invalid(Record(b"k", b"junk", ()), FIRST, "not a CloudEvent")
+    [send] = verdict.outputs
+    assert (send.topic, verdict.label) == (naming.dlq_topic(PREFIX, "f"), "invalid")
+    assert header(send.record.headers, "bus_error_type") == b"InvalidEvent"
+
+
+def test_a_first_attempt_ignores_garbled_retry_headers() -> None:
+    attempt = attempt_of("t.fn.f.retry.1", 0, 5, [("bus_attempt", b"x"), ("bus_origin", b"nope")])
+    assert (attempt.number, attempt.origin) == (1, "t.fn.f.retry.1/0/5")

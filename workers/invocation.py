@@ -1,0 +1,269 @@
+"""One invocation of a handler and its outcome, as data (the handler host and `workers.testing`).
+
+`run_sync` and `run_async` call a handler on one event and turn whatever happens into an
+`Outcome`: a JSON return value, a `Retry` or `DeadLetter` signal, or a failure with its cause.
+The host process and the test helper both call them, so a handler behaves the same in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import traceback
+from collections.abc import Awaitable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from bus.events import CloudEvent
+from workers.handlers import Context, Handler
+from workers.signals import DeadLetter, Retry
+
+__all__ = [
+    "Invocation",
+    "Kind",
+    "Outcome",
+    "crashed",
+    "describe",
+    "failed",
+    "is_async",
+    "run_async",
+    "run_coroutine",
+    "run_sync",
+    "timed_out",
+]
+
+Kind = Literal["ok", "failed", "retry", "dead_letter"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invocation:
+    """A request to run the handler on one event."""
+
+    id: int
+    """Unique among the invocations of one sandbox, chosen by the caller."""
+    event: bytes
+    """The input CloudEvent in the JSON format (`orjson.dumps(to_json_dict(event))`)."""
+    attempt: int
+    """1 for the first attempt."""
+    timeout: float
+    """Seconds of wall clock the handler may run."""
+    solo: bool = False
+    """Run with nothing else in flight on the host (the sandbox sets it to find who crashed a host)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How one invocation ended."""
+
+    id: int
+    kind: Kind
+    value: bytes | None = None
+    """The JSON-encoded return value (kind "ok"); b"null" for None."""
+    emitted: tuple[bytes, ...] = ()
+    """Events the handler emitted with ctx.emit, in the CloudEvents JSON format (any kind)."""
+    error_type: str = ""
+    """e.g. "ValueError", "TimeoutError", "HandlerCrashed", "MemoryError", "ResultNotSerializable"."""
+    message: str = ""
+    traceback: str = ""
+    retry_after: float | None = None
+    """Kind "retry": the handler's `Retry(after=...)`; None: the retry policy's backoff."""
+    cause: str = ""
+    """exception | timeout | crash | memory | result; "" for ok ("signal" is reserved: never produced)."""
+    duration: float = 0.0
+    """Seconds the handler ran."""
+
+
+def is_async(handler: Handler) -> bool:
+    """Whether calling `handler` returns a coroutine: `async def`, or an object with an async __call__."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - the bound __call__ itself is what we inspect
+    )
+
+
+def run_sync(
+    handler: Handler, event: CloudEvent, ctx: Context, *, id: int = 0, memory_mb: int | None = None
+) -> Outcome:
+    """Call a sync handler and describe what happened; a returned awaitable is run to completion.
+
+    Only an awaitable is bounded by `ctx.deadline` here: a sync handler that hangs is the
+    caller's to stop (the sandbox kills its host).
+    """
+    started = time.perf_counter()
+    budget = ctx.deadline - time.monotonic()
+    try:
+        value = handler(event, ctx)
+        if inspect.isawaitable(value):
+            value = run_coroutine(_await_until(value, ctx.deadline))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit and friends from user code are failures too
+        duration = time.perf_counter() - started
+        if isinstance(exc, _Expired):
+            return timed_out(id, timeout=budget, duration=duration, emitted=tuple(ctx.emitted))
+        return _raised(id, exc, ctx, duration, memory_mb)
+    return _returned(id, value, ctx, time.perf_counter() - started)
+
+
+async def run_async(
+    handler: Handler, event: CloudEvent, ctx: Context, *, id: int = 0, memory_mb: int | None = None
+) -> Outcome:
+    """Await an async handler until `ctx.deadline` and describe what happened."""
+    started = time.perf_counter()
+    budget = ctx.deadline - time.monotonic()
+    try:
+        async with asyncio.timeout_at(_loop_time(ctx.deadline)) as scope:
+            value = handler(event, ctx)
+            if inspect.isawaitable(value):
+                value = await value
+    except KeyboardInterrupt:
+        raise
+    except TimeoutError as exc:
+        duration = time.perf_counter() - started
+        if scope.expired():
+            return timed_out(id, timeout=budget, duration=duration, emitted=tuple(ctx.emitted))
+        return _raised(id, exc, ctx, duration, memory_mb)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the host is cancelling us, not the handler raising
+        return _raised(id, exc, ctx, time.perf_counter() - started, memory_mb)
+    except BaseException as exc:  # as run_sync; caught here so asyncio never sees a SystemExit
+        return _raised(id, exc, ctx, time.perf_counter() - started, memory_mb)
+    return _returned(id, value, ctx, time.perf_counter() - started)
+
+
+def timed_out(id: int, *, timeout: float, duration: float, emitted: tuple[bytes, ...] = ()) -> Outcome:
+    """The outcome of an invocation that ran past its timeout."""
+    return Outcome(
+        id=id,
+        kind="failed",
+        emitted=emitted,
+        error_type="TimeoutError",
+        message=f"did not finish within {round(timeout, 3):g}s",
+        cause="timeout",
+        duration=duration,
+    )
+
+
+def crashed(id: int, *, message: str, cause: str = "crash", duration: float = 0.0) -> Outcome:
+    """The outcome of an invocation that took its host process down with it."""
+    error_type = "MemoryError" if cause == "memory" else "HandlerCrashed"
+    return Outcome(
+        id=id, kind="failed", error_type=error_type, message=message, cause=cause, duration=duration
+    )
+
+
+def failed(id: int, *, error_type: str, message: str, cause: str, traceback: str = "") -> Outcome:
+    """A failed outcome decided outside the handler (e.g. an input the host cannot read)."""
+    return Outcome(
+        id=id, kind="failed", error_type=error_type, message=message, traceback=traceback, cause=cause
+    )
+
+
+def describe(exc: BaseException) -> tuple[str, str, str]:
+    """(type, message, traceback) of a user exception, even one whose __str__ raises."""
+    error_type = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not crash the host
+        message = f"<unprintable {error_type}>"
+    try:
+        trace = "".join(traceback.format_exception(exc))
+    except Exception:  # same for a broken traceback
+        trace = ""
+    return error_type, message, trace
+
+
+def _returned(id: int, value: Any, ctx: Context, duration: float) -> Outcome:
+    emitted = tuple(ctx.emitted)
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError: sets, objects, non-str keys, huge ints
+        return Outcome(
+            id=id,
+            kind="failed",
+            emitted=emitted,
+            error_type="ResultNotSerializable",
+            message=f"the return value is not JSON: {exc}",
+            cause="result",
+            duration=duration,
+        )
+    return Outcome(id=id, kind="ok", value=encoded, emitted=emitted, duration=duration)
+
+
+def _raised(id: int, exc: BaseException, ctx: Context, duration: float, memory_mb: int | None) -> Outcome:
+    error_type, message, trace = describe(exc)
+    emitted = tuple(ctx.emitted)
+    if isinstance(exc, Retry):
+        return Outcome(
+            id=id,
+            kind="retry",
+            emitted=emitted,
+            error_type=error_type,
+            message=message,
+            traceback=trace,
+            retry_after=exc.after,
+            cause="exception",
+            duration=duration,
+        )
+    if isinstance(exc, DeadLetter):
+        return Outcome(
+            id=id,
+            kind="dead_letter",
+            emitted=emitted,
+            error_type=error_type,
+            message=exc.reason,
+            traceback=trace,
+            cause="exception",
+            duration=duration,
+        )
+    cause = "exception"
+    if isinstance(exc, MemoryError):
+        cause = "memory"
+        if memory_mb is not None:
+            limit = f"memory limit of {memory_mb} MiB exceeded"
+            message = f"{limit}: {message}" if message else limit
+    return Outcome(
+        id=id,
+        kind="failed",
+        emitted=emitted,
+        error_type=error_type,
+        message=message,
+        traceback=trace,
+        cause=cause,
+        duration=duration,
+    )
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the running loop's clock (the same clock unless overridden)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
+
+
+class _Expired(Exception):
+    """An awaitable returned by a sync handler ran past the deadline."""
+
+
+async def _await_until(awaitable: Awaitable[Any], deadline: float) -> Any:
+    try:
+        async with asyncio.timeout_at(_loop_time(deadline)) as scope:
+            return await awaitable
+    except TimeoutError:
+        if scope.expired():
+            raise _Expired from None
+        raise
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to completion from sync code (on a thread of its own if a loop runs here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bus-coroutine") as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -1,0 +1,305 @@
+"""Which consumed records may start now: the worker's ordering rules as a scheduler (pure).
+
+Records are offered as they are consumed and started by `ready(now)`, at most `concurrency` in flight.
+Ordering is kept per *lane*: one record of a lane runs at a time, its main-topic records in arrival
+(offset) order. Lanes by `ordering`:
+
+- ``none``: every record is its own lane; they start by arrival, across partitions.
+- ``partition``: one lane per partition, shared by its main and retry records.
+- ``key``: one lane per (partition, key); different keys of a partition run in parallel (SPEC §6).
+  Keyless records have no order: each is its own lane.
+
+Retry records (from the delayed-retry topics) wait in a heap until due, then start first, each when its
+lane is free. In ``partition`` mode a retried event does not hold up its partition: first attempts run in
+partition order and the retry rejoins later. In ``key`` mode retries keep key order: a key is *blocked*
+from the moment one of its records finishes with ``retrying=True`` (its retry record will come) until a
+retry record of that key finishes without retrying; blocked keys start only their retry records. A retry
+record offered for a key with no known block creates one: after a crash the new owner reads the pending
+retry records (with the partition held) before any main record of their keys may start.
+
+`drop` forgets a revoked partition. Its records still in flight keep their lanes busy until they finish,
+so a partition assigned back does not run a key, or the same record, twice at once; their `finished`
+changes nothing else, since the blocks they knew belong to the old assignment (a generation number).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+__all__ = ["Item", "Lanes", "Ordering"]
+
+Ordering = Literal["none", "partition", "key"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    """A consumed record as the scheduler sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    due: float = 0.0
+    """Monotonic time before which a retry record must not start; main records start regardless."""
+    retry: bool = False
+    """Read from a delayed-retry topic."""
+    payload: Any = field(default=None, compare=False)
+    """The caller's own (the record, its attempt): opaque here."""
+
+
+class _Part:
+    """One partition number: its lanes, hold and generation."""
+
+    __slots__ = ("generation", "held", "lanes", "waiting")
+
+    def __init__(self) -> None:
+        self.generation = 0  # bumped by drop(): flights of an older generation change no blocks
+        self.held = False
+        self.lanes: dict[Hashable, _Lane] = {}
+        self.waiting = 0
+
+
+class _Lane:
+    """Records that run one at a time, and (key mode) the key's retry block."""
+
+    __slots__ = (
+        "due",
+        "early",
+        "flying",
+        "flying_generation",
+        "main",
+        "name",
+        "ordered",
+        "part",
+        "pending",
+        "queued",
+        "queued_retry",
+        "sleeping",
+        "tokens",
+    )
+
+    def __init__(self, part: _Part, name: Hashable, *, ordered: bool) -> None:
+        self.part = part
+        self.name = name
+        self.ordered = ordered  # key mode with a key: retries block the lane
+        self.main: deque[Item] = deque()  # waiting main records, arrival order
+        self.due: deque[Item] = deque()  # retry records due, waiting for the lane
+        self.sleeping = 0  # retry records not due yet (in the Lanes heap)
+        self.flying: Item | None = None
+        self.flying_generation = 0
+        self.tokens = 0  # retry records announced by finished(retrying=True), not offered yet
+        self.pending = 0  # retry records offered, not finished for good
+        self.early = 0  # retry records offered before the in-flight record's finished(retrying=True)
+        self.queued = False  # in Lanes._runnable
+        self.queued_retry = False  # in Lanes._runnable_retry
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.tokens or self.pending)
+
+    @property
+    def idle(self) -> bool:
+        waiting = self.main or self.due or self.sleeping
+        return self.flying is None and not (waiting or self.blocked or self.early)
+
+
+class Lanes:
+    """The records offered and not started, per lane; what is in flight; what may start now."""
+
+    def __init__(self, ordering: Ordering, concurrency: int) -> None:
+        if ordering not in get_args(Ordering):
+            raise ValueError(f"ordering must be one of none, partition, key; got {ordering!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._ordering = ordering
+        self._concurrency = concurrency
+        self._parts: dict[int, _Part] = {}
+        self._runnable: deque[_Lane] = deque()  # lanes that may start a main record, FIFO
+        self._runnable_retry: deque[_Lane] = deque()  # lanes with a retry record due: served first
+        self._sleeping: list[tuple[float, int, Item, _Lane]] = []  # heap of retry records by due
+        self._arrival = itertools.count()
+        # By identity: after a drop the same record may be offered again while its old copy runs.
+        self._flights: dict[int, tuple[Item, _Lane, int]] = {}
+        self._waiting = 0
+
+    def _part(self, partition: int) -> _Part:
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = _Part()
+        return part
+
+    def offer(self, item: Item) -> None:
+        """Take a consumed record; it starts from a later `ready()`."""
+        part = self._part(item.partition)
+        name: Hashable
+        if self._ordering == "partition":
+            name = None
+        elif self._ordering == "key" and item.key is not None:
+            name = item.key
+        else:
+            name = (item.topic, item.offset)
+        lane = part.lanes.get(name)
+        if lane is None:
+            ordered = self._ordering == "key" and item.key is not None
+            lane = part.lanes[name] = _Lane(part, name, ordered=ordered)
+        part.waiting += 1
+        self._waiting += 1
+        if item.retry:
+            if lane.ordered:
+                if lane.tokens:
+                    lane.tokens -= 1
+                elif lane.flying is not None and lane.flying_generation == part.generation:
+                    # The in-flight record's own retry, consumed before its finished(): don't count twice.
+                    lane.early += 1
+                lane.pending += 1
+            lane.sleeping += 1
+            heapq.heappush(self._sleeping, (item.due, next(self._arrival), item, lane))
+        else:
+            lane.main.append(item)
+            self._wake(lane)
+
+    def ready(self, now: float) -> list[Item]:
+        """The records to start now, marked in flight: due retry records first, then lanes by turn."""
+        sleeping = self._sleeping
+        while sleeping and sleeping[0][0] <= now:
+            _, _, item, lane = heapq.heappop(sleeping)
+            lane.sleeping -= 1
+            lane.due.append(item)
+            self._wake(lane)
+        started: list[Item] = []
+        room = self._concurrency - len(self._flights)
+        runnable = self._runnable_retry
+        while room > 0 and runnable:
+            lane = runnable.popleft()
+            lane.queued_retry = False
+            if lane.flying is None and lane.due:
+                started.append(self._start(lane, lane.due.popleft()))
+                room -= 1
+        runnable = self._runnable
+        while room > 0 and runnable:
+            lane = runnable.popleft()
+            lane.queued = False
+            if self._may_start_main(lane):
+                started.append(self._start(lane, lane.main.popleft()))
+                room -= 1
+        return started
+
+    def _start(self, lane: _Lane, item: Item) -> Item:
+        part = lane.part
+        lane.flying = item
+        lane.flying_generation = part.generation
+        part.waiting -= 1
+        self._waiting -= 1
+        self._flights[id(item)] = (item, lane, part.generation)
+        return item
+
+    @staticmethod
+    def _may_start_main(lane: _Lane) -> bool:
+        return lane.flying is None and bool(lane.main) and not lane.part.held and not lane.blocked
+
+    def _wake(self, lane: _Lane) -> None:
+        """Queue a lane that can start something (at most once per queue)."""
+        if lane.flying is not None:
+            return
+        if lane.due:
+            if not lane.queued_retry:
+                lane.queued_retry = True
+                self._runnable_retry.append(lane)
+        elif not lane.queued and self._may_start_main(lane):
+            lane.queued = True
+            self._runnable.append(lane)
+
+    def finished(self, item: Item, *, retrying: bool = False) -> None:
+        """Note an in-flight record's outcome; `retrying`: it went to a retry topic (key mode blocks).
+
+        Call it with the object `ready()` returned, no later than producing the retry record.
+        """
+        flight = self._flights.pop(id(item), None)
+        if flight is None or flight[0] is not item:
+            raise ValueError(
+                f"{item.topic}[{item.partition}]@{item.offset} is not in flight: "
+                "pass finished() the item ready() returned, once"
+            )
+        _, lane, generation = flight
+        lane.flying = None
+        part = lane.part
+        if lane.ordered and generation == part.generation:
+            if item.retry:
+                lane.pending -= 1
+            if not retrying:
+                lane.early = 0
+            elif lane.early:
+                lane.early -= 1
+            else:
+                lane.tokens += 1
+        if lane.idle:
+            if part.lanes.get(lane.name) is lane:
+                del part.lanes[lane.name]
+        else:
+            self._wake(lane)
+
+    def next_due(self) -> float | None:
+        """When the earliest retry record not due yet becomes due (for the poll timeout), if any."""
+        return self._sleeping[0][0] if self._sleeping else None
+
+    def hold(self, partition: int) -> None:
+        """Start no main record of `partition` (catching up on its retry topics); retries still start."""
+        self._part(partition).held = True
+
+    def release(self, partition: int) -> None:
+        """Undo `hold`."""
+        part = self._parts.get(partition)
+        if part is None or not part.held:
+            return
+        part.held = False
+        for lane in part.lanes.values():
+            self._wake(lane)
+
+    def drop(self, partition: int) -> list[Item]:
+        """Forget a revoked partition: its waiting records (returned), blocks and hold.
+
+        Its records in flight stay counted, and keep their lanes busy, until `finished()`.
+        """
+        part = self._parts.get(partition)
+        if part is None:
+            return []
+        part.generation += 1
+        part.held = False
+        dropped: list[Item] = []
+        for name, lane in list(part.lanes.items()):
+            dropped.extend(lane.main)
+            dropped.extend(lane.due)
+            lane.main.clear()
+            lane.due.clear()
+            lane.sleeping = lane.tokens = lane.pending = lane.early = 0
+            if lane.flying is None:
+                del part.lanes[name]
+        if any(entry[3].part is part for entry in self._sleeping):
+            kept = []
+            for entry in self._sleeping:
+                if entry[3].part is part:
+                    dropped.append(entry[2])
+                else:
+                    kept.append(entry)
+            heapq.heapify(kept)
+            self._sleeping = kept
+        self._waiting -= part.waiting
+        part.waiting = 0
+        dropped.sort(key=lambda item: (item.topic, item.offset))
+        return dropped
+
+    def waiting(self, partition: int | None = None) -> int:
+        """Records offered and not started, of one partition or all (for back-pressure)."""
+        if partition is None:
+            return self._waiting
+        part = self._parts.get(partition)
+        return part.waiting if part else 0
+
+    def in_flight(self) -> int:
+        """Records started and not finished, including those of dropped partitions."""
+        return len(self._flights)

@@ -1,0 +1,517 @@
+"""One worker replica of a function: consume, run handlers concurrently, commit outcomes exactly once.
+
+The replica reads the function's topic and its retry topics with one consumer. Same-numbered
+partitions of all of them belong to the same replica (the `range` assignor over topics of equal
+partition counts), so a key's first attempts and its retries are decided in one place.
+
+- `workers.lanes` decides which consumed records may start (ordering none/partition/key,
+  concurrency, retry due times, keys blocked behind a retry);
+- the handler runs in `workers.sandbox`'s host process, never in this one;
+- `workers.verdict` turns each outcome into records (result, retry, dead letter, error event);
+- `workers.progress` tracks, per partition, the lowest unfinished offset and the finished ones
+  above it. Outcome records and those offsets (finished ones in the commit's metadata) commit in
+  one Kafka transaction, so after a crash or rebalance nothing finished runs again for a result,
+  and the committed offset never passes an unfinished event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError as ClientError
+
+from bus import naming
+from bus.avro_store import TypedReader
+from bus.clock import now_rfc3339
+from bus.errors import InvalidEvent, KafkaError
+from bus.events import CloudEvent, to_json_dict
+from bus.kafka.config import build, consumer_config, producer_config
+from bus.kafka.transactions import produce_waiting, retrying
+from bus.kafka_binding import Record, from_record
+from bus.logs import log_event
+from bus.manifest import Function
+from bus.metrics import Registry
+from bus.settings import KafkaSettings
+from workers.invocation import Invocation, Outcome
+from workers.lanes import Item, Lanes
+from workers.progress import Progress
+from workers.retries import Attempt, attempt_of
+from workers.sandbox import Sandbox
+from workers.verdict import Judge, Send, Verdict
+
+__all__ = ["Replica", "WorkerMetrics"]
+
+logger = logging.getLogger("bus.worker")
+
+FETCH_BATCH = 500
+"""Most records taken from the consumer per loop turn."""
+MAX_WAITING = 5_000
+"""Records of one partition number waiting to start before its fetching pauses."""
+COMMIT_INTERVAL = 0.05
+"""Seconds between transactions while outcomes keep coming (one transaction covers many)."""
+COMMIT_RECORDS = 2_000
+"""Outcome records that trigger a transaction before the interval is up."""
+OUTCOME_WAIT = 0.005
+"""Longest wait for an outcome while invocations are in flight (new records wait at most this)."""
+IDLE_POLL = 0.1
+"""Longest wait for a record while nothing is in flight."""
+
+
+class WorkerMetrics:
+    """What a replica counts, served on `BUS_METRICS_PORT` (all labelled by function)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.invocations = registry.counter(
+            "bus_worker_invocations_total", "Finished invocations by outcome", ("function", "outcome")
+        )
+        self.retries = registry.counter(
+            "bus_worker_retries_total", "Events sent to a retry topic", ("function",)
+        )
+        self.dead_letters = registry.counter(
+            "bus_worker_dead_letters_total", "Events sent to the DLQ", ("function", "error_type")
+        )
+        self.duration = registry.histogram(
+            "bus_worker_invocation_seconds", "Handler wall-clock time", ("function",)
+        )
+        self.in_flight = registry.gauge("bus_worker_in_flight", "Invocations running now", ("function",))
+        self.cold_start = registry.gauge(
+            "bus_worker_cold_start_seconds", "Spawn to ready of the latest handler host", ("function",)
+        )
+
+
+@dataclass(slots=True)
+class _Task:
+    """A consumed record on its way through the replica."""
+
+    record: Record
+    attempt: Attempt
+    event: CloudEvent | None = None
+    started: str = ""
+    began: float = 0.0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Outcome records and finished offsets not yet committed."""
+
+    sends: list[Send] = field(default_factory=list)
+    touched: set[tuple[str, int]] = field(default_factory=set)
+    since: float = 0.0
+
+
+class Replica:
+    """Consumes one function's topics and keeps the handler host busy until `stop` is set."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        prefix: str,
+        function: Function,
+        sandbox: Sandbox,
+        outcomes: queue.SimpleQueue[Outcome],
+        reader: TypedReader,
+        metrics: WorkerMetrics,
+        clock: Callable[[], str] = now_rfc3339,
+    ) -> None:
+        """`sandbox` must deliver its outcomes to `outcomes`; the replica starts and closes it."""
+        self._settings = settings
+        self._function = function
+        self._sandbox = sandbox
+        self._outcomes = outcomes
+        self._reader = reader
+        self._metrics = metrics
+        self._clock = clock
+        self._group = naming.function_group(prefix, function.name)
+        self._main = naming.function_topic(prefix, function.name)
+        self._retry_topics = [
+            naming.retry_topic(prefix, function.name, level) for level in range(1, function.retry.levels + 1)
+        ]
+        self._judge = Judge(
+            prefix=prefix, function=function, max_record_bytes=settings.max_record_bytes, clock=clock
+        )
+        self._lanes = Lanes(function.ordering, function.concurrency)
+        self._progress: dict[tuple[str, int], Progress] = {}
+        self._running: dict[int, Item] = {}
+        self._ids = itertools.count()
+        self._assigned: set[tuple[str, int]] = set()
+        self._batch = _Batch()
+        self._catching_up: dict[int, set[str]] = {}
+        self._paused: set[int] = set()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self.records_in = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set; then finish the work in flight, commit it and leave the group."""
+        group = self._group
+        self._producer = build(
+            Producer,
+            producer_config(
+                self._settings, transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12])
+            ),
+        )
+        try:
+            self._producer.init_transactions(30.0)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot initialise transactions: {exc.args[0].str()}") from exc
+        config = consumer_config(self._settings, group, assignment="range")
+        config["enable.partition.eof"] = True
+        self._consumer = build(Consumer, config)
+        self._consumer.subscribe(
+            [self._main, *self._retry_topics],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not stop.is_set():
+                self._turn()
+            self._drain(self._all_partitions())
+        finally:
+            self._consumer.close()
+            self._producer.flush(5.0)
+            log_event(logger, "worker_stopped", function=self._function.name, records_in=self.records_in)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _turn(self) -> None:
+        consumer = self._need(self._consumer)
+        messages = consumer.consume(FETCH_BATCH, 0)
+        outcomes = self._take_outcomes()
+        if not messages and not outcomes:
+            if self._running:
+                with contextlib.suppress(queue.Empty):
+                    outcomes = [self._outcomes.get(timeout=OUTCOME_WAIT)]
+            else:
+                messages = consumer.consume(FETCH_BATCH, self._idle_wait())
+        self._accept(messages)
+        self._finish(outcomes + self._take_outcomes())
+        self._start_ready()
+        self._maybe_commit()
+        self._flow_control()
+
+    def _idle_wait(self) -> float:
+        wait = IDLE_POLL
+        due = self._lanes.next_due()
+        if due is not None:
+            wait = min(wait, max(0.0, due - time.monotonic()))
+        if self._batch.sends or self._batch.touched:
+            wait = 0.0
+        return wait
+
+    def _take_outcomes(self) -> list[Outcome]:
+        taken: list[Outcome] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                taken.append(self._outcomes.get_nowait())
+        return taken
+
+    def _accept(self, messages: Iterable[Any]) -> None:
+        # confluent_kafka.Message's accessors are typed Optional; a consumed record has them all.
+        now = time.monotonic()
+        now_ms = time.time() * 1000
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._consumer_error(message, error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            key = (topic, partition)
+            if key not in self._assigned:
+                continue  # revoked while this fetch was under way: its next owner reads it
+            progress = self._progress.get(key)
+            if progress is None:
+                progress = self._progress[key] = Progress(offset)
+            progress.add(offset)
+            self.records_in += 1
+            if progress.is_done(offset):
+                progress.finish(offset)  # finished before a crash or rebalance: its outcome is committed
+                self._batch.touched.add(key)
+                continue
+            headers = message.headers()
+            record = Record(message.key(), message.value(), tuple(headers) if headers else ())
+            retry = topic != self._main
+            attempt = (
+                attempt_of(topic, partition, offset, headers)
+                if retry
+                else Attempt(number=1, first_time="", topic=topic, partition=partition, offset=offset)
+            )
+            due = now + (attempt.due_ms - now_ms) / 1000 if attempt.due_ms else 0.0
+            task = _Task(record=record, attempt=attempt)
+            self._lanes.offer(
+                Item(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=message.key(),
+                    due=due,
+                    retry=retry,
+                    payload=task,
+                )
+            )
+
+    def _consumer_error(self, message: Any, error: ClientError) -> None:
+        if error.fatal():
+            raise KafkaError(f"consumer failed: {error.str()}")
+        if error.code() != ClientError._PARTITION_EOF:
+            log_event(logger, "consumer_error", reason=error.str())
+            return
+        number = message.partition() or 0
+        waiting = self._catching_up.get(number)
+        if waiting is not None:
+            waiting.discard(message.topic() or "")
+            if not waiting:
+                del self._catching_up[number]
+                self._lanes.release(number)
+
+    def _start_ready(self) -> None:
+        for item in self._lanes.ready(time.monotonic()):
+            task: _Task = item.payload
+            try:
+                # A typed event is read with this function's own schema for its type (Avro resolution).
+                event = self._reader.read(
+                    from_record(task.record.key, task.record.value, task.record.headers)
+                )
+            except InvalidEvent as exc:
+                self._apply(item, self._judge.invalid(task.record, task.attempt, str(exc)))
+                continue
+            task.event = event
+            task.started = self._clock()
+            task.began = time.monotonic()
+            invocation_id = next(self._ids)
+            self._running[invocation_id] = item
+            self._sandbox.submit(
+                Invocation(
+                    id=invocation_id,
+                    event=orjson.dumps(to_json_dict(event)),
+                    attempt=task.attempt.number,
+                    timeout=self._function.timeout,
+                )
+            )
+        self._metrics.in_flight.set(len(self._running), function=self._function.name)
+
+    def _finish(self, outcomes: list[Outcome]) -> None:
+        now_ms = int(time.time() * 1000)
+        for outcome in outcomes:
+            item = self._running.pop(outcome.id, None)
+            if item is None:
+                continue  # abandoned: its partition was revoked or its transaction aborted
+            task: _Task = item.payload
+            assert task.event is not None
+            self._metrics.duration.observe(outcome.duration, function=self._function.name)
+            self._apply(
+                item,
+                self._judge.decide(
+                    task.record, task.event, task.attempt, outcome, started=task.started, now_ms=now_ms
+                ),
+            )
+
+    def _apply(self, item: Item, verdict: Verdict) -> None:
+        key = (item.topic, item.partition)
+        progress = self._progress.get(key)
+        task: _Task = item.payload
+        if progress is None:
+            return
+        if not self._batch.sends and not self._batch.touched:
+            self._batch.since = time.monotonic()
+        self._batch.sends.extend(verdict.outputs)
+        self._batch.touched.add(key)
+        progress.finish(item.offset)
+        self._lanes.finished(item, retrying=verdict.retrying)
+        name = self._function.name
+        self._metrics.invocations.inc(outcome=verdict.label, function=name)
+        if verdict.label == "ok":
+            return
+        if verdict.retrying:
+            self._metrics.retries.inc(function=name)
+        else:
+            self._metrics.dead_letters.inc(function=name, error_type=verdict.error_type)
+        log_event(
+            logger,
+            "invocation_failed",
+            function=name,
+            decision=verdict.label,
+            attempt=task.attempt.number,
+            origin=task.attempt.origin,
+            error_type=verdict.error_type,
+            reason=verdict.reason[:500],
+            level=logging.WARNING,
+        )
+
+    # --- transactions ---------------------------------------------------------------------------
+
+    def _maybe_commit(self) -> None:
+        batch = self._batch
+        if not batch.sends and not batch.touched:
+            return
+        quiet = not self._running
+        if quiet or len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
+            self._commit()
+
+    def _commit(self) -> bool:
+        """Produce the batch's records and commit its offsets in one transaction; False if aborted."""
+        batch, self._batch = self._batch, _Batch()
+        if not batch.sends and not batch.touched:
+            return True
+        producer = self._need(self._producer)
+        consumer = self._need(self._consumer)
+        offsets = [
+            TopicPartition(topic, partition, progress.committable, metadata=progress.metadata())
+            for topic, partition in batch.touched
+            if (progress := self._progress.get((topic, partition))) is not None
+        ]
+        try:
+            producer.begin_transaction()
+            for send in batch.sends:
+                produce_waiting(producer, send.topic, send.record, send.partition)
+            if offsets:
+                metadata = consumer.consumer_group_metadata()
+                retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30.0))
+            retrying(lambda: producer.commit_transaction(30.0))
+        except KafkaException as exc:
+            error: ClientError = exc.args[0]
+            if not error.txn_requires_abort():
+                raise KafkaError(f"transaction failed for {self._group!r}: {error.str()}") from exc
+            log_event(
+                logger, "transaction_aborted", group=self._group, reason=error.str(), level=logging.WARNING
+            )
+            try:
+                producer.abort_transaction(30.0)
+            except KafkaException as abort_exc:
+                raise KafkaError(
+                    f"cannot abort the transaction of {self._group!r}: {abort_exc.args[0].str()}"
+                ) from abort_exc
+            self._restart_from_committed()
+            return False
+        return True
+
+    def _restart_from_committed(self) -> None:
+        """After an aborted transaction: forget everything uncommitted and read again from the commits."""
+        consumer = self._need(self._consumer)
+        partitions = consumer.assignment()
+        self._forget(partitions)
+        self._load(partitions, seek=True)
+
+    # --- rebalancing ----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log_event(logger, "partitions_assigned", group=self._group, partitions=_names(partitions))
+        self._load(partitions, seek=False)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish what is running (bounded by the function's timeout) and commit it: the next owner
+        # starts after it, so nothing runs twice (RELIABILITY R3). Waiting records are handed back.
+        self._drain(partitions)
+        self._forget(partitions)
+        log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another replica owns them already (this one was too slow): committing now would be fenced.
+        self._forget(partitions)
+        log_event(
+            logger, "partitions_lost", group=self._group, partitions=_names(partitions), level=logging.WARNING
+        )
+
+    def _drain(self, partitions: list[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in partitions}
+        deadline = time.monotonic() + self._function.timeout + 5.0
+        while (
+            any(item.partition in numbers for item in self._running.values()) and time.monotonic() < deadline
+        ):
+            with contextlib.suppress(queue.Empty):
+                self._finish([self._outcomes.get(timeout=0.05), *self._take_outcomes()])
+        self._finish(self._take_outcomes())
+        self._commit()
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop all state of `partitions`; work still running for them is abandoned (never committed).
+
+        The uncommitted batch is dropped too: with the eager `range` assignor, partitions are
+        always revoked, lost or restarted all at once.
+        """
+        numbers = {tp.partition for tp in partitions}
+        for tp in partitions:
+            self._progress.pop((tp.topic, tp.partition), None)
+            self._assigned.discard((tp.topic, tp.partition))
+        for number in numbers:
+            self._lanes.drop(number)
+            self._catching_up.pop(number, None)
+            self._paused.discard(number)
+        for invocation_id, item in list(self._running.items()):
+            if item.partition in numbers:
+                del self._running[invocation_id]
+                self._lanes.finished(item)
+        self._batch = _Batch()
+
+    def _load(self, partitions: list[TopicPartition], *, seek: bool) -> None:
+        """Start each partition at its committed offset, skipping what its commit says is finished."""
+        consumer = self._need(self._consumer)
+        if not partitions:
+            return
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        try:
+            committed = consumer.committed(partitions, 30.0)
+        except KafkaException as exc:
+            raise KafkaError(
+                f"cannot read the committed offsets of {self._group!r}: {exc.args[0].str()}"
+            ) from exc
+        for tp in committed:
+            if tp.offset >= 0:
+                self._progress[(tp.topic, tp.partition)] = Progress.resume(tp.offset, tp.metadata)
+            if seek:
+                consumer.seek(
+                    TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                )
+        if self._function.ordering == "key" and self._retry_topics:
+            # A key whose retry is pending must not run ahead of it: read the retry topics' pending
+            # records (to their end) before starting any first attempt of the partition.
+            for number in {tp.partition for tp in partitions}:
+                self._catching_up[number] = set(self._retry_topics)
+                self._lanes.hold(number)
+
+    def _flow_control(self) -> None:
+        consumer = self._need(self._consumer)
+        full = {
+            number
+            for (topic, number), progress in self._progress.items()
+            if progress.metadata_full or self._lanes.waiting(number) > MAX_WAITING
+        }
+        to_pause = full - self._paused
+        to_resume = {n for n in self._paused - full if self._lanes.waiting(n) < MAX_WAITING // 2}
+        if to_pause:
+            consumer.pause(self._partitions_numbered(to_pause))
+            self._paused |= to_pause
+            log_event(logger, "partitions_paused", group=self._group, partitions=sorted(to_pause))
+        if to_resume:
+            consumer.resume(self._partitions_numbered(to_resume))
+            self._paused -= to_resume
+
+    def _partitions_numbered(self, numbers: set[int]) -> list[TopicPartition]:
+        return [tp for tp in self._all_partitions() if tp.partition in numbers]
+
+    def _all_partitions(self) -> list[TopicPartition]:
+        return list(self._need(self._consumer).assignment())
+
+    @staticmethod
+    def _need(client: Consumer | Producer | None) -> Any:
+        if client is None:
+            raise RuntimeError("Replica used before run()")
+        return client
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]

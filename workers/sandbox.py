@@ -1,0 +1,602 @@
+"""The worker's side of handler isolation: one host process, watched, restarted, fed invocations.
+
+A `Sandbox` runs a function's handler in a child process (`workers.host`) started with
+`subprocess.Popen`, never forked (the worker has Kafka client threads). The host sees the
+worker's environment without platform credentials, has its data segment capped, and lives in
+its own session so a Ctrl-C on the worker's terminal does not cut handlers off mid-way.
+
+Three threads serve a sandbox: the host thread (starts hosts, reads outcomes and sends the next
+invocations as room frees up, restarts after an exit), the sender (sends what `submit` queues)
+and the watchdog (kills a host whose invocation is past its deadline). A host is sent up to
+`concurrency` invocations to run plus a few more to queue, so a new one starts without a round
+trip; the sandbox mirrors the host's first-in-first-out queue to know when each one started,
+and so when its deadline falls. Every submitted invocation gets exactly one outcome, unless
+`close` returns first:
+
+- timeout: the late invocation fails ("TimeoutError", cause "timeout"); the host is killed and
+  the others on it run again on the next host, same attempt (they did nothing wrong);
+- crash: with one invocation on the host it is charged ("HandlerCrashed", cause "crash", or
+  "MemoryError"/"memory" when the host ran out of memory); with several, each runs again alone
+  (`solo`) and only one that takes a host down while alone is charged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import orjson
+
+from bus.errors import HandlerLoadError
+from bus.logs import log_event
+from workers.host import EXIT_MEMORY, decode_outcomes, encode_invocations, read_frame
+from workers.invocation import Invocation, Outcome, crashed, timed_out
+
+__all__ = ["MAX_BACKOFF", "START_TIMEOUT", "TIMEOUT_GRACE", "Sandbox", "host_environment"]
+
+logger = logging.getLogger("bus.sandbox")
+
+TIMEOUT_GRACE = 0.5
+"""Seconds past an invocation's timeout before its host is killed (an async handler's own
+timeout fires first and costs no restart)."""
+START_TIMEOUT = 60.0
+"""Seconds a host may take to import its handler before it counts as failing to start."""
+MAX_BACKOFF = 5.0
+"""Longest pause between restarts of a host that keeps dying without getting anything done."""
+QUEUED = 4
+"""Invocations a host holds queued beyond its `concurrency` (at least; `concurrency` when larger)."""
+
+_NEVER = float("inf")
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_CREDENTIAL_PREFIXES = ("BUS_", "KAFKA_")
+_KEPT = frozenset({"BUS_LOG_LEVEL"})
+# The directory holding the `workers` and `bus` packages goes first on the host's path; `-P`
+# keeps the working directory off it, so nothing there shadows them.
+_PACKAGES_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def host_environment(environ: Mapping[str, str], secret_names: Iterable[str] = ()) -> dict[str, str]:
+    """The host's environment: `environ` without platform credentials and the named secrets."""
+    secrets = set(secret_names)
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name not in secrets and (name in _KEPT or not name.startswith(_CREDENTIAL_PREFIXES))
+    }
+    env["MALLOC_ARENA_MAX"] = "2"  # glibc's per-thread arenas would multiply a threaded host's heap
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PACKAGES_ROOT + (os.pathsep + path if path else "")
+    return env
+
+
+@dataclass(slots=True, eq=False)
+class _Flight:
+    """An invocation sent to a host and not answered yet."""
+
+    invocation: Invocation
+    host: _Process
+    started: float = 0.0
+    """When the host began running it, as far as the sandbox can tell; 0 while queued there."""
+    deadline: float = _NEVER
+
+
+@dataclass(eq=False)
+class _Process:
+    """One host process and the sandbox's mirror of what it runs and holds queued."""
+
+    proc: subprocess.Popen[bytes]
+    reader: BinaryIO
+    running: int = 0
+    queued: deque[_Flight] = field(default_factory=deque)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    killed_for: str = ""
+    """Why the sandbox killed it ("timeout", "start", "close"); "" while it lives or if it died alone."""
+    progressed: bool = False
+    """Whether it delivered an outcome: a host that dies without any counts towards backoff."""
+
+    def write(self, payload: bytes) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        with self.write_lock:
+            view = memoryview(payload)
+            while view:
+                view = view[stdin.write(view) or 0 :]
+
+    def release(self) -> None:
+        """Close the pipes of an exited host."""
+        with self.write_lock, contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        self.reader.close()
+
+    def kill(self, reason: str) -> None:
+        self.killed_for = self.killed_for or reason
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+
+class Sandbox:
+    """A function's handler in a separate, restartable process; see the module docstring."""
+
+    cold_start_seconds: float
+    """Spawn to ready of the latest host, in seconds."""
+    restarts: int
+    """Hosts started after the first one."""
+
+    def __init__(
+        self,
+        *,
+        handler: str,
+        base_dir: str,
+        function: str,
+        prefix: str,
+        concurrency: int,
+        memory_mb: int,
+        on_outcome: Callable[[Outcome], None],
+        environ: Mapping[str, str] | None = None,
+        secret_names: Iterable[str] = (),
+        python: str = sys.executable,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        """`environ` is what the host's environment is made from (default: this process's).
+
+        `on_outcome` is called from a sandbox thread, one call at a time; it may call `submit`
+        but must not block for long or call `close`.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._handler = handler
+        self._function = function
+        self._concurrency = concurrency
+        self._window = concurrency + max(QUEUED, concurrency)
+        self._memory_mb = memory_mb
+        self._on_outcome = on_outcome
+        self._start_timeout = start_timeout
+        config = {
+            "handler": handler,
+            "base_dir": base_dir,
+            "function": function,
+            "prefix": prefix,
+            "concurrency": concurrency,
+            "memory_mb": memory_mb,
+        }
+        self._command = [python, "-P", "-m", "workers.host", orjson.dumps(config).decode()]
+        self._env = host_environment(os.environ if environ is None else environ, secret_names)
+        self._lock = threading.Lock()
+        self._sendable = threading.Condition(self._lock)
+        self._watch = threading.Condition(self._lock)
+        self._drained = threading.Condition(self._lock)
+        self._send_lock = threading.Lock()  # taking a batch and writing it, so hosts get them in order
+        self._deliver_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._state = "new"  # new -> running -> closing -> stopping -> closed
+        self._pending: deque[Invocation] = deque()
+        self._flights: dict[int, _Flight] = {}
+        self._outstanding: set[int] = set()
+        self._solos = 0
+        self._host: _Process | None = None
+        self._starting: _Process | None = None
+        self._watch_at = _NEVER
+        self._threads: list[threading.Thread] = []
+        self.cold_start_seconds = 0.0
+        self.restarts = 0
+
+    # -- the runtime's interface -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the host and wait until its handler is imported; HandlerLoadError if it cannot be."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError("a sandbox starts once")
+            self._state = "running"
+        try:
+            host = self._spawn()
+        except BaseException:
+            with self._lock:
+                self._state = "closed"
+            raise
+        with self._lock:
+            self._host = host
+        loops = {"host": self._serve_hosts, "send": self._send_loop, "watch": self._watch_loop}
+        for name, target in loops.items():
+            thread = threading.Thread(target=target, name=f"bus-sandbox-{name}-{self._function}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def submit(self, invocation: Invocation) -> None:
+        """Queue an invocation; its one outcome reaches `on_outcome` later. Never waits for the host."""
+        with self._lock:
+            if self._state != "running":
+                raise RuntimeError(f"sandbox of function {self._function!r} is not running ({self._state})")
+            if invocation.id in self._outstanding:
+                raise ValueError(f"invocation id {invocation.id} is already in flight")
+            self._outstanding.add(invocation.id)
+            self._pending.append(invocation)
+            if len(self._flights) < self._window:
+                self._sendable.notify()
+
+    def in_flight(self) -> int:
+        """Invocations submitted and not answered yet (queued here, queued in the host or running)."""
+        with self._lock:
+            return len(self._outstanding)
+
+    def close(self, grace: float = 5.0) -> None:
+        """Stop taking invocations, give those outstanding up to `grace` seconds, then stop the host.
+
+        Invocations still outstanding when the grace ends get no outcome: their host is killed
+        and, on Kafka, their records are consumed again by whoever takes the partition next.
+        No outcome is delivered after close returns. Call it once, not from `on_outcome`.
+        """
+        deadline = time.monotonic() + grace
+        with self._lock:
+            if self._state in ("new", "closed"):
+                self._state = "closed"
+                return
+            self._state = "closing"
+            while self._outstanding and (remaining := deadline - time.monotonic()) > 0:
+                self._drained.wait(remaining)
+            self._state = "stopping"
+            self._stop.set()
+            self._sendable.notify_all()
+            self._watch.notify_all()
+            host = self._host
+            starting = self._starting
+        if starting is not None:
+            starting.kill("close")
+        if host is not None:
+            self._stop_host(host, max(deadline - time.monotonic(), 0.5))
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            self._state = "closed"
+            self._host = None
+
+    # -- hosts -------------------------------------------------------------------------------
+
+    def _spawn(self) -> _Process:
+        """Start a host and wait for its handler to load; HandlerLoadError if it does not."""
+        spawned = time.monotonic()
+        proc = subprocess.Popen(
+            self._command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self._env,
+            start_new_session=True,  # the terminal's Ctrl-C is for the worker, which closes gracefully
+            bufsize=0,
+        )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        for pipe in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups, nothing more
+                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+        reader = cast(
+            BinaryIO, io.BufferedReader(cast(io.RawIOBase, proc.stdout), 1 << 16)
+        )  # bufsize=0: a FileIO
+        host = _Process(proc=proc, reader=reader)
+        with self._lock:
+            self._starting = host  # for close() to stop
+        timer = threading.Timer(self._start_timeout, host.kill, args=("start",))
+        timer.daemon = True
+        timer.start()
+        try:
+            payload = read_frame(host.reader)
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._starting = None
+        hello = orjson.loads(payload) if payload is not None else {}
+        if "ready" not in hello:
+            self._stop_host(host, 1.0)
+            if "error" in hello:
+                raise HandlerLoadError(hello["error"])
+            if host.killed_for == "start":
+                reason = f"not imported within {self._start_timeout:g}s"
+            else:
+                reason = f"the host {_exit_text(proc.returncode)} before loading it"
+            raise HandlerLoadError(f"handler {self._handler!r}: {reason}")
+        self.cold_start_seconds = time.monotonic() - spawned
+        log_event(
+            logger,
+            "host_ready",
+            function=self._function,
+            pid=proc.pid,
+            cold_start_ms=round(self.cold_start_seconds * 1000, 1),
+            import_ms=round(hello["ready"] * 1000, 1),
+            restarts=self.restarts,
+        )
+        return host
+
+    def _stop_host(self, host: _Process, wait: float) -> None:
+        """End of input (the host finishes and exits), then SIGTERM, then SIGKILL."""
+        host.killed_for = host.killed_for or "close"
+        # A writer stuck on a full pipe holds the lock: then the signals below do the stopping.
+        if host.write_lock.acquire(timeout=0.2):
+            try:
+                with contextlib.suppress(OSError):
+                    assert host.proc.stdin is not None
+                    host.proc.stdin.close()
+            finally:
+                host.write_lock.release()
+        for send, patience in ((None, wait), (host.proc.terminate, 1.0), (host.proc.kill, None)):
+            if send is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    send()
+            try:
+                host.proc.wait(patience)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _serve_hosts(self) -> None:
+        """Read outcomes from the host; when it exits, settle what it held and start the next."""
+        host = self._host
+        failures = 0
+        while host is not None:
+            self._read_outcomes(host)
+            code = host.proc.wait()
+            host.release()
+            outcomes, cause = self._settle_exit(host, code)
+            self._deliver(outcomes)
+            if self._stop.is_set():
+                return
+            productive = host.progressed or outcomes or host.killed_for == "timeout"
+            failures = 0 if productive else failures + 1
+            log_event(
+                logger,
+                "host_restarted",
+                level=logging.WARNING,
+                function=self._function,
+                cause=cause,
+                exit=_exit_text(code),
+                charged=len(outcomes),
+            )
+            host = self._next_host(failures)
+
+    def _next_host(self, failures: int) -> _Process | None:
+        """A new ready host, after a backoff when hosts keep dying unproductively; None once closing."""
+        while not self._stop.wait(_backoff(failures)):
+            try:
+                host = self._spawn()
+            except HandlerLoadError as exc:
+                failures += 1
+                if self._stop.is_set():
+                    break
+                log_event(
+                    logger, "host_start_failed", level=logging.ERROR, function=self._function, reason=str(exc)
+                )
+                continue
+            with self._lock:
+                if not self._stop.is_set():
+                    self.restarts += 1
+                    self._host = host
+                    self._sendable.notify()
+                    return host
+            self._stop_host(host, 0.5)
+            break
+        return None
+
+    def _read_outcomes(self, host: _Process) -> None:
+        while (payload := read_frame(host.reader)) is not None:
+            try:
+                outcomes = decode_outcomes(payload)
+            except (ValueError, TypeError) as exc:  # a host that garbles its frames is broken
+                log_event(
+                    logger,
+                    "host_protocol_error",
+                    level=logging.ERROR,
+                    function=self._function,
+                    error=repr(exc),
+                )
+                host.kill("protocol")
+                continue
+            delivered: list[Outcome] = []
+            with self._lock:
+                now = time.monotonic()
+                for outcome in outcomes:
+                    flight = self._flights.get(outcome.id)
+                    if flight is not None and flight.host is host:  # else: it timed out already
+                        self._land(flight, now)
+                        delivered.append(outcome)
+            host.progressed = True
+            self._send_next()
+            self._deliver(delivered)
+
+    def _settle_exit(self, host: _Process, code: int) -> tuple[list[Outcome], str]:
+        """Outcomes charged for a host's exit, and its cause; the innocent go back to the queue."""
+        cause = "memory" if code == EXIT_MEMORY else "crash"
+        with self._lock:
+            if self._host is host:
+                self._host = None
+            lost = [flight for flight in self._flights.values() if flight.host is host]
+            for flight in lost:
+                del self._flights[flight.invocation.id]
+                self._solos -= flight.invocation.solo
+            if self._stop.is_set():
+                return [], "close"
+            charged: list[_Flight] = []
+            if host.killed_for == "timeout":
+                again, reason = [flight.invocation for flight in lost], "timeout"
+            elif len(lost) == 1 or any(flight.invocation.solo for flight in lost):
+                # Alone on the host: nothing else can have done it. (A queued neighbour might have
+                # started unseen, so "alone" counts everything the host held, not what it ran.)
+                charged, again, reason = lost, [], cause
+            else:
+                again, reason = [replace(flight.invocation, solo=True) for flight in lost], cause
+            self._pending.extendleft(reversed(again))
+            now = time.monotonic()
+            outcomes = [
+                crashed(
+                    flight.invocation.id,
+                    message=self._crash_message(code, cause),
+                    cause=cause,
+                    duration=now - flight.started if flight.started else 0.0,
+                )
+                for flight in charged
+            ]
+            for outcome in outcomes:
+                self._outstanding.discard(outcome.id)
+            if not self._outstanding:
+                self._drained.notify_all()
+        return outcomes, reason
+
+    def _crash_message(self, code: int, cause: str) -> str:
+        if cause == "memory":
+            return f"memory limit of {self._memory_mb} MiB exceeded: the handler host {_exit_text(code)}"
+        return f"the handler host {_exit_text(code)} while running this invocation"
+
+    # -- sending and watching ----------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        """Send what `submit` queues (the host thread sends the next ones itself as outcomes land)."""
+        while True:
+            with self._lock:
+                while not (self._stop.is_set() or self._can_send()):
+                    self._sendable.wait()
+                if self._stop.is_set():
+                    return
+            self._send_next()
+
+    def _send_next(self) -> None:
+        """Send whatever the landed outcomes made room for, from this thread (no hand-off)."""
+        with self._send_lock:
+            with self._lock:
+                batch = self._take()
+                if not batch:
+                    return
+                host = self._fly(batch)
+            self._write(host, batch)
+
+    def _can_send(self) -> bool:
+        """Whether `_take` would take anything (lock held)."""
+        host = self._host
+        if host is None or host.killed_for or self._solos or not self._pending:
+            return False
+        return len(self._flights) < self._window and not (self._pending[0].solo and self._flights)
+
+    def _take(self) -> list[Invocation]:
+        """What to send now: up to the host's window, a solo invocation only on its own."""
+        if self._stop.is_set() or not self._can_send():
+            return []
+        batch: list[Invocation] = []
+        room = self._window - len(self._flights)
+        while self._pending and len(batch) < room:
+            invocation = self._pending[0]
+            if invocation.solo and (self._flights or batch):
+                break
+            batch.append(self._pending.popleft())
+            if invocation.solo:
+                break
+        return batch
+
+    def _fly(self, batch: list[Invocation]) -> _Process:
+        """Record `batch` as sent to the current host, started or queued there (lock held)."""
+        host = self._host
+        assert host is not None
+        now = time.monotonic()
+        for invocation in batch:
+            flight = _Flight(invocation, host)
+            self._flights[invocation.id] = flight
+            self._solos += invocation.solo
+            if host.running < self._concurrency:
+                self._begin(flight, now)
+            else:
+                host.queued.append(flight)
+        return host
+
+    def _begin(self, flight: _Flight, now: float) -> None:
+        """The host has started `flight` (it runs its queue first in, first out): its clock starts."""
+        flight.host.running += 1
+        flight.started = now
+        flight.deadline = now + flight.invocation.timeout + TIMEOUT_GRACE
+        if flight.deadline < self._watch_at:
+            self._watch_at = flight.deadline
+            self._watch.notify()
+
+    def _land(self, flight: _Flight, now: float) -> None:
+        """Forget a flight that has its outcome; the host starts its next queued one (lock held)."""
+        del self._flights[flight.invocation.id]
+        self._solos -= flight.invocation.solo
+        self._outstanding.discard(flight.invocation.id)
+        host = flight.host
+        if flight.started:
+            host.running -= 1
+            if host.queued:
+                self._begin(host.queued.popleft(), now)
+        else:  # answered before the mirror saw it start: it ran all the same
+            host.queued.remove(flight)
+        if not self._outstanding:
+            self._drained.notify_all()
+
+    def _write(self, host: _Process, batch: list[Invocation]) -> None:
+        # OSError or ValueError (closed): the host is gone, and its exit puts these back in the queue.
+        with contextlib.suppress(OSError, ValueError):
+            host.write(encode_invocations([(i.id, i.attempt, i.timeout, i.event) for i in batch]))
+
+    def _watch_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                late = [flight for flight in self._flights.values() if flight.deadline <= now]
+                if not late:
+                    deadlines = (flight.deadline for flight in self._flights.values())
+                    self._watch_at = min(deadlines, default=_NEVER)
+                    self._watch.wait(None if self._watch_at == _NEVER else self._watch_at - now)
+                    continue
+                for flight in late:
+                    # Its host dies next; what else it held goes to the next host, so the mirror
+                    # of this one no longer matters.
+                    del self._flights[flight.invocation.id]
+                    self._solos -= flight.invocation.solo
+                    self._outstanding.discard(flight.invocation.id)
+                    flight.host.killed_for = flight.host.killed_for or "timeout"
+                if not self._outstanding:
+                    self._drained.notify_all()
+            outcomes = [
+                timed_out(invocation.id, timeout=invocation.timeout, duration=now - flight.started)
+                for flight in late
+                for invocation in (flight.invocation,)
+            ]
+            for host in {flight.host for flight in late}:
+                host.kill("timeout")
+            self._deliver(outcomes)
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        if outcomes:
+            with self._deliver_lock:
+                for outcome in outcomes:
+                    try:
+                        self._on_outcome(outcome)
+                    except Exception:  # the caller's bug must not stop the sandbox's threads
+                        logger.exception("on_outcome failed for invocation %d", outcome.id)
+
+
+def _backoff(failures: int) -> float:
+    """No pause before the first restart; then 0.1 s doubling up to MAX_BACKOFF."""
+    return 0.0 if failures <= 1 else min(MAX_BACKOFF, 0.1 * 2 ** (failures - 2))
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

@@ -1,0 +1,203 @@
+"""What an invocation's outcome becomes on Kafka: result, retry, dead letter, error event (pure).
+
+The runtime produces these records in the same transaction as the input's offset, so each
+outcome is published exactly once. Every decision is here and nowhere else:
+
+- ok: the result event to the success destination, and every event the handler emitted to
+  `<prefix>.ingress` (routed like any other event);
+- failed or `Retry` with attempts left: the record to the retry topic of its backoff step,
+  due after the step's delay (or `Retry(after=...)`);
+- `DeadLetter`, the last attempt, or a failure no retry can fix (a result too large, a record
+  that is not a CloudEvent): the original record to the DLQ and the error event (RELIABILITY R8)
+  to the failure destination.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from bus import naming
+from bus.deadletter import dead_letter
+from bus.errors import InvalidEvent
+from bus.events import CloudEvent, from_json_dict
+from bus.kafka_binding import Record, record_size, to_record
+from bus.manifest import Function
+from workers.invocation import Outcome
+from workers.outcome import Failure, error_event, result_event
+from workers.retries import Attempt, original, retry_record
+
+__all__ = ["Judge", "Send", "Verdict"]
+
+FINAL_CAUSES = frozenset({"result"})
+"""Failures that fail the same way on every attempt: dead-lettered at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A record to produce in the outcome's transaction (to `partition` when given, else by key)."""
+
+    topic: str
+    record: Record
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The records an outcome produces, and whether the event waits for a retry."""
+
+    outputs: list[Send]
+    retrying: bool
+    label: str
+    """ok, retry, dead_letter or invalid: for metrics and the log line."""
+    error_type: str = ""
+    reason: str = ""
+
+
+class Judge:
+    """Turns one function's outcomes into records; holds the function's policy and topics."""
+
+    def __init__(
+        self, *, prefix: str, function: Function, max_record_bytes: int, clock: Callable[[], str]
+    ) -> None:
+        self._prefix = prefix
+        self._function = function
+        self._max_record_bytes = max_record_bytes
+        self._clock = clock
+        self._dlq = naming.dlq_topic(prefix, function.name)
+        self._ingress = naming.ingress_topic(prefix)
+
+    def decide(
+        self,
+        record: Record,
+        event: CloudEvent,
+        attempt: Attempt,
+        outcome: Outcome,
+        *,
+        started: str,
+        now_ms: int,
+    ) -> Verdict:
+        """The records for `outcome` of `attempt` at `event` (`started`: when this attempt began)."""
+        first_time = attempt.first_time or started
+        if outcome.kind == "ok":
+            try:
+                return Verdict(self._success(event, outcome), retrying=False, label="ok")
+            except (InvalidEvent, TypeError, ValueError) as exc:
+                outcome = _failed(type(exc).__name__, str(exc), cause="result")
+        retriable = outcome.kind != "dead_letter" and outcome.cause not in FINAL_CAUSES
+        if retriable and attempt.number < self._function.retry.attempts:
+            return self._retry(record, attempt, outcome, first_time=first_time, now_ms=now_ms)
+        failure = Failure(
+            error_type=outcome.error_type,
+            message=outcome.message,
+            traceback=outcome.traceback,
+            attempts=attempt.number,
+            first_attempt_time=first_time,
+            last_attempt_time=started,
+            topic=attempt.topic,
+            partition=attempt.partition,
+            offset=attempt.offset,
+        )
+        outputs = [self._dead_letter(record, attempt, failure)]
+        target = self._function.destinations.on_failure
+        if target is not None:
+            outputs.append(Send(target, self._error_record(event, failure)))
+        return Verdict(
+            outputs,
+            retrying=False,
+            label="dead_letter",
+            error_type=outcome.error_type,
+            reason=outcome.message,
+        )
+
+    def _retry(
+        self, record: Record, attempt: Attempt, outcome: Outcome, *, first_time: str, now_ms: int
+    ) -> Verdict:
+        level, delay = self._function.retry.step(attempt.number)
+        after = outcome.retry_after if outcome.retry_after is not None else delay
+        retry = retry_record(
+            record,
+            attempt,
+            first_time=first_time,
+            due_ms=now_ms + int(after * 1000),
+            error_type=outcome.error_type,
+            message=outcome.message,
+        )
+        topic = naming.retry_topic(self._prefix, self._function.name, level)
+        return Verdict(
+            [Send(topic, retry, attempt.partition)],
+            retrying=True,
+            label="retry",
+            error_type=outcome.error_type,
+            reason=outcome.message,
+        )
+
+    def invalid(self, record: Record, attempt: Attempt, reason: str) -> Verdict:
+        """A record that is not a readable CloudEvent: straight to the DLQ (no handler can take it)."""
+        letter = dead_letter(
+            original(record), error_type="InvalidEvent", reason=reason, origin=attempt.origin
+        )
+        return Verdict(
+            [Send(self._dlq, letter)],
+            retrying=False,
+            label="invalid",
+            error_type="InvalidEvent",
+            reason=reason,
+        )
+
+    def _success(self, event: CloudEvent, outcome: Outcome) -> list[Send]:
+        outputs = [
+            Send(self._ingress, to_record(from_json_dict(orjson.loads(raw)))) for raw in outcome.emitted
+        ]
+        target = self._function.destinations.on_success
+        if target is not None:
+            value = orjson.loads(outcome.value) if outcome.value is not None else None
+            result = to_record(
+                result_event(
+                    prefix=self._prefix,
+                    function=self._function.name,
+                    cause=event,
+                    value=value,
+                    time=self._clock(),
+                )
+            )
+            size = record_size(result)
+            if size > self._max_record_bytes:
+                raise ValueError(f"result is {size} bytes; records are limited to {self._max_record_bytes}")
+            outputs.append(Send(target, result))
+        for output in outputs:
+            if record_size(output.record) > self._max_record_bytes:
+                raise ValueError(f"an emitted event is over the {self._max_record_bytes}-byte record limit")
+        return outputs
+
+    def _dead_letter(self, record: Record, attempt: Attempt, failure: Failure) -> Send:
+        extra = (
+            ("bus_attempts", str(failure.attempts).encode()),
+            ("bus_first_attempt_time", failure.first_attempt_time.encode()),
+            ("bus_last_attempt_time", failure.last_attempt_time.encode()),
+        )
+        letter = dead_letter(
+            original(record),
+            error_type=failure.error_type,
+            reason=failure.message,
+            origin=attempt.origin,
+            extra=extra,
+        )
+        return Send(self._dlq, letter)
+
+    def _error_record(self, event: CloudEvent, failure: Failure) -> Record:
+        """The error event as a record, embedding the input's data only when it fits."""
+        build = functools.partial(
+            error_event, prefix=self._prefix, function=self._function.name, cause=event, failure=failure
+        )
+        record = to_record(build(time=self._clock()))
+        if record_size(record) > self._max_record_bytes:
+            record = to_record(build(time=self._clock(), embed_data=False))
+        return record
+
+
+def _failed(error_type: str, message: str, *, cause: str) -> Outcome:
+    return Outcome(id=-1, kind="failed", error_type=error_type, message=message, cause=cause)
