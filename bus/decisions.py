@@ -13,10 +13,12 @@ nothing is remembered. At most `MAX_KEYS` keys are kept per rule set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bus.patterns import _MISSING as _ABSENT  # what a pattern's nodes take for an absent field
+from bus.patterns import _Leaf, _Object
 from bus.routing import Rule
 from bus.rule_index import DATA, RuleIndex
 
@@ -27,6 +29,13 @@ MAX_KEYS = 10_000
 
 _UNIQUE = frozenset({"id", "time"})
 _MISSING: Any = object()
+
+_Test = Callable[[Any], bool]
+"""A compiled test of one value (a pattern node's `accepts_field`)."""
+_EventTest = Callable[[Mapping[str, Any]], bool]
+"""A compiled test of an event (or of an object in it)."""
+_Node = _Leaf | _Object
+"""A node of a compiled pattern."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +53,7 @@ class Decision:
 class Decisions:
     """The rules of one rule set, decided by attribute key, remembered up to `MAX_KEYS` keys."""
 
-    __slots__ = ("_fields", "_index", "_memo", "_pattern_data", "_transforming")
+    __slots__ = ("_fields", "_index", "_memo", "_pattern_data", "_splits", "_tests", "_transforming")
 
     def __init__(self, index: RuleIndex) -> None:
         rules = index.rules
@@ -56,11 +65,19 @@ class Decisions:
             named.add("tags")
         self._fields: tuple[str, ...] | None = None if named & _UNIQUE else tuple(sorted(named))
         self._memo: dict[tuple[Any, ...], Decision] = {}
+        self._splits: dict[int, tuple[tuple[tuple[tuple[str, _Node], ...], _EventTest | None], ...]] = {}
+        self._tests: dict[tuple[int, tuple[int, ...]], _EventTest] = {}
 
     @property
     def rules(self) -> tuple[Rule, ...]:
         """The rule set, in order."""
         return self._index.rules
+
+    @property
+    def fields(self) -> tuple[str, ...] | None:
+        """The top-level fields whose values decide (`data` aside), sorted; None when one differs
+        on every event (`id`, `time`), so that nothing is remembered."""
+        return self._fields
 
     def decide(self, attributes: Mapping[str, Any]) -> Decision:
         """What the event's attributes decide (its `data`, if present, is not looked at)."""
@@ -82,6 +99,55 @@ class Decisions:
             self._memo[key] = decision
         return decision
 
+    def data_checks(
+        self, decision: Decision, attributes: Mapping[str, Any]
+    ) -> tuple[tuple[int, _EventTest | None], ...]:
+        """What is left of `decision`'s pending rules for events with these attributes and no
+        `data_base64`: per rule that may still match, in order, its position and a test of the
+        event with `data` alone (None: the rule matches whatever the data).
+
+        The attribute fields are checked here, once; per event only the data is looked at. The
+        same alternatives left give the same test object, so a caller may remember by it.
+        """
+        checks: list[tuple[int, _EventTest | None]] = []
+        for position in decision.pending:
+            left: list[int] = []
+            for number, (fields, test) in enumerate(self._split(position)):
+                if all(node.accepts_field(attributes.get(name, _ABSENT)) for name, node in fields):
+                    if test is None:  # no data field: the rule matches whatever the data
+                        checks.append((position, None))
+                        break
+                    left.append(number)
+            else:
+                if left:
+                    checks.append((position, self._test(position, tuple(left))))
+        return tuple(checks)
+
+    def _split(self, position: int) -> tuple[tuple[tuple[tuple[str, _Node], ...], _EventTest | None], ...]:
+        """Per alternative of the rule's pattern: its other fields, and the test of its data fields."""
+        split = self._splits.get(position)
+        if split is None:
+            alternatives = self._index.rules[position].pattern.alternatives
+            split = tuple(
+                (
+                    tuple((name, node) for name, node in alternative.fields if name != "data"),
+                    _fields_test(data) if (data := _data_fields(alternative.fields)) else None,
+                )
+                for alternative in alternatives
+            )
+            self._splits[position] = split
+        return split
+
+    def _test(self, position: int, left: tuple[int, ...]) -> _EventTest:
+        """The test passed when one of the alternatives numbered `left` passes its data test."""
+        test = self._tests.get((position, left))
+        if test is None:
+            split = self._split(position)
+            tests = [split[number][1] for number in left]
+            test = _any_of([found for found in tests if found is not None])
+            self._tests[position, left] = test
+        return test
+
     def finish(self, event: Mapping[str, Any], decision: Decision) -> list[Rule]:
         """The rules the event matches, in order: the decided ones plus the pending that match `event`."""
         rules = self._index.rules
@@ -100,6 +166,62 @@ class Decisions:
         except TypeError:  # a list or object extension in a structured event: decide afresh
             return None
         return key
+
+
+def _any_of(alternatives: Sequence[_EventTest]) -> _EventTest:
+    """One test passed when one of `alternatives` is."""
+    if len(alternatives) == 1:
+        return alternatives[0]
+    return lambda event: any(test(event) for test in alternatives)
+
+
+def _data_fields(fields: tuple[tuple[str, _Node], ...]) -> tuple[tuple[str, _Test], ...]:
+    """The compiled tests of the `data` fields among an alternative's fields."""
+    return tuple((name, _compiled(node)) for name, node in fields if name == "data")
+
+
+def _fields_test(fields: tuple[tuple[str, _Test], ...]) -> _EventTest:
+    """A test of an object: each field's value (or `_ABSENT`) passes its test."""
+    if len(fields) == 1:
+        ((name, test),) = fields
+        return lambda found: test(found.get(name, _ABSENT))
+
+    def accepts(found: Mapping[str, Any]) -> bool:
+        for name, test in fields:  # noqa: SIM110 - hot path: a loop allocates no generator
+            if not test(found.get(name, _ABSENT)):
+                return False
+        return True
+
+    return accepts
+
+
+def _compiled(node: _Node) -> _Test:
+    """`node.accepts_field`, cut short for the usual values: a plain object, a string, a number."""
+    if isinstance(node, _Leaf):
+        return _leaf_test(node)
+    # For one object, accepts_at(value) is accepts(value): each field's test in turn.
+    on_object = _fields_test(tuple((name, _compiled(child)) for name, child in node.fields))
+    general = node.accepts_at
+    return lambda value: on_object(value) if type(value) is dict else general(value)
+
+
+def _leaf_test(leaf: _Leaf) -> _Test:
+    """`leaf.accepts`, without its dispatch for a string (or, with one matcher, a number)."""
+    general = leaf.accepts
+    strings = leaf.strings
+    if strings is not None:
+        return lambda value: value in strings if type(value) is str else general(value)
+    if len(leaf.matchers) != 1:
+        return general
+    one = leaf.matchers[0].accepts
+
+    def accepts(value: Any) -> bool:
+        kind = type(value)
+        if kind is str or kind is int or kind is float:  # one scalar: its one matcher decides
+            return one(value)
+        return general(value)
+
+    return accepts
 
 
 def matching(decisions: Decisions, event: Mapping[str, Any]) -> Sequence[Rule]:

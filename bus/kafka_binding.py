@@ -8,9 +8,8 @@ Record key = `partitionkey` extension, else `subject`, else none.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -32,9 +31,11 @@ __all__ = [
     "Headers",
     "Record",
     "attributes_of",
+    "deciding_headers",
     "from_record",
     "header",
     "record_size",
+    "routable_headers",
     "to_record",
     "with_extensions",
 ]
@@ -44,9 +45,12 @@ _PREFIX = "ce_"
 Headers = Sequence[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A Kafka record as the bindings see it: key, value and headers, no topic or offset."""
+class Record(NamedTuple):
+    """A Kafka record as the bindings see it: key, value and headers, no topic or offset.
+
+    A named tuple, not a dataclass: the router makes one per output record, and a tuple is made
+    in about half the time of a frozen dataclass.
+    """
 
     key: bytes | None
     value: bytes | None
@@ -175,6 +179,52 @@ def attributes_of(headers: Headers | None) -> dict[str, Any] | None:
         doc["datacontenttype"] = content_type
     _check_routable(doc)
     return doc
+
+
+def deciding_headers(members: Iterable[str]) -> tuple[str, ...]:
+    """The headers whose values decide what `attributes_of` makes of `members`, and whether it
+    accepts the record at all (specversion, data-named extensions, structured mode), sorted.
+
+    Two records of `routable_headers` with the same values at these headers give the same
+    members and the same verdict, whatever their other headers hold.
+    """
+    names = {_PREFIX + member for member in members}
+    names.update(_DECIDING)
+    return tuple(sorted(names))
+
+
+_DECIDING = (
+    "content-type",
+    _PREFIX + "datacontenttype",
+    _PREFIX + "specversion",
+    _PREFIX + "data",
+    _PREFIX + "data_base64",
+)
+"""Headers every verdict of `attributes_of` depends on (besides the per-record id, source and type)."""
+
+
+def routable_headers(headers: Headers | None) -> tuple[dict[str, bytes], int] | None:
+    """The headers by name and the bytes they carry (names and values), when `attributes_of`
+    decides the record by the values of `deciding_headers` alone; else None.
+
+    That is when no name repeats, every value is UTF-8 text, and the record has a non-empty
+    `ce_id`, `ce_source` and `ce_type`. The routing hot path: a few C-level calls per record.
+    """
+    if not headers:
+        return None
+    try:
+        by_name = dict(headers)
+        if len(by_name) != len(headers):  # a repeated name
+            return None
+        # One decode checks every value: the separator ends any multi-byte sequence cut at an edge.
+        text = b"\n".join(by_name.values())
+        text.decode("utf-8")
+    except (TypeError, ValueError):  # a value missing (None), or not UTF-8 (a ValueError)
+        return None
+    get = by_name.get
+    if not (get("ce_id") and get("ce_source") and get("ce_type")):
+        return None
+    return by_name, len(text) - len(by_name) + 1 + sum(map(len, by_name))
 
 
 def _check_routable(doc: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,13 @@ from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
 from bus.fanout import by_target, routed_record
+from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import admin_config, build
 from bus.kafka.control_store import ControlWatcher, read_applied
 from bus.kafka.schema_store import open_store
 from bus.kafka.txloop import InMessage, Output, TransactionalLoop
-from bus.kafka_binding import Record, attributes_of, from_record, record_size
+from bus.kafka_binding import Record, attributes_of, from_record, record_size, routable_headers
 from bus.logs import configure, log_event
 from bus.manifest import Manifest, read
 from bus.metrics import Registry
@@ -105,8 +107,10 @@ class RouterMetrics:
 class Router:
     """Turns batches of ingress records into function-topic records (the loop's transform).
 
-    `update` swaps in a new manifest between batches (it is called from the control watcher's
-    thread; the batch in hand finishes with the rules it started with).
+    A binary-mode record whose deciding headers were met before is routed by the fan-out
+    remembered for them (`bus.header_routes`); any other record is routed in full (`_route`),
+    with the same result. `update` swaps in a new manifest between batches (it is called from
+    the control watcher's thread; the batch in hand finishes with the rules it started with).
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class Router:
         self._dlq = naming.router_dlq_topic(manifest.prefix)
         self._missing: frozenset[str] = frozenset()
         self._table = self._build(manifest, version, digest, reader)
+        self._routes = _routes(self._table, self._missing)
 
     @property
     def table(self) -> RoutingTable:
@@ -148,9 +153,9 @@ class Router:
 
     def set_missing_topics(self, missing: frozenset[str]) -> None:
         """Function topics known not to exist: events for them go to the DLQ instead of blocking."""
-        if missing != self._missing:
+        if missing != self._missing:  # kept otherwise: a new set would make the fast path start over
             log_event(logger, "missing_topics", topics=sorted(missing))
-        self._missing = missing
+            self._missing = missing
 
     def _build(
         self, manifest: Manifest, version: int, digest: str, reader: TypedReader | None
@@ -177,40 +182,88 @@ class Router:
         the batch. Anything else wrong with one record must not block its partition.
         """
         table = self._table
+        missing = self._missing
+        routes = self._routes
+        if routes[0] is not table or routes[1] is not missing:  # new rules or topics: start over
+            routes = self._routes = _routes(table, missing)
+        fast = routes[2]
+        names = fast.names
+        plans = fast.plans
+        limit = self._max_record_bytes
         outputs: list[Output] = []
+        append = outputs.append
         tally = _Tally()
+        fanned: list[Fanout] = []
         for message in batch:
             headers = message.headers() or []
-            record = Record(message.key(), message.value(), tuple(headers))
-            try:
-                event, binary, rules = self._match(table, record)
-            except InvalidEvent as exc:
-                reason = f"not a valid CloudEvent: {exc}"
-                outputs.append(self._dead_letter(message, record, "InvalidEvent", reason, tally))
-                continue
-            except (KafkaError, RegistryError):
-                raise
-            except Exception as exc:  # one bad record must not stop the partition
-                reason = f"cannot be routed: {exc!r}"
-                outputs.append(self._dead_letter(message, record, type(exc).__name__, reason, tally))
-                continue
-            tally.matched.update(rule.name for rule in rules)
-            size = record_size(record) if rules else 0
-            for target, by in by_target(rules).items():
-                topic = table.topics.get(target)
-                if topic is None or topic in self._missing:
-                    why = (
-                        f"unknown target {target!r}"
-                        if topic is None
-                        else f"target topic {topic!r} does not exist"
-                    )
-                    reason = f"{why}; apply a manifest that declares it"
-                    outputs.append(self._dead_letter(message, record, "UnknownTarget", reason, tally))
-                    continue
-                routed = (event, binary, target, by)
-                outputs.append(self._output(message, record, topic, tally, routed=routed, size=size))
+            # The fast path: a binary-mode record whose deciding headers were seen before gets
+            # the remembered fan-out, its headers neither decoded nor copied but once per target.
+            if names is not None and (view := routable_headers(headers)) is not None:
+                by_name, header_bytes = view
+                key = tuple(map(by_name.get, names))
+                plan = plans.get(key)
+                if plan is None:
+                    plan = fast.learn(key, headers)
+                if plan is not SLOW:
+                    value = message.value()
+                    if type(plan) is Pending:
+                        plan = fast.finish(plan, value)
+                    if type(plan) is Fanout:
+                        record_key = message.key()
+                        size = len(record_key or b"") + len(value or b"") + header_bytes
+                        if size + plan.grow <= limit:
+                            for topic, added in plan.sends:
+                                append(_output((topic, _record((record_key, value, (*headers, added))))))
+                            fanned.append(plan)
+                            continue
+            self._route(message, headers, table=table, missing=missing, outputs=outputs, tally=tally)
+        for fan, count in Counter(fanned).items():
+            for name in fan.rules:
+                tally.matched[name] += count
+            for target in fan.targets:
+                tally.routed[target] += count
         self._pending = (len(batch), tally)
         return outputs
+
+    def _route(
+        self,
+        message: InMessage,
+        headers: list[tuple[str, bytes]],
+        *,
+        table: RoutingTable,
+        missing: frozenset[str],
+        outputs: list[Output],
+        tally: _Tally,
+    ) -> None:
+        """Route one record the general way: any mode, transformers, dead letters."""
+        record = Record(message.key(), message.value(), tuple(headers))
+        try:
+            event, binary, rules = self._match(table, record)
+        except InvalidEvent as exc:
+            reason = f"not a valid CloudEvent: {exc}"
+            outputs.append(self._dead_letter(message, record, "InvalidEvent", reason, tally))
+            return
+        except (KafkaError, RegistryError):
+            raise
+        except Exception as exc:  # one bad record must not stop the partition
+            reason = f"cannot be routed: {exc!r}"
+            outputs.append(self._dead_letter(message, record, type(exc).__name__, reason, tally))
+            return
+        tally.matched.update(rule.name for rule in rules)
+        size = record_size(record) if rules else 0
+        for target, by in by_target(rules).items():
+            topic = table.topics.get(target)
+            if topic is None or topic in missing:
+                why = (
+                    f"unknown target {target!r}"
+                    if topic is None
+                    else f"target topic {topic!r} does not exist"
+                )
+                reason = f"{why}; apply a manifest that declares it"
+                outputs.append(self._dead_letter(message, record, "UnknownTarget", reason, tally))
+                continue
+            routed = (event, binary, target, by)
+            outputs.append(self._output(message, record, topic, tally, routed=routed, size=size))
 
     def committed(self) -> None:
         """Count the last batch in the metrics: call once its transaction committed."""
@@ -296,6 +349,14 @@ class Router:
         return Output(self._dlq, dead)
 
 
+def _routes(
+    table: RoutingTable, missing: frozenset[str]
+) -> tuple[RoutingTable, frozenset[str], HeaderRoutes]:
+    """The fast path's routes for `table` while `missing` topics are missing, with what they are for."""
+    topics = {target: topic for target, topic in table.topics.items() if topic not in missing}
+    return table, missing, HeaderRoutes(table.decisions, topics)
+
+
 @dataclass(slots=True)
 class _Tally:
     """What one batch did, counted into the metrics once its transaction commits."""
@@ -303,6 +364,12 @@ class _Tally:
     matched: Counter[str] = field(default_factory=Counter)
     routed: Counter[str] = field(default_factory=Counter)
     dead: Counter[str] = field(default_factory=Counter)
+
+
+_record = partial(tuple.__new__, Record)
+"""`Record` from a (key, value, headers) tuple, without `Record.__new__`'s Python frame (hot path)."""
+_output = partial(tuple.__new__, Output)
+"""`Output` from a (topic, record) tuple, likewise."""
 
 
 def serve(

@@ -53,3 +53,22 @@ def test_an_unhashable_attribute_is_decided_afresh_and_the_memo_is_bounded() -> 
         decisions.decide({"x": n})
     assert len(decisions._memo) == MAX_KEYS
     assert [r.name for r in matching(decisions, {"x": 1})] == ["x"]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(case=cases(), other_data=VALUES)
+def test_data_checks_leave_only_the_data_to_test_and_agree_with_finish(
+    case: tuple[list[Rule], dict[str, Any]], other_data: Any
+) -> None:
+    """Checked once against the attributes, the pending rules' data tests give finish's answer."""
+    rules, event = case
+    attributes = {name: value for name, value in event.items() if name not in ("data", "data_base64")}
+    decisions = Decisions(RuleIndex(rules))
+    decision = decisions.decide(attributes)
+    checks = decisions.data_checks(decision, attributes)
+    assert [position for position, _ in checks] == sorted(position for position, _ in checks)
+    for data in (event.get("data"), other_data, None):
+        alone = {} if data is None else {"data": data}
+        found = [p for p, test in checks if test is None or test(alone)]
+        expected = decisions.finish({**attributes, **alone}, decision)
+        assert [rules[p] for p in sorted((*decision.matched, *found))] == expected

@@ -9,7 +9,16 @@ import pytest
 
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent, to_json_dict
-from bus.kafka_binding import STRUCTURED_CONTENT_TYPE, Record, from_record, header, to_record
+from bus.kafka_binding import (
+    STRUCTURED_CONTENT_TYPE,
+    Record,
+    deciding_headers,
+    from_record,
+    header,
+    record_size,
+    routable_headers,
+    to_record,
+)
 
 
 def make(**overrides: Any) -> CloudEvent:
@@ -248,3 +257,44 @@ def test_header_returns_the_last_value_of_a_name(
 ) -> None:
     """header() finds the last occurrence of a header, or None when there is none."""
     assert header(headers, "a") == value
+
+
+def test_routable_headers_gives_the_headers_by_name_and_their_size() -> None:
+    """A record with distinct UTF-8 headers and an id, source and type: its headers and their bytes."""
+    record = to_record(make(subject="s", data={"a": 1}))
+    view = routable_headers(record.headers)
+    assert view is not None
+    by_name, size = view
+    assert by_name == dict(record.headers)
+    assert len(record.key or b"") + len(record.value or b"") + size == record_size(record)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        [],
+        [*BINARY_HEADERS, ("ce_type", b"again")],
+        [*BINARY_HEADERS, ("trace", b"\xc3")],
+        [*BINARY_HEADERS, ("ce_note", None)],
+        [(name, b"" if name == "ce_id" else value) for name, value in BINARY_HEADERS],
+        [(name, value) for name, value in BINARY_HEADERS if name != "ce_source"],
+    ],
+)
+def test_routable_headers_leaves_unusual_records_to_the_full_decoding(headers: Any) -> None:
+    """Repeated names, text that is not UTF-8, a missing value or a missing id, source or type: None."""
+    assert routable_headers(headers) is None
+
+
+def test_a_multibyte_character_is_not_taken_as_split_between_two_headers() -> None:
+    """Each value must be UTF-8 on its own, as attributes_of decodes them one by one."""
+    assert routable_headers([*BINARY_HEADERS, ("a", b"\xc3"), ("b", b"\xa9")]) is None
+    assert routable_headers([*BINARY_HEADERS, ("a", "é".encode())]) is not None
+
+
+def test_records_alike_at_the_deciding_headers_decode_alike_there() -> None:
+    """The deciding headers of the named members include every header attributes_of's verdict rests on."""
+    names = deciding_headers(["type", "datacontenttype"])
+    assert names == tuple(sorted(names))
+    assert {"ce_type", "ce_datacontenttype", "content-type", "ce_specversion", "ce_data"} <= set(names)
+    assert "ce_id" not in names

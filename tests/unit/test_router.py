@@ -14,10 +14,11 @@ from bus import naming
 from bus.control import Applied
 from bus.errors import BusError, ConfigError
 from bus.events import CloudEvent, to_json_dict
+from bus.kafka.txloop import Output
 from bus.kafka_binding import from_record, header, record_size, to_record
 from bus.manifest import Manifest, parse
 from bus.metrics import Registry
-from bus.router import Router, RouterMetrics, _starting_rules
+from bus.router import Router, RouterMetrics, _starting_rules, _Tally
 from bus.routing import route
 
 
@@ -263,3 +264,109 @@ def test_an_input_at_the_limit_goes_to_the_dlq_once_matchedrules_would_push_it_o
     assert header(dead.headers, "bus_error_type") == b"TooLarge"
     assert dead.value is None, "the dead letter itself would be over the limit: its value is dropped"
     assert b"bytes dropped" in (header(dead.headers, "bus_error_message") or b"")
+
+
+FAST_RULES = [
+    {"name": "t1", "pattern": {"type": ["t1"]}, "targets": ["a"]},
+    {
+        "name": "t1-or-n",
+        "pattern": {"$or": [{"type": ["t1"]}, {"data": {"n": [{"numeric": [">", 1]}]}}]},
+        "targets": ["b"],
+    },
+    {
+        "name": "n-small",
+        "pattern": {"type": ["t1", "t2"], "data": {"n": [{"numeric": ["<", 2]}]}},
+        "targets": ["a", "c"],
+    },
+    {
+        "name": "no-data",
+        "pattern": {"source": [{"prefix": "s"}], "data": [{"exists": False}]},
+        "targets": ["c"],
+    },
+    {"name": "not-x", "pattern": {"data": {"k": [{"anything-but": ["x"]}]}}, "targets": ["b"]},
+    {"name": "tagged", "pattern": {"type": ["t2"]}, "targets": ["a"], "tags": {"any": ["vip"]}},
+    {"name": "by-content", "pattern": {"datacontenttype": ["text/plain"]}, "targets": ["c"]},
+    {
+        "name": "shaped",
+        "pattern": {"data": {"k": ["shape"]}},
+        "targets": [{"function": "b", "input": {"fixed": True}}],
+    },
+]
+
+FAST_HEADERS = st.lists(
+    st.sampled_from(
+        [
+            ("ce_specversion", b"1.0"),
+            ("ce_specversion", b"0.3"),
+            ("ce_id", b"e1"),
+            ("ce_id", b""),
+            ("ce_source", b"s1"),
+            ("ce_source", b"q"),
+            ("ce_type", b"t1"),
+            ("ce_type", b"t2"),
+            ("ce_tags", b"vip,eu"),
+            ("ce_tags", b"\xff"),
+            ("ce_matchedrules", b"earlier"),
+            ("ce_data", b"1"),
+            ("ce_datacontenttype", b"text/plain"),
+            ("content-type", b"application/json"),
+            ("content-type", b"text/plain"),
+            ("content-type", b"application/cloudevents+json"),
+            ("traceparent", b"\x00\xff"),
+            ("ce_note", None),
+        ]
+    ),
+    max_size=9,
+)
+FAST_VALUES = st.sampled_from(
+    [
+        None,
+        b"",
+        b"null",
+        b"{",
+        b'{"n": 0}',
+        b'{"n": 3, "k": "x"}',
+        b'{"k": "shape"}',
+        b"[1, {}]",
+        b"[" * 70 + b"]" * 70,
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    records=st.lists(st.tuples(FAST_HEADERS, FAST_VALUES), min_size=1, max_size=6),
+    rules=st.sampled_from([FAST_RULES, [FAST_RULES[0], *FAST_RULES[5:7]]]),
+    base=st.booleans(),
+    missing=st.booleans(),
+    limit=st.sampled_from([200, 1_000_000]),
+)
+def test_remembered_routes_give_what_routing_each_record_in_full_gives(
+    records: list[tuple[list[tuple[str, bytes]], bytes | None]],
+    rules: list[dict[str, Any]],
+    base: bool,
+    missing: bool,
+    limit: int,
+) -> None:
+    """The header-keyed fast path and the full routing of each record make the same outputs."""
+    if base:  # most records of a stream are valid binary-mode events: make some
+        records = [
+            ([("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"), ("ce_type", b"t1"), *h], v)
+            for h, v in records
+        ]
+    router = Router(manifest(rules), max_record_bytes=limit)
+    if missing:
+        router.set_missing_topics(frozenset({"p.fn.c"}))
+    messages = [Message(value, headers) for headers, value in records]
+    for _ in range(2):  # the second time, every key is known
+        expected: list[Output] = []
+        for one in messages:
+            router._route(
+                one,
+                list(one.headers()),
+                table=router.table,
+                missing=frozenset({"p.fn.c"}) if missing else frozenset(),
+                outputs=expected,
+                tally=_Tally(),
+            )
+        assert router(messages) == expected
