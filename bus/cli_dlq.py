@@ -20,6 +20,7 @@ from bus.avro_store import TypedReader
 from bus.cli_rules import _json_arg  # the same JSON-or-@file reading as `bus rules test --pattern`
 from bus.clock import now_rfc3339
 from bus.errors import ConfigError, ManifestError
+from bus.kafka import dead_letters
 from bus.kafka.schema_store import open_store
 from bus.patterns import Pattern, PatternError
 from bus.patterns import compile as compile_pattern
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
     out = out or sys.stdout
     try:
         pattern = _filter(args.filter) if args.dlq_command == "redrive" and args.filter else None
-        parsed, function = dlq.find_function(
+        parsed, function = dead_letters.find_function(
             environ, args.function, manifest_path=args.file, prefix=args.prefix
         )
         settings = load_kafka(environ, prefix=parsed.prefix)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
         print(f"bus dlq: {exc}", file=sys.stderr)
         return 2
     if args.dlq_command == "list":
-        letters = dlq.read_dead_letters(settings, function.name, read=reader.read)
+        letters = dead_letters.read_dead_letters(settings, function.name, read=reader.read)
         shown = letters[: args.max] if args.max is not None else letters
         if args.json:
             for letter in shown:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
             _table(shown, out)
         print(_listed(letters, shown, naming.dlq_topic(settings.prefix, function.name)), file=sys.stderr)
         return 0
-    dlq.redrive(
+    dead_letters.redrive(
         settings,
         function,
         pattern=pattern,

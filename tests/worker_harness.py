@@ -4,6 +4,7 @@ results, errors and dead letters with read_committed and prints the plan's figur
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -90,6 +91,7 @@ class WorkerProcess(ChildProcess):
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "BUS_HOME": str(home),
             "STUB_EXEC_LOG": str(self.exec_log),
+            "BUS_INSTANCE": name,  # a restart replaces its own transactional id, as a supervisor's slot would
             **(env or {}),
         }
         self.metrics_port = 0
@@ -184,6 +186,8 @@ class Figures:
     dlq_wrong: int = 0
     order_violations: int = 0
     max_concurrency: int = 0
+    max_stall_s: float = 0.0
+    """Longest gap between two consecutive results (their Kafka timestamps)."""
     dead_letters: dict[str, tuple[str, str]] = field(default_factory=dict)
     """event id -> (error type, message) of each dead letter."""
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -224,6 +228,8 @@ def check(
     causes = [_cause(m) for m in results]
     figures.dup_results = len(causes) - len(set(causes))
     figures.lost = len(set(acked) - poison - set(causes))
+    stamps = sorted(message.timestamp()[1] for message in results)
+    figures.max_stall_s = max((b - a for a, b in itertools.pairwise(stamps)), default=0) / 1000
     if poison:
         letters = kafka.read_all(dlq_topic, idle=1.0)
         for message in letters:

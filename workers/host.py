@@ -264,7 +264,6 @@ class _Host:
                 raise
 
 
-
 def _unreadable(id: int, exc: Exception) -> Outcome:
     error_type, message, trace = describe(exc)
     message = f"the host cannot read the event: {message}"

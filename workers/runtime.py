@@ -123,9 +123,17 @@ class Replica:
         outcomes: queue.SimpleQueue[Outcome],
         reader: TypedReader,
         metrics: WorkerMetrics,
+        instance: str | None = None,
         clock: Callable[[], str] = now_rfc3339,
     ) -> None:
-        """`sandbox` must deliver its outcomes to `outcomes`; the replica starts and closes it."""
+        """`sandbox` must deliver its outcomes to `outcomes`.
+
+        `instance` names this replica among its group's (unique per live replica, stable across its
+        restarts): its transactional id, so a restarted replica aborts the open transaction of the
+        process it replaces at once instead of leaving read_committed readers waiting for the
+        transaction timeout. None: a random one.
+        """
+        self._instance = instance or uuid.uuid4().hex[:12]
         self._settings = settings
         self._function = function
         self._sandbox = sandbox
@@ -148,7 +156,7 @@ class Replica:
         self._assigned: set[tuple[str, int]] = set()
         self._batch = _Batch()
         self._catching_up: dict[int, set[str]] = {}
-        self._paused: set[int] = set()
+        self._paused: set[tuple[str, int]] = set()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self.records_in = 0
@@ -160,9 +168,7 @@ class Replica:
         group = self._group
         self._producer = build(
             Producer,
-            producer_config(
-                self._settings, transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12])
-            ),
+            producer_config(self._settings, transactional_id=naming.transactional_id(group, self._instance)),
         )
         try:
             self._producer.init_transactions(30.0)
@@ -444,13 +450,17 @@ class Replica:
         always revoked, lost or restarted all at once.
         """
         numbers = {tp.partition for tp in partitions}
-        for tp in partitions:
-            self._progress.pop((tp.topic, tp.partition), None)
-            self._assigned.discard((tp.topic, tp.partition))
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        for key in keys:
+            self._progress.pop(key, None)
+        self._assigned -= keys
+        if paused := self._paused & keys:
+            self._paused -= paused
+            with contextlib.suppress(KafkaException):  # assigned again later, they start unpaused
+                self._need(self._consumer).resume([TopicPartition(t, n) for t, n in paused])
         for number in numbers:
             self._lanes.drop(number)
             self._catching_up.pop(number, None)
-            self._paused.discard(number)
         for invocation_id, item in list(self._running.items()):
             if item.partition in numbers:
                 del self._running[invocation_id]
@@ -484,24 +494,30 @@ class Replica:
                 self._lanes.hold(number)
 
     def _flow_control(self) -> None:
+        """Pause a partition whose commit metadata is nearly full, or whose first attempts pile up.
+
+        Retry partitions are never paused for waiting records: a blocked key's retry must be
+        able to arrive, or the function partition it blocks would never drain.
+        """
         consumer = self._need(self._consumer)
         full = {
-            number
-            for (topic, number), progress in self._progress.items()
-            if progress.metadata_full or self._lanes.waiting(number) > MAX_WAITING
+            key
+            for key, progress in self._progress.items()
+            if progress.metadata_full or (key[0] == self._main and self._lanes.waiting(key[1]) > MAX_WAITING)
         }
         to_pause = full - self._paused
-        to_resume = {n for n in self._paused - full if self._lanes.waiting(n) < MAX_WAITING // 2}
+        to_resume = {
+            key
+            for key in self._paused - full
+            if key[0] != self._main or self._lanes.waiting(key[1]) < MAX_WAITING // 2
+        }
         if to_pause:
-            consumer.pause(self._partitions_numbered(to_pause))
+            consumer.pause([TopicPartition(topic, number) for topic, number in to_pause])
             self._paused |= to_pause
             log_event(logger, "partitions_paused", group=self._group, partitions=sorted(to_pause))
         if to_resume:
-            consumer.resume(self._partitions_numbered(to_resume))
+            consumer.resume([TopicPartition(topic, number) for topic, number in to_resume])
             self._paused -= to_resume
-
-    def _partitions_numbered(self, numbers: set[int]) -> list[TopicPartition]:
-        return [tp for tp in self._all_partitions() if tp.partition in numbers]
 
     def _all_partitions(self) -> list[TopicPartition]:
         return list(self._need(self._consumer).assignment())

@@ -51,6 +51,7 @@ def serve(
     """Run one replica of a function's worker group until `stop` is set.
 
     `store` holds the writer schemas of typed events this manifest's book lacks (newer versions).
+    `BUS_INSTANCE` in the environment names the replica (see Replica); supervisors set it per slot.
     """
     function = manifest.functions[function_name]
     ensure_topics(settings, function_topics(manifest.prefix, function))
@@ -82,6 +83,7 @@ def serve(
             max_bytes=settings.max_record_bytes,
         ),
         metrics=metrics,
+        instance=(environ if environ is not None else os.environ).get("BUS_INSTANCE") or None,
     )
     with contextlib.ExitStack() as stack:
         stack.callback(sandbox.close)

@@ -144,6 +144,46 @@ def test_r3_rolling_sigterm_drains_and_commits_so_nothing_runs_twice(
     assert (figures.lost, figures.dup_results, figures.dup_exec) == (0, 0, 0), figures.line()
 
 
+def test_r10_scaling_workers_1_4_1_while_publishing_loses_nothing(
+    kafka: KafkaEnv, tmp_path: Path, events_n: int
+) -> None:
+    prefix, manifest, topic = _setup(kafka, tmp_path, "partitions: 4, ordering: key, concurrency: 8")
+    workers = [WorkerProcess(kafka, manifest, FN, tmp_path, name=f"w{i}") for i in range(4)]
+    workers[0].start()
+    datas = _datas(events_n, keys=40, sleep=0.005)
+    run = unique("r10")
+    turn = iter(range(1_000_000))
+
+    def rescale() -> None:
+        if next(turn) % 2 == 0:
+            for worker in workers[1:]:
+                worker.start(wait=False)
+            for worker in workers[1:]:
+                worker.wait_ready()
+        else:
+            for worker in workers[1:]:
+                assert worker.process is not None
+                worker.process.terminate()
+            for worker in workers[1:]:
+                worker.stop()
+
+    try:
+        # Events arrive over ~30 s; every 10 s the group goes from 1 replica to 4 or back.
+        acked, changes = _under_faults(
+            lambda: publish(kafka, topic, datas, run=run, prefix=prefix, rate=events_n / 30),
+            rescale,
+            interval=10.0,
+        )
+        figures = check(kafka, prefix, FN, acked, ordered=True, timeout=180)
+    finally:
+        for worker in workers:
+            worker.stop()
+    rebalances = sum(worker.log.read_text().count('"partitions_assigned"') for worker in workers)
+    print(f"\nR10 scale_changes={changes} rebalances={rebalances} {figures.line()}")
+    assert changes >= 2
+    assert (figures.lost, figures.dup_results, figures.order_violations) == (0, 0, 0), figures.line()
+
+
 def test_r4_a_stopped_worker_past_its_session_is_fenced_when_it_wakes(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:

@@ -156,6 +156,7 @@ MODULES_WITH_ALL = [
     "workers.progress",
     "workers.worker",
     "bus.dlq",
+    "bus.kafka.dead_letters",
 ]
 
 

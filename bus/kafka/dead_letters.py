@@ -1,0 +1,200 @@
+"""The Kafka side of `bus dlq`: find the function, read its dead letters and markers, redrive.
+
+The pure part (views of dead letters, markers, the plan and the records) is bus.dlq.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+
+from bus import manifest, naming
+from bus.dlq import (
+    INIT_TIMEOUT,
+    READ_TIMEOUT,
+    DeadLetterView,
+    RedrivePlan,
+    identity,
+    marker_topic,
+    markers_from,
+    plan_redrive,
+    position,
+    redrive_summary,
+    transactions,
+)
+from bus.errors import ConfigError, KafkaUnavailable, PublishError
+from bus.events import CloudEvent
+from bus.kafka.admin import ensure_topics, wait_for_broker
+from bus.kafka.config import build, producer_config
+from bus.kafka.control_store import read_applied
+from bus.kafka.producer import UNAVAILABLE
+from bus.kafka.reader import read_to_end
+from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
+from bus.kafka_binding import Record
+from bus.patterns import Pattern
+from bus.settings import KafkaSettings, load_kafka
+from bus.topology import function_topics
+
+__all__ = ["RedriveProducer", "find_function", "read_dead_letters", "redrive"]
+
+
+def find_function(
+    environ: Mapping[str, str], function: str, *, manifest_path: Path | None, prefix: str | None
+) -> tuple[manifest.Manifest, manifest.Function]:
+    """The manifest (`manifest_path`, else the applied one) and `function` in it.
+
+    Raises ConfigError naming the known functions when it has none of that name.
+    """
+    chosen = prefix or environ.get("BUS_PREFIX") or None
+    if manifest_path is not None:
+        parsed = manifest.read(manifest_path, prefix=chosen)
+    else:
+        applied, _ = read_applied(load_kafka(environ, prefix=chosen), chosen or naming.DEFAULT_PREFIX)
+        if applied is None:
+            where = chosen or naming.DEFAULT_PREFIX
+            raise ConfigError(f"no manifest was applied for prefix {where!r}: run `bus apply` or pass -f")
+        parsed = applied.manifest(prefix=chosen)
+    found = parsed.functions.get(function)
+    if found is None:
+        known = ", ".join(sorted(parsed.functions)) or "none"
+        raise ConfigError(f"unknown function {function!r}; known functions: {known}")
+    return parsed, found
+
+
+def read_dead_letters(
+    settings: KafkaSettings,
+    function: str,
+    *,
+    read: Callable[[CloudEvent], CloudEvent] = identity,
+    timeout: float = READ_TIMEOUT,
+) -> list[DeadLetterView]:
+    """Every committed dead letter of `function` up to the DLQ's end as of now, oldest first, with markers.
+
+    A DLQ or marker topic that does not exist yet holds nothing.
+    """
+    wait_for_broker(settings, timeout=settings.delivery_timeout)
+    found = read_to_end(
+        settings, marker_topic(settings.prefix, function).name, timeout=timeout, missing_ok=True
+    )
+    markers = markers_from((message.key(), message.value()) for message in found)
+    messages = read_to_end(
+        settings, naming.dlq_topic(settings.prefix, function), timeout=timeout, missing_ok=True
+    )
+    letters = [
+        DeadLetterView.from_record(
+            Record(message.key(), message.value(), tuple(message.headers() or ())),
+            partition=message.partition(),
+            offset=message.offset(),
+            timestamp_ms=message.timestamp()[1],
+            marker=markers.get(position(message.partition(), message.offset())),
+            read=read,
+        )
+        for message in messages
+    ]
+    return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
+
+
+class RedriveProducer:
+    """The transactional producer of one function's redrives: `with RedriveProducer(...) as p: p.commit(...)`.
+
+    Its transactional id is the same for every run of the function, so entering fences an earlier
+    run still producing and waits until its last transaction is complete: markers read after
+    entering include every redrive committed before (docs/decisions/dlq-redrive.md).
+    """
+
+    def __init__(self, settings: KafkaSettings, function: str) -> None:
+        group = naming.dlq_redriven_topic(settings.prefix, function)
+        self._config = producer_config(settings, transactional_id=naming.transactional_id(group, "redrive"))
+        self._timeout = settings.delivery_timeout
+        self._bootstrap = settings.bootstrap_servers
+        self._producer: Producer | None = None
+
+    def __enter__(self) -> RedriveProducer:
+        producer = build(Producer, self._config)
+        try:
+            producer.init_transactions(max(self._timeout, INIT_TIMEOUT))
+        except KafkaException as exc:
+            raise KafkaUnavailable(
+                f"cannot initialise transactions at {self._bootstrap}: {exc.args[0].str()}"
+            ) from None
+        self._producer = producer
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._producer = None
+
+    def commit(self, records: Sequence[tuple[str, Record]]) -> None:
+        """Produce `records` in one transaction; raise KafkaUnavailable or PublishError if it aborted."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("RedriveProducer used outside its `with` block")
+        try:
+            producer.begin_transaction()
+            for topic, record in records:
+                produce_waiting(producer, topic, record)
+            retrying(lambda: producer.commit_transaction(self._timeout))
+        except KafkaException as exc:
+            error = exc.args[0]
+            abort_quietly(producer, min(self._timeout, 5.0))
+            self._producer = None
+            reason = f"the redrive transaction was aborted ({error.str()}); its dead letters stay"
+            if error.fatal() or not (error.retriable() or error.code() in UNAVAILABLE):
+                raise PublishError(reason) from None
+            raise KafkaUnavailable(reason) from None
+
+
+def redrive(
+    settings: KafkaSettings,
+    function: manifest.Function,
+    *,
+    pattern: Pattern | None,
+    max_count: int | None,
+    dry_run: bool,
+    time: Callable[[], str],
+    read: Callable[[CloudEvent], CloudEvent] = identity,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Redrive `function`'s dead letters that `pattern` matches; `report` gets the summary, also on failure.
+
+    A dry run reads and decides only: it creates no topic and produces nothing.
+    """
+    prefix, name = settings.prefix, function.name
+    redrive_id = str(uuid.uuid4())
+    markers = marker_topic(prefix, name)
+
+    def summary(plan: RedrivePlan, redriven: int) -> dict[str, Any]:
+        return redrive_summary(
+            plan,
+            function=name,
+            redrive_id=redrive_id,
+            source=naming.dlq_topic(prefix, name),
+            target=naming.function_topic(prefix, name),
+            dry_run=dry_run,
+            redriven=redriven,
+        )
+
+    if dry_run:
+        report(
+            summary(
+                plan_redrive(read_dead_letters(settings, name, read=read), pattern, max_count=max_count), 0
+            )
+        )
+        return
+    wait_for_broker(settings, timeout=settings.delivery_timeout)
+    ensure_topics(settings, [*function_topics(prefix, function), markers])
+    with RedriveProducer(settings, name) as producer:
+        plan = plan_redrive(read_dead_letters(settings, name, read=read), pattern, max_count=max_count)
+        target = naming.function_topic(prefix, name)
+        redriven = 0
+        try:
+            for batch in transactions(
+                plan.selected, redrive_id=redrive_id, time=time(), target=target, markers=markers.name
+            ):
+                producer.commit(batch)
+                redriven += len(batch) // 2
+        finally:
+            report(summary(plan, redriven))
