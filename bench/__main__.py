@@ -10,14 +10,24 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
 
 import confluent_kafka
 
-from bench import aio, faust_router, gateway, raw, router, routing_workload, thinpath, transactional
+from bench import (
+    aio,
+    faust_router,
+    gateway,
+    raw,
+    router,
+    routing_workload,
+    thinpath,
+    transactional,
+    worker,
+)
 from bench.broker import BenchKafka, open_broker
 from bench.report import Measurement, document, render
 from bench.sizes import FULL, QUICK, Sizes
@@ -26,7 +36,7 @@ from bus.logs import configure, log_event
 
 logger = logging.getLogger("bench")
 
-GROUPS = ("confluent", "transactional", "router", "aiokafka", "gateway", "thinpath")
+GROUPS = ("confluent", "transactional", "router", "aiokafka", "gateway", "thinpath", "worker")
 
 Step = tuple[str, str, Callable[[], dict[str, Measurement]]]
 """(group, name, measure): `measure` returns the measurements it took, by name."""
@@ -71,6 +81,55 @@ def _router_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
         *(by_rules("router.tx", router.tx_rate, n) for n in router.RULE_COUNTS),
         *(by_rules("router.plain", router.plain_rate, n) for n in router.RULE_COUNTS),
         *(by_rules("faust", faust_router.measure, n) for n in (10, 1000)),
+    ]
+
+
+def _worker_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, warm: bool) -> list[Step]:
+    """The worker group: one replica per figure; every replica's cold start is reported at the end."""
+    starts = worker.Starts()
+
+    def warm_up() -> dict[str, Measurement]:
+        # The replica commits in transactions, which a fresh broker runs slowly (bench.transactional).
+        if not warm and sizes.worker_txn_warm_up > 0:
+            transactional.warm_up(kafka, replace(sizes, txn_warm_up=sizes.worker_txn_warm_up))
+        return {}
+
+    def noop(ordering: str, concurrency: int) -> Step:
+        name = f"worker.noop.{ordering}.c{concurrency}"
+
+        def measure() -> dict[str, Measurement]:
+            rate, shares = worker.noop_rate(kafka, sizes, starts, ordering=ordering, concurrency=concurrency)
+            details.setdefault("worker_cpu_share", {})[name] = shares
+            return {name: rate}
+
+        return ("worker", name, measure)
+
+    def sleep(ordering: str) -> Step:
+        name = f"worker.sleep20.{ordering}"
+
+        def measure() -> dict[str, Measurement]:
+            rate, shares = worker.sleep_rate(kafka, sizes, starts, ordering=ordering)
+            details.setdefault("worker_cpu_share", {})[name] = shares
+            return {name: rate}
+
+        return ("worker", name, measure)
+
+    def latency() -> dict[str, Measurement]:
+        trips, raw_trips = worker.round_trips(kafka, sizes, starts)
+        return {"worker.latency": trips, "worker.raw_latency": raw_trips}
+
+    def cold_starts() -> dict[str, Measurement]:
+        details["worker_cold_starts"] = [asdict(start) for start in starts.taken]
+        return {f"worker.cold_start.{span}": taken for span, taken in starts.latencies().items()}
+
+    return [
+        ("worker", "worker warm-up", warm_up),
+        ("worker", "worker.raw", lambda: {"worker.raw": worker.raw_rate(kafka, sizes)}),
+        *(noop(ordering, concurrency) for ordering, concurrency in worker.NOOP_RUNS),
+        sleep("partition"),
+        sleep("key"),
+        ("worker", "worker.latency", latency),
+        ("worker", "worker.cold_start", cold_starts),
     ]
 
 
@@ -140,6 +199,7 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], groups: set
         ("aiokafka", "aiokafka.latency", lambda: {"aiokafka.latency": aio.latency(kafka, sizes)}),
         ("gateway", "gateway", gateway_alone),
         ("thinpath", "thinpath", thin),
+        *_worker_steps(kafka, sizes, details, warm=bool(groups & {"transactional", "router"})),
     ]
 
 

@@ -4,7 +4,9 @@ Limits are figures of the same run: the raw confluent-kafka figures are their ow
 (ratio 1), aiokafka's are compared with confluent-kafka's, the transactional loop with the
 plain loop, and the thin path with the plain loop (throughput) and raw latency. The router's
 and Faust's figures are compared with the plain loop copying the router's own input records
-(`router.raw`, `router.raw_us`). For latencies and times per event a ratio above 1 means slower
+(`router.raw`, `router.raw_us`); the worker's with the plain loop copying the worker's input
+records (`worker.raw`) and with round trips of the same records taken in turn with its own
+(`worker.raw_latency`). For latencies and times per event a ratio above 1 means slower
 than the limit; for rates a ratio below 1 means fewer events.
 """
 
@@ -87,6 +89,84 @@ def _router_specs() -> tuple[FigureSpec, ...]:
     return tuple(specs)
 
 
+_WORKER_RAW = (
+    "bench.router's plain loop copying sizes.events worker input records (binary-mode CloudEvents,"
+    " 3 partitions) to one topic"
+)
+_WORKER_NOOP = (
+    "one replica (python -m workers), no-op sync handler, ordering {ordering}, concurrency {n}, 3 partitions;"
+    " first results read (read_committed) to the last"
+)
+_WORKER_SLEEP = (
+    "one replica, handler sleeping 20 ms, 2 partitions, 64 keys, concurrency 64, ordering {ordering}{what}"
+)
+_WORKER_TRIP = (
+    "one event in flight: publish to its result read, no-op handler, ordering partition, concurrency 1"
+)
+_WORKER_RAW_TRIP = "one record in flight: produce to read back (read_committed), in turn with worker.latency"
+_WORKER_COLD = {
+    "host": "spawn of the handler host to its handler imported (the worker_ready line's cold_start_ms)",
+    "ready": "spawn of python -m workers to its worker_ready line (topics ensured, host ready)",
+    "first_result": "spawn of python -m workers to the first result of its pre-filled topic read",
+}
+_WORKER_COLD_LIMIT = {"host": "host", "ready": "host", "first_result": "ready"}
+
+
+def _worker_specs() -> tuple[FigureSpec, ...]:
+    specs = [FigureSpec("worker.raw", "worker.raw", "rate", "worker.raw", _WORKER_RAW)]
+    specs.extend(
+        FigureSpec(
+            f"worker.noop.{ordering}.c{n}",
+            f"worker.noop.{ordering}.c{n}",
+            "rate",
+            "worker.raw",
+            _WORKER_NOOP.format(ordering=ordering, n=n),
+        )
+        for ordering, n in (("partition", 1), ("partition", 16), ("key", 16))
+    )
+    specs += [
+        FigureSpec(
+            "worker.sleep20.partition",
+            "worker.sleep20.partition",
+            "rate",
+            "worker.sleep20.partition",
+            _WORKER_SLEEP.format(ordering="partition", what=" (one in flight per partition: 100/s at most)"),
+        ),
+        FigureSpec(
+            "worker.sleep20.key",
+            "worker.sleep20.key",
+            "rate",
+            "worker.sleep20.partition",
+            _WORKER_SLEEP.format(ordering="key", what=" (goal: 10x partition mode)"),
+        ),
+    ]
+    for stat in ("p50", "p99"):
+        specs += [
+            FigureSpec(
+                f"worker.raw_latency.{stat}",
+                "worker.raw_latency",
+                stat,
+                f"worker.raw_latency.{stat}",
+                _WORKER_RAW_TRIP,
+            ),
+            FigureSpec(
+                f"worker.latency.{stat}", "worker.latency", stat, f"worker.raw_latency.{stat}", _WORKER_TRIP
+            ),
+        ]
+    for span, note in _WORKER_COLD.items():
+        specs.extend(
+            FigureSpec(
+                f"worker.cold_start.{span}.{stat}",
+                f"worker.cold_start.{span}",
+                stat,
+                f"worker.cold_start.{_WORKER_COLD_LIMIT[span]}.{stat}",
+                note,
+            )
+            for stat in ("p50", "p99")
+        )
+    return tuple(specs)
+
+
 SPECS: tuple[FigureSpec, ...] = (
     FigureSpec(
         "confluent.produce",
@@ -166,6 +246,7 @@ SPECS: tuple[FigureSpec, ...] = (
         "as thinpath.http_to_result with a batch of events per request (see sizes.thin_batch)",
     ),
     *_router_specs(),
+    *_worker_specs(),
 )
 
 

@@ -49,6 +49,17 @@ class Sizes:
     router_txn_warm_up: float
     """Seconds of transactions before the router's when the transactional group did not run first
     (0: none, as in `--quick`, whose transactional figures are then a cold broker's)."""
+    worker_events: int
+    """Events of each no-op worker measurement (its raw-loop limit copies `events`)."""
+    worker_key_events: int
+    """Events of the 20 ms handler in key mode (64 in flight: about 3,000/s at most)."""
+    worker_partition_events: int
+    """Events of the 20 ms handler in partition mode (2 partitions, one in flight each: 100/s at most)."""
+    worker_latency_samples: int
+    """Events sent to a worker one at a time, each after a raw round trip of the same record."""
+    worker_txn_warm_up: float
+    """Seconds of transactions before the worker's when neither the transactional nor the router
+    group ran first (0: none)."""
 
 
 FULL = Sizes(
@@ -66,6 +77,11 @@ FULL = Sizes(
     router_seconds=6.0,
     router_match_seconds=3.0,
     router_txn_warm_up=20.0,
+    worker_events=20_000,
+    worker_key_events=3_000,
+    worker_partition_events=300,
+    worker_latency_samples=200,
+    worker_txn_warm_up=20.0,
 )
 """The default run: about three minutes on two cores."""
 
@@ -84,5 +100,10 @@ QUICK = Sizes(
     router_seconds=1.5,
     router_match_seconds=0.5,
     router_txn_warm_up=0.0,
+    worker_events=3_000,
+    worker_key_events=600,
+    worker_partition_events=100,
+    worker_latency_samples=50,
+    worker_txn_warm_up=0.0,
 )
 """`--quick`: about one minute, for a smoke check rather than figures to quote."""

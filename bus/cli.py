@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from bus import cli_dlq, cli_rules, localkafka, manifest, naming, replay
+from bus import cli_deploy, cli_dlq, cli_rules, cli_status, localkafka, manifest, naming, replay
 from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
 from bus.errors import BusError, InvalidEvent
@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_rules.add_commands(sub)
     cli_dlq.add_commands(sub)
+    cli_status.add_commands(sub)
+    cli_deploy.add_commands(sub)
     _prefix_anywhere(parser)
     return parser
 
@@ -246,6 +248,8 @@ _WITH_ENVIRON: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = 
     "up": _up,
     "replay": _replay,
     "dlq": cli_dlq.run,
+    "status": cli_status.run,
+    "deploy": cli_deploy.run,
 }
 """Commands that read the environment themselves (local broker, manifest prefix), by name."""
 

@@ -83,6 +83,12 @@ class Scaling:
     """Lag above which a group scaled to zero gets its first replica."""
     cooldown: float = 60.0
     """Seconds of zero lag before scaling to zero."""
+    stabilization: float = 30.0
+    """Seconds a scale-in looks back: replicas go down only to the highest recommendation of this
+    window (the HPA's rule; its 300 s default is shortened as bus samples every 1-2 s)."""
+    exclude_persistent_lag: bool = False
+    """Leave out the lag of partitions stuck at one committed offset for `stabilization` seconds
+    (KEDA's excludePersistentLag); a group with lag still keeps one replica."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,8 +330,23 @@ def _retry(spec: Any, path: str) -> RetryPolicy:
 
 def _scaling(spec: Any, path: str) -> Scaling:
     body = _mapping(spec, path)
-    _known_keys(body, path, {"min", "max", "lag_threshold", "activation_lag_threshold", "cooldown"})
+    _known_keys(
+        body,
+        path,
+        {
+            "min",
+            "max",
+            "lag_threshold",
+            "activation_lag_threshold",
+            "cooldown",
+            "stabilization",
+            "exclude_persistent_lag",
+        },
+    )
     d = Scaling()
+    exclude = body.get("exclude_persistent_lag", d.exclude_persistent_lag)
+    if not isinstance(exclude, bool):
+        raise ManifestError(f"{path}.exclude_persistent_lag", f"must be true or false, got {exclude!r}")
     scaling = Scaling(
         min=_int(body.get("min", d.min), f"{path}.min", low=0),
         max=_int(body.get("max", d.max), f"{path}.max", low=1),
@@ -336,6 +357,8 @@ def _scaling(spec: Any, path: str) -> Scaling:
             low=0,
         ),
         cooldown=parse_duration(body.get("cooldown", d.cooldown), f"{path}.cooldown"),
+        stabilization=parse_duration(body.get("stabilization", d.stabilization), f"{path}.stabilization"),
+        exclude_persistent_lag=exclude,
     )
     if scaling.min > scaling.max:
         raise ManifestError(f"{path}.min", f"min ({scaling.min}) must not exceed max ({scaling.max})")

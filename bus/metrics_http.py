@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,7 +21,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class MetricsServer:
     """Serves `registry` at `http://host:port/metrics` while the `with` block runs (port 0: any free)."""
 
-    def __init__(self, registry: Registry, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, registry: Registry, port: int, host: str | None = None) -> None:
+        """`host` None: `$BUS_METRICS_HOST`, else 127.0.0.1 (`0.0.0.0` in a container, for Prometheus)."""
+        host = host or os.environ.get("BUS_METRICS_HOST") or "127.0.0.1"
         self._registry = registry
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True

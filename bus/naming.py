@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "check_name",
     "control_topic",
+    "dlq_redriven_topic",
     "dlq_topic",
     "error_topic",
     "function_group",
@@ -18,8 +19,10 @@ __all__ = [
     "ingress_topic",
     "reader_group",
     "result_topic",
+    "retry_topic",
     "router_dlq_topic",
     "router_group",
+    "scaling_topic",
     "schema_topic",
     "timer_group",
     "timer_topic",
@@ -67,6 +70,11 @@ def dlq_topic(prefix: str, function: str) -> str:
 def retry_topic(prefix: str, function: str, level: int) -> str:
     """Delayed-retry topic of a function's backoff step `level` (1-based): `<prefix>.fn.<name>.retry.<n>`."""
     return f"{function_topic(prefix, function)}.retry.{level}"
+
+
+def scaling_topic(prefix: str) -> str:
+    """Log of the supervisors' scaling decisions (one `bus.scaling.decision` event each)."""
+    return f"{prefix}.scaling"
 
 
 def router_group(prefix: str) -> str:

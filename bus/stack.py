@@ -1,7 +1,10 @@
 """`bus up`: the whole platform on this machine as child processes, stopped together.
 
-Kafka (unless the user brings one), one gateway, one router and one worker per function.
-A child that dies is restarted with backoff; Ctrl-C or SIGTERM stops everything gracefully.
+Kafka (unless the user brings one), one gateway, one router, and the supervisor
+(bus.supervisor), which runs each function's worker replicas as its lag asks. Each function
+starts with one replica (at least its `scaling.min`), which proves its handler loads; the
+supervisor scales from there, to zero after the cooldown. A child that dies is restarted with
+backoff; Ctrl-C or SIGTERM stops everything gracefully.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bus.kafka.control_store import apply_file
 from bus.logs import log_event
 from bus.manifest import Manifest
 from bus.settings import bus_home, load_kafka
+from bus.supervisor import FAST_INTERVAL, INTERVAL, Supervisor
 
 __all__ = ["Child", "Stack", "bundled_example"]
 
@@ -61,6 +65,7 @@ class Stack:
         self._home = bus_home(environ)
         self._started_kafka = False
         self._children: list[Child] = []
+        self._supervisor: Supervisor | None = None
 
     def start(self) -> dict[str, str]:
         """Start Kafka (if needed), create topics, start the components; return where things are."""
@@ -87,14 +92,15 @@ class Stack:
         self._children = [
             Child("gateway", [python, "-m", "gateway", "--port", str(self._http_port), "-f", manifest]),
             Child("router", [python, "-m", "bus.router", "-f", manifest]),
-            *(
-                Child(f"worker:{name}", [python, "-m", "workers", "-f", manifest, "--function", name])
-                for name in self._manifest.functions
-            ),
         ]
         for child in self._children:
             child.log = logs / f"{child.name.replace(':', '-')}.log"
             self._spawn(child)
+        self._supervisor = Supervisor(
+            settings, self._manifest, manifest_path=self._manifest_path, environ=env, logs=logs, python=python
+        )
+        for name, pool in self._supervisor.pools.items():
+            pool.scale_to(max(1, self._manifest.functions[name].scaling.min))
         self._wait_gateway(timeout=30.0)
         self._check_started(settle=2.0)
         return {
@@ -105,8 +111,13 @@ class Stack:
         }
 
     def run(self, stop: threading.Event) -> None:
-        """Supervise children until `stop` is set, restarting any that exit (backoff up to 30 s)."""
-        while not stop.wait(0.5):
+        """Supervise children and scale workers until `stop` is set (restart backoff up to 30 s)."""
+        while not stop.wait(self._interval()):
+            if self._supervisor is not None:
+                try:
+                    self._supervisor.step()
+                except BusError as exc:  # Kafka unavailable for a moment: keep the replicas, try again
+                    log_event(logger, "scaling_skipped", reason=str(exc), level=logging.WARNING)
             for child in self._children:
                 if child.process is not None and child.process.poll() is not None:
                     code = child.process.returncode
@@ -125,8 +136,16 @@ class Stack:
                 if child.process is None and time.monotonic() >= child.next_start:
                     self._spawn(child)
 
+    def _interval(self) -> float:
+        if self._supervisor is not None and any(p.desired == 0 for p in self._supervisor.pools.values()):
+            return FAST_INTERVAL
+        return INTERVAL
+
     def shutdown(self, *, grace: float = 20.0) -> None:
-        """SIGTERM every child, wait up to `grace`, SIGKILL stragglers, stop Kafka if we started it."""
+        """Stop the workers, then SIGTERM every child, wait up to `grace`, SIGKILL stragglers;
+        stop Kafka if we started it."""
+        if self._supervisor is not None:
+            self._supervisor.close(grace)
         running = [c for c in self._children if c.process is not None and c.process.poll() is None]
         for child in running:
             assert child.process is not None
@@ -165,6 +184,11 @@ class Stack:
                     raise BusError(
                         f"{child.name} exited with {child.process.returncode} while starting; see {child.log}"
                     )
+            for name, pool in (self._supervisor.pools if self._supervisor else {}).items():
+                for slot in pool.slots.values():
+                    if slot.process is not None and slot.process.poll() is not None:
+                        code = slot.process.returncode
+                        raise BusError(f"worker:{name} exited with {code} while starting; see {pool.log}")
             time.sleep(0.1)
 
     def _wait_gateway(self, *, timeout: float) -> None:

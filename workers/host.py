@@ -11,8 +11,9 @@ length and an orjson payload:
   (a graceful close) or because it died; either way nobody waits for what still runs, and a
   handler left running by a dead worker would run a second time beside its re-delivery.
 
-Before the handler is imported the host caps its data segment (RLIMIT_DATA) and moves the
-protocol off fds 0 and 1, so a handler's `print` or child process cannot corrupt the frames.
+Before the handler is imported the host caps its data segment (RLIMIT_DATA), makes every thread
+it starts from then on take a 1 MiB stack (`STACK_BYTES`), and moves the protocol off fds 0 and
+1, so a handler's `print` or child process cannot corrupt the frames.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import IO, Any, BinaryIO
 
 import orjson
@@ -34,12 +36,28 @@ import orjson
 from bus.events import CloudEvent, from_json_dict
 from bus.logs import configure
 from workers.handlers import Context, Handler, load_handler
-from workers.invocation import Outcome, describe, failed, is_async, run_async, run_sync
+from workers.invocation import Outcome, describe, failed, is_async, run_async, run_sync, utf8_safe
 
-__all__ = ["EXIT_MEMORY", "data_limit", "decode_outcomes", "encode_invocations", "main", "read_frame"]
+__all__ = [
+    "EXIT_MEMORY",
+    "STACK_BYTES",
+    "data_limit",
+    "decode_outcomes",
+    "encode_invocations",
+    "encode_outcome",
+    "main",
+    "read_frame",
+]
 
 EXIT_MEMORY = 86
 """Exit code of a host that ran out of memory outside a handler (its own bookkeeping)."""
+STACK_BYTES = 1 << 20
+"""Stack of every thread the host starts, its handler's own included (`threading.stack_size`).
+
+Recursion to the default limit of 1000 through C at each level (a `__getattr__` slot) needs
+about 0.75 MiB; pure Python calls need almost none. A handler that raises the recursion limit
+and recurses deeper crashes its host (SIGSEGV), which is charged to it like any crash.
+"""
 SPARE_THREADS = 8
 """Threads beyond the handler pool whose stacks the data limit leaves room for (loop, user threads)."""
 
@@ -49,12 +67,10 @@ _LENGTH = struct.Struct(">I")
 def data_limit(memory_mb: int, concurrency: int) -> int:
     """RLIMIT_DATA bytes for a host: the memory budget plus the thread stacks it reserves.
 
-    Thread stacks count as data although they are mostly never touched; without this room a
-    pool of 16 threads (8 MiB stacks) would eat half of a 256 MiB budget before any handler runs.
+    Thread stacks count as data although they are mostly never touched: `STACK_BYTES` for each
+    handler thread and for `SPARE_THREADS` more.
     """
-    soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
-    stack = soft if 0 < soft <= 64 << 20 else 8 << 20
-    return (memory_mb << 20) + (concurrency + SPARE_THREADS) * stack
+    return (memory_mb << 20) + (concurrency + SPARE_THREADS) * STACK_BYTES
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
@@ -112,7 +128,37 @@ def decode_outcomes(payload: bytes) -> list[Outcome]:
     ]
 
 
-def _encode_outcome(outcome: Outcome) -> list[Any]:
+def encode_outcome(outcome: Outcome) -> bytes:
+    """One outcome as JSON for a host's frame, whatever its text holds.
+
+    Lone surrogates (a file name that is not UTF-8, in a message) are escaped; an outcome that
+    still cannot be encoded becomes a failure of its own invocation, never of its neighbours'.
+    """
+    try:
+        return orjson.dumps(_fields(outcome))
+    except (TypeError, ValueError):  # orjson.JSONEncodeError: surrogates in the text, most likely
+        pass
+    escaped = replace(
+        outcome,
+        error_type=utf8_safe(outcome.error_type),
+        message=utf8_safe(outcome.message),
+        traceback=utf8_safe(outcome.traceback),
+    )
+    try:
+        return orjson.dumps(_fields(escaped))
+    except MemoryError:
+        raise
+    except Exception as exc:  # anything else in it: the value or an emitted event
+        unsendable = failed(
+            outcome.id,
+            error_type="OutcomeNotSerializable",
+            message=utf8_safe(f"the host cannot send this outcome ({outcome.kind}): {exc!r}"),
+            cause="result" if outcome.kind == "ok" else "exception",
+        )
+        return orjson.dumps(_fields(replace(unsendable, duration=outcome.duration)))
+
+
+def _fields(outcome: Outcome) -> list[Any]:
     return [
         outcome.id,
         outcome.kind,
@@ -140,7 +186,7 @@ class _Host:
         self._out_fd = out_fd
         self._logger = logging.getLogger(f"bus.fn.{function}")
         self._lock = threading.Lock()
-        self._outbox: list[list[Any]] = []
+        self._outbox: list[bytes] = []
         self._writing = False
         self._inbox: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -218,15 +264,15 @@ class _Host:
     def _finish(self, outcome: Outcome) -> None:
         try:
             if self._loop is not None:
-                self._queue(_encode_outcome(outcome))
+                self._queue(encode_outcome(outcome))
             else:
-                self._send(_encode_outcome(outcome))
+                self._send(encode_outcome(outcome))
         except MemoryError:
             os._exit(EXIT_MEMORY)  # not even an outcome fits: the parent reports the memory cause
         except OSError:
             os._exit(0)  # the parent is gone: nobody to report to
 
-    def _queue(self, item: list[Any]) -> None:
+    def _queue(self, item: bytes) -> None:
         """On the loop: the outcomes of one loop iteration go out in one frame, after it."""
         self._outbox.append(item)
         if not self._writing:
@@ -237,13 +283,13 @@ class _Host:
     def _flush(self) -> None:
         batch, self._outbox, self._writing = self._outbox, [], False
         try:
-            write_all(self._out_fd, frame(orjson.dumps(batch)))
+            write_all(self._out_fd, _batch_frame(batch))
         except MemoryError:
             os._exit(EXIT_MEMORY)
         except OSError:
             os._exit(0)
 
-    def _send(self, item: list[Any]) -> None:
+    def _send(self, item: bytes) -> None:
         """Queue an outcome; the first thread to find nobody writing writes everything queued."""
         with self._lock:
             self._outbox.append(item)
@@ -257,11 +303,16 @@ class _Host:
                     self._writing = False
                     return
             try:
-                write_all(self._out_fd, frame(orjson.dumps(batch)))
+                write_all(self._out_fd, _batch_frame(batch))
             except BaseException:
                 with self._lock:
                     self._writing = False
                 raise
+
+
+def _batch_frame(outcomes: list[bytes]) -> bytes:
+    """The frame of a list of outcomes, each encoded already."""
+    return frame(b"[" + b",".join(outcomes) + b"]")
 
 
 def _unreadable(id: int, exc: Exception) -> Outcome:
@@ -294,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))  # the hard limit too: no raising it back
+    threading.stack_size(STACK_BYTES)  # what the limit counts, for threads the handler starts too
     started = time.perf_counter()
     try:
         handler = load_handler(config["handler"], base_dir=config["base_dir"])

@@ -34,6 +34,7 @@ __all__ = [
     "run_coroutine",
     "run_sync",
     "timed_out",
+    "utf8_safe",
 ]
 
 Kind = Literal["ok", "failed", "retry", "dead_letter"]
@@ -165,17 +166,29 @@ def failed(id: int, *, error_type: str, message: str, cause: str, traceback: str
 
 
 def describe(exc: BaseException) -> tuple[str, str, str]:
-    """(type, message, traceback) of a user exception, even one whose __str__ raises."""
-    error_type = type(exc).__name__
+    """(type, message, traceback) of a user exception, even one whose __str__ raises.
+
+    Text that is not UTF-8 (lone surrogates, as in a file name from `os.listdir`) is escaped.
+    """
+    error_type = utf8_safe(type(exc).__name__)
     try:
-        message = str(exc)
+        message = utf8_safe(str(exc))
     except Exception:  # a broken __str__ must not crash the host
         message = f"<unprintable {error_type}>"
     try:
-        trace = "".join(traceback.format_exception(exc))
+        trace = utf8_safe("".join(traceback.format_exception(exc)))
     except Exception:  # same for a broken traceback
         trace = ""
     return error_type, message, trace
+
+
+def utf8_safe(text: str) -> str:
+    """`text` with any lone surrogate escaped (`\\udc80`), so that it encodes as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def _returned(id: int, value: Any, ctx: Context, duration: float) -> Outcome:
@@ -216,7 +229,7 @@ def _raised(id: int, exc: BaseException, ctx: Context, duration: float, memory_m
             kind="dead_letter",
             emitted=emitted,
             error_type=error_type,
-            message=exc.reason,
+            message=utf8_safe(exc.reason) if isinstance(exc.reason, str) else message,
             traceback=trace,
             cause="exception",
             duration=duration,

@@ -34,7 +34,7 @@ from confluent_kafka import KafkaError as ClientError
 from bus import naming
 from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
-from bus.errors import InvalidEvent, KafkaError
+from bus.errors import InvalidEvent, KafkaError, RegistryError
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka.transactions import produce_waiting, retrying
@@ -58,6 +58,13 @@ FETCH_BATCH = 500
 """Most records taken from the consumer per loop turn."""
 MAX_WAITING = 5_000
 """Records of one partition number waiting to start before its fetching pauses."""
+MAX_AHEAD = 100
+"""Unfinished records of one partition before it pauses, where records finish out of order (key
+and none modes): each may leave a hole in the commit metadata, which must stay under its limit."""
+MAX_RETRY_WAITING = 10_000
+"""Waiting records of one retry partition before it pauses (they are kept in memory until due)."""
+MAX_DRAIN = 240.0
+"""Longest wait for in-flight work on a revocation: inside the group's rebalance timeout (300 s)."""
 COMMIT_INTERVAL = 0.05
 """Seconds between transactions while outcomes keep coming (one transaction covers many)."""
 COMMIT_RECORDS = 2_000
@@ -141,17 +148,29 @@ class Replica:
         self._reader = reader
         self._metrics = metrics
         self._clock = clock
+        self._now = clock()
+        """The time as RFC 3339 text, read once per loop turn (milliseconds; ~6 µs a read)."""
         self._group = naming.function_group(prefix, function.name)
         self._main = naming.function_topic(prefix, function.name)
         self._retry_topics = [
             naming.retry_topic(prefix, function.name, level) for level in range(1, function.retry.levels + 1)
         ]
         self._judge = Judge(
-            prefix=prefix, function=function, max_record_bytes=settings.max_record_bytes, clock=clock
+            prefix=prefix,
+            function=function,
+            max_record_bytes=settings.max_record_bytes,
+            clock=lambda: self._now,
         )
-        self._lanes = Lanes(function.ordering, function.concurrency)
+        # Lanes may start more than `concurrency` (of different lanes: keys or partitions): the
+        # host runs `concurrency` at a time, first in first out, and the rest wait in its queue,
+        # so a handler thread never waits for a round trip through this process.
+        self._lanes = Lanes(function.ordering, function.concurrency + max(4, function.concurrency))
         self._progress: dict[tuple[str, int], Progress] = {}
         self._running: dict[int, Item] = {}
+        self._abandoned: dict[int, Item] = {}
+        """Invocations of forgotten partitions still in the host: they hold their lane until they end."""
+        self._broken = False
+        """A transaction failed without a way to abort it: commit nothing more, leave."""
         self._ids = itertools.count()
         self._assigned: set[tuple[str, int]] = set()
         self._batch = _Batch()
@@ -196,14 +215,16 @@ class Replica:
 
     def _turn(self) -> None:
         consumer = self._need(self._consumer)
+        self._now = self._clock()
         messages = consumer.consume(FETCH_BATCH, 0)
         outcomes = self._take_outcomes()
         if not messages and not outcomes:
             if self._running:
                 with contextlib.suppress(queue.Empty):
                     outcomes = [self._outcomes.get(timeout=OUTCOME_WAIT)]
-            else:
-                messages = consumer.consume(FETCH_BATCH, self._idle_wait())
+            elif messages := consumer.consume(1, self._idle_wait()):
+                # consume(n, timeout) would wait the whole timeout unless n records arrive.
+                messages += consumer.consume(FETCH_BATCH - 1, 0)
         self._accept(messages)
         self._finish(outcomes + self._take_outcomes())
         self._start_ready()
@@ -242,7 +263,21 @@ class Replica:
             progress = self._progress.get(key)
             if progress is None:
                 progress = self._progress[key] = Progress(offset)
-            progress.add(offset)
+            try:
+                progress.add(offset)
+            except ValueError:
+                # The position moved back (an offset reset after log truncation): what was
+                # tracked above it no longer describes this log.
+                log_event(
+                    logger,
+                    "offset_moved_back",
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    level=logging.WARNING,
+                )
+                progress = self._progress[key] = Progress(offset)
+                progress.add(offset)
             self.records_in += 1
             if progress.is_done(offset):
                 progress.finish(offset)  # finished before a crash or rebalance: its outcome is committed
@@ -295,8 +330,12 @@ class Replica:
             except InvalidEvent as exc:
                 self._apply(item, self._judge.invalid(task.record, task.attempt, str(exc)))
                 continue
+            except (RegistryError, KafkaError) as exc:
+                # The schema store is unreachable: a failure of this attempt, retried per the policy.
+                self._apply(item, self._judge.unreadable(task.record, task.attempt, exc, started=self._now))
+                continue
             task.event = event
-            task.started = self._clock()
+            task.started = self._now
             task.began = time.monotonic()
             invocation_id = next(self._ids)
             self._running[invocation_id] = item
@@ -315,7 +354,9 @@ class Replica:
         for outcome in outcomes:
             item = self._running.pop(outcome.id, None)
             if item is None:
-                continue  # abandoned: its partition was revoked or its transaction aborted
+                if (abandoned := self._abandoned.pop(outcome.id, None)) is not None:
+                    self._lanes.finished(abandoned)  # its lane (key) may run again: nothing is committed
+                continue
             task: _Task = item.payload
             assert task.event is not None
             self._metrics.duration.observe(outcome.duration, function=self._function.name)
@@ -330,6 +371,7 @@ class Replica:
         key = (item.topic, item.partition)
         progress = self._progress.get(key)
         task: _Task = item.payload
+        self._lanes.finished(item, retrying=verdict.retrying)
         if progress is None:
             return
         if not self._batch.sends and not self._batch.touched:
@@ -337,7 +379,6 @@ class Replica:
         self._batch.sends.extend(verdict.outputs)
         self._batch.touched.add(key)
         progress.finish(item.offset)
-        self._lanes.finished(item, retrying=verdict.retrying)
         name = self._function.name
         self._metrics.invocations.inc(outcome=verdict.label, function=name)
         if verdict.label == "ok":
@@ -371,8 +412,8 @@ class Replica:
     def _commit(self) -> bool:
         """Produce the batch's records and commit its offsets in one transaction; False if aborted."""
         batch, self._batch = self._batch, _Batch()
-        if not batch.sends and not batch.touched:
-            return True
+        if self._broken or (not batch.sends and not batch.touched):
+            return not self._broken
         producer = self._need(self._producer)
         consumer = self._need(self._consumer)
         offsets = [
@@ -391,6 +432,7 @@ class Replica:
         except KafkaException as exc:
             error: ClientError = exc.args[0]
             if not error.txn_requires_abort():
+                self._broken = True
                 raise KafkaError(f"transaction failed for {self._group!r}: {error.str()}") from exc
             log_event(
                 logger, "transaction_aborted", group=self._group, reason=error.str(), level=logging.WARNING
@@ -433,8 +475,10 @@ class Replica:
         )
 
     def _drain(self, partitions: list[TopicPartition]) -> None:
+        if self._broken:
+            return
         numbers = {tp.partition for tp in partitions}
-        deadline = time.monotonic() + self._function.timeout + 5.0
+        deadline = time.monotonic() + min(self._function.timeout + 5.0, MAX_DRAIN)
         while (
             any(item.partition in numbers for item in self._running.values()) and time.monotonic() < deadline
         ):
@@ -463,8 +507,9 @@ class Replica:
             self._catching_up.pop(number, None)
         for invocation_id, item in list(self._running.items()):
             if item.partition in numbers:
-                del self._running[invocation_id]
-                self._lanes.finished(item)
+                # Still running in the host: its lane stays busy until its outcome arrives (and is
+                # dropped), so the same key never runs twice at once after a restart from the commit.
+                self._abandoned[invocation_id] = self._running.pop(invocation_id)
         self._batch = _Batch()
 
     def _load(self, partitions: list[TopicPartition], *, seek: bool) -> None:
@@ -480,6 +525,11 @@ class Replica:
                 f"cannot read the committed offsets of {self._group!r}: {exc.args[0].str()}"
             ) from exc
         for tp in committed:
+            if tp.error is not None:
+                # Treating it as "never committed" would replay the partition from its start.
+                raise KafkaError(
+                    f"cannot read the committed offset of {tp.topic}[{tp.partition}]: {tp.error.str()}"
+                )
             if tp.offset >= 0:
                 self._progress[(tp.topic, tp.partition)] = Progress.resume(tp.offset, tp.metadata)
             if seek:
@@ -489,27 +539,27 @@ class Replica:
         if self._function.ordering == "key" and self._retry_topics:
             # A key whose retry is pending must not run ahead of it: read the retry topics' pending
             # records (to their end) before starting any first attempt of the partition.
-            for number in {tp.partition for tp in partitions}:
-                self._catching_up[number] = set(self._retry_topics)
-                self._lanes.hold(number)
+            for number in {tp.partition for tp in partitions if tp.topic == self._main}:
+                retry = {tp.topic for tp in partitions if tp.partition == number and tp.topic != self._main}
+                if retry:
+                    self._catching_up[number] = retry
+                    self._lanes.hold(number)
 
     def _flow_control(self) -> None:
-        """Pause a partition whose commit metadata is nearly full, or whose first attempts pile up.
+        """Pause partitions that would outgrow their bounds; resume them when they have room.
 
-        Retry partitions are never paused for waiting records: a blocked key's retry must be
-        able to arrive, or the function partition it blocks would never drain.
+        A function partition pauses when its commit metadata is nearly full, when records that
+        finish out of order pile up (MAX_AHEAD), or when too many wait to start; a retry
+        partition only when very many wait for their due time (MAX_RETRY_WAITING).
         """
         consumer = self._need(self._consumer)
-        full = {
-            key
-            for key, progress in self._progress.items()
-            if progress.metadata_full or (key[0] == self._main and self._lanes.waiting(key[1]) > MAX_WAITING)
-        }
+        ahead = MAX_AHEAD if self._function.ordering != "partition" else MAX_WAITING
+        full = {key for key, progress in self._progress.items() if self._over(key, progress, ahead)}
         to_pause = full - self._paused
         to_resume = {
             key
             for key in self._paused - full
-            if key[0] != self._main or self._lanes.waiting(key[1]) < MAX_WAITING // 2
+            if (progress := self._progress.get(key)) is None or not self._over(key, progress, ahead // 2)
         }
         if to_pause:
             consumer.pause([TopicPartition(topic, number) for topic, number in to_pause])
@@ -518,6 +568,13 @@ class Replica:
         if to_resume:
             consumer.resume([TopicPartition(topic, number) for topic, number in to_resume])
             self._paused -= to_resume
+
+    def _over(self, key: tuple[str, int], progress: Progress, ahead: int) -> bool:
+        if progress.metadata_full:
+            return True
+        if key[0] != self._main:
+            return progress.unfinished > MAX_RETRY_WAITING
+        return progress.unfinished > ahead or self._lanes.waiting(key[1]) > MAX_WAITING
 
     def _all_partitions(self) -> list[TopicPartition]:
         return list(self._need(self._consumer).assignment())

@@ -17,7 +17,12 @@ and so when its deadline falls. Every submitted invocation gets exactly one outc
   the others on it run again on the next host, same attempt (they did nothing wrong);
 - crash: with one invocation on the host it is charged ("HandlerCrashed", cause "crash", or
   "MemoryError"/"memory" when the host ran out of memory); with several, each runs again alone
-  (`solo`) and only one that takes a host down while alone is charged.
+  (`solo`) and only one that takes a host down while alone is charged;
+- no host: after `START_FAILURES` failed starts in a row, each further failure fails every
+  invocation waiting for a host ("HostStartFailed", cause "crash"); starts go on, backing off.
+
+Signals go to the host's process group, so what a handler forked dies with its host, and a host
+counts as gone when its process exits, even while a child it left holds its pipes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import fcntl
 import io
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -36,16 +42,19 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
 from bus.errors import HandlerLoadError
 from bus.logs import log_event
 from workers.host import EXIT_MEMORY, decode_outcomes, encode_invocations, read_frame
-from workers.invocation import Invocation, Outcome, crashed, timed_out
+from workers.invocation import Invocation, Outcome, crashed, failed, timed_out
 
-__all__ = ["MAX_BACKOFF", "START_TIMEOUT", "TIMEOUT_GRACE", "Sandbox", "host_environment"]
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = ["MAX_BACKOFF", "START_FAILURES", "START_TIMEOUT", "TIMEOUT_GRACE", "Sandbox", "host_environment"]
 
 logger = logging.getLogger("bus.sandbox")
 
@@ -56,6 +65,8 @@ START_TIMEOUT = 60.0
 """Seconds a host may take to import its handler before it counts as failing to start."""
 MAX_BACKOFF = 5.0
 """Longest pause between restarts of a host that keeps dying without getting anything done."""
+START_FAILURES = 5
+"""Failed host starts in a row after which the invocations waiting for a host fail ("HostStartFailed")."""
 QUEUED = 4
 """Invocations a host holds queued beyond its `concurrency` (at least; `concurrency` when larger)."""
 
@@ -94,39 +105,147 @@ class _Flight:
     deadline: float = _NEVER
 
 
+class _Exit:
+    """Tells when a host process exits, without reaping it (its pid keeps naming its group).
+
+    Through a pidfd where Linux has one; elsewhere by `Popen.poll` every 0.1 s, which reaps.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+        try:
+            self.fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+
+            self.fd = -1
+
+    def wait(self, timeout: float | None) -> bool:
+        """Whether the host exits within `timeout` seconds (None: wait until it does)."""
+        if self.fd >= 0:
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            return bool(poller.poll(None if timeout is None else timeout * 1000))
+        deadline = _NEVER if timeout is None else time.monotonic() + timeout
+        while self._proc.poll() is None:
+            if (remaining := deadline - time.monotonic()) <= 0:
+                return False
+            time.sleep(min(remaining, 0.1))
+        return True
+
+    def watch(self, fd: int, events: int) -> Callable[[], bool]:
+        """A wait until `fd` is ready for `events` (False) or the host has exited (True)."""
+        poller = select.poll()
+        poller.register(fd, events)
+        if self.fd >= 0:
+            pidfd = self.fd
+            poller.register(pidfd, select.POLLIN)
+            return lambda: any(ready == pidfd for ready, _ in poller.poll())
+
+        def wait() -> bool:
+            while not poller.poll(100):
+                if self._proc.poll() is not None:
+                    return True
+            return False
+
+        return wait
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _Output(io.RawIOBase):
+    """The read end of a host's output pipe, at its end once the host has exited and it is drained.
+
+    A process the handler forked holds the pipe's write end as long as it lives: the end of
+    file alone would keep the sandbox waiting for it after its host is dead.
+    """
+
+    def __init__(self, pipe: IO[bytes], exited: _Exit) -> None:
+        self._pipe = pipe
+        self._fd = pipe.fileno()
+        self._exited = exited.watch(self._fd, select.POLLIN)
+        os.set_blocking(self._fd, False)
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        while True:
+            try:
+                return os.readv(self._fd, [buffer])
+            except BlockingIOError:
+                if self._exited():
+                    # What the host wrote before it exited is in the pipe already.
+                    with contextlib.suppress(BlockingIOError):
+                        return os.readv(self._fd, [buffer])
+                    return 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._pipe.close()
+        super().close()
+
+
 @dataclass(eq=False)
 class _Process:
     """One host process and the sandbox's mirror of what it runs and holds queued."""
 
     proc: subprocess.Popen[bytes]
+    exited: _Exit
     reader: BinaryIO
     running: int = 0
     queued: deque[_Flight] = field(default_factory=deque)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+    signal_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held to signal its group and to reap it, so no signal goes to a pid reaped (free for reuse)."""
     killed_for: str = ""
     """Why the sandbox killed it ("timeout", "start", "close"); "" while it lives or if it died alone."""
     progressed: bool = False
     """Whether it delivered an outcome: a host that dies without any counts towards backoff."""
 
     def write(self, payload: bytes) -> None:
+        """Write all of `payload`; BrokenPipeError once the host has exited (whoever holds its pipe)."""
         stdin = self.proc.stdin
         assert stdin is not None
         with self.write_lock:
+            fd = stdin.fileno()  # ValueError once released
             view = memoryview(payload)
             while view:
-                view = view[stdin.write(view) or 0 :]
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    if self.exited.watch(fd, select.POLLOUT)():
+                        raise BrokenPipeError(f"host {self.proc.pid} has exited") from None
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the host's process group: the host and whatever its handler forked."""
+        with self.signal_lock:
+            if self.proc.returncode is None:  # not reaped: the host's pid still names its group
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signum)
+
+    def kill(self, reason: str) -> None:
+        self.killed_for = self.killed_for or reason
+        self.signal(signal.SIGKILL)
+
+    def reap(self) -> int:
+        """Wait for the host to exit, kill what is left in its group, then collect its exit code."""
+        self.exited.wait(None)
+        self.signal(signal.SIGKILL)  # a handler's child must not outlive its host
+        with self.signal_lock:
+            return self.proc.wait()
 
     def release(self) -> None:
-        """Close the pipes of an exited host."""
+        """Close the pipes of a reaped host."""
         with self.write_lock, contextlib.suppress(OSError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
         self.reader.close()
-
-    def kill(self, reason: str) -> None:
-        self.killed_for = self.killed_for or reason
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
+        self.exited.close()
 
 
 class Sandbox:
@@ -270,23 +389,28 @@ class Sandbox:
     def _spawn(self) -> _Process:
         """Start a host and wait for its handler to load; HandlerLoadError if it does not."""
         spawned = time.monotonic()
-        proc = subprocess.Popen(
-            self._command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=self._env,
-            start_new_session=True,  # the terminal's Ctrl-C is for the worker, which closes gracefully
-            bufsize=0,
-        )
+        try:
+            proc = subprocess.Popen(
+                self._command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=self._env,
+                start_new_session=True,  # the terminal's Ctrl-C is for the worker, which closes gracefully
+                bufsize=0,
+            )
+        except OSError as exc:
+            raise HandlerLoadError(
+                f"handler {self._handler!r}: cannot start its host with {self._command[0]!r} ({exc})"
+            ) from exc
         assert proc.stdin is not None
         assert proc.stdout is not None
         for pipe in (proc.stdin, proc.stdout):
             with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups, nothing more
                 fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-        reader = cast(
-            BinaryIO, io.BufferedReader(cast(io.RawIOBase, proc.stdout), 1 << 16)
-        )  # bufsize=0: a FileIO
-        host = _Process(proc=proc, reader=reader)
+        os.set_blocking(proc.stdin.fileno(), False)  # `_Process.write` waits for room or the host's exit
+        exited = _Exit(proc)
+        reader = io.BufferedReader(_Output(proc.stdout, exited), 1 << 16)
+        host = _Process(proc=proc, exited=exited, reader=reader)
         with self._lock:
             self._starting = host  # for close() to stop
         timer = threading.Timer(self._start_timeout, host.kill, args=("start",))
@@ -298,15 +422,19 @@ class Sandbox:
             timer.cancel()
             with self._lock:
                 self._starting = None
-        hello = orjson.loads(payload) if payload is not None else {}
-        if "ready" not in hello:
-            self._stop_host(host, 1.0)
-            if "error" in hello:
-                raise HandlerLoadError(hello["error"])
+        hello = _hello(payload)
+        ready = hello.get("ready")
+        if not isinstance(ready, int | float):
+            code = self._discard(host, 1.0)
+            error = hello.get("error")
+            if isinstance(error, str):
+                raise HandlerLoadError(error)
             if host.killed_for == "start":
                 reason = f"not imported within {self._start_timeout:g}s"
+            elif payload is not None:
+                reason = f"its host sent {payload[:80]!r} instead of a hello"
             else:
-                reason = f"the host {_exit_text(proc.returncode)} before loading it"
+                reason = f"the host {_exit_text(code)} before loading it"
             raise HandlerLoadError(f"handler {self._handler!r}: {reason}")
         self.cold_start_seconds = time.monotonic() - spawned
         log_event(
@@ -315,13 +443,13 @@ class Sandbox:
             function=self._function,
             pid=proc.pid,
             cold_start_ms=round(self.cold_start_seconds * 1000, 1),
-            import_ms=round(hello["ready"] * 1000, 1),
+            import_ms=round(ready * 1000, 1),
             restarts=self.restarts,
         )
         return host
 
     def _stop_host(self, host: _Process, wait: float) -> None:
-        """End of input (the host finishes and exits), then SIGTERM, then SIGKILL."""
+        """End of input (the host finishes and exits), then SIGTERM, then SIGKILL, to its group."""
         host.killed_for = host.killed_for or "close"
         # A writer stuck on a full pipe holds the lock: then the signals below do the stopping.
         if host.write_lock.acquire(timeout=0.2):
@@ -331,15 +459,18 @@ class Sandbox:
                     host.proc.stdin.close()
             finally:
                 host.write_lock.release()
-        for send, patience in ((None, wait), (host.proc.terminate, 1.0), (host.proc.kill, None)):
-            if send is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    send()
-            try:
-                host.proc.wait(patience)
+        for signum, patience in ((None, wait), (signal.SIGTERM, 1.0), (signal.SIGKILL, None)):
+            if signum is not None:
+                host.signal(signum)
+            if host.exited.wait(patience):
                 return
-            except subprocess.TimeoutExpired:
-                continue
+
+    def _discard(self, host: _Process, wait: float) -> int:
+        """Stop a host nobody reads from, reap it and close its pipes; its exit code."""
+        self._stop_host(host, wait)
+        code = host.reap()
+        host.release()
+        return code
 
     def _serve_hosts(self) -> None:
         """Read outcomes from the host; when it exits, settle what it held and start the next."""
@@ -347,7 +478,7 @@ class Sandbox:
         failures = 0
         while host is not None:
             self._read_outcomes(host)
-            code = host.proc.wait()
+            code = host.reap()
             host.release()
             outcomes, cause = self._settle_exit(host, code)
             self._deliver(outcomes)
@@ -367,17 +498,32 @@ class Sandbox:
             host = self._next_host(failures)
 
     def _next_host(self, failures: int) -> _Process | None:
-        """A new ready host, after a backoff when hosts keep dying unproductively; None once closing."""
+        """A new ready host, after a backoff when hosts keep dying unproductively; None once closing.
+
+        After START_FAILURES failed starts in a row, every invocation waiting for a host fails
+        ("HostStartFailed") at each further failure, while the starts go on with capped backoff.
+        """
+        failed_starts = 0
         while not self._stop.wait(_backoff(failures)):
             try:
                 host = self._spawn()
-            except HandlerLoadError as exc:
+            except Exception as exc:  # HandlerLoadError, but any failure must not end this thread
                 failures += 1
+                failed_starts += 1
                 if self._stop.is_set():
                     break
+                reason = str(exc) or repr(exc)
                 log_event(
-                    logger, "host_start_failed", level=logging.ERROR, function=self._function, reason=str(exc)
+                    logger,
+                    "host_start_failed",
+                    level=logging.ERROR,
+                    function=self._function,
+                    reason=reason,
+                    failed_starts=failed_starts,
+                    retry_in_s=round(_backoff(failures), 3),
                 )
+                if failed_starts >= START_FAILURES:
+                    self._fail_waiting(f"{failed_starts} attempts to start a handler host failed: {reason}")
                 continue
             with self._lock:
                 if not self._stop.is_set():
@@ -385,9 +531,27 @@ class Sandbox:
                     self._host = host
                     self._sendable.notify()
                     return host
-            self._stop_host(host, 0.5)
+            self._discard(host, 0.5)
             break
         return None
+
+    def _fail_waiting(self, message: str) -> None:
+        """Fail every invocation waiting for a host, so its record is retried, not held forever."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            waiting = list(self._pending)
+            self._pending.clear()
+            for invocation in waiting:
+                self._outstanding.discard(invocation.id)
+            if not self._outstanding:
+                self._drained.notify_all()
+        self._deliver(
+            [
+                failed(invocation.id, error_type="HostStartFailed", message=message, cause="crash")
+                for invocation in waiting
+            ]
+        )
 
     def _read_outcomes(self, host: _Process) -> None:
         while (payload := read_frame(host.reader)) is not None:
@@ -584,6 +748,15 @@ class Sandbox:
                         self._on_outcome(outcome)
                     except Exception:  # the caller's bug must not stop the sandbox's threads
                         logger.exception("on_outcome failed for invocation %d", outcome.id)
+
+
+def _hello(payload: bytes | None) -> dict[str, Any]:
+    """A host's first frame as a dict; empty for none or for garbage."""
+    try:
+        hello = orjson.loads(payload) if payload is not None else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return hello if isinstance(hello, dict) else {}
 
 
 def _backoff(failures: int) -> float:

@@ -9,7 +9,8 @@
 
 `invoke` runs the handler once, in this process, through the code the handler host runs, so
 `Retry`, `DeadLetter`, `ctx.emit`, return values that are not JSON and async handlers behave as
-they do on the platform. `run` also applies a retry policy, counting attempts without waiting
+they do on the platform, and so do a result or an emitted event too large for a Kafka record
+(failed, cause "result"). `run` also applies a retry policy, counting attempts without waiting
 out the backoff. Call both from sync tests (from inside a running loop, an async handler runs on
 a loop of its own in another thread). The platform's isolation is not imitated: a sync handler
 that runs past its timeout is reported as timed out once it returns, not stopped.
@@ -18,6 +19,7 @@ that runs past its timeout is reported as timed out once it returns, not stopped
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -27,14 +29,19 @@ from typing import Any, Literal
 import orjson
 
 from bus.clock import now_rfc3339
+from bus.errors import InvalidEvent
 from bus.events import SPECVERSION, CloudEvent, from_json_dict, to_json_dict
+from bus.kafka_binding import record_size, to_record
 from bus.manifest import RetryPolicy
+from bus.settings import KafkaSettings
 from workers.handlers import Context, Handler
 from workers.invocation import Kind, Outcome, is_async, run_async, run_coroutine, run_sync, timed_out
 from workers.outcome import result_event
-from workers.verdict import FINAL_CAUSES
+from workers.verdict import FINAL_CAUSES, MAX_RETRY_AFTER
 
 __all__ = ["HandlerError", "TestInvocation", "TestRun", "invoke", "run"]
+
+_MAX_RECORD_BYTES = KafkaSettings().max_record_bytes  # the platform's default record limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,7 +49,10 @@ class HandlerError:
     """Why an attempt did not succeed."""
 
     type: str
-    """The exception's type name, or "TimeoutError", "ResultNotSerializable", "DeadLetter", "Retry"."""
+    """The exception's type name, or "TimeoutError", "ResultNotSerializable", "DeadLetter", "Retry".
+
+    An event too large for a record is a "ValueError" with cause "result", as on the platform.
+    """
     message: str
     traceback: str = ""
     cause: str = ""
@@ -100,10 +110,14 @@ def invoke(
     attempt: int = 1,
     timeout: float = 30.0,
     prefix: str = "bus",
+    max_record_bytes: int = _MAX_RECORD_BYTES,
 ) -> TestInvocation:
     """Invoke `handler` once on `event`: a CloudEvent, or a dict in the CloudEvents JSON format.
 
     A dict needs only `type`: `specversion`, `id` (a new UUID) and `source` are filled in.
+    A result event or emitted event over `max_record_bytes` fails the invocation (cause
+    "result"), as on the platform; the result is checked even though the platform publishes
+    it only to a function with a success destination.
     """
     cause = _as_event(event, prefix)
     ctx = Context(
@@ -120,7 +134,9 @@ def invoke(
         outcome = run_sync(handler, cause, ctx)
         if outcome.duration > timeout and outcome.cause != "timeout":  # the platform stops it there
             outcome = timed_out(0, timeout=timeout, duration=outcome.duration, emitted=outcome.emitted)
-    return _described(outcome, cause, function=function, attempt=attempt, prefix=prefix)
+    return _described(
+        outcome, cause, function=function, attempt=attempt, prefix=prefix, max_record_bytes=max_record_bytes
+    )
 
 
 def run(
@@ -131,24 +147,34 @@ def run(
     function: str = "test",
     timeout: float = 30.0,
     prefix: str = "bus",
+    max_record_bytes: int = _MAX_RECORD_BYTES,
 ) -> TestRun:
     """Invoke `handler` on `event` as the platform would under `retry`, without waiting.
 
     A failure or `Retry` is tried again until the policy's attempts are spent; `DeadLetter`,
-    and a return value that is not JSON, end it at once. The run ends "ok" or "dead_letter".
+    and a return value that is not JSON or too large, end it at once. The run ends "ok" or
+    "dead_letter". A `Retry(after=...)` delay counts a week at most, as on the platform.
     """
     cause = _as_event(event, prefix)
     attempts: list[TestInvocation] = []
     delays: list[float] = []
     for number in range(1, retry.attempts + 1):
-        call = invoke(handler, cause, function=function, attempt=number, timeout=timeout, prefix=prefix)
+        call = invoke(
+            handler,
+            cause,
+            function=function,
+            attempt=number,
+            timeout=timeout,
+            prefix=prefix,
+            max_record_bytes=max_record_bytes,
+        )
         attempts.append(call)
         if call.outcome == "ok":
             return TestRun(outcome="ok", attempts=attempts, delays=delays)
         final = call.outcome == "dead_letter" or (call.error is not None and call.error.cause in FINAL_CAUSES)
         if final or number == retry.attempts:
             break
-        delays.append(call.retry_after if call.retry_after is not None else retry.step(number)[1])
+        delays.append(_delay(call.retry_after, backoff=retry.step(number)[1]))
     return TestRun(outcome="dead_letter", attempts=attempts, delays=delays)
 
 
@@ -164,13 +190,29 @@ def _as_event(event: CloudEvent | Mapping[str, Any], prefix: str) -> CloudEvent:
     return from_json_dict(orjson.loads(orjson.dumps(doc)))
 
 
+def _delay(after: float | None, *, backoff: float) -> float:
+    """The wait before a retry, as the platform's verdict decides it."""
+    if after is None or math.isnan(after):
+        return backoff
+    return min(max(after, 0.0), MAX_RETRY_AFTER)
+
+
 def _described(
-    outcome: Outcome, cause: CloudEvent, *, function: str, attempt: int, prefix: str
+    outcome: Outcome, cause: CloudEvent, *, function: str, attempt: int, prefix: str, max_record_bytes: int
 ) -> TestInvocation:
     emitted = [from_json_dict(orjson.loads(raw)) for raw in outcome.emitted]
     if outcome.kind == "ok":
         value = orjson.loads(outcome.value) if outcome.value is not None else None
-        result = result_event(prefix=prefix, function=function, cause=cause, value=value, time=now_rfc3339())
+        try:
+            result = result_event(
+                prefix=prefix, function=function, cause=cause, value=value, time=now_rfc3339()
+            )
+            _check_sizes(result, emitted, max_record_bytes)
+        except (InvalidEvent, TypeError, ValueError) as exc:  # the platform dead-letters it at once
+            error = HandlerError(type=type(exc).__name__, message=str(exc), cause="result")
+            return TestInvocation(
+                outcome="failed", error=error, emitted=emitted, attempt=attempt, duration=outcome.duration
+            )
         return TestInvocation(
             outcome="ok",
             value=value,
@@ -190,3 +232,13 @@ def _described(
         attempt=attempt,
         duration=outcome.duration,
     )
+
+
+def _check_sizes(result: CloudEvent, emitted: list[CloudEvent], limit: int) -> None:
+    """Raise ValueError, as the platform's verdict does, for an event too large for a record."""
+    size = record_size(to_record(result))
+    if size > limit:
+        raise ValueError(f"result is {size} bytes; records are limited to {limit}")
+    for event in emitted:
+        if record_size(to_record(event)) > limit:
+            raise ValueError(f"an emitted event is over the {limit}-byte record limit")

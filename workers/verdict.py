@@ -14,7 +14,10 @@ outcome is published exactly once. Every decision is here and nowhere else:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +34,13 @@ from workers.outcome import Failure, error_event, result_event
 from workers.retries import Attempt, original, retry_record
 
 __all__ = ["Judge", "Send", "Verdict"]
+
+MAX_RETRY_AFTER = 7 * 24 * 3600.0
+"""Longest `Retry(after=...)` honoured (a week); longer asks wait this long."""
+MAX_MESSAGE_CHARS = 8_192
+"""Longest error message an error event carries (the rest is cut, marked)."""
+MAX_TRACEBACK_CHARS = 32_768
+"""Longest traceback an error event carries (its end is kept: the raising frame)."""
 
 FINAL_CAUSES = frozenset({"result"})
 """Failures that fail the same way on every attempt: dead-lettered at once."""
@@ -91,9 +101,9 @@ class Judge:
         if retriable and attempt.number < self._function.retry.attempts:
             return self._retry(record, attempt, outcome, first_time=first_time, now_ms=now_ms)
         failure = Failure(
-            error_type=outcome.error_type,
-            message=outcome.message,
-            traceback=outcome.traceback,
+            error_type=outcome.error_type[:200],
+            message=_cut(outcome.message, MAX_MESSAGE_CHARS),
+            traceback=_cut(outcome.traceback, MAX_TRACEBACK_CHARS, keep_end=True),
             attempts=attempt.number,
             first_attempt_time=first_time,
             last_attempt_time=started,
@@ -118,6 +128,7 @@ class Judge:
     ) -> Verdict:
         level, delay = self._function.retry.step(attempt.number)
         after = outcome.retry_after if outcome.retry_after is not None else delay
+        after = min(max(after, 0.0), MAX_RETRY_AFTER) if not math.isnan(after) else delay
         retry = retry_record(
             record,
             attempt,
@@ -131,6 +142,36 @@ class Judge:
             [Send(topic, retry, attempt.partition)],
             retrying=True,
             label="retry",
+            error_type=outcome.error_type,
+            reason=outcome.message,
+        )
+
+    def unreadable(self, record: Record, attempt: Attempt, exc: Exception, *, started: str) -> Verdict:
+        """The event could not be read for a reason outside it (the schema store is down).
+
+        Retried per the policy; after the last attempt only the dead letter is written: there is
+        no event to build the error event from.
+        """
+        outcome = _failed(type(exc).__name__, str(exc), cause="exception")
+        first_time = attempt.first_time or started
+        if attempt.number < self._function.retry.attempts:
+            now_ms = int(time.time() * 1000)
+            return self._retry(record, attempt, outcome, first_time=first_time, now_ms=now_ms)
+        failure = Failure(
+            error_type=outcome.error_type,
+            message=_cut(outcome.message, MAX_MESSAGE_CHARS),
+            traceback="",
+            attempts=attempt.number,
+            first_attempt_time=first_time,
+            last_attempt_time=started,
+            topic=attempt.topic,
+            partition=attempt.partition,
+            offset=attempt.offset,
+        )
+        return Verdict(
+            [self._dead_letter(record, attempt, failure)],
+            retrying=False,
+            label="dead_letter",
             error_type=outcome.error_type,
             reason=outcome.message,
         )
@@ -196,7 +237,18 @@ class Judge:
         record = to_record(build(time=self._clock()))
         if record_size(record) > self._max_record_bytes:
             record = to_record(build(time=self._clock(), embed_data=False))
+        if record_size(record) > self._max_record_bytes:
+            # Attributes near the limit: the error event still names the event and the error.
+            short = dataclasses.replace(failure, message=_cut(failure.message, 1024), traceback="")
+            record = to_record(build(time=self._clock(), embed_data=False, failure=short))
         return record
+
+
+def _cut(text: str, limit: int, *, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f" [... {len(text) - limit} characters cut]"
+    return marker + text[-limit:] if keep_end else text[:limit] + marker
 
 
 def _failed(error_type: str, message: str, *, cause: str) -> Outcome:

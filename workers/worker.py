@@ -13,9 +13,10 @@ from pathlib import Path
 from bus import naming
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
-from bus.kafka.admin import ensure_topics
+from bus.errors import ConfigError
+from bus.kafka.admin import ensure_topics, partition_counts
 from bus.logs import log_event
-from bus.manifest import Manifest
+from bus.manifest import Function, Manifest
 from bus.metrics import Registry
 from bus.metrics_http import MetricsServer
 from bus.settings import KafkaSettings
@@ -24,7 +25,7 @@ from workers.invocation import Outcome
 from workers.runtime import Replica, WorkerMetrics
 from workers.sandbox import Sandbox
 
-__all__ = ["secret_names", "serve"]
+__all__ = ["check_copartitioned", "secret_names", "serve"]
 
 logger = logging.getLogger("bus.worker")
 
@@ -36,6 +37,26 @@ def secret_names(manifest: Manifest) -> set[str]:
     if manifest.http_auth.jwt_secret_env:
         names.add(manifest.http_auth.jwt_secret_env)
     return names
+
+
+def check_copartitioned(settings: KafkaSettings, prefix: str, function: Function) -> None:
+    """Refuse to start when a retry topic's partitions differ from the function topic's.
+
+    A retry goes back to its event's partition number and the replica owning a function
+    partition must own its retry partitions (key order): both need equal partition counts.
+    """
+    main = naming.function_topic(prefix, function.name)
+    retries = [
+        naming.retry_topic(prefix, function.name, level) for level in range(1, function.retry.levels + 1)
+    ]
+    counts = partition_counts(settings, [main, *retries])
+    wrong = {name: n for name, n in counts.items() if n != counts.get(main)}
+    if wrong:
+        listed = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
+        raise ConfigError(
+            f"{main} has {counts.get(main)} partitions but {listed}: give them the same count "
+            "(kafka-topics --alter --partitions, or delete the retry topics when none is pending)"
+        )
 
 
 def serve(
@@ -54,7 +75,9 @@ def serve(
     `BUS_INSTANCE` in the environment names the replica (see Replica); supervisors set it per slot.
     """
     function = manifest.functions[function_name]
-    ensure_topics(settings, function_topics(manifest.prefix, function))
+    topics = function_topics(manifest.prefix, function)
+    ensure_topics(settings, topics)
+    check_copartitioned(settings, manifest.prefix, function)
     outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
     registry = Registry()
     metrics = WorkerMetrics(registry)

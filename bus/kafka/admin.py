@@ -14,7 +14,7 @@ from bus.kafka.config import admin_config, build
 from bus.settings import KafkaSettings
 from bus.topology import TopicSpec
 
-__all__ = ["TopicSpec", "ensure_topics", "wait_for_broker"]
+__all__ = ["TopicSpec", "ensure_topics", "partition_counts", "wait_for_broker"]
 
 
 def wait_for_broker(settings: KafkaSettings, *, timeout: float = 30.0) -> None:
@@ -74,3 +74,15 @@ def _wait_visible(admin: AdminClient, names: set[str], timeout: float) -> None:
             return
         time.sleep(0.05)
     raise KafkaError(f"topics {sorted(names)} did not get leaders within {timeout}s")
+
+
+def partition_counts(
+    settings: KafkaSettings, names: Sequence[str], *, timeout: float = 30.0
+) -> dict[str, int]:
+    """Partitions of each of `names` that exists (missing topics are left out)."""
+    admin = build(AdminClient, admin_config(settings))
+    try:
+        topics = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
+    return {name: len(topics[name].partitions) for name in names if name in topics}

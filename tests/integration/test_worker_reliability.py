@@ -365,3 +365,27 @@ def test_a_handler_that_cannot_be_imported_stops_the_worker_with_the_reason(
     )
     assert done.returncode == 1
     assert "missing_module" in done.stderr
+
+
+def test_a_retry_topic_with_other_partitions_than_its_function_topic_stops_the_worker(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from bus.kafka.admin import ensure_topics
+    from bus.topology import TopicSpec
+
+    prefix, manifest, _topic = _setup(kafka, tmp_path, "partitions: 2, retry: {attempts: 2, backoff: [1s]}")
+    ensure_topics(kafka.settings(prefix), [TopicSpec(naming.retry_topic(prefix, FN, 1), 3)])
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "-f", str(manifest), "--function", FN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"{naming.retry_topic(prefix, FN, 1)} has 3" in done.stderr

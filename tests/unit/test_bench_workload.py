@@ -1,12 +1,14 @@
-"""The router bench's workload: what its figures claim about the manifests and events they route."""
+"""The benches' workloads: what their figures claim about the manifests and events they run on."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from bench import routing_workload
+from bench import routing_workload, worker
 from bus.events import to_json_dict
 from bus.kafka_binding import from_record, record_size
+from bus.manifest import parse
 from bus.routing import matching_rules, route
 
 
@@ -40,3 +42,28 @@ def test_records_are_about_500_bytes_with_unique_ids_past_the_pool() -> None:
     ids = {dict(r.headers)["ce_id"] for r in records}
     assert len(ids) == len(records)
     assert records[routing_workload.POOL].value == records[0].value
+
+
+def test_worker_manifest_runs_its_one_function_as_specified() -> None:
+    """The worker bench's manifest validates and runs the bench's handler with the spec's settings."""
+    spec = worker.Spec("sleep20-key", "sleep20", "key", 64, partitions=2)
+    function = parse(yaml.safe_load(worker.manifest_text("bench-test", spec))).functions["sleep20-key"]
+    assert function.handler == "benchworker:sleep20"
+    assert (function.ordering, function.concurrency, function.partitions) == ("key", 64, 2)
+
+
+def test_worker_records_are_keyed_round_robin_with_unique_ids() -> None:
+    """Worker input records carry their partition key as the Kafka key, cycling over `keys` keys."""
+    records = worker.records(10, keys=4, label="t")
+    assert [r.key for r in records[:5]] == [b"k0", b"k1", b"k2", b"k3", b"k0"]
+    assert len({dict(r.headers)["ce_id"] for r in records}) == 10
+    event = from_record(records[7].key, records[7].value, records[7].headers)
+    assert event.data["seq"] == 7
+
+
+def test_steady_rate_starts_the_clock_at_the_first_read_without_counting_it() -> None:
+    """The first read's results waited for the replica's start: they start the clock, uncounted."""
+    rate = worker.steady_rate([(10.0, 300), (10.5, 500), (11.0, 200)], 1000)
+    assert (rate.events, rate.seconds, rate.target, rate.complete) == (700, 1.0, 700, True)
+    assert worker.steady_rate([(3.0, 10)], 50).rate == 0.0
+    assert not worker.steady_rate([], 5).complete

@@ -83,6 +83,13 @@ def test_retry_asks_for_another_attempt_with_its_delay() -> None:
     assert (sync(whenever).kind, sync(whenever).retry_after) == ("retry", None)
 
 
+@pytest.mark.parametrize("after", [float("inf"), float("-inf"), float("nan"), -0.5, "10", True])
+def test_retry_refuses_a_delay_that_is_not_a_finite_number(after: Any) -> None:
+    """Retry(after=...) must be a finite number of seconds >= 0; the error says how to get the backoff."""
+    with pytest.raises(ValueError, match=r"finite number of seconds >= 0.*leave it out"):
+        Retry(after=after)
+
+
 def test_dead_letter_gives_up_with_its_reason() -> None:
     """DeadLetter(reason) is kind "dead_letter" whose message is the reason."""
 
@@ -124,6 +131,23 @@ def test_an_exception_whose_str_raises_is_still_described() -> None:
             raise RuntimeError("no")
 
     assert describe(Broken())[:2] == ("Broken", "<unprintable Broken>")
+
+
+def test_text_that_is_not_utf8_is_escaped() -> None:
+    """Lone surrogates in an exception's message and a DeadLetter reason come out escaped, as UTF-8."""
+
+    def lost(event: CloudEvent, ctx: Context) -> None:
+        raise FileNotFoundError("no such file: caf\udce9")
+
+    def poison(event: CloudEvent, ctx: Context) -> None:
+        raise DeadLetter("bad name caf\udce9")
+
+    failed, dead = sync(lost), sync(poison)
+    assert failed.message == "no such file: caf\\udce9"
+    assert "FileNotFoundError: no such file: caf\\udce9" in failed.traceback
+    assert dead.message == "bad name caf\\udce9"
+    for text in (failed.message, failed.traceback, dead.message, dead.traceback):
+        text.encode()
 
 
 def test_memory_error_names_the_limit() -> None:

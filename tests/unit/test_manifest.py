@@ -446,3 +446,45 @@ def test_read_validates_what_it_reads(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         read(file)
     assert caught.value.path == "functions.hello.handler"
+
+
+# --- scaling: stabilization and persistent lag (bus.scaling) -------------------------------------
+
+
+def test_scaling_stabilization_and_persistent_lag_have_defaults() -> None:
+    """stabilization defaults to 30 s and exclude_persistent_lag to false."""
+    scaling = parse(with_function()).functions["f"].scaling
+    assert (scaling.stabilization, scaling.exclude_persistent_lag) == (30.0, False)
+
+
+def test_scaling_reads_stabilization_and_persistent_lag() -> None:
+    """stabilization is a duration; exclude_persistent_lag a boolean."""
+    spec = {"stabilization": "10s", "exclude_persistent_lag": True}
+    scaling = parse(with_function(scaling=spec)).functions["f"].scaling
+    assert (scaling.stabilization, scaling.exclude_persistent_lag) == (10.0, True)
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "reason"),
+    [
+        ({"stabilization": "soon"}, "functions.f.scaling.stabilization", "is not a duration"),
+        ({"stabilization": -1}, "functions.f.scaling.stabilization", "is not a duration"),
+        ({"exclude_persistent_lag": "yes"}, "functions.f.scaling.exclude_persistent_lag", "true or false"),
+        ({"exclude_persistent_lag": 1}, "functions.f.scaling.exclude_persistent_lag", "true or false"),
+    ],
+)
+def test_scaling_refuses_bad_stabilization_or_persistent_lag(
+    spec: dict[str, Any], path: str, reason: str
+) -> None:
+    """A bad stabilization or exclude_persistent_lag is refused naming its path."""
+    error = error_of(with_function(scaling=spec))
+    assert error.path == path
+    assert reason in error.reason
+
+
+def test_scaling_unknown_key_lists_the_new_keys() -> None:
+    """The unknown-key error lists stabilization and exclude_persistent_lag among the known keys."""
+    error = error_of(with_function(scaling={"stabilisation": "10s"}))
+    assert error.path == "functions.f.scaling.stabilisation"
+    assert "exclude_persistent_lag" in error.reason
+    assert "stabilization" in error.reason

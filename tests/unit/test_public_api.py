@@ -109,6 +109,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "workers": {"Context", "DeadLetter", "Retry", "load_handler"},
     "workers.signals": {"DeadLetter", "Retry"},
+    "bus.scaling": {"Decision", "Observation", "PartitionLag", "ScalerState", "decide", "lag_of"},
     "workers.testing": {"HandlerError", "TestInvocation", "TestRun", "invoke", "run"},
 }
 
@@ -157,6 +158,11 @@ MODULES_WITH_ALL = [
     "workers.worker",
     "bus.dlq",
     "bus.kafka.dead_letters",
+    "bus.scaling",
+    "bus.supervisor",
+    "bus.status",
+    "bus.kafka.lag",
+    "bus.deploy_k8s",
 ]
 
 

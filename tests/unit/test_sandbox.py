@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,9 +20,16 @@ import pytest
 
 from bus.errors import HandlerLoadError
 from bus.events import CloudEvent, to_json_dict
-from workers.host import EXIT_MEMORY, encode_invocations, read_frame
+from workers.host import (
+    EXIT_MEMORY,
+    data_limit,
+    decode_outcomes,
+    encode_invocations,
+    encode_outcome,
+    read_frame,
+)
 from workers.invocation import Invocation, Outcome
-from workers.sandbox import TIMEOUT_GRACE, Sandbox, host_environment
+from workers.sandbox import START_FAILURES, TIMEOUT_GRACE, Sandbox, host_environment
 
 HANDLERS = """
 import asyncio
@@ -65,7 +74,39 @@ def main(event, ctx):
     if do == "print":
         print("a handler printing to stdout")
         return "printed"
+    if do == "fork":
+        child = os.fork()
+        if child == 0:  # holds the host's pipes, as a multiprocessing worker would
+            if event.data["setsid"]:
+                os.setsid()
+            time.sleep(30)
+            os._exit(0)
+        with open(event.data["pidfile"], "w") as out:
+            out.write(str(child))
+        time.sleep(60)
+    if do == "bad-text":  # a lone surrogate, as in a file name that is not UTF-8
+        text = "path \\udc80"
+        how = event.data["how"]
+        if how == "raise":
+            raise ValueError(text)
+        if how == "dead":
+            raise DeadLetter(text)
+        if how == "retry":
+            raise Retry(reason=text)
+        if how == "emit":
+            ctx.emit("thing.made", {"path": text})
+        return text
+    if do == "recurse":  # through C (a __getattr__ slot) at each level: the deepest stack use
+        return Deep(event.data["depth"]).bottom
     raise AssertionError(do)
+
+
+class Deep:
+    def __init__(self, depth):
+        self.depth = depth
+
+    def __getattr__(self, name):
+        return 0 if self.depth == 0 else getattr(Deep(self.depth - 1), name) + 1
 
 
 async def amain(event, ctx):
@@ -252,6 +293,124 @@ def test_the_neighbour_of_a_timed_out_invocation_runs_again_unharmed(start: Star
     assert got[2].kind == "ok"
     assert orjson.loads(got[2].value or b"")["attempt"] == 3
     assert sandbox.restarts == 1
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie that nobody reaps counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-the-host-group", "in-a-session-of-its-own"])
+def test_a_child_forked_by_a_hung_handler_holds_nothing_up(
+    start: Start, tmp_path: Path, setsid: bool
+) -> None:
+    """A child holding the host's pipes delays neither the next host nor close; in the host group it dies."""
+    sandbox, outcomes = start()
+    pidfile = tmp_path / "child.pid"
+    began = time.monotonic()
+    sandbox.submit(call(1, {"do": "fork", "pidfile": str(pidfile), "setsid": setsid}, timeout=0.5))
+    sandbox.submit(call(2, {"do": "ok"}))
+    try:
+        got = outcomes.wait(1, 2)
+        assert (got[1].cause, got[2].kind) == ("timeout", "ok")
+        assert time.monotonic() - began < 0.5 + TIMEOUT_GRACE + 2.0  # room for the next host's start
+        closing = time.monotonic()
+        sandbox.close(grace=1)
+        assert time.monotonic() - closing < 2.0
+        child = int(pidfile.read_text())
+        deadline = time.monotonic() + 2.0
+        while not setsid and alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert alive(child) == setsid
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_text_that_is_not_utf8_costs_no_outcome(start: Start) -> None:
+    """Lone surrogates in a message, reason, result or emitted event fail only their own invocation."""
+    sandbox, outcomes = start(concurrency=4)
+    hows = ["raise", "dead", "retry", "emit", "return"]
+    for i, how in enumerate(hows):
+        sandbox.submit(call(i, {"do": "bad-text", "how": how}))
+    sandbox.submit(call(9, {"do": "ok"}))
+    got = outcomes.wait(*range(len(hows)), 9, timeout=5)
+    assert [(got[i].kind, got[i].error_type, got[i].cause) for i in range(len(hows))] == [
+        ("failed", "ValueError", "exception"),
+        ("dead_letter", "DeadLetter", "exception"),
+        ("retry", "Retry", "exception"),
+        ("failed", "TypeError", "exception"),
+        ("failed", "ResultNotSerializable", "result"),
+    ]
+    assert [got[i].message for i in range(3)] == ["path \\udc80"] * 3
+    assert "ValueError: path \\udc80" in got[0].traceback
+    assert got[9].kind == "ok"
+    assert sandbox.restarts == 0
+
+
+@pytest.mark.parametrize("gone", ["python", "fns.py"])
+def test_hosts_that_cannot_start_fail_the_waiting_invocations_until_one_can(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture, gone: str
+) -> None:
+    """After START_FAILURES failed starts in a row waiting invocations fail; starts go on until one works."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+    python.chmod(0o755)
+    sandbox, outcomes = start(python=str(python))
+    (tmp_path / gone).rename(tmp_path / "moved")
+    with caplog.at_level(logging.ERROR, logger="bus.sandbox"):
+        sandbox.submit(call(1, {"do": "crash"}))
+        assert outcomes.wait(1)[1].error_type == "HandlerCrashed"
+        sandbox.submit(call(2, {"do": "ok"}))
+        waited = outcomes.wait(2)[2]
+    assert (waited.kind, waited.error_type, waited.cause) == ("failed", "HostStartFailed", "crash")
+    assert waited.message.startswith(f"{START_FAILURES} attempts to start a handler host failed: handler")
+    logged = [r for r in caplog.records if r.getMessage() == "host_start_failed"]
+    assert len(logged) >= START_FAILURES
+    (tmp_path / "moved").rename(tmp_path / gone)
+    sandbox.submit(call(3, {"do": "ok"}))
+    assert outcomes.wait(3)[3].kind == "ok"
+
+
+def test_handler_threads_have_stack_enough_for_the_recursion_limit(start: Start) -> None:
+    """Recursion close to the default limit of 1000, through C at each level, fits a handler thread."""
+    sandbox, outcomes = start(concurrency=2)
+    sandbox.submit(call(1, {"do": "recurse", "depth": 900}))
+    assert outcomes.wait(1)[1].value == b"900"
+
+
+def test_an_outcome_that_cannot_be_sent_becomes_a_failure_of_its_own() -> None:
+    """Escaped surrogates go through as text; a value that is not UTF-8 fails only its invocation."""
+    frame = (
+        b"["
+        + b",".join(
+            [
+                encode_outcome(Outcome(id=1, kind="failed", message="caf\udce9", cause="exception")),
+                encode_outcome(Outcome(id=2, kind="ok", value=b"\xff", duration=0.5)),
+                encode_outcome(Outcome(id=3, kind="ok", value=b"1")),
+            ]
+        )
+        + b"]"
+    )
+    first, second, third = decode_outcomes(frame)
+    assert first.message == "caf\\udce9"
+    assert (second.kind, second.error_type, second.cause, second.duration) == (
+        "failed",
+        "OutcomeNotSerializable",
+        "result",
+        0.5,
+    )
+    assert (third.kind, third.value) == ("ok", b"1")
+
+
+def test_the_data_limit_counts_small_thread_stacks() -> None:
+    """The data limit is the memory budget plus 1 MiB of stack per handler thread and per spare thread."""
+    assert data_limit(256, 64) == (256 + 64 + 8) << 20
 
 
 def test_a_crash_alone_is_charged_with_its_exit_code(start: Start) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from bus.events import CloudEvent
 from bus.manifest import RetryPolicy
+from bus.settings import KafkaSettings
 from workers.handlers import Context
 from workers.signals import DeadLetter, Retry
 from workers.testing import TestInvocation, invoke, run
@@ -179,3 +180,52 @@ def test_the_same_event_is_retried() -> None:
     run(record, {"type": "t"})
     assert len(seen) == 3
     assert len(set(seen)) == 1
+
+
+def test_a_result_too_large_for_a_record_fails_for_good() -> None:
+    """A result over the platform's record limit fails with cause "result" and is not retried."""
+    big = "x" * KafkaSettings().max_record_bytes
+    call = invoke(lambda event, ctx: big, {"type": "t"})
+    assert call.error is not None
+    assert (call.outcome, call.error.type, call.error.cause) == ("failed", "ValueError", "result")
+    assert call.error.message.startswith("result is ")
+    assert len(run(lambda event, ctx: big, {"type": "t"}).attempts) == 1
+
+
+def test_an_emitted_event_too_large_for_a_record_fails() -> None:
+    """An emitted event over the record limit fails the invocation, whatever the result's size."""
+
+    def chatty(event: CloudEvent, ctx: Context) -> str:
+        ctx.emit("big.thing", {"blob": "x" * 2_000})
+        return "small"
+
+    call = invoke(chatty, {"type": "t"}, max_record_bytes=1_000)
+    assert call.error is not None
+    assert (call.outcome, call.error.cause) == ("failed", "result")
+    assert call.error.message == "an emitted event is over the 1000-byte record limit"
+    assert [e.type for e in call.emitted] == ["big.thing"]
+    assert invoke(chatty, {"type": "t"}).outcome == "ok"
+
+
+@pytest.mark.parametrize("after", [float("inf"), float("nan"), -1.0])
+def test_a_retry_delay_that_is_not_a_finite_number_fails_at_the_raise(after: float) -> None:
+    """Retry(after=inf, nan or a negative number) is a ValueError in the handler, as on the platform."""
+
+    def endless(event: CloudEvent, ctx: Context) -> None:
+        raise Retry(after=after)
+
+    call = invoke(endless, {"type": "t"})
+    assert call.error is not None
+    assert (call.outcome, call.error.type) == ("failed", "ValueError")
+    assert "must be a finite number of seconds" in call.error.message
+
+
+def test_run_caps_retry_after_at_a_week() -> None:
+    """A Retry(after=...) longer than a week counts a week, as the platform waits no longer."""
+
+    def much_later(event: CloudEvent, ctx: Context) -> None:
+        raise Retry(after=30 * 24 * 3600)
+
+    outcome = run(much_later, {"type": "t"}, retry=RetryPolicy(attempts=2))
+    assert outcome.delays == [7 * 24 * 3600]
+    assert outcome.attempts[0].retry_after == 30 * 24 * 3600

@@ -9,7 +9,7 @@ import pytest
 
 from bus import naming
 from bus.events import CloudEvent, to_json_dict
-from bus.kafka_binding import Record, from_record, header, to_record
+from bus.kafka_binding import Record, from_record, header, record_size, to_record
 from bus.manifest import Destinations, Function, RetryPolicy
 from workers.invocation import Outcome
 from workers.retries import Attempt, attempt_of, original
@@ -171,3 +171,33 @@ def test_an_unreadable_record_goes_straight_to_the_dlq() -> None:
 def test_a_first_attempt_ignores_garbled_retry_headers() -> None:
     attempt = attempt_of("t.fn.f.retry.1", 0, 5, [("bus_attempt", b"x"), ("bus_origin", b"nope")])
     assert (attempt.number, attempt.origin) == (1, "t.fn.f.retry.1/0/5")
+
+
+def test_a_huge_exception_message_is_cut_so_the_error_event_fits_its_record() -> None:
+    last = Attempt(number=3, first_time="2026-12-03T00:00:00.000Z", topic="t.fn.f", partition=2, offset=7)
+    huge = _failed(message="m" * 600_000, traceback="t" * 600_000)
+    verdict = _decide(huge, attempt=last, judge=_judge(limit=100_000))
+    _dlq, error = verdict.outputs
+    assert record_size(error.record) <= 100_000
+    data = from_record(error.record.key, error.record.value, error.record.headers).data
+    assert data["message"].startswith("mmm")
+    assert data["message"].endswith("characters cut]")
+    assert data["traceback"].endswith("ttt")
+
+
+@pytest.mark.parametrize("after", [1e308, float("nan"), -5.0])
+def test_retry_after_is_kept_within_a_week_and_never_negative(after: float) -> None:
+    [send] = _decide(Outcome(id=1, kind="retry", retry_after=after)).outputs
+    due = attempt_of(send.topic, 2, 0, send.record.headers).due_ms
+    assert NOW_MS <= due <= NOW_MS + 7 * 24 * 3600 * 1000
+
+
+def test_an_unreadable_event_is_retried_then_dead_lettered_without_an_error_event() -> None:
+    from bus.errors import RegistryError
+
+    judge = _judge()
+    assert judge.unreadable(RECORD, FIRST, RegistryError("down"), started="2026-12-03T00:00:00.000Z").retrying
+    last = Attempt(number=3, first_time="2026-12-03T00:00:00.000Z", topic="t.fn.f", partition=2, offset=7)
+    verdict = judge.unreadable(RECORD, last, RegistryError("down"), started="2026-12-03T00:00:00.000Z")
+    [send] = verdict.outputs
+    assert (send.topic, verdict.label) == (naming.dlq_topic(PREFIX, "f"), "dead_letter")

@@ -1,0 +1,285 @@
+"""The local autoscaler: worker processes per function, as many as the lag asks for.
+
+Every second (four times a second while a function has no replica, so the first event after an
+idle spell is picked up at once) the supervisor samples each worker group's lag
+(`bus.kafka.lag.LagMonitor`), asks the pure `bus.scaling.decide` how many replicas to run, starts
+or stops worker processes to match, restarts crashed ones with backoff, and publishes each
+decision with its reason to `<prefix>.scaling` for `bus status` and the dashboard.
+
+Each replica runs in a slot with a stable name (`BUS_INSTANCE=<function>-<slot>`), so a restarted
+replica aborts its predecessor's open transaction at once (workers.runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Producer
+
+from bus import naming
+from bus.clock import now_rfc3339
+from bus.events import CloudEvent
+from bus.kafka.admin import ensure_topics
+from bus.kafka.config import build, producer_config
+from bus.kafka.lag import LagMonitor
+from bus.kafka.transactions import produce_waiting
+from bus.kafka_binding import to_record
+from bus.logs import log_event
+from bus.manifest import Function, Manifest
+from bus.scaling import Decision, Observation, PartitionLag, ScalerState, decide
+from bus.settings import KafkaSettings
+from bus.status import SCALING_DECISION, GroupSample
+from bus.topology import TopicSpec, function_topics
+
+__all__ = ["Supervisor", "WorkerPool"]
+
+logger = logging.getLogger("bus.supervisor")
+
+INTERVAL = 1.0
+"""Seconds between samples."""
+FAST_INTERVAL = 0.25
+"""Seconds between samples while some function runs no replica (scale from zero at once)."""
+HEARTBEAT = 10.0
+"""Seconds after which an unchanged decision is published again (so `bus status` stays current)."""
+MAX_BACKOFF = 30.0
+"""Longest wait before restarting a replica that keeps crashing."""
+
+
+@dataclass
+class _Slot:
+    """One replica's place in a pool."""
+
+    number: int
+    process: subprocess.Popen[bytes] | None = None
+    stopping_since: float | None = None
+    crashes: int = 0
+    next_start: float = 0.0
+
+
+@dataclass
+class WorkerPool:
+    """The worker processes of one function: slots 0..desired-1 run, the rest are stopped."""
+
+    function: Function
+    argv: list[str]
+    environ: Mapping[str, str]
+    log: Path
+    clock: Callable[[], float] = time.monotonic
+    desired: int = 0
+    slots: dict[int, _Slot] = field(default_factory=dict)
+
+    @property
+    def actual(self) -> int:
+        """Replicas running and not asked to stop."""
+        return sum(1 for s in self.slots.values() if s.process is not None and s.stopping_since is None)
+
+    def scale_to(self, desired: int) -> None:
+        """Start the missing slots below `desired`; SIGTERM the running ones at or above it."""
+        self.desired = desired
+        for number in range(desired):
+            slot = self.slots.setdefault(number, _Slot(number))
+            if slot.process is None and self.clock() >= slot.next_start:
+                self._start(slot)
+        for slot in self.slots.values():
+            if slot.number >= desired and slot.process is not None and slot.stopping_since is None:
+                slot.process.send_signal(signal.SIGTERM)  # it finishes its work, commits, leaves
+                slot.stopping_since = self.clock()
+
+    def reap(self) -> None:
+        """Collect exited replicas; kill stopping ones past their grace; plan restarts of crashed ones."""
+        grace = self.function.timeout + 30.0
+        for slot in self.slots.values():
+            if slot.process is None:
+                continue
+            code = slot.process.poll()
+            if code is None:
+                if slot.stopping_since is not None and self.clock() - slot.stopping_since > grace:
+                    slot.process.kill()
+                continue
+            if slot.stopping_since is None:
+                slot.crashes += 1
+                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(slot.crashes - 1, 6))
+                slot.next_start = self.clock() + delay
+                log_event(
+                    logger,
+                    "replica_exited",
+                    function=self.function.name,
+                    slot=slot.number,
+                    code=code,
+                    restart_in_s=delay,
+                    level=logging.WARNING,
+                )
+            slot.process = None
+            slot.stopping_since = None
+        self.scale_to(self.desired)  # restart what is due
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM every replica, wait up to `grace` seconds, then SIGKILL what is left."""
+        self.scale_to(0)
+        deadline = self.clock() + grace
+        for slot in self.slots.values():
+            if slot.process is None:
+                continue
+            try:
+                slot.process.wait(timeout=max(0.1, deadline - self.clock()))
+            except subprocess.TimeoutExpired:
+                slot.process.kill()
+                slot.process.wait()
+            slot.process = None
+
+    def _start(self, slot: _Slot) -> None:
+        env = {**self.environ, "BUS_INSTANCE": f"{self.function.name}-{slot.number}"}
+        with self.log.open("ab") as log:
+            slot.process = subprocess.Popen(
+                self.argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops replicas in order
+            )
+        log_event(
+            logger, "replica_started", function=self.function.name, slot=slot.number, pid=slot.process.pid
+        )
+
+
+class Supervisor:
+    """Scales every function of a manifest on its lag; `step()` once per sample, or `run(stop)`."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        manifest: Manifest,
+        *,
+        manifest_path: Path,
+        environ: Mapping[str, str],
+        logs: Path,
+        python: str,
+    ) -> None:
+        self._settings = settings
+        self._manifest = manifest
+        self._monitor = LagMonitor(settings, functions=manifest.functions, prefix=manifest.prefix)
+        self._pools = {
+            name: WorkerPool(
+                function=function,
+                argv=[python, "-m", "workers", "-f", str(manifest_path), "--function", name],
+                environ=environ,
+                log=logs / f"worker-{name}.log",
+            )
+            for name, function in manifest.functions.items()
+        }
+        self._states = {name: ScalerState.initial() for name in manifest.functions}
+        self._published: dict[str, tuple[int, int, float]] = {}
+        self._topic = naming.scaling_topic(manifest.prefix)
+        # The functions' topics too: at zero replicas no worker has created them yet.
+        decisions_topic = TopicSpec(self._topic, 1, {"retention.ms": str(24 * 3600 * 1000)})
+        functions = [
+            spec for f in manifest.functions.values() for spec in function_topics(manifest.prefix, f)
+        ]
+        ensure_topics(settings, [decisions_topic, *functions])
+        self._producer = build(Producer, producer_config(settings))
+
+    @property
+    def pools(self) -> Mapping[str, WorkerPool]:
+        """The worker pool of each function."""
+        return self._pools
+
+    def run(self, stop: threading.Event) -> None:
+        """Sample, decide and scale until `stop` is set."""
+        while not stop.is_set():
+            self.step()
+            idle = any(pool.desired == 0 for pool in self._pools.values())
+            stop.wait(FAST_INTERVAL if idle else INTERVAL)
+
+    def step(self) -> dict[str, Decision]:
+        """One sample of every group, one decision per function, applied and published."""
+        for pool in self._pools.values():
+            pool.reap()
+        samples = self._monitor.sample()
+        decisions: dict[str, Decision] = {}
+        for name, pool in self._pools.items():
+            sample = samples.get(name)
+            if sample is None:
+                continue
+            decision = self._decide(pool.function, sample, pool.actual)
+            decisions[name] = decision
+            if decision.desired != pool.desired:
+                log_event(
+                    logger,
+                    "scaling_decision",
+                    function=name,
+                    desired=decision.desired,
+                    actual=pool.actual,
+                    total_lag=decision.total_lag,
+                    reason=decision.reason,
+                )
+            pool.scale_to(decision.desired)
+            self._publish(name, decision, pool.actual, sample.wall)
+        self._producer.poll(0)
+        return decisions
+
+    def _decide(self, function: Function, sample: GroupSample, actual: int) -> Decision:
+        observation = Observation(
+            at=sample.at,
+            # position, not committed: a consumer never commits past a transaction marker, so
+            # a drained partition would show a lag of 1 forever (bus.kafka.lag).
+            partitions=tuple(
+                PartitionLag(partition=p.partition, committed=p.position, start=p.start, end=p.end)
+                for p in sample.inputs
+            ),
+            replicas=actual,
+        )
+        decision, self._states[function.name] = decide(
+            function.scaling, observation, self._states[function.name], partitions_cap=function.partitions
+        )
+        if decision.desired == 0 and sample.retry_lag > 0:
+            # Retries wait in their topics: a replica must be there when they fall due.
+            return Decision(
+                desired=1,
+                current=decision.current,
+                total_lag=decision.total_lag,
+                reason=f"keep 1: {sample.retry_lag} retries pending ({decision.reason})",
+                inputs={**decision.inputs, "retry_lag": sample.retry_lag},
+            )
+        return decision
+
+    def _publish(self, name: str, decision: Decision, actual: int, wall: float) -> None:
+        last = self._published.get(name)
+        if last is not None and last[:2] == (decision.desired, actual) and wall - last[2] < HEARTBEAT:
+            return
+        self._published[name] = (decision.desired, actual, wall)
+        event = CloudEvent.create(
+            id=f"{name}-{int(wall * 1000)}",
+            source=f"bus://{self._manifest.prefix}/supervisor/{os.uname().nodename}",
+            type=SCALING_DECISION,
+            time=now_rfc3339(),
+            subject=name,
+            datacontenttype="application/json",
+            data={
+                "function": name,
+                "desired": decision.desired,
+                "actual": actual,
+                "reason": decision.reason,
+                "total_lag": decision.total_lag,
+                "p99_seconds": None,
+                "at": now_rfc3339(),
+                "inputs": orjson.loads(orjson.dumps(decision.inputs, default=str)),
+            },
+        )
+        produce_waiting(self._producer, self._topic, to_record(event))
+
+    def close(self, grace: float = 30.0) -> None:
+        """Stop every replica (gracefully, up to `grace`), flush the decision log, close the monitor."""
+        for pool in self._pools.values():
+            pool.stop(grace)
+        self._producer.flush(5.0)
+        self._monitor.close()
