@@ -20,10 +20,10 @@ from typing import Any, TextIO
 
 import orjson
 
-from bus import manifest, naming
+from bus import manifest
 from bus.clock import now_rfc3339
 from bus.errors import ConfigError, ManifestError
-from bus.kafka.control_store import read_applied
+from bus.kafka.control_store import manifest_in_force
 from bus.kafka.lag import DeadLetterCounter, DecisionLog, LagMonitor
 from bus.settings import load_kafka
 from bus.status import function_status, render_table, to_json
@@ -112,11 +112,4 @@ def _draw(table: str, out: TextIO, *, watch: bool, prefix: str) -> None:
 
 def _manifest(environ: Mapping[str, str], path: Path | None, prefix: str | None) -> manifest.Manifest:
     """The manifest at `path`, else the one applied for the prefix."""
-    chosen = prefix or environ.get("BUS_PREFIX") or None
-    if path is not None:
-        return manifest.read(path, prefix=chosen)
-    applied, _ = read_applied(load_kafka(environ, prefix=chosen), chosen or naming.DEFAULT_PREFIX)
-    if applied is None:
-        where = chosen or naming.DEFAULT_PREFIX
-        raise ConfigError(f"no manifest was applied for prefix {where!r}: run `bus apply` or pass -f")
-    return applied.manifest(prefix=chosen)
+    return manifest_in_force(environ, path, prefix)

@@ -38,14 +38,14 @@ from typing import Any, Protocol, TextIO
 
 import orjson
 
-from bus import manifest, naming
+from bus import naming
 from bus.avro_schema import load_book
 from bus.avro_store import TypedReader
 from bus.errors import ConfigError, InvalidEvent, PublishError
 from bus.events import to_json_dict
 from bus.fanout import needs_data, routed_record
 from bus.kafka.admin import ensure_topics
-from bus.kafka.control_store import read_applied
+from bus.kafka.control_store import manifest_in_force
 from bus.kafka.schema_store import open_store
 from bus.kafka.sync_producer import Deliveries, SyncProducer
 from bus.kafka.window import Span, WindowReader
@@ -455,15 +455,7 @@ def command(
     window_start = parse_time(start, now=now, flag="--from")
     window_end = parse_time(end, now=now, flag="--to") if end is not None else None
     per_second = parse_rate(rate) if rate is not None else None
-    chosen = prefix or environ.get("BUS_PREFIX") or None
-    if manifest_path is not None:
-        parsed = manifest.read(manifest_path, prefix=chosen)
-    else:
-        applied, _ = read_applied(load_kafka(environ, prefix=chosen), chosen or naming.DEFAULT_PREFIX)
-        if applied is None:
-            where = chosen or naming.DEFAULT_PREFIX
-            raise ConfigError(f"no manifest was applied for prefix {where!r}: run `bus apply` or pass -f")
-        parsed = applied.manifest(prefix=chosen)
+    parsed = manifest_in_force(environ, manifest_path, prefix)
     settings = load_kafka(environ, prefix=parsed.prefix)
     the_plan = plan(
         function=function,

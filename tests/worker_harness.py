@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Producer
 
 from bus import naming
@@ -287,22 +286,3 @@ def _executions(exec_log: Path) -> tuple[int, int]:
         running += step
         peak = max(peak, running)
     return sum(n - 1 for n in ends.values()), peak
-
-
-def metric(port: int, name: str) -> float | None:
-    """One sample of a worker's /metrics (`name` with labels as rendered), or None."""
-    import httpx
-
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text (for assertion messages)."""
-    return orjson.dumps(value).decode()

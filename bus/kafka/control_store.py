@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +14,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from bus import manifest, naming
 from bus.clock import now_rfc3339
 from bus.control import CONTROL_KEY, Applied, decode, encode, next_applied, self_contained
-from bus.errors import BusError, KafkaError, KafkaUnavailable
+from bus.errors import BusError, ConfigError, KafkaError, KafkaUnavailable
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka.reader import read_to_end
 from bus.logs import log_event
-from bus.settings import KafkaSettings
+from bus.settings import KafkaSettings, load_kafka
 from bus.topology import manifest_topics
 
-__all__ = ["ControlWatcher", "apply_file", "read_applied", "store_applied"]
+__all__ = ["ControlWatcher", "apply_file", "manifest_in_force", "read_applied", "store_applied"]
 
 logger = logging.getLogger("bus.control")
 
@@ -155,3 +155,18 @@ def apply_file(settings: KafkaSettings, path: Path, *, prefix: str | None) -> st
         f"applied version {applied.version} to prefix {checked.prefix!r}: "
         f"{len(checked.rules)} rules ({change.describe()}), {len(checked.functions)} functions"
     )
+
+
+def manifest_in_force(environ: Mapping[str, str], path: Path | None, prefix: str | None) -> manifest.Manifest:
+    """The manifest at `path`, else the one applied for the prefix (`prefix`, else `$BUS_PREFIX`).
+
+    Raises ConfigError with the fix when neither is there.
+    """
+    chosen = prefix or environ.get("BUS_PREFIX") or None
+    if path is not None:
+        return manifest.read(path, prefix=chosen)
+    applied, _ = read_applied(load_kafka(environ, prefix=chosen), chosen or naming.DEFAULT_PREFIX)
+    if applied is None:
+        where = chosen or naming.DEFAULT_PREFIX
+        raise ConfigError(f"no manifest was applied for prefix {where!r}: run `bus apply` or pass -f")
+    return applied.manifest(prefix=chosen)

@@ -30,13 +30,13 @@ from bus.errors import ConfigError, KafkaUnavailable, PublishError
 from bus.events import CloudEvent
 from bus.kafka.admin import ensure_topics, wait_for_broker
 from bus.kafka.config import build, producer_config
-from bus.kafka.control_store import read_applied
+from bus.kafka.control_store import manifest_in_force
 from bus.kafka.producer import UNAVAILABLE
 from bus.kafka.reader import read_to_end
 from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
 from bus.kafka_binding import Record
 from bus.patterns import Pattern
-from bus.settings import KafkaSettings, load_kafka
+from bus.settings import KafkaSettings
 from bus.topology import function_topics
 
 __all__ = ["RedriveProducer", "find_function", "read_dead_letters", "redrive"]
@@ -49,15 +49,7 @@ def find_function(
 
     Raises ConfigError naming the known functions when it has none of that name.
     """
-    chosen = prefix or environ.get("BUS_PREFIX") or None
-    if manifest_path is not None:
-        parsed = manifest.read(manifest_path, prefix=chosen)
-    else:
-        applied, _ = read_applied(load_kafka(environ, prefix=chosen), chosen or naming.DEFAULT_PREFIX)
-        if applied is None:
-            where = chosen or naming.DEFAULT_PREFIX
-            raise ConfigError(f"no manifest was applied for prefix {where!r}: run `bus apply` or pass -f")
-        parsed = applied.manifest(prefix=chosen)
+    parsed = manifest_in_force(environ, manifest_path, prefix)
     found = parsed.functions.get(function)
     if found is None:
         known = ", ".join(sorted(parsed.functions)) or "none"

@@ -23,7 +23,7 @@ from bus.kafka_binding import to_record
 from bus.manifest import Manifest, read
 from bus.status import GroupSample, PartitionSample
 from bus.topology import TopicSpec, manifest_topics
-from tests.support import KafkaEnv, run_bus, unique, write_manifest
+from tests.support import KafkaEnv, run_bus, unique, wait_until, write_manifest
 
 MANIFEST = """
 functions:
@@ -237,11 +237,13 @@ def test_dead_letters_are_counted_not_offsets(kafka: KafkaEnv, tmp_path: Path) -
     dlq = naming.dlq_topic(parsed.prefix, "a")
     with DeadLetterCounter(kafka.settings(parsed.prefix)) as counter:
         assert counter.count("a") == 0
+        # A committed transaction's markers are written after commit returns: read_committed readers
+        # see its records a moment later, so the counts are awaited.
         _produce(kafka, dlq, {0: 1})
-        assert counter.count("a") == 1
+        wait_until(lambda: counter.count("a") == 1, timeout=10, what="one dead letter counted")
         _produce(kafka, dlq, {0: 2})
         _aborted(kafka, dlq, 0, 4)
-        assert counter.count("a") == 3
+        wait_until(lambda: counter.count("a") == 3, timeout=10, what="three dead letters counted")
         assert counter.count("a") == 3
         assert counter.count("no-such-function") == 0
 

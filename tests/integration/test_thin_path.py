@@ -18,7 +18,7 @@ MANIFEST = """
 functions:
   echo: {handler: "handlers:echo", partitions: 2}
   echoasync: {handler: "handlers:echo_async", partitions: 2}
-  flaky: {handler: "handlers:fail_when_asked", partitions: 1}
+  flaky: {handler: "handlers:fail_when_asked", partitions: 1, retry: {attempts: 2, backoff: [100ms]}}
 rules:
   - {name: to-echo, pattern: {type: [demo.echo]}, targets: [echo]}
   - {name: to-both, pattern: {type: [demo.both]}, targets: [echo, echoasync]}
@@ -134,7 +134,7 @@ def test_failed_invocation_yields_error_record_and_dead_letter_while_partition_f
     assert record["error_type"] == "ValueError"
     assert record["message"] == "asked to fail: 1"
     assert "Traceback" in record["traceback"]
-    assert record["attempts"] == 1
+    assert record["attempts"] == 2  # the policy's attempts, the retry after 100 ms
     assert record["topic"] == naming.function_topic(prefix, "flaky")
     assert record["event"]["id"] == bad["id"]
     (dead,) = kafka.read_exactly(naming.dlq_topic(prefix, "flaky"), 1)
