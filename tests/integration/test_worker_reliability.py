@@ -97,9 +97,9 @@ def test_r2_kill_9_of_workers_every_few_seconds_loses_nothing_and_publishes_each
         victim.start(wait=False)
 
     try:
-        # Events arrive over ~20 s; a random worker is killed every 5 s and started again.
+        # Events arrive over ~16 s; a random worker is killed every 5 s and started again.
         acked, kills = _under_faults(
-            lambda: publish(kafka, topic, datas, run=run, prefix=prefix, rate=events_n / 20),
+            lambda: publish(kafka, topic, datas, run=run, prefix=prefix, rate=events_n / 16),
             kill_one,
             interval=5.0,
         )
@@ -129,11 +129,11 @@ def test_r3_rolling_sigterm_drains_and_commits_so_nothing_runs_twice(
         worker.start()
 
     try:
-        # Events arrive over ~20 s; every 4 s one worker after the other is stopped and started.
+        # Events arrive over ~12 s; every 3 s one worker after the other is stopped and started.
         acked, restarts = _under_faults(
-            lambda: publish(kafka, topic, datas, run=run, prefix=prefix, rate=events_n / 20),
+            lambda: publish(kafka, topic, datas, run=run, prefix=prefix, rate=events_n / 12),
             restart_one,
-            interval=4.0,
+            interval=3.0,
         )
         figures = check(kafka, prefix, FN, acked, exec_log=workers[0].exec_log, timeout=180)
     finally:
@@ -327,7 +327,7 @@ def test_r11_the_committed_offset_never_passes_an_unfinished_event(kafka: KafkaE
     worker = WorkerProcess(kafka, manifest, FN, tmp_path)
     worker.start()
     run = unique("r11")
-    datas = [{"key": "first", "seq": 0, "sleep": 30}] + [{"key": f"k{i}", "seq": i} for i in range(1, 200)]
+    datas = [{"key": "first", "seq": 0, "sleep": 10}] + [{"key": f"k{i}", "seq": i} for i in range(1, 200)]
     try:
         acked = publish(kafka, topic, datas, run=run, prefix=prefix)
         results_topic = naming.result_topic(prefix, FN)
