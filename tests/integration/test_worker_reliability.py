@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +20,9 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from bus import naming
+from bus.kafka.admin import ensure_topics
 from bus.kafka.config import consumer_config
+from bus.topology import TopicSpec
 from tests.support import KafkaEnv, unique, wait_until
 from tests.worker_harness import WorkerProcess, check, publish, write_function
 
@@ -345,24 +349,25 @@ def test_r11_the_committed_offset_never_passes_an_unfinished_event(kafka: KafkaE
     assert (figures.lost, figures.dup_results, figures.dup_exec) == (0, 0, 0), figures.line()
 
 
+def _run_worker(kafka: KafkaEnv, manifest: Path) -> subprocess.CompletedProcess[str]:
+    """Run one worker replica of FN to its exit (for workers that must refuse to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers", "-f", str(manifest), "--function", FN],
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_handler_that_cannot_be_imported_stops_the_worker_with_the_reason(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:
     prefix = kafka.prefix()
     path = tmp_path / "bus.yaml"
     path.write_text(f"prefix: {prefix}\nfunctions:\n  {FN}: {{handler: 'missing_module:f'}}\n")
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "workers", "-f", str(path), "--function", FN],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run_worker(kafka, path)
     assert done.returncode == 1
     assert "missing_module" in done.stderr
 
@@ -370,22 +375,8 @@ def test_a_handler_that_cannot_be_imported_stops_the_worker_with_the_reason(
 def test_a_retry_topic_with_other_partitions_than_its_function_topic_stops_the_worker(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
-
-    from bus.kafka.admin import ensure_topics
-    from bus.topology import TopicSpec
-
     prefix, manifest, _topic = _setup(kafka, tmp_path, "partitions: 2, retry: {attempts: 2, backoff: [1s]}")
     ensure_topics(kafka.settings(prefix), [TopicSpec(naming.retry_topic(prefix, FN, 1), 3)])
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
-    done = subprocess.run(
-        [sys.executable, "-m", "workers", "-f", str(manifest), "--function", FN],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run_worker(kafka, manifest)
     assert done.returncode == 1
     assert f"{naming.retry_topic(prefix, FN, 1)} has 3" in done.stderr
