@@ -19,7 +19,6 @@ that runs past its timeout is reported as timed out once it returns, not stopped
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -31,13 +30,13 @@ import orjson
 from bus.clock import now_rfc3339
 from bus.errors import InvalidEvent
 from bus.events import SPECVERSION, CloudEvent, from_json_dict, to_json_dict
-from bus.kafka_binding import record_size, to_record
+from bus.kafka_binding import to_record
 from bus.manifest import RetryPolicy
 from bus.settings import KafkaSettings
 from workers.handlers import Context, Handler
 from workers.invocation import Kind, Outcome, is_async, run_async, run_coroutine, run_sync, timed_out
 from workers.outcome import result_event
-from workers.verdict import FINAL_CAUSES, MAX_RETRY_AFTER
+from workers.verdict import FINAL_CAUSES, check_fits, retry_delay
 
 __all__ = ["HandlerError", "TestInvocation", "TestRun", "invoke", "run"]
 
@@ -174,7 +173,7 @@ def run(
         final = call.outcome == "dead_letter" or (call.error is not None and call.error.cause in FINAL_CAUSES)
         if final or number == retry.attempts:
             break
-        delays.append(_delay(call.retry_after, backoff=retry.step(number)[1]))
+        delays.append(retry_delay(call.retry_after, backoff=retry.step(number)[1]))
     return TestRun(outcome="dead_letter", attempts=attempts, delays=delays)
 
 
@@ -190,13 +189,6 @@ def _as_event(event: CloudEvent | Mapping[str, Any], prefix: str) -> CloudEvent:
     return from_json_dict(orjson.loads(orjson.dumps(doc)))
 
 
-def _delay(after: float | None, *, backoff: float) -> float:
-    """The wait before a retry, as the platform's verdict decides it."""
-    if after is None or math.isnan(after):
-        return backoff
-    return min(max(after, 0.0), MAX_RETRY_AFTER)
-
-
 def _described(
     outcome: Outcome, cause: CloudEvent, *, function: str, attempt: int, prefix: str, max_record_bytes: int
 ) -> TestInvocation:
@@ -207,7 +199,7 @@ def _described(
             result = result_event(
                 prefix=prefix, function=function, cause=cause, value=value, time=now_rfc3339()
             )
-            _check_sizes(result, emitted, max_record_bytes)
+            check_fits(to_record(result), [to_record(e) for e in emitted], max_record_bytes)
         except (InvalidEvent, TypeError, ValueError) as exc:  # the platform dead-letters it at once
             error = HandlerError(type=type(exc).__name__, message=str(exc), cause="result")
             return TestInvocation(
@@ -232,13 +224,3 @@ def _described(
         attempt=attempt,
         duration=outcome.duration,
     )
-
-
-def _check_sizes(result: CloudEvent, emitted: list[CloudEvent], limit: int) -> None:
-    """Raise ValueError, as the platform's verdict does, for an event too large for a record."""
-    size = record_size(to_record(result))
-    if size > limit:
-        raise ValueError(f"result is {size} bytes; records are limited to {limit}")
-    for event in emitted:
-        if record_size(to_record(event)) > limit:
-            raise ValueError(f"an emitted event is over the {limit}-byte record limit")

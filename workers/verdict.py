@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -33,7 +33,7 @@ from workers.invocation import Outcome
 from workers.outcome import Failure, error_event, result_event
 from workers.retries import Attempt, original, retry_record
 
-__all__ = ["Judge", "Send", "Verdict"]
+__all__ = ["Judge", "Send", "Verdict", "check_fits", "retry_delay"]
 
 MAX_RETRY_AFTER = 7 * 24 * 3600.0
 """Longest `Retry(after=...)` honoured (a week); longer asks wait this long."""
@@ -127,8 +127,7 @@ class Judge:
         self, record: Record, attempt: Attempt, outcome: Outcome, *, first_time: str, now_ms: int
     ) -> Verdict:
         level, delay = self._function.retry.step(attempt.number)
-        after = outcome.retry_after if outcome.retry_after is not None else delay
-        after = min(max(after, 0.0), MAX_RETRY_AFTER) if not math.isnan(after) else delay
+        after = retry_delay(outcome.retry_after, backoff=delay)
         retry = retry_record(
             record,
             attempt,
@@ -190,10 +189,11 @@ class Judge:
         )
 
     def _success(self, event: CloudEvent, outcome: Outcome) -> list[Send]:
-        outputs = [
+        emitted = [
             Send(self._ingress, to_record(from_json_dict(orjson.loads(raw)))) for raw in outcome.emitted
         ]
         target = self._function.destinations.on_success
+        result = None
         if target is not None:
             value = orjson.loads(outcome.value) if outcome.value is not None else None
             result = to_record(
@@ -205,14 +205,8 @@ class Judge:
                     time=self._clock(),
                 )
             )
-            size = record_size(result)
-            if size > self._max_record_bytes:
-                raise ValueError(f"result is {size} bytes; records are limited to {self._max_record_bytes}")
-            outputs.append(Send(target, result))
-        for output in outputs:
-            if record_size(output.record) > self._max_record_bytes:
-                raise ValueError(f"an emitted event is over the {self._max_record_bytes}-byte record limit")
-        return outputs
+        check_fits(result, [send.record for send in emitted], self._max_record_bytes)
+        return emitted if target is None or result is None else [*emitted, Send(target, result)]
 
     def _dead_letter(self, record: Record, attempt: Attempt, failure: Failure) -> Send:
         extra = (
@@ -242,6 +236,21 @@ class Judge:
             short = dataclasses.replace(failure, message=_cut(failure.message, 1024), traceback="")
             record = to_record(build(time=self._clock(), embed_data=False, failure=short))
         return record
+
+
+def retry_delay(after: float | None, *, backoff: float) -> float:
+    """Seconds before the next attempt: `Retry(after=...)` within [0, a week], else the backoff step."""
+    if after is None or math.isnan(after):
+        return backoff
+    return min(max(after, 0.0), MAX_RETRY_AFTER)
+
+
+def check_fits(result: Record | None, emitted: Iterable[Record], limit: int) -> None:
+    """Raise ValueError when the result or an emitted event is too large for one record."""
+    if result is not None and (size := record_size(result)) > limit:
+        raise ValueError(f"result is {size} bytes; records are limited to {limit}")
+    if any(record_size(record) > limit for record in emitted):
+        raise ValueError(f"an emitted event is over the {limit}-byte record limit")
 
 
 def _cut(text: str, limit: int, *, keep_end: bool = False) -> str:
