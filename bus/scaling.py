@@ -26,6 +26,15 @@ compared with KEDA's Kafka scaler and the HPA in docs/decisions/autoscaling.md:
    (the HPA's rule), so a scale-out is never undone within the window.
 7. **Scale to zero** (only with `min == 0`): after the total lag has been 0 continuously for
    `cooldown` seconds, and for no less than `stabilization`.
+8. **Throughput floor** (bus's own; KEDA and the HPA have none). Lag alone cannot tell how many
+   replicas a steady load needs: once they keep up, lag is near 0 and the recommendation falls to
+   1, the group scales in, lag grows back, and it scales out again (flapping, once per window).
+   So scale-in stops at the fewest replicas none of which would get more than `HEADROOM` of a
+   replica's capacity, given the partitions' incoming rates and the range assignment (a replica
+   of 3 on 4 partitions gets 2 of them). Capacity is one replica's measured rate while the group
+   was saturated (lag at every sample and the same replica count for the whole rate span; a
+   moving average). Unknown capacity sets no floor; the floor never scales out and never keeps a
+   group with no lag for `cooldown` from zero.
 """
 
 from __future__ import annotations
@@ -35,6 +44,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bus.manifest import Scaling
+
+CAPACITY_WEIGHT = 0.3
+"""Weight of a new measurement in the moving average of a replica's capacity (rule 8)."""
+HEADROOM = 0.9
+"""The share of its measured capacity a replica may be given when scaling in (rule 8)."""
 
 __all__ = ["Decision", "Observation", "PartitionLag", "ScalerState", "decide", "lag_of"]
 
@@ -52,6 +66,8 @@ class PartitionLag:
     """Log start offset (the earliest still available)."""
     end: int
     """End offset (the last stable offset under read_committed is fine)."""
+    incoming_rate: float | None = None
+    """Events per second into the partition over the observation's `rates_span` (None if unknown)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +79,12 @@ class Observation:
     partitions: tuple[PartitionLag, ...]
     replicas: int
     """Replicas running now (actual, not desired)."""
+    incoming_rate: float | None = None
+    """Events per second into the topic over the last `rates_span` seconds (None if unknown)."""
+    processed_rate: float | None = None
+    """Events per second the group committed over the same span (None if unknown)."""
+    rates_span: float = 5.0
+    """Seconds the two rates average over."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +117,12 @@ class ScalerState:
     """When the total lag last became 0; None while there is lag."""
     stalls: tuple[tuple[int, int | None, float], ...] = ()
     """(partition, committed offset, since) of partitions lagging at an unchanged committed offset."""
+    saturated_since: float | None = None
+    """Since when every sample had lag with the same replica count (rule 8); None when not."""
+    replicas: int = 0
+    """The replica count of the previous sample."""
+    capacity: float | None = None
+    """Events per second one replica handles when saturated, a moving average (rule 8)."""
 
     @classmethod
     def initial(cls) -> ScalerState:
@@ -121,17 +149,23 @@ def decide(
     lags = {p.partition: lag_of(p) for p in observation.partitions}
     stalls, stuck = _stalls(observation, lags, state, window)
     count = _count(policy, lags, stuck, partitions_cap)
+    saturated_since, capacity = _capacity(observation, count.total, state)
+    floor = _floor(observation, capacity, count.high)
     idle_since = None if count.total else (at if state.idle_since is None else state.idle_since)
     idle_for = None if idle_since is None else at - idle_since
     recent = tuple((t, r) for t, r in state.recommendations if t > at - window)
     desired, reason = _choose(
-        policy, count, current=observation.replicas, at=at, recent=recent, idle_for=idle_for
+        policy, count, current=observation.replicas, at=at, recent=recent, idle_for=idle_for, floor=floor
     )
-    kept = (*((t, r) for t, r in recent if r > count.recommendation), (at, count.recommendation))
+    held = max(count.recommendation, floor.replicas)
+    kept = (*((t, r) for t, r in recent if r > held), (at, held))
     next_state = ScalerState(
         recommendations=kept if desired else (),  # at zero the next start needs no history
         idle_since=idle_since,
         stalls=stalls,
+        saturated_since=saturated_since,
+        replicas=observation.replicas,
+        capacity=capacity,
     )
     inputs: dict[str, Any] = {
         "at": at,
@@ -162,6 +196,10 @@ def decide(
         "recommendation": count.recommendation,
         "window_max": max([count.recommendation, *(r for _, r in recent)]),
         "idle_for": idle_for,
+        "incoming_rate": observation.incoming_rate,
+        "processed_rate": observation.processed_rate,
+        "capacity": capacity,
+        "throughput_floor": floor.replicas,
     }
     decision = Decision(
         desired=desired,
@@ -227,6 +265,56 @@ def _count(policy: Scaling, lags: Mapping[int, int], stuck: set[int], partitions
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Floor:
+    """The fewest replicas the incoming rate needs at the measured capacity (rule 8)."""
+
+    replicas: int
+    """0 when unknown (no capacity measured, or no rate)."""
+    explained: str = ""
+    """`incoming 240 ev/s needs 3 at 85 ev/s per replica`."""
+
+
+def _capacity(observation: Observation, lag: int, state: ScalerState) -> tuple[float | None, float | None]:
+    """(saturated since, capacity): the per-replica rate of a group that had work all along."""
+    replicas, capacity = observation.replicas, state.capacity
+    if lag == 0 or replicas == 0 or replicas != state.replicas:
+        return None, capacity
+    since = observation.at if state.saturated_since is None else state.saturated_since
+    rate = observation.processed_rate
+    if rate is None or rate <= 0 or observation.at - since < observation.rates_span:
+        return since, capacity
+    measured = rate / replicas
+    return since, measured if capacity is None else capacity + CAPACITY_WEIGHT * (measured - capacity)
+
+
+def _floor(observation: Observation, capacity: float | None, high: int) -> _Floor:
+    incoming = observation.incoming_rate
+    if incoming is None or capacity is None or incoming <= 0:
+        return _Floor(0)
+    rates = [p.incoming_rate for p in sorted(observation.partitions, key=lambda p: p.partition)]
+    known = [rate for rate in rates if rate is not None]
+    if len(known) != len(rates):  # spread the total evenly
+        known = [incoming / len(rates)] * len(rates) if rates else [incoming]
+    limit = capacity * HEADROOM
+    needed = next((n for n in range(1, high) if max(_range_loads(known, n)) <= limit), high)
+    return _Floor(
+        needed,
+        f"incoming {_num(incoming)} ev/s needs {needed} at {_num(capacity)} ev/s per replica",
+    )
+
+
+def _range_loads(rates: Sequence[float], consumers: int) -> list[float]:
+    """Each consumer's incoming rate when the range assignor spreads these partitions over them."""
+    size, extra = divmod(len(rates), consumers)
+    loads, start = [], 0
+    for n in range(consumers):
+        end = start + size + (1 if n < extra else 0)
+        loads.append(sum(rates[start:end]))
+        start = end
+    return loads
+
+
 def _choose(
     policy: Scaling,
     count: _Count,
@@ -235,6 +323,7 @@ def _choose(
     at: float,
     recent: tuple[tuple[float, int], ...],
     idle_for: float | None,
+    floor: _Floor,
 ) -> tuple[int, str]:
     """(desired replicas, reason) by rules 4-7."""
     rec = count.recommendation
@@ -246,7 +335,7 @@ def _choose(
         return 0, f"scale to zero {current}->0: no lag for {_num(idle_for)} s ({why} {_num(quiet)} s)"
     if rec > current:
         return rec, f"scale out {current}->{rec}: {count.explained}"
-    return _settle(policy, count, current=current, at=at, recent=recent, idle_for=idle_for)
+    return _settle(policy, count, current=current, at=at, recent=recent, idle_for=idle_for, floor=floor)
 
 
 def _activate(policy: Scaling, count: _Count) -> tuple[int, str]:
@@ -272,10 +361,16 @@ def _settle(
     at: float,
     recent: tuple[tuple[float, int], ...],
     idle_for: float | None,
+    floor: _Floor,
 ) -> tuple[int, str]:
-    """Running, and lag asks for no more replicas: scale in as far as the window allows (rule 6)."""
+    """Running, and lag asks for no more replicas: scale in as far as the window and the
+    throughput floor allow (rules 6 and 8)."""
     window, rec = policy.stabilization, count.recommendation
-    desired = min(current, max([rec, *(r for _, r in recent)]), count.high)
+    desired = min(current, max([rec, floor.replicas, *(r for _, r in recent)]), count.high)
+    by_floor = floor.replicas > rec and floor.replicas >= desired
+    if by_floor and rec < current:
+        verb = "hold " if desired == current else f"scale in {current}->"
+        return desired, f"{verb}{desired}: {floor.explained} ({count.explained})"
     if desired < current:
         held = (
             f"; {desired} is the highest recommendation of the last {_num(window)} s" if desired > rec else ""

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from bus.kafka.config import build, producer_config
 from bus.kafka.lag import LagMonitor
 from bus.kafka.transactions import produce_waiting
 from bus.kafka_binding import to_record
+from bus.latency import LatencyWindow, histogram_buckets
+from bus.localkafka import free_port
 from bus.logs import log_event
 from bus.manifest import Function, Manifest
 from bus.scaling import Decision, Observation, PartitionLag, ScalerState, decide
@@ -52,6 +55,11 @@ HEARTBEAT = 10.0
 """Seconds after which an unchanged decision is published again (so `bus status` stays current)."""
 MAX_BACKOFF = 30.0
 """Longest wait before restarting a replica that keeps crashing."""
+SCRAPE_TIMEOUT = 0.2
+"""Seconds to wait for one replica's metrics."""
+LATENCY_WINDOW = 30.0
+"""Seconds of handler durations the published p99 covers."""
+DURATION_METRIC = "bus_worker_invocation_seconds"
 
 
 @dataclass
@@ -63,6 +71,8 @@ class _Slot:
     stopping_since: float | None = None
     crashes: int = 0
     next_start: float = 0.0
+    metrics_port: int = 0
+    """Where the replica serves its metrics (BUS_METRICS_PORT), for the latency quantiles."""
 
 
 @dataclass
@@ -136,8 +146,34 @@ class WorkerPool:
                 slot.process.wait()
             slot.process = None
 
+    def scrape(self, timeout: float = SCRAPE_TIMEOUT) -> dict[str, str]:
+        """Each running replica's metrics exposition, by its instance name (those that answer)."""
+        texts: dict[str, str] = {}
+        for slot in self.slots.values():
+            if slot.process is None or not slot.metrics_port:
+                continue
+            url = f"http://127.0.0.1:{slot.metrics_port}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    texts[self._instance(slot)] = response.read().decode()
+            except (OSError, ValueError):
+                continue  # starting or stopping: the next sample will see it
+        return texts
+
+    def instances(self) -> list[str]:
+        """Instance names of the replicas running now (stopping ones included)."""
+        return [self._instance(slot) for slot in self.slots.values() if slot.process is not None]
+
+    def _instance(self, slot: _Slot) -> str:
+        return f"{self.function.name}-{slot.number}"
+
     def _start(self, slot: _Slot) -> None:
-        env = {**self.environ, "BUS_INSTANCE": f"{self.function.name}-{slot.number}"}
+        slot.metrics_port = free_port()
+        env = {
+            **self.environ,
+            "BUS_INSTANCE": self._instance(slot),
+            "BUS_METRICS_PORT": str(slot.metrics_port),
+        }
         with self.log.open("ab") as log:
             slot.process = subprocess.Popen(
                 self.argv,
@@ -178,6 +214,7 @@ class Supervisor:
             for name, function in manifest.functions.items()
         }
         self._states = {name: ScalerState.initial() for name in manifest.functions}
+        self._latencies = {name: LatencyWindow(LATENCY_WINDOW) for name in manifest.functions}
         self._published: dict[str, tuple[int, int, float]] = {}
         self._topic = naming.scaling_topic(manifest.prefix)
         # The functions' topics too: at zero replicas no worker has created them yet.
@@ -223,7 +260,7 @@ class Supervisor:
                     reason=decision.reason,
                 )
             pool.scale_to(decision.desired)
-            self._publish(name, decision, pool.actual, sample.wall)
+            self._publish(name, decision, pool.actual, sample.wall, self._p99(name, pool, sample.at))
         self._producer.poll(0)
         return decisions
 
@@ -233,10 +270,19 @@ class Supervisor:
             # position, not committed: a consumer never commits past a transaction marker, so
             # a drained partition would show a lag of 1 forever (bus.kafka.lag).
             partitions=tuple(
-                PartitionLag(partition=p.partition, committed=p.position, start=p.start, end=p.end)
+                PartitionLag(
+                    partition=p.partition,
+                    committed=p.position,
+                    start=p.start,
+                    end=p.end,
+                    incoming_rate=p.produce_rate,
+                )
                 for p in sample.inputs
             ),
             replicas=actual,
+            incoming_rate=sample.produce_rate,
+            processed_rate=sample.consume_rate,
+            rates_span=self._monitor.rate_window,
         )
         decision, self._states[function.name] = decide(
             function.scaling, observation, self._states[function.name], partitions_cap=function.partitions
@@ -252,7 +298,16 @@ class Supervisor:
             )
         return decision
 
-    def _publish(self, name: str, decision: Decision, actual: int, wall: float) -> None:
+    def _p99(self, name: str, pool: WorkerPool, at: float) -> float | None:
+        """The p99 handler duration of the function's replicas over the last LATENCY_WINDOW s."""
+        window = self._latencies[name]
+        texts = pool.scrape()
+        for instance, text in texts.items():
+            window.add(instance, at, histogram_buckets(text, DURATION_METRIC))
+        window.keep(pool.instances())
+        return window.quantile(0.99)
+
+    def _publish(self, name: str, decision: Decision, actual: int, wall: float, p99: float | None) -> None:
         last = self._published.get(name)
         if last is not None and last[:2] == (decision.desired, actual) and wall - last[2] < HEARTBEAT:
             return
@@ -270,7 +325,7 @@ class Supervisor:
                 "actual": actual,
                 "reason": decision.reason,
                 "total_lag": decision.total_lag,
-                "p99_seconds": None,
+                "p99_seconds": p99,
                 "at": now_rfc3339(),
                 "inputs": orjson.loads(orjson.dumps(decision.inputs, default=str)),
             },

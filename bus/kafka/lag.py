@@ -133,6 +133,8 @@ class LagMonitor:
         self._admin = build(AdminClient, admin_config(settings))
         self._scanner = _Scanner(settings, first_batch_only=True)
         self._rates = RateWindow(rate_window)
+        self.rate_window = rate_window
+        """Seconds the sampled rates average over."""
         self._probes: dict[Key, Probe] = {}
         self._partitions: dict[str, int] = {}
         self._metadata_at = -math.inf

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -252,7 +253,8 @@ def test_async_handler_past_its_deadline_times_out() -> None:
 
     outcome = asyncio.run(run_async(slow, EVENT, context(timeout=0.05)))
     assert (outcome.kind, outcome.error_type, outcome.cause) == ("failed", "TimeoutError", "timeout")
-    assert outcome.message == "did not finish within 0.05s"
+    # The budget is what was left when the handler started (a loaded machine starts it later).
+    assert re.fullmatch(r"did not finish within 0\.0[0-5]\d*s", outcome.message), outcome.message
 
 
 def test_a_handlers_own_timeout_error_is_an_exception() -> None:

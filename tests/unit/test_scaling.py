@@ -315,3 +315,110 @@ def test_random_lag_series_stays_in_bounds_without_flapping(
         elif decision.desired < replicas and last_out is not None:
             assert at - last_out >= policy.stabilization
         state, replicas = next_state, decision.desired
+
+
+# --- throughput floor (rule 8) -----------------------------------------------------------------
+
+
+def loaded(at: float, replicas: int, lag: int, *, incoming: float, processed: float) -> Observation:
+    """Four partitions lagging `lag` in all, with the group's rates over the last 5 s."""
+    return Observation(
+        at=at,
+        replicas=replicas,
+        partitions=tuple(part(i, lag // 4) for i in range(4)),
+        incoming_rate=incoming,
+        processed_rate=processed,
+        rates_span=5.0,
+    )
+
+
+STEADY = Scaling(min=1, max=4, lag_threshold=50, stabilization=3.0)
+
+
+def test_a_steady_load_the_replicas_keep_up_with_does_not_scale_in_and_out() -> None:
+    """Saturated at 4 replicas doing 60 ev/s each, then caught up with 200 ev/s still arriving:
+    lag alone says 1 replica; the floor keeps ceil(200 / 60) = 4 and says why."""
+    saturated = [loaded(t, 4, 400, incoming=200, processed=240) for t in range(7)]
+    caught_up = [loaded(t, 4, 0, incoming=200, processed=200) for t in range(7, 30)]
+    decisions = run(STEADY, saturated + caught_up)
+    assert {d.desired for d in decisions} == {4}
+    last = decisions[-1]
+    assert last.inputs["capacity"] == pytest.approx(60)
+    assert last.inputs["throughput_floor"] == 4
+    assert "incoming 200 ev/s needs 4 at 60 ev/s per replica" in last.reason
+
+
+def test_the_floor_lets_an_overscaled_group_scale_in_to_what_the_rate_needs() -> None:
+    """Capacity 60 ev/s per replica and 100 ev/s arriving: scale in from 4 to 2, not to 1."""
+    saturated = [loaded(t, 4, 400, incoming=200, processed=240) for t in range(7)]
+    light = [loaded(t, 4, 0, incoming=100, processed=100) for t in range(7, 30)]
+    decisions = run(STEADY, saturated + light)
+    assert decisions[-1].desired == 2
+    assert [d.desired for d in decisions] == sorted((d.desired for d in decisions), reverse=True)
+    assert "scale in 4->2: incoming 100 ev/s needs 2" in next(d.reason for d in decisions if d.desired == 2)
+
+
+def test_without_a_saturated_span_there_is_no_floor() -> None:
+    """Capacity is measured only after lag at every sample with the same replicas for the rate
+    span: 3 lagging samples are not enough, so lag alone decides (as KEDA)."""
+    short = [loaded(t, 4, 400, incoming=200, processed=240) for t in range(3)]
+    idle = [loaded(t, 4, 0, incoming=200, processed=200) for t in range(3, 30)]
+    decisions = run(STEADY, short + idle)
+    assert decisions[-1].inputs["capacity"] is None
+    assert decisions[-1].desired == 1
+
+
+def test_a_replica_count_change_restarts_the_saturated_span() -> None:
+    """Rates over a span with 2 then 4 replicas would mix counts: no capacity until 5 s at 4."""
+    mixed = [loaded(t, 2 if t < 3 else 4, 400, incoming=200, processed=240) for t in range(7)]
+    decisions = run(STEADY, mixed)
+    assert decisions[-1].inputs["capacity"] is None
+
+
+def test_the_floor_does_not_keep_an_idle_group_from_zero() -> None:
+    """With min 0, lag 0 for the cooldown scales to zero whatever the floor says."""
+    policy = Scaling(min=0, max=4, lag_threshold=50, stabilization=3.0, cooldown=5.0)
+    saturated = [loaded(t, 4, 400, incoming=200, processed=240) for t in range(7)]
+    idle = [loaded(t, 4, 0, incoming=0, processed=0) for t in range(7, 20)]
+    assert run(policy, saturated + idle)[-1].desired == 0
+
+
+def test_the_floor_counts_partitions_per_replica_under_the_range_assignment() -> None:
+    """200 ev/s over 4 partitions at 90 ev/s per replica: 3 replicas would do 270 ev/s in all, but
+    one of them would own 2 partitions (100 ev/s), so the floor is 4 (the flapping R15 found)."""
+    saturated = [loaded(t, 4, 400, incoming=200, processed=360) for t in range(7)]
+    caught_up = [loaded(t, 4, 0, incoming=200, processed=200) for t in range(7, 30)]
+    decisions = run(STEADY, saturated + caught_up)
+    assert {d.desired for d in decisions} == {4}
+    assert decisions[-1].inputs["throughput_floor"] == 4
+
+
+def test_a_hot_partition_is_given_a_replica_of_its_own() -> None:
+    """Rates 150/10/10/10 at capacity 190 (171 with headroom): one replica is too few for 180 ev/s;
+    two (150+10 and 20 under the range assignment) suffice."""
+    rates = (150.0, 10.0, 10.0, 10.0)
+    parts = tuple(
+        PartitionLag(partition=i, committed=1000, start=0, end=1000 + lag, incoming_rate=r)
+        for i, (r, lag) in enumerate(zip(rates, (100, 100, 100, 100), strict=True))
+    )
+    idle = tuple(PartitionLag(partition=p.partition, committed=1000, start=0, end=1000) for p in parts)
+    samples = [
+        Observation(at=t, replicas=4, partitions=parts, incoming_rate=180, processed_rate=760)
+        for t in range(7)
+    ]
+    samples += [
+        Observation(
+            at=t,
+            replicas=4,
+            partitions=tuple(
+                PartitionLag(partition=p.partition, committed=1000, start=0, end=1000, incoming_rate=r)
+                for p, r in zip(idle, rates, strict=True)
+            ),
+            incoming_rate=180,
+            processed_rate=180,
+        )
+        for t in range(7, 30)
+    ]
+    decisions = run(STEADY, samples)
+    assert decisions[-1].inputs["capacity"] == pytest.approx(190)
+    assert decisions[-1].desired == 2
