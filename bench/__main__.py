@@ -19,6 +19,7 @@ import confluent_kafka
 
 from bench import (
     aio,
+    autoscale,
     faust_router,
     gateway,
     raw,
@@ -36,7 +37,7 @@ from bus.logs import configure, log_event
 
 logger = logging.getLogger("bench")
 
-GROUPS = ("confluent", "transactional", "router", "aiokafka", "gateway", "thinpath", "worker")
+GROUPS = ("confluent", "transactional", "router", "aiokafka", "gateway", "thinpath", "worker", "autoscale")
 
 Step = tuple[str, str, Callable[[], dict[str, Measurement]]]
 """(group, name, measure): `measure` returns the measurements it took, by name."""
@@ -133,6 +134,28 @@ def _worker_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
     ]
 
 
+def _autoscale_steps(kafka: BenchKafka, sizes: Sizes) -> list[Step]:
+    """The autoscale group: backlog drain autoscaled and pinned, and the first event from zero."""
+
+    def zero() -> dict[str, Measurement]:
+        scaled, direct = autoscale.from_zero(kafka, sizes)
+        return {"autoscale.from_zero": scaled, "autoscale.direct_start": direct}
+
+    return [
+        (
+            "autoscale",
+            "autoscale.drain.pinned",
+            lambda: {"autoscale.drain.pinned": autoscale.drain_time(kafka, sizes, pinned=True)},
+        ),
+        (
+            "autoscale",
+            "autoscale.drain.auto",
+            lambda: {"autoscale.drain.auto": autoscale.drain_time(kafka, sizes, pinned=False)},
+        ),
+        ("autoscale", "autoscale.from_zero", zero),
+    ]
+
+
 def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], groups: set[str]) -> list[Step]:
     def warm_up() -> dict[str, Measurement]:
         raw.warm_up(kafka, sizes)
@@ -200,6 +223,7 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], groups: set
         ("gateway", "gateway", gateway_alone),
         ("thinpath", "thinpath", thin),
         *_worker_steps(kafka, sizes, details, warm=bool(groups & {"transactional", "router"})),
+        *_autoscale_steps(kafka, sizes),
     ]
 
 

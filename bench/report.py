@@ -167,6 +167,41 @@ def _worker_specs() -> tuple[FigureSpec, ...]:
     return tuple(specs)
 
 
+_DRAIN = "supervisor start to the last result of a backlog of 10 ms events on 4 partitions, {what}"
+_ZERO = "publish to result read of one event, {what}"
+
+
+def _autoscale_specs() -> tuple[FigureSpec, ...]:
+    pinned = _DRAIN.format(what="min = max = 4 replicas (the limit)")
+    auto = _DRAIN.format(what="autoscaled from min 1 to max 4 (goal: at most 1.25 x pinned)")
+    direct = _ZERO.format(what="a replica spawned directly as it is published (the limit)")
+    scaled = _ZERO.format(what="the group at zero replicas, the supervisor scaling from zero (goal < 2 s)")
+    specs = [
+        FigureSpec(
+            "autoscale.drain.pinned", "autoscale.drain.pinned", "p50", "autoscale.drain.pinned", pinned
+        ),
+        FigureSpec("autoscale.drain.auto", "autoscale.drain.auto", "p50", "autoscale.drain.pinned", auto),
+    ]
+    for stat in ("p50", "p99"):
+        specs += [
+            FigureSpec(
+                f"autoscale.direct_start.{stat}",
+                "autoscale.direct_start",
+                stat,
+                f"autoscale.direct_start.{stat}",
+                direct,
+            ),
+            FigureSpec(
+                f"autoscale.from_zero.{stat}",
+                "autoscale.from_zero",
+                stat,
+                f"autoscale.direct_start.{stat}",
+                scaled,
+            ),
+        ]
+    return tuple(specs)
+
+
 SPECS: tuple[FigureSpec, ...] = (
     FigureSpec(
         "confluent.produce",
@@ -247,6 +282,7 @@ SPECS: tuple[FigureSpec, ...] = (
     ),
     *_router_specs(),
     *_worker_specs(),
+    *_autoscale_specs(),
 )
 
 

@@ -60,6 +60,12 @@ class Sizes:
     worker_txn_warm_up: float
     """Seconds of transactions before the worker's when neither the transactional nor the router
     group ran first (0: none)."""
+    autoscale_backlog: int
+    """Events of 10 ms each that each autoscaling drain run works off (4 replicas: ~350/s)."""
+    autoscale_drains: int
+    """Drain runs, autoscaled and pinned each."""
+    autoscale_zero_samples: int
+    """First events timed from zero replicas (and as many with a replica started directly)."""
 
 
 FULL = Sizes(
@@ -82,6 +88,9 @@ FULL = Sizes(
     worker_partition_events=300,
     worker_latency_samples=200,
     worker_txn_warm_up=20.0,
+    autoscale_backlog=3_600,
+    autoscale_drains=2,
+    autoscale_zero_samples=5,
 )
 """The default run: about three minutes on two cores."""
 
@@ -105,5 +114,8 @@ QUICK = Sizes(
     worker_partition_events=100,
     worker_latency_samples=50,
     worker_txn_warm_up=0.0,
+    autoscale_backlog=1_200,
+    autoscale_drains=1,
+    autoscale_zero_samples=3,
 )
 """`--quick`: about one minute, for a smoke check rather than figures to quote."""

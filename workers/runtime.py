@@ -75,6 +75,10 @@ IDLE_POLL = 0.1
 """Longest wait for a record while nothing is in flight."""
 
 
+FETCH_WAIT_MS = 100
+"""Longest the broker holds an empty fetch: bounds the delay of a new replica's first records."""
+
+
 class WorkerMetrics:
     """What a replica counts, served on `BUS_METRICS_PORT` (all labelled by function)."""
 
@@ -195,6 +199,9 @@ class Replica:
             raise KafkaError(f"cannot initialise transactions: {exc.args[0].str()}") from exc
         config = consumer_config(self._settings, group, assignment="range")
         config["enable.partition.eof"] = True
+        # A fetch in flight when the assignment's offsets arrive holds the first records back for
+        # up to this long (librdkafka's 500 ms default made a replica's first result ~1 s late).
+        config["fetch.wait.max.ms"] = FETCH_WAIT_MS
         self._consumer = build(Consumer, config)
         self._consumer.subscribe(
             [self._main, *self._retry_topics],
