@@ -38,12 +38,13 @@ from bus.latency import LatencyWindow, histogram_buckets
 from bus.localkafka import free_port
 from bus.logs import log_event
 from bus.manifest import Function, Manifest
+from bus.metrics import Registry
 from bus.scaling import Decision, Observation, PartitionLag, ScalerState, decide
 from bus.settings import KafkaSettings
 from bus.status import SCALING_DECISION, GroupSample
 from bus.topology import TopicSpec, function_topics
 
-__all__ = ["Supervisor", "WorkerPool"]
+__all__ = ["Supervisor", "SupervisorMetrics", "WorkerPool"]
 
 logger = logging.getLogger("bus.supervisor")
 
@@ -188,6 +189,50 @@ class WorkerPool:
         )
 
 
+class SupervisorMetrics:
+    """What the supervisor serves (all labelled by function): the inputs and outcome of each decision."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.lag = registry.gauge("bus_function_lag", "Events waiting on the function topic", ("function",))
+        self.retry_lag = registry.gauge(
+            "bus_function_retry_lag", "Retries waiting in the retry topics", ("function",)
+        )
+        self.desired = registry.gauge(
+            "bus_function_replicas_desired", "Replicas the latest decision asked for", ("function",)
+        )
+        self.actual = registry.gauge("bus_function_replicas_actual", "Replicas running", ("function",))
+        self.incoming = registry.gauge(
+            "bus_function_incoming_rate", "Events per second into the function topic (5 s)", ("function",)
+        )
+        self.processed = registry.gauge(
+            "bus_function_processed_rate", "Events per second the group committed (5 s)", ("function",)
+        )
+        self.p99 = registry.gauge(
+            "bus_function_duration_p99_seconds", "p99 handler duration over the last 30 s", ("function",)
+        )
+        self.decisions = registry.counter(
+            "bus_scaling_decisions_total",
+            "Changes of the desired replica count, by direction (out, in)",
+            ("function", "direction"),
+        )
+
+    def observe(
+        self, name: str, sample: GroupSample, decision: Decision, actual: int, p99: float | None
+    ) -> None:
+        """Set every gauge of function `name` from one sample and its decision."""
+        self.lag.set(sample.lag, function=name)
+        self.retry_lag.set(sample.retry_lag, function=name)
+        self.desired.set(decision.desired, function=name)
+        self.actual.set(actual, function=name)
+        for gauge, value in (
+            (self.incoming, sample.produce_rate),
+            (self.processed, sample.consume_rate),
+            (self.p99, p99),
+        ):
+            if value is not None:
+                gauge.set(value, function=name)
+
+
 class Supervisor:
     """Scales every function of a manifest on its lag; `step()` once per sample, or `run(stop)`."""
 
@@ -200,7 +245,9 @@ class Supervisor:
         environ: Mapping[str, str],
         logs: Path,
         python: str,
+        registry: Registry | None = None,
     ) -> None:
+        """`registry`: where to count (`SupervisorMetrics`); a private one when None."""
         self._settings = settings
         self._manifest = manifest
         self._monitor = LagMonitor(settings, functions=manifest.functions, prefix=manifest.prefix)
@@ -214,6 +261,7 @@ class Supervisor:
             for name, function in manifest.functions.items()
         }
         self._states = {name: ScalerState.initial() for name in manifest.functions}
+        self._metrics = SupervisorMetrics(registry or Registry())
         self._latencies = {name: LatencyWindow(LATENCY_WINDOW) for name in manifest.functions}
         self._published: dict[str, tuple[int, int, float]] = {}
         self._topic = naming.scaling_topic(manifest.prefix)
@@ -250,6 +298,8 @@ class Supervisor:
             decision = self._decide(pool.function, sample, pool.actual)
             decisions[name] = decision
             if decision.desired != pool.desired:
+                direction = "out" if decision.desired > pool.desired else "in"
+                self._metrics.decisions.inc(function=name, direction=direction)
                 log_event(
                     logger,
                     "scaling_decision",
@@ -260,7 +310,9 @@ class Supervisor:
                     reason=decision.reason,
                 )
             pool.scale_to(decision.desired)
-            self._publish(name, decision, pool.actual, sample.wall, self._p99(name, pool, sample.at))
+            p99 = self._p99(name, pool, sample.at)
+            self._metrics.observe(name, sample, decision, pool.actual, p99)
+            self._publish(name, decision, pool.actual, sample.wall, p99)
         self._producer.poll(0)
         return decisions
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from bus import naming
 from bus.kafka_binding import from_record
 from bus.manifest import read
+from bus.metrics import Registry
 from bus.supervisor import Supervisor
 from tests.support import KafkaEnv, unique, wait_until
 from tests.worker_harness import check, publish, write_function
@@ -30,8 +31,15 @@ def test_scales_from_zero_out_on_a_backlog_and_back_to_zero_after_the_cooldown(
     manifest = read(path)
     settings = kafka.settings(prefix)
     environ = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "PATH": "/usr/bin:/bin"}
+    registry = Registry()
     supervisor = Supervisor(
-        settings, manifest, manifest_path=path, environ=environ, logs=tmp_path, python=sys.executable
+        settings,
+        manifest,
+        manifest_path=path,
+        environ=environ,
+        logs=tmp_path,
+        python=sys.executable,
+        registry=registry,
     )
     pool = supervisor.pools[FN]
     stop = threading.Event()
@@ -57,6 +65,15 @@ def test_scales_from_zero_out_on_a_backlog_and_back_to_zero_after_the_cooldown(
             prefix=prefix,
         )
         wait_until(lambda: pool.actual == 4, timeout=30, what=f"4 replicas (now {pool.actual})")
+        # Prometheus sees the same: the decision, its direction and the replicas running.
+        wait_until(
+            lambda: f'bus_function_replicas_actual{{function="{FN}"}} 4' in registry.render(),
+            timeout=5,
+            what="the replicas gauge at 4",
+        )
+        exposition = registry.render()
+        assert f'bus_function_replicas_desired{{function="{FN}"}} 4' in exposition, exposition
+        assert f'bus_scaling_decisions_total{{function="{FN}",direction="out"}}' in exposition, exposition
         figures = check(kafka, prefix, FN, {**first, **backlog}, timeout=60)
         assert (figures.lost, figures.dup_results) == (0, 0), figures.line()
         # Idle: after the stabilization window and the cooldown, back to zero.
