@@ -22,6 +22,7 @@ from bench import (
     autoscale,
     faust_router,
     gateway,
+    packages,
     raw,
     router,
     routing_workload,
@@ -37,7 +38,17 @@ from bus.logs import configure, log_event
 
 logger = logging.getLogger("bench")
 
-GROUPS = ("confluent", "transactional", "router", "aiokafka", "gateway", "thinpath", "worker", "autoscale")
+GROUPS = (
+    "confluent",
+    "transactional",
+    "router",
+    "aiokafka",
+    "gateway",
+    "thinpath",
+    "worker",
+    "autoscale",
+    "packages",
+)
 
 Step = tuple[str, str, Callable[[], dict[str, Measurement]]]
 """(group, name, measure): `measure` returns the measurements it took, by name."""
@@ -224,6 +235,7 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], groups: set
         ("thinpath", "thinpath", thin),
         *_worker_steps(kafka, sizes, details, warm=bool(groups & {"transactional", "router"})),
         *_autoscale_steps(kafka, sizes),
+        ("packages", "packages.host", lambda: packages.host_starts(sizes.package_samples)),
     ]
 
 

@@ -202,6 +202,28 @@ def _autoscale_specs() -> tuple[FigureSpec, ...]:
     return tuple(specs)
 
 
+_HOST = "spawn of a handler host (workers.sandbox) to its handler imported, {what}"
+
+
+def _packages_specs() -> tuple[FigureSpec, ...]:
+    what = {
+        "plain": "on the platform's interpreter (the limit)",
+        "cached": "packaged function, environment cached (lookup included)",
+        "uncached": "packaged function, environment built first (venv + pip, local wheel, no network)",
+    }
+    return tuple(
+        FigureSpec(
+            f"packages.host.{kind}.{stat}",
+            f"packages.host.{kind}",
+            stat,
+            f"packages.host.plain.{stat}",
+            _HOST.format(what=text),
+        )
+        for kind, text in what.items()
+        for stat in ("p50", "p99")
+    )
+
+
 SPECS: tuple[FigureSpec, ...] = (
     FigureSpec(
         "confluent.produce",
@@ -283,6 +305,7 @@ SPECS: tuple[FigureSpec, ...] = (
     *_router_specs(),
     *_worker_specs(),
     *_autoscale_specs(),
+    *_packages_specs(),
 )
 
 

@@ -66,6 +66,8 @@ class Sizes:
     """Drain runs, autoscaled and pinned each."""
     autoscale_zero_samples: int
     """First events timed from zero replicas (and as many with a replica started directly)."""
+    package_samples: int
+    """Handler host cold starts per kind (plain, cached and uncached environment)."""
 
 
 FULL = Sizes(
@@ -91,6 +93,7 @@ FULL = Sizes(
     autoscale_backlog=3_600,
     autoscale_drains=2,
     autoscale_zero_samples=5,
+    package_samples=5,
 )
 """The default run: about three minutes on two cores."""
 
@@ -117,5 +120,6 @@ QUICK = Sizes(
     autoscale_backlog=1_200,
     autoscale_drains=1,
     autoscale_zero_samples=3,
+    package_samples=2,
 )
 """`--quick`: about one minute, for a smoke check rather than figures to quote."""

@@ -107,7 +107,10 @@ class Function:
 
     name: str
     handler: str
-    """`module:callable`, imported with the manifest's folder on sys.path."""
+    """`module:callable`, imported with the manifest's folder (or `package`) on sys.path."""
+    package: str | None = None
+    """A folder (relative to the manifest) holding the handler's code and, optionally, a
+    requirements.txt its own environment is built from (bus.packages); None: the manifest's folder."""
     partitions: int = 3
     """Partitions of the function topic."""
     ordering: Ordering = "partition"
@@ -286,8 +289,14 @@ def _function(prefix: str, name: str, spec: Any) -> Function:
             "retry",
             "destinations",
             "scaling",
+            "package",
         },
     )
+    package = body.get("package")
+    if package is not None and (not isinstance(package, str) or not package.strip()):
+        raise ManifestError(
+            f"{path}.package", "must be a folder path relative to bus.yaml, e.g. functions/parse"
+        )
     handler = body.get("handler")
     if not isinstance(handler, str) or not all(handler.partition(":")[::2]):
         raise ManifestError(f"{path}.handler", "must be 'module:callable', e.g. handlers:greet")
@@ -297,6 +306,7 @@ def _function(prefix: str, name: str, spec: Any) -> Function:
     return Function(
         name=name,
         handler=handler,
+        package=package,
         partitions=_int(body.get("partitions", 3), f"{path}.partitions", low=1),
         ordering=cast(Ordering, ordering),
         concurrency=_int(body.get("concurrency", 1), f"{path}.concurrency", low=1),

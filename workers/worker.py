@@ -19,6 +19,7 @@ from bus.logs import log_event
 from bus.manifest import Function, Manifest
 from bus.metrics import Registry
 from bus.metrics_http import MetricsServer
+from bus.packages import environments_home, handler_dir, host_python
 from bus.settings import KafkaSettings
 from bus.topology import function_topics
 from workers.invocation import Outcome
@@ -83,7 +84,7 @@ def serve(
     metrics = WorkerMetrics(registry)
     sandbox = Sandbox(
         handler=function.handler,
-        base_dir=manifest.base_dir,
+        base_dir=handler_dir(manifest, function),
         function=function.name,
         prefix=manifest.prefix,
         concurrency=function.concurrency,
@@ -91,6 +92,7 @@ def serve(
         on_outcome=outcomes.put,
         environ=dict(os.environ if environ is None else environ),
         secret_names=secret_names(manifest),
+        python=host_python(manifest, function, environments_home(environ or os.environ)),
     )
     sandbox.start()
     metrics.cold_start.set(sandbox.cold_start_seconds, function=function.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -11,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from bus import manifest, naming
+from bus import manifest, naming, packages
 from bus.clock import now_rfc3339
 from bus.control import CONTROL_KEY, Applied, decode, encode, next_applied, self_contained
 from bus.errors import BusError, ConfigError, KafkaError, KafkaUnavailable
@@ -135,14 +136,18 @@ class ControlWatcher:
             )
 
 
-def apply_file(settings: KafkaSettings, path: Path, *, prefix: str | None) -> str:
-    """Validate `path`, create its topics and store it as the next version; return a one-line summary."""
+def apply_file(
+    settings: KafkaSettings, path: Path, *, prefix: str | None, environments: Path | None = None
+) -> str:
+    """Validate `path`, build its packaged functions' environments (in `environments`, default
+    `$BUS_HOME/envs`), create its topics and store it as the next version; return a summary."""
     document = manifest.read_document(path)
     base_dir = path.resolve().parent
     stored = self_contained(document if isinstance(document, dict) else {}, base_dir)
     if not isinstance(document, dict):
         manifest.parse(document)  # raises the ManifestError naming what the top level should be
     checked = manifest.parse(stored, base_dir=str(base_dir), prefix=prefix)
+    packages.prepare(checked, environments or packages.environments_home(os.environ))
     ensure_topics(settings, manifest_topics(checked))
     previous, _ = read_applied(settings, checked.prefix)
     step = next_applied(previous, stored, base_dir=str(base_dir), now=now_rfc3339())
