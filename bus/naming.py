@@ -18,6 +18,7 @@ __all__ = [
     "gateway_transactional_id",
     "ingress_topic",
     "reader_group",
+    "reply_topic",
     "result_topic",
     "retry_topic",
     "router_dlq_topic",
@@ -50,6 +51,11 @@ def ingress_topic(prefix: str) -> str:
 def function_topic(prefix: str, function: str) -> str:
     """Topic the router writes a function's events to; its worker group reads it."""
     return f"{prefix}.fn.{function}"
+
+
+def reply_topic(prefix: str, instance: str) -> str:
+    """Topic a gateway replica reads the outcomes of its synchronous invocations from (bus.invoke)."""
+    return f"{prefix}.replies.{instance}"
 
 
 def result_topic(prefix: str, function: str) -> str:

@@ -19,7 +19,7 @@ from bus.registry import SchemaRegistry
 from bus.topology import ingress_topics
 from gateway.app import create_app
 from gateway.server import serve
-from gateway.settings import load
+from gateway.settings import invoke_targets, load
 from gateway.timers import check_templates
 from gateway.typed import register_book
 
@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))
         store = open_store(settings.kafka, os.environ)
         registry_url = store.url if isinstance(store, SchemaRegistry) else None
-        settings = replace(settings, schemas=register_book(book, store, registry_url=registry_url))
+        settings = replace(
+            settings,
+            schemas=register_book(book, store, registry_url=registry_url),
+            functions=invoke_targets(settings.kafka.prefix, manifest.functions),
+        )
         check_templates(
             settings.schedules,
             settings.schemas,

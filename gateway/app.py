@@ -22,6 +22,7 @@ from bus.auth import AuthError, ForbiddenError, JwtVerifier, Principal, authoriz
 from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
 from bus.events import CloudEvent, parse_json
 from bus.http_binding import from_http
+from bus.invoke import REPLY_EXTENSION, answer, invocation_event, no_reply
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
 from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -31,13 +32,19 @@ from bus.ratelimit import RateLimiter
 from bus.signatures import ReplayCache, SignatureError, verify
 from gateway.openapi import document
 from gateway.publisher import KafkaPublisher, Publisher
-from gateway.settings import GatewaySettings
+from gateway.replies import ReplyInbox
+from gateway.settings import GatewaySettings, InvokeTarget
 from gateway.timers import Scheduler, TimerMetrics
 from gateway.typed import typed
 
 __all__ = ["Gateway", "GatewayMetrics", "create_app"]
 
 logger = logging.getLogger("bus.gateway")
+
+INVOKE_MARGIN = 5.0
+"""Seconds a synchronous invocation waits beyond the function's timeout by default."""
+MAX_INVOKE_WAIT = 900.0
+"""The longest `?timeout=` a synchronous invocation may ask for (Lambda's limit)."""
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -59,6 +66,17 @@ class _Answer(Response):
         super().__init__(orjson.dumps(doc), status, headers, media_type="application/json")
         self.error = error
         self.published = published
+
+
+def _seconds(text: str | None, *, default: float) -> float | None:
+    """`?timeout=` in seconds, 0.1 to MAX_INVOKE_WAIT; `default` when absent; None when invalid."""
+    if text is None:
+        return min(default, MAX_INVOKE_WAIT)
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0.1 <= value <= MAX_INVOKE_WAIT else None
 
 
 def _json(status: int, doc: Any) -> Response:
@@ -168,6 +186,8 @@ class Gateway:
             lambda: KafkaPublisher(settings.kafka, instance=settings.instance)
         )
         self._publisher: Publisher | None = None
+        self._kafka_replies = publisher is None  # a stand-in publisher (the bench's) has no Kafka
+        self._replies: ReplyInbox | None = None
         self._replays = ReplayCache(ttl=2 * settings.signature_tolerance)
         self._limiter = RateLimiter()
         self.metrics = GatewayMetrics()
@@ -186,6 +206,9 @@ class Gateway:
             ).running(),
         ):
             self._publisher = publisher
+            if self._kafka_replies:
+                self._replies = ReplyInbox(self._settings.kafka, instance=self._settings.instance)
+                self._replies.start()
             signed = sorted(self._settings.webhook_secrets)
             log_event(logger, "gateway_ready", ingress=self._ingress, signed=signed)
             unsigned = [p for p in PROVIDERS if p not in self._settings.webhook_secrets]
@@ -197,7 +220,12 @@ class Gateway:
                     fix="declare sources.object_stores with secret_env in bus.yaml",
                     level=logging.WARNING,
                 )
-            yield
+            try:
+                yield
+            finally:
+                if self._replies is not None:
+                    self._replies.close()
+                    self._replies = None
             self._publisher = None
         log_event(logger, "gateway_stopped")
 
@@ -264,6 +292,64 @@ class Gateway:
         wait = max(1, math.ceil(decision.retry_after))
         reason = f"over {principal.rate:g} events/s for key {principal.key_id!r}; retry in {wait} s"
         return _problem(429, "rate_limited", reason, headers={"retry-after": str(wait)})
+
+    async def post_invoke(self, request: Request) -> Response:
+        """`POST /functions/{name}/invoke[?mode=async][&timeout=S]`: run one function on this event
+        and answer with its result (bus.invoke), or 202 once the event is on Kafka with `mode=async`."""
+        asked = self._invocation(request)
+        if isinstance(asked, Response):
+            return asked
+        target, sync, wait = asked
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        principal = self._authenticate(headers)
+        if isinstance(principal, Response):
+            return principal
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            event = invocation_event(headers, body, request.path_params["name"])
+        except InvalidEvent as exc:
+            return _rejected(exc)
+        refusal = None if principal is None else self._permit(principal, [event])
+        if refusal is not None or not sync:
+            return refusal or await self._accept([event], topic=target.topic)
+        return await self._call(event, target.topic, request.path_params["name"], wait)
+
+    def _invocation(self, request: Request) -> tuple[InvokeTarget, bool, float] | Response:
+        """(the function's target, synchronous?, seconds to wait), or the 404/400 refusing them."""
+        name = request.path_params["name"]
+        target = self._settings.functions.get(name)
+        if target is None:
+            known = ", ".join(sorted(self._settings.functions)) or "none"
+            return _problem(
+                404, "unknown_function", f"no function {name!r} (functions: {known})", field="name"
+            )
+        mode = request.query_params.get("mode", "sync")
+        if mode not in ("sync", "async"):
+            return _problem(400, "invalid_query", f"mode must be sync or async, got {mode!r}", field="mode")
+        wait = _seconds(request.query_params.get("timeout"), default=target.timeout + INVOKE_MARGIN)
+        if wait is None:
+            reason = f"timeout must be a number of seconds from 0.1 to {MAX_INVOKE_WAIT:g}"
+            return _problem(400, "invalid_query", reason, field="timeout")
+        return target, mode == "sync", wait
+
+    async def _call(self, event: CloudEvent, topic: str, function: str, wait: float) -> Response:
+        """Publish `event` asking for a reply; answer with the reply, or 504 after `wait` seconds."""
+        replies = self._replies
+        if replies is None:
+            return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
+        event = event.with_extensions(**{REPLY_EXTENSION: replies.topic})
+        future = replies.expect(event.id)
+        published = await self._accept([event], topic=topic)
+        if published.status_code != 202:
+            replies.forget(event.id)
+            return published
+        reply = await replies.wait(event.id, future, wait)
+        done = no_reply(event.id, function, wait) if reply is None else answer(reply, event.id)
+        doc = orjson.loads(done.body)
+        error = doc.get("error") if done.status != 200 and isinstance(doc, dict) else None
+        return _Answer(done.status, doc, dict(done.headers), error=error, published=1)
 
     async def post_notifications(self, request: Request) -> Response:
         """`POST /notifications/{provider}`: signature (if configured), replay check, then publish."""
@@ -337,7 +423,9 @@ class Gateway:
         # S3's s3:TestEvent carries no object change: accepted, nothing published.
         return await self._accept(events, allow_none=True)
 
-    async def _accept(self, events: list[CloudEvent], *, allow_none: bool = False) -> Response:
+    async def _accept(
+        self, events: list[CloudEvent], *, allow_none: bool = False, topic: str | None = None
+    ) -> Response:
         """Publish every event (typed ones as Avro); answer 202 with the ids once Kafka acknowledged all.
 
         One event goes through the idempotent producer; several commit in one transaction, so a
@@ -345,7 +433,7 @@ class Gateway:
         """
         if not events and allow_none:
             return _json(202, {"ids": []})
-        records = self._records(events)
+        records = self._records(events, topic or self._ingress)
         if isinstance(records, Response):
             return records
         if self._publisher is None:
@@ -364,13 +452,13 @@ class Gateway:
             return _problem(503, "kafka_error", str(exc))
         return _Answer(202, {"ids": [event.id for event in events]}, published=len(events))
 
-    def _records(self, events: list[CloudEvent]) -> list[tuple[str, Record]] | Response:
-        """The ingress records of the events (typed ones as Avro), or the 4xx refusing them."""
+    def _records(self, events: list[CloudEvent], topic: str) -> list[tuple[str, Record]] | Response:
+        """The records of the events for `topic` (typed ones as Avro), or the 4xx refusing them."""
         try:
             events = typed(events, self._settings.schemas)
         except InvalidEvent as exc:
             return _rejected(exc)
-        records = [(self._ingress, to_record(event)) for event in events]
+        records = [(topic, to_record(event)) for event in events]
         refusal = _refuse_batch([record for _, record in records], self._settings.kafka.max_record_bytes)
         return refusal if refusal is not None else records
 
@@ -389,6 +477,7 @@ def create_app(settings: GatewaySettings, publisher: PublisherFactory | None = N
         routes=[
             route("/events", "POST", gateway.post_events, "http"),
             route("/notifications/{provider}", "POST", gateway.post_notifications, "notification"),
+            route("/functions/{name}/invoke", "POST", gateway.post_invoke, "invoke"),
             route("/healthz", "GET", gateway.healthz),
             route("/readyz", "GET", gateway.readyz),
             route("/metrics", "GET", gateway.metrics_text),

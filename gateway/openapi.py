@@ -35,6 +35,10 @@ ERRORS = (
     "incomplete_body",
     "headers_too_large",
     "invalid_http",
+    "unknown_function",
+    "invalid_query",
+    "function_error",
+    "no_reply",
 )
 """Every `error` code a problem response of the gateway carries. `headers_too_large`, `invalid_http`
 and a `request_timeout` for headers come from its HTTP server (`gateway/server.py`), before any route
@@ -213,6 +217,67 @@ def _notifications(max_body_bytes: int) -> dict[str, Any]:
     }
 
 
+def _invoke(max_body_bytes: int) -> dict[str, Any]:
+    failed = "The handler failed (`function_error`; `error_type` and `message` say how)"
+    return {
+        "summary": "Invoke one function",
+        "description": (
+            "Publishes the event straight to the function's topic. Synchronously (the default) the "
+            "answer is the function's outcome, read from this gateway replica's reply topic; the "
+            "function runs once, without retries. `mode=async` answers `202` once Kafka has the "
+            "event; its outcome goes to the function's destinations. The body is a CloudEvent "
+            "(binary or structured mode) or, otherwise, the data of a `bus.function.invoked` event."
+        ),
+        "operationId": "invokeFunction",
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "mode",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["sync", "async"]},
+            },
+            {
+                "name": "timeout",
+                "in": "query",
+                "required": False,
+                "description": "Seconds to wait for the outcome (default: the function's timeout + 5).",
+                "schema": {"type": "number", "minimum": 0.1, "maximum": 900},
+            },
+        ],
+        "requestBody": {
+            "required": False,
+            "description": f"At most {max_body_bytes} bytes.",
+            "content": {
+                "application/json": {"schema": {}},
+                STRUCTURED_CONTENT_TYPE: {"schema": _ref("CloudEvent")},
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The handler's return value (JSON); `bus-event-id` names the event.",
+                "content": {"application/json": {"schema": {}}},
+            },
+            "202": _accepted("`mode=async`"),
+            "400": _problem("Not an event, or a bad `mode` or `timeout` (`invalid_event`, `invalid_query`)."),
+            "401": _problem("Missing or invalid credentials (`unauthorized`)."),
+            "403": _problem("These credentials may not send this event here (`forbidden`)."),
+            "404": _problem("No such function (`unknown_function`)."),
+            **_connection_refusals(body=True),
+            "413": _too_large(max_body_bytes),
+            "422": _problem(f"{failed}: it raised `DeadLetter`, refusing the event."),
+            "429": _unavailable("Over this key's rate (`rate_limited`)."),
+            "500": _problem(f"{failed}: it raised."),
+            "502": _problem(f"{failed}: its process crashed or ran out of memory."),
+            "503": _unavailable(f"{_KAFKA_DOWN} Or the handler raised `Retry` (`function_error`)."),
+            "504": _problem(
+                f"{failed}: past its timeout; or no outcome within `timeout` (`no_reply`): the event "
+                "is published and still runs."
+            ),
+        },
+    }
+
+
 def _schemas() -> dict[str, Any]:
     # The JSON format treats a null attribute as unset, so optional attributes may be null.
     optional = {"type": ["string", "null"], "minLength": 1}
@@ -276,6 +341,7 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
         "paths": {
             "/events": {"post": _events(max_body_bytes)},
             "/notifications/{provider}": {"post": _notifications(max_body_bytes)},
+            "/functions/{name}/invoke": {"post": _invoke(max_body_bytes)},
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

@@ -10,12 +10,29 @@ from dataclasses import dataclass, field
 from bus import naming
 from bus.auth import ApiKeys, JwtVerifier, Principal
 from bus.errors import ConfigError
-from bus.manifest import HttpAuth, ObjectStore
+from bus.manifest import Function, HttpAuth, ObjectStore
 from bus.schedules import Schedule
 from bus.settings import KafkaSettings, load_kafka
 from gateway.typed import EdgeSchemas
 
-__all__ = ["GatewaySettings", "authenticator", "load", "webhook_secrets"]
+__all__ = ["GatewaySettings", "InvokeTarget", "authenticator", "invoke_targets", "load", "webhook_secrets"]
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeTarget:
+    """Where an invocation of one function goes, and how long it may run."""
+
+    topic: str
+    timeout: float
+    """The function's own timeout, in seconds."""
+
+
+def invoke_targets(prefix: str, functions: Mapping[str, Function]) -> dict[str, InvokeTarget]:
+    """The invocable functions of a manifest."""
+    return {
+        name: InvokeTarget(naming.function_topic(prefix, name), function.timeout)
+        for name, function in functions.items()
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +64,8 @@ class GatewaySettings:
     """The manifest's schedules; the replica that leads the timer group fires them."""
     schemas: EdgeSchemas = field(default_factory=EdgeSchemas)
     """Schemas of typed events, registered at start (`gateway.__main__`); default: none, all JSON."""
+    functions: Mapping[str, InvokeTarget] = field(default_factory=dict)
+    """Functions `POST /functions/{name}/invoke` may call, by name (the manifest's)."""
     instance: str = "gateway"
     """This replica's name, unique among the prefix's gateways; default `<hostname>-<port>`.
 
