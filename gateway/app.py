@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -188,6 +189,7 @@ class Gateway:
         self._publisher: Publisher | None = None
         self._kafka_replies = publisher is None  # a stand-in publisher (the bench's) has no Kafka
         self._replies: ReplyInbox | None = None
+        self._replies_started = asyncio.Lock()
         self._replays = ReplayCache(ttl=2 * settings.signature_tolerance)
         self._limiter = RateLimiter()
         self.metrics = GatewayMetrics()
@@ -206,9 +208,6 @@ class Gateway:
             ).running(),
         ):
             self._publisher = publisher
-            if self._kafka_replies:
-                self._replies = ReplyInbox(self._settings.kafka, instance=self._settings.instance)
-                self._replies.start()
             signed = sorted(self._settings.webhook_secrets)
             log_event(logger, "gateway_ready", ingress=self._ingress, signed=signed)
             unsigned = [p for p in PROVIDERS if p not in self._settings.webhook_secrets]
@@ -334,9 +333,24 @@ class Gateway:
             return _problem(400, "invalid_query", reason, field="timeout")
         return target, mode == "sync", wait
 
+    async def _inbox(self) -> ReplyInbox | None:
+        """This replica's reply inbox, started at the first synchronous invocation (None: no Kafka)."""
+        if self._replies is not None or not self._kafka_replies or self._publisher is None:
+            return self._replies
+        async with self._replies_started:
+            if self._replies is None:
+                inbox = ReplyInbox(self._settings.kafka, instance=self._settings.instance)
+                try:
+                    await asyncio.to_thread(inbox.start, asyncio.get_running_loop())
+                except (KafkaError, KafkaException) as exc:
+                    log_event(logger, "reply_inbox_failed", reason=str(exc), level=logging.WARNING)
+                    return None
+                self._replies = inbox
+        return self._replies
+
     async def _call(self, event: CloudEvent, topic: str, function: str, wait: float) -> Response:
         """Publish `event` asking for a reply; answer with the reply, or 504 after `wait` seconds."""
-        replies = self._replies
+        replies = await self._inbox()
         if replies is None:
             return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
         event = event.with_extensions(**{REPLY_EXTENSION: replies.topic})

@@ -4,7 +4,9 @@ Each replica owns a reply topic, `<prefix>.replies.<instance>` (one partition, k
 named in the `busreplyto` extension of the events it invokes functions with. A thread reads it
 (read_committed, from its end when the replica starts: earlier replies answered nobody) and hands
 each reply to the request waiting for its `causationid`; replies nobody waits for any more (the
-request gave up) are dropped. Several replicas each read only their own topic.
+request gave up) are dropped. Several replicas each read only their own topic. The gateway
+starts its inbox at its first synchronous invocation: replicas that never serve one create no
+topic.
 """
 
 from __future__ import annotations
@@ -47,9 +49,12 @@ class ReplyInbox:
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
 
-    def start(self) -> None:
-        """Create the topic, start reading at its end (call from the event loop's thread)."""
-        self._loop = asyncio.get_running_loop()
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Create the topic, start reading at its end; replies are handed over on `loop`.
+
+        Blocking (a topic creation and an offset lookup): call it off the loop (`asyncio.to_thread`).
+        """
+        self._loop = loop
         ensure_topics(self._settings, [TopicSpec(self.topic, 1, {"retention.ms": str(RETENTION_MS)})])
         consumer = build(Consumer, consumer_config(self._settings, f"{self.topic}.reader"))
         _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10, cached=False)
