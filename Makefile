@@ -8,11 +8,16 @@ STAMP  := $(VENV)/.installed
 
 setup: system-deps $(STAMP) kafka-jars
 
-# Java runs the local broker and Maven fetches it; install them from Debian when missing.
+# Java runs the local broker and Maven fetches it; headless Chromium renders the dashboard in its
+# test (tests/integration/test_dashboard.py). Install them from Debian when missing.
 system-deps:
 	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
 		echo "installing Java and Maven (apt-get)"; \
 		apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven; \
+	fi
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing Chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
-from bus import cli_deploy, cli_dlq, cli_rules, cli_status, localkafka, manifest, naming, replay
+from bus import cli_deploy, cli_dlq, cli_rules, cli_status, cli_ui, localkafka, manifest, naming, replay
 from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
+from bus.dashboard_server import pick_port
 from bus.errors import BusError, InvalidEvent
 from bus.events import CloudEvent, parse_json, to_json_dict
 from bus.kafka.admin import ensure_topics
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole platform on this machine")
     up.add_argument("-f", "--file", type=Path, help="manifest (default: the bundled example)")
     up.add_argument("--http-port", type=_port, default=8080, help="gateway port (default 8080)")
+    up.add_argument("--ui-port", type=_port, help="dashboard port (default 8089, or a free one)")
 
     publish = sub.add_parser("publish", help="publish one event; print its id")
     publish.add_argument("--type", required=True, help="event type")
@@ -94,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_dlq.add_commands(sub)
     cli_status.add_commands(sub)
     cli_deploy.add_commands(sub)
+    cli_ui.add_commands(sub)
     _prefix_anywhere(parser)
     return parser
 
@@ -148,7 +151,7 @@ def _up(args: argparse.Namespace, environ: dict[str, str]) -> int:
     path = (args.file or bundled_example()).resolve()
     parsed = manifest.read(path, prefix=args.prefix or environ.get("BUS_PREFIX") or None)
     configure(environ.get("BUS_LOG_LEVEL", "WARNING"))  # supervision decisions (restarts) reach stderr
-    stack = Stack(path, parsed, http_port=args.http_port, environ=environ)
+    stack = Stack(path, parsed, http_port=args.http_port, environ=environ, ui_port=pick_port(args.ui_port))
     stop = threading.Event()
     interrupt_on_signals()  # while starting, a signal interrupts the start; shutdown still runs
     try:
@@ -159,6 +162,7 @@ def _up(args: argparse.Namespace, environ: dict[str, str]) -> int:
             f"bus is up\n"
             f"  kafka     {where['kafka']}\n"
             f"  gateway   {where['gateway']}  (POST /events)\n"
+            f"  dashboard {where['dashboard']}\n"
             f"  functions {functions}\n"
             f"  ingress   {naming.ingress_topic(parsed.prefix)}\n"
             f"  logs      {where['logs']}\n"
@@ -250,6 +254,7 @@ _WITH_ENVIRON: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = 
     "dlq": cli_dlq.run,
     "status": cli_status.run,
     "deploy": cli_deploy.run,
+    "ui": cli_ui.run,
 }
 """Commands that read the environment themselves (local broker, manifest prefix), by name."""
 

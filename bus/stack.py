@@ -1,10 +1,11 @@
 """`bus up`: the whole platform on this machine as child processes, stopped together.
 
 Kafka (unless the user brings one), one gateway, one router, and the supervisor
-(bus.supervisor), which runs each function's worker replicas as its lag asks. Each function
-starts with one replica (at least its `scaling.min`), which proves its handler loads; the
-supervisor scales from there, to zero after the cooldown. A child that dies is restarted with
-backoff; Ctrl-C or SIGTERM stops everything gracefully.
+(bus.supervisor), which runs each function's worker replicas as its lag asks; with `ui_port`,
+also the web dashboard (bus.dashboard_server), in this process. Each function starts with one
+replica (at least its `scaling.min`), which proves its handler loads; the supervisor scales from
+there, to zero after the cooldown. A child that dies is restarted with backoff; Ctrl-C or SIGTERM
+stops everything gracefully.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus import localkafka
+from bus.dashboard_server import Dashboard
 from bus.errors import BusError
 from bus.kafka.control_store import apply_file
 from bus.logs import log_event
 from bus.manifest import Manifest
+from bus.metrics import Registry
 from bus.settings import bus_home, load_kafka
 from bus.supervisor import FAST_INTERVAL, INTERVAL, Supervisor
 
@@ -56,8 +59,15 @@ class Stack:
     """Starts and supervises the local platform; `run()` blocks until `stop` is set."""
 
     def __init__(
-        self, manifest_path: Path, manifest: Manifest, *, http_port: int, environ: Mapping[str, str]
+        self,
+        manifest_path: Path,
+        manifest: Manifest,
+        *,
+        http_port: int,
+        environ: Mapping[str, str],
+        ui_port: int | None = None,
     ) -> None:
+        """`ui_port`: serve the dashboard there (0: any free port); None: no dashboard."""
         self._manifest_path = manifest_path
         self._manifest = manifest
         self._http_port = http_port
@@ -66,6 +76,9 @@ class Stack:
         self._started_kafka = False
         self._children: list[Child] = []
         self._supervisor: Supervisor | None = None
+        self._ui_port = ui_port
+        self._metrics = Registry()  # the supervisor's, served by the dashboard at /metrics
+        self._dashboard: Dashboard | None = None
 
     def start(self) -> dict[str, str]:
         """Start Kafka (if needed), create topics, start the components; return where things are."""
@@ -85,6 +98,9 @@ class Stack:
             "manifest_applied",
             summary=apply_file(settings, self._manifest_path, prefix=self._manifest.prefix),
         )
+        if self._ui_port is not None:  # before the children: a port in use fails at once
+            self._dashboard = Dashboard(settings, self._manifest, port=self._ui_port, metrics=self._metrics)
+            self._dashboard.start()
         logs = self._home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         python = sys.executable
@@ -97,7 +113,13 @@ class Stack:
             child.log = logs / f"{child.name.replace(':', '-')}.log"
             self._spawn(child)
         self._supervisor = Supervisor(
-            settings, self._manifest, manifest_path=self._manifest_path, environ=env, logs=logs, python=python
+            settings,
+            self._manifest,
+            manifest_path=self._manifest_path,
+            environ=env,
+            logs=logs,
+            python=python,
+            registry=self._metrics,
         )
         for name, pool in self._supervisor.pools.items():
             pool.scale_to(max(1, self._manifest.functions[name].scaling.min))
@@ -106,6 +128,7 @@ class Stack:
         return {
             "kafka": settings.bootstrap_servers,
             "gateway": f"http://127.0.0.1:{self._http_port}",
+            **({"dashboard": self._dashboard.url} if self._dashboard else {}),
             "logs": str(logs),
             "manifest": manifest,
         }
@@ -144,6 +167,8 @@ class Stack:
     def shutdown(self, *, grace: float = 20.0) -> None:
         """Stop the workers, then SIGTERM every child, wait up to `grace`, SIGKILL stragglers;
         stop Kafka if we started it."""
+        if self._dashboard is not None:
+            self._dashboard.close()
         if self._supervisor is not None:
             self._supervisor.close(grace)
         running = [c for c in self._children if c.process is not None and c.process.poll() is None]

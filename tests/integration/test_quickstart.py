@@ -28,11 +28,11 @@ def _readme_payload() -> dict[str, object]:
 
 def test_bus_up_serves_the_readme_example_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """`bus up` starts its own Kafka; the README's event yields a result; SIGINT stops all of it."""
-    http_port = localkafka.free_port()
+    http_port, ui_port = localkafka.free_port(), localkafka.free_port()
     env = {**os.environ, "BUS_HOME": str(tmp_path)}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the quick start brings its own broker
     up = subprocess.Popen(
-        [sys.executable, "-m", "bus", "up", "--http-port", str(http_port)],
+        [sys.executable, "-m", "bus", "up", "--http-port", str(http_port), "--ui-port", str(ui_port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -60,6 +60,17 @@ def test_bus_up_serves_the_readme_example_and_ctrl_c_stops_everything(tmp_path: 
         assert result["data"] == {"greeting": "hello, Ada"}
         broker = localkafka.status(tmp_path / "kafka")
         assert broker is not None
+        # The dashboard serves the page and the supervisor's metrics.
+        ui = f"http://127.0.0.1:{ui_port}"
+        assert httpx.get(f"{ui}/", timeout=10).status_code == 200
+        wait_until(
+            lambda: (
+                'bus_function_replicas_actual{function="hello"}'
+                in httpx.get(f"{ui}/metrics", timeout=10).text
+            ),
+            timeout=30,
+            what="the supervisor's metrics on the dashboard",
+        )
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=90)
