@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bus.events import from_json_dict
+from bus.flows import FLOW, FLOW_RUN, FLOW_STEP
 from bus.kafka_binding import Record, to_record, with_extensions
 from bus.routing import Rule
 from bus.rule_index import DATA
@@ -42,6 +43,7 @@ def routed_record(
     """The record `target` receives; `event` is the record's event in the JSON format, as matched
     (with `data` when `needs_data`); `binary`: the record is known to be in binary mode."""
     names = ",".join(rule.name for rule in by)
+    record = _in_flow(record, event, by)
     for rule in by:
         transform = rule.transforms.get(target)
         if transform is not None:
@@ -59,6 +61,19 @@ def routed_record(
         # The common case, kept cheap: one header appended, the rest shared with the input record.
         return Record(record.key, record.value, (*record.headers, (_MATCHED_HEADER, names.encode())))
     return with_extensions(record, {MATCHED_RULES: names})
+
+
+def _in_flow(record: Record, event: Mapping[str, Any], by: Sequence[Rule]) -> Record:
+    """The record with the flow extensions of the first flow step among `by` (bus.flows) set:
+    the flow, the step the target runs as, and the run (the start event's id, carried on)."""
+    tag = next((rule.flow for rule in by if rule.flow is not None), None)
+    if tag is None:
+        return record
+    run = event.get("id") if tag.starts else event.get(FLOW_RUN)
+    extensions = {FLOW: tag.flow, FLOW_STEP: tag.step}
+    if isinstance(run, str) and run:
+        extensions[FLOW_RUN] = run
+    return with_extensions(record, extensions)
 
 
 _MATCHED_HEADER = "ce_" + MATCHED_RULES

@@ -53,14 +53,14 @@ class Fanout:
 
 
 def fanout(rules: Sequence[Rule], topics: Mapping[str, str]) -> Fanout | None:
-    """The fan-out of `rules`; None when a target has no topic in `topics` or a rule transforms
-    the event for one."""
+    """The fan-out of `rules`; None when a target has no topic in `topics`, or a rule transforms
+    the event for one or is a flow step's."""
     sends: list[tuple[str, tuple[str, bytes]]] = []
     targets = by_target(rules)
     for target, by in targets.items():
         topic = topics.get(target)
-        if topic is None or any(target in rule.transforms for rule in by):
-            return None
+        if topic is None or any(target in rule.transforms or rule.flow is not None for rule in by):
+            return None  # transformed, or a flow step's extensions to set: the full routing
         sends.append((topic, (_MATCHED_HEADER, ",".join(rule.name for rule in by).encode())))
     grow = max((len(name) + len(value) for _, (name, value) in sends), default=0)
     return Fanout(tuple(rule.name for rule in rules), tuple(targets), tuple(sends), grow)

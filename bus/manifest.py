@@ -16,6 +16,7 @@ import yaml
 
 from bus import naming
 from bus.errors import ManifestError
+from bus.flows import Flow, compile_flows, parse_flows
 from bus.input_transform import InputTransform, compile_constant, compile_transformer
 from bus.notifications import PROVIDERS
 from bus.patterns import PatternError
@@ -187,6 +188,8 @@ class Manifest:
     """Source settings, kept as written until the gateway issue gives them a model."""
     base_dir: str = "."
     """Folder of the manifest file: handler modules are imported relative to it."""
+    flows: tuple[Flow, ...] = ()
+    """`flows:`, validated; their steps are among `rules` too (bus.flows)."""
 
 
 def read(path: str | Path, *, prefix: str | None = None) -> Manifest:
@@ -212,7 +215,7 @@ def read_document(path: str | Path) -> Any:
 def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manifest:
     """Validate a manifest document (the YAML as Python values); `prefix` overrides its own."""
     top = _mapping(doc, "manifest")
-    _known_keys(top, "manifest", {"prefix", "functions", "rules", "schemas", "schedules", "sources"})
+    _known_keys(top, "manifest", {"prefix", "functions", "rules", "schemas", "schedules", "sources", "flows"})
     if prefix is None:
         prefix = _name(top.get("prefix", naming.DEFAULT_PREFIX), "prefix")
     else:
@@ -224,10 +227,13 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
     rules = tuple(
         _rule(index, spec, functions) for index, spec in enumerate(_list(top.get("rules", []), "rules"))
     )
+    flows = parse_flows(top.get("flows"), functions)
     seen: set[str] = set()
-    for rule in rules:
+    for rule in (*rules, *compile_flows(flows)):
         if rule.name in seen:
-            raise ManifestError(f"rules.{rule.name}", "rule names must be unique")
+            raise ManifestError(
+                f"rules.{rule.name}", "rule names must be unique (flow steps use flow.<flow>.<step>)"
+            )
         seen.add(rule.name)
     schemas = {
         str(k): v if isinstance(v, Mapping | list) else str(v)
@@ -240,7 +246,8 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
     return Manifest(
         prefix=prefix,
         functions=functions,
-        rules=rules,
+        rules=(*rules, *compile_flows(flows)),
+        flows=flows,
         schemas=schemas,
         schedules=schedules,
         sources=sources,

@@ -37,6 +37,7 @@ from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
 from bus.fanout import by_target, routed_record
+from bus.flows import result_topics_read
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import admin_config, build
@@ -403,10 +404,15 @@ def serve(
         metrics=RouterMetrics(registry),
     )
 
+    loops: list[TransactionalLoop] = []
+
     def on_change(new: Applied) -> None:
         # The log's order decides: the latest record is what a router starting now would read.
         if new.digest != router.table.digest:
-            router.update(new.manifest(prefix=prefix), new.version, new.digest)
+            changed = new.manifest(prefix=prefix)
+            router.update(changed, new.version, new.digest)
+            for loop in loops:  # flows may read other functions' results now
+                loop.subscribe(input_topics(prefix, changed))
 
     with contextlib.ExitStack() as stack:
         if metrics_port is not None:
@@ -417,14 +423,21 @@ def serve(
             TransactionalLoop(
                 settings,
                 group=group,
-                topics=[naming.ingress_topic(prefix)],
+                topics=input_topics(prefix, manifest),
                 transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
                 max_batch=MAX_BATCH,
             )
         )
+        loops.append(loop)
         log_event(logger, "router_ready", group=group, version=version, rules=len(manifest.rules))
         loop.run(router, stop, on_commit=router.committed)
         log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
+
+
+def input_topics(prefix: str, manifest: Manifest) -> list[str]:
+    """What the router reads: the ingress, and the results of functions a flow step follows."""
+    results = sorted(naming.result_topic(prefix, f) for f in result_topics_read(manifest.flows))
+    return [naming.ingress_topic(prefix), *results]
 
 
 def _starting_rules(applied: Applied | None, file: Manifest | None, prefix: str) -> tuple[Manifest, int, str]:

@@ -14,7 +14,7 @@ from typing import Any
 from bus.input_transform import InputTransform
 from bus.patterns import Pattern
 
-__all__ = ["Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"]
+__all__ = ["FlowTag", "Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +37,16 @@ class TagSelector:
         return not (self.none & tags)
 
 
+@dataclass(frozen=True, slots=True)
+class FlowTag:
+    """Marks a rule compiled from a flow step (bus.flows): what its targets' events carry."""
+
+    flow: str
+    step: str
+    starts: bool
+    """True for a start step: the run is the matched event's id."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
     """A routing rule: events matching `pattern` and `tags` go to every target."""
@@ -48,6 +58,8 @@ class Rule:
     # Left out of the hash (a mapping has none) but compared, so rules stay hashable and equal by value.
     transforms: Mapping[str, InputTransform] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     """Target -> how the `data` that target receives is built; targets not listed get the event as is."""
+    flow: FlowTag | None = None
+    """Set on rules compiled from flows: the router adds the flow's extensions to what it sends."""
 
 
 def event_tags(event: Mapping[str, Any]) -> frozenset[str]:

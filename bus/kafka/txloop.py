@@ -86,6 +86,8 @@ class TransactionalLoop:
         self._in_transaction = False
         self._revoked = False
         """True once partitions were revoked during the gathering of the batch in hand."""
+        self._wanted: list[str] | None = None
+        """Topics to subscribe to before the next batch (`subscribe`); None: no change."""
         self.batches = 0
         self.records_in = 0
         self.records_out = 0
@@ -126,6 +128,17 @@ class TransactionalLoop:
         self._revoked = True
         log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
 
+    @property
+    def topics(self) -> list[str]:
+        """The topics the loop reads (or will, from its next batch)."""
+        wanted = self._wanted
+        return list(self._topics if wanted is None else wanted)
+
+    def subscribe(self, topics: Sequence[str]) -> None:
+        """Read `topics` from the next batch on (any thread); partitions of dropped topics are
+        revoked by the rebalance, after the batch in hand committed."""
+        self._wanted = list(topics)
+
     def run(
         self, transform: Transform, stop: threading.Event, *, on_commit: Callable[[], None] | None = None
     ) -> None:
@@ -136,6 +149,11 @@ class TransactionalLoop:
         """
         consumer = self._require(self._consumer)
         while not stop.is_set():
+            wanted, self._wanted = self._wanted, None
+            if wanted is not None and wanted != self._topics:
+                consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke)
+                log_event(logger, "topics_subscribed", group=self._group, topics=wanted)
+                self._topics = wanted
             self._revoked = False
             batch = _usable(self._next_batch(consumer))
             if self._revoked:  # a consume() above revoked partitions: drop what they gave

@@ -96,7 +96,7 @@ EXPECTED: dict[str, set[str]] = {
     "gateway.typed": {"EdgeSchemas", "register_book", "typed"},
     "bus.rule_index": {"DATA", "RuleIndex"},
     "bus.decisions": {"MAX_KEYS", "Decision", "Decisions", "matching"},
-    "bus.routing": {"Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"},
+    "bus.routing": {"FlowTag", "Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"},
     "bus.fanout": {"MATCHED_RULES", "by_target", "needs_data", "routed_record"},
     "bus.input_transform": {
         "MAX_INPUT_BYTES",

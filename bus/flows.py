@@ -1,0 +1,203 @@
+"""Flows: pipelines and branching graphs of functions, compiled to ordinary routing rules (pure).
+
+```yaml
+flows:
+  etl:
+    start: {type: [page.fetched]}               # an event matching this starts a run
+    steps:
+      parse: {function: parse}                  # no `after`: runs on the start event
+      store: {function: store, after: parse, when: {data: {ok: [true]}}}   # a conditional branch
+      stats: {function: stats, after: parse}    # fan-out: store and stats both follow parse
+```
+
+A run is identified by the id of the event that started it. Each step's event carries three
+extensions: `busflow` (the flow), `busflowrun` (the run) and `busflowstep` (the step it runs as);
+a function's result event carries them on (workers copy them), so the rule of the next step
+matches the previous step's `bus.function.result` by flow and step, plus its `when` pattern.
+Steps therefore scale, retry, dead-letter and replay like any routed event; a step whose
+function fails (after its retries) produces no result, so its run stops there with the error
+on the function's failure destination.
+
+`compile_flows` turns the flows into `Rule`s named `flow.<flow>.<step>` whose `flow` tag tells the
+router which extensions to set, and `result_topics_read` names the functions whose results the
+router must read (those with a following step).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bus.errors import ManifestError
+from bus.patterns import PatternError
+from bus.patterns import compile as compile_pattern
+from bus.routing import FlowTag, Rule
+
+__all__ = [
+    "FLOW",
+    "FLOW_RUN",
+    "FLOW_STEP",
+    "RESULT_TYPE",
+    "Flow",
+    "Step",
+    "compile_flows",
+    "parse_flows",
+    "result_topics_read",
+]
+
+FLOW = "busflow"
+FLOW_RUN = "busflowrun"
+FLOW_STEP = "busflowstep"
+RESULT_TYPE = "bus.function.result"
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_RESERVED = frozenset({"type", FLOW, FLOW_STEP, FLOW_RUN})
+"""Members a step's `when` may not name: the step's own rule sets them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One step of a flow: a function run on the start event or on a previous step's result."""
+
+    name: str
+    function: str
+    after: str | None
+    """The step whose result this one follows; None for a start step."""
+    when: Mapping[str, Any]
+    """Pattern (EventBridge language) the previous step's result must match too; {} for any."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flow:
+    """A named graph of steps, started by events matching `start`."""
+
+    name: str
+    start: Mapping[str, Any]
+    steps: Mapping[str, Step]
+
+
+def parse_flows(spec: Any, functions: Mapping[str, Any]) -> tuple[Flow, ...]:
+    """The manifest's `flows:` mapping, validated against its `functions`."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, Mapping):
+        raise ManifestError("flows", "must be a mapping of flow names to {start, steps}")
+    return tuple(_flow(str(name), body, functions) for name, body in spec.items())
+
+
+def _flow(name: str, body: Any, functions: Mapping[str, Any]) -> Flow:
+    path = f"flows.{name}"
+    if not _NAME.match(name):
+        raise ManifestError(path, f"{name!r} must be 1-40 letters, digits, '_' or '-'")
+    if not isinstance(body, Mapping):
+        raise ManifestError(path, "must be a mapping with start and steps")
+    unknown = sorted(set(body) - {"start", "steps"})
+    if unknown:
+        raise ManifestError(f"{path}.{unknown[0]}", "unknown key; a flow has start and steps")
+    start = body.get("start")
+    _check_pattern(start, f"{path}.start")
+    if not isinstance(start, Mapping) or not start:
+        raise ManifestError(f"{path}.start", "give the pattern of the events that start a run")
+    steps_spec = body.get("steps")
+    if not isinstance(steps_spec, Mapping) or not steps_spec:
+        raise ManifestError(f"{path}.steps", "list at least one step: {name: {function: F}}")
+    steps = {str(step): _step(str(step), spec, path, functions) for step, spec in steps_spec.items()}
+    for step in steps.values():
+        if step.after is not None and step.after not in steps:
+            known = ", ".join(sorted(steps))
+            raise ManifestError(f"{path}.steps.{step.name}.after", f"no step {step.after!r} (steps: {known})")
+    if all(step.after is not None for step in steps.values()):
+        raise ManifestError(f"{path}.steps", "no step runs on the start event: give one step no `after`")
+    _check_acyclic(steps, path)
+    return Flow(name=name, start=dict(start), steps=steps)
+
+
+def _step(name: str, spec: Any, flow_path: str, functions: Mapping[str, Any]) -> Step:
+    path = f"{flow_path}.steps.{name}"
+    if not _NAME.match(name):
+        raise ManifestError(path, f"{name!r} must be 1-40 letters, digits, '_' or '-'")
+    if not isinstance(spec, Mapping):
+        raise ManifestError(path, "must be a mapping: {function: F[, after: STEP][, when: PATTERN]}")
+    unknown = sorted(set(spec) - {"function", "after", "when"})
+    if unknown:
+        raise ManifestError(f"{path}.{unknown[0]}", "unknown key; a step has function, after and when")
+    function = spec.get("function")
+    if function not in functions:
+        known = ", ".join(sorted(functions)) or "none declared"
+        raise ManifestError(f"{path}.function", f"unknown function {function!r} (functions: {known})")
+    after = spec.get("after")
+    if isinstance(after, list) and len(after) == 1:
+        after = after[0]
+    if isinstance(after, list):
+        raise ManifestError(
+            f"{path}.after",
+            "a step follows one step; joins of several (fan-in) are not built yet: chain the steps",
+        )
+    if after is not None and not isinstance(after, str):
+        raise ManifestError(f"{path}.after", f"must name a step, got {after!r}")
+    when = spec.get("when", {})
+    _check_pattern(when, f"{path}.when")
+    if not isinstance(when, Mapping):
+        raise ManifestError(f"{path}.when", "must be a pattern (a mapping)")
+    if after is None and when:
+        raise ManifestError(f"{path}.when", "a start step runs on every start event; put conditions in start")
+    reserved = sorted(_RESERVED & set(when))
+    if reserved:
+        raise ManifestError(f"{path}.when.{reserved[0]}", "set by the flow itself; match on data or subject")
+    return Step(name=name, function=str(function), after=after, when=dict(when))
+
+
+def _check_pattern(spec: Any, path: str) -> None:
+    try:
+        compile_pattern(spec if spec is not None else {})
+    except PatternError as exc:
+        raise ManifestError(path, str(exc)) from exc
+
+
+def _check_acyclic(steps: Mapping[str, Step], path: str) -> None:
+    for step in steps.values():
+        seen = [step.name]
+        current = step.after
+        while current is not None:
+            if current in seen:
+                cycle = " -> ".join([*reversed(seen), current])
+                raise ManifestError(f"{path}.steps.{step.name}.after", f"steps form a cycle: {cycle}")
+            seen.append(current)
+            current = steps[current].after
+
+
+def compile_flows(flows: Sequence[Flow]) -> tuple[Rule, ...]:
+    """One rule per step: start steps on the start pattern, the others on their previous step's result."""
+    rules: list[Rule] = []
+    for flow in flows:
+        for step in flow.steps.values():
+            if step.after is None:
+                pattern: Mapping[str, Any] = flow.start
+            else:
+                previous = flow.steps[step.after]
+                pattern = {
+                    **step.when,
+                    "type": [RESULT_TYPE],
+                    FLOW: [flow.name],
+                    FLOW_STEP: [previous.name],
+                }
+            rules.append(
+                Rule(
+                    name=f"flow.{flow.name}.{step.name}",
+                    pattern=compile_pattern(pattern),
+                    targets=(step.function,),
+                    flow=FlowTag(flow=flow.name, step=step.name, starts=step.after is None),
+                )
+            )
+    return tuple(rules)
+
+
+def result_topics_read(flows: Sequence[Flow]) -> frozenset[str]:
+    """Functions whose results start a next step: the router reads their results topics."""
+    return frozenset(
+        flow.steps[step.after].function
+        for flow in flows
+        for step in flow.steps.values()
+        if step.after is not None
+    )

@@ -1,0 +1,152 @@
+"""Flows compiled to rules (bus.flows) and the extensions the router sets for their steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from bus.errors import ManifestError
+from bus.events import CloudEvent, to_json_dict
+from bus.fanout import by_target, routed_record
+from bus.flows import result_topics_read
+from bus.kafka_binding import from_record, to_record
+from bus.manifest import Manifest, parse
+from bus.routing import matching_rules
+
+FUNCTIONS = (
+    "functions: {"
+    + ", ".join(f"{n}: {{handler: 'm:f'}}" for n in ("crawl", "parse", "store", "stats"))
+    + "}\n"
+)
+ETL = """
+flows:
+  etl:
+    start: {type: [page.fetched]}
+    steps:
+      parse: {function: parse}
+      store: {function: store, after: parse, when: {data: {ok: [true]}}}
+      stats: {function: stats, after: [parse]}
+"""
+
+
+def manifest(text: str) -> Manifest:
+    return parse(yaml.safe_load(FUNCTIONS + text))
+
+
+def event(**attrs: Any) -> dict[str, Any]:
+    """An event in the JSON format (extensions as members)."""
+    return {"specversion": "1.0", "id": "e-1", "source": "s", **attrs}
+
+
+def flow(steps: str, start: str = "{type: [a]}") -> str:
+    return f"flows: {{etl: {{start: {start}, steps: {{{steps}}}}}}}"
+
+
+def test_each_step_is_a_rule_after_the_user_rules() -> None:
+    parsed = manifest("rules: [{name: mine, pattern: {type: [x]}, targets: [crawl]}]\n" + ETL)
+    assert [r.name for r in parsed.rules] == ["mine", "flow.etl.parse", "flow.etl.store", "flow.etl.stats"]
+    assert [r.targets for r in parsed.rules[1:]] == [("parse",), ("store",), ("stats",)]
+    assert result_topics_read(parsed.flows) == {"parse"}
+
+
+def test_the_start_step_matches_the_start_pattern() -> None:
+    rules = manifest(ETL).rules
+    assert [r.name for r in matching_rules(event(type="page.fetched"), rules)] == ["flow.etl.parse"]
+    assert matching_rules(event(type="other"), rules) == []
+
+
+def test_later_steps_match_the_previous_steps_result_and_their_condition() -> None:
+    rules = manifest(ETL).rules
+    result = {"type": "bus.function.result", "busflow": "etl", "busflowstep": "parse", "busflowrun": "r"}
+    assert [r.name for r in matching_rules(event(**result, data={"ok": True}), rules)] == [
+        "flow.etl.store",
+        "flow.etl.stats",
+    ]
+    assert [r.name for r in matching_rules(event(**result, data={"ok": False}), rules)] == ["flow.etl.stats"]
+    other_step = {**result, "busflowstep": "store"}
+    assert matching_rules(event(**other_step, data={"ok": True}), rules) == []
+    other_flow = {**result, "busflow": "other"}
+    assert matching_rules(event(**other_flow, data={"ok": True}), rules) == []
+
+
+def routed(rules: Any, ce: CloudEvent, target: str) -> CloudEvent:
+    record = to_record(ce)
+    by = by_target(matching_rules(to_json_dict(ce), rules))[target]
+    out = routed_record(record, to_json_dict(ce), target, by, binary=True)
+    return from_record(out.key, out.value, out.headers)
+
+
+def test_a_start_step_gets_the_flow_its_step_and_a_run_named_after_the_start_event() -> None:
+    rules = manifest(ETL).rules
+    start = CloudEvent.create(id="page-9", source="s", type="page.fetched", data={"url": "u"})
+    sent = routed(rules, start, "parse")
+    assert {k: sent.extensions[k] for k in ("busflow", "busflowstep", "busflowrun")} == {
+        "busflow": "etl",
+        "busflowstep": "parse",
+        "busflowrun": "page-9",
+    }
+    assert sent.data == {"url": "u"}
+
+
+def test_a_later_step_keeps_the_run_and_replaces_the_step() -> None:
+    rules = manifest(ETL).rules
+    result = CloudEvent.create(
+        id="res-1",
+        source="bus://p/functions/parse",
+        type="bus.function.result",
+        extensions={
+            "busflow": "etl",
+            "busflowstep": "parse",
+            "busflowrun": "page-9",
+            "causationid": "page-9",
+        },
+        data={"ok": True},
+    )
+    sent = routed(rules, result, "store")
+    assert (sent.extensions["busflowstep"], sent.extensions["busflowrun"]) == ("store", "page-9")
+    assert sent.extensions["matchedrules"] == "flow.etl.store"
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "words"),
+    [
+        (flow("p: {function: nope}"), "flows.etl.steps.p.function", "unknown function"),
+        (flow("p: {function: parse, after: q}"), "flows.etl.steps.p.after", "no step 'q'"),
+        (
+            flow("p: {function: parse}, q: {function: store, after: [p, r]}, r: {function: stats, after: p}"),
+            "flows.etl.steps.q.after",
+            "joins",
+        ),
+        (
+            flow("p: {function: parse, after: q}, q: {function: store, after: p}"),
+            "flows.etl.steps",
+            "no step runs on the start event",
+        ),
+        (
+            flow("s: {function: parse}, p: {function: parse, after: q}, q: {function: store, after: p}"),
+            "flows.etl.steps.p.after",
+            "cycle",
+        ),
+        ("flows: {etl: {steps: {p: {function: parse}}}}", "flows.etl.start", "pattern of the events"),
+        (flow("p: {function: parse}", start="{type: a}"), "flows.etl.start", ""),
+        (
+            flow("p: {function: parse}, q: {function: store, after: p, when: {type: [x]}}"),
+            "flows.etl.steps.q.when.type",
+            "set by the flow",
+        ),
+        (flow("p: {function: parse, when: {data: {x: [1]}}}"), "flows.etl.steps.p.when", "start step"),
+        (flow("p: {function: parse, retry: 3}"), "flows.etl.steps.p.retry", "unknown key"),
+    ],
+)
+def test_invalid_flows_are_refused_naming_the_path(text: str, path: str, words: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        manifest(text)
+    assert caught.value.path == path, caught.value
+    assert words in caught.value.reason
+
+
+def test_a_user_rule_cannot_take_a_steps_name() -> None:
+    with pytest.raises(ManifestError, match="unique"):
+        manifest("rules: [{name: flow.etl.parse, pattern: {type: [x]}, targets: [crawl]}]\n" + ETL)
