@@ -94,17 +94,18 @@ class Progress:
         """The progress a new owner starts from, given the group's committed offset and metadata."""
         return cls(committed, cls.decode(committed, metadata))
 
-    def add(self, offset: int) -> None:
-        """Note a consumed record; offsets must increase. One already done stays done."""
+    def add(self, offset: int) -> bool:
+        """Note a consumed record; offsets must increase. False: it is done already (and stays done)."""
         if offset < self._high:
             raise ValueError(f"offset {offset} added after {self._high - 1}: offsets must increase")
         self._high = offset + 1
         if self._known and self._in_known(offset):
-            return
+            return False
         if offset - 1 not in self._open:
             self._intervals += 1
         self._open.add(offset)
         self._order.append(offset)
+        return True
 
     def finish(self, offset: int) -> None:
         """Note that a record's outcome is produced; finishing twice is harmless."""

@@ -21,7 +21,7 @@ from bus.metrics import Registry
 from bus.metrics_http import MetricsServer
 from bus.settings import KafkaSettings
 from bus.topology import function_topics
-from workers.invocation import Outcome
+from workers.invocation import Finished
 from workers.runtime import Replica, WorkerMetrics
 from workers.sandbox import Sandbox
 
@@ -78,7 +78,7 @@ def serve(
     topics = function_topics(manifest.prefix, function)
     ensure_topics(settings, topics)
     check_copartitioned(settings, manifest.prefix, function)
-    outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    outcomes: queue.SimpleQueue[list[Finished]] = queue.SimpleQueue()
     registry = Registry()
     metrics = WorkerMetrics(registry)
     sandbox = Sandbox(
@@ -88,9 +88,11 @@ def serve(
         prefix=manifest.prefix,
         concurrency=function.concurrency,
         memory_mb=function.memory,
-        on_outcome=outcomes.put,
+        on_outcomes=outcomes.put,
         environ=dict(os.environ if environ is None else environ),
         secret_names=secret_names(manifest),
+        results=function.destinations.on_success is not None,
+        max_record_bytes=settings.max_record_bytes,
     )
     sandbox.start()
     metrics.cold_start.set(sandbox.cold_start_seconds, function=function.name)
