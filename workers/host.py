@@ -56,7 +56,7 @@ from workers.invocation import (
     run_sync,
     utf8_safe,
 )
-from workers.outcome import result_record
+from workers.outcome import result_headers, result_record
 
 __all__ = [
     "EXIT_MEMORY",
@@ -176,12 +176,15 @@ def _is_record(record: Any) -> bool:
     if type(record) is not list or len(record) != 3:
         return False
     key, value, headers = record
-    return (
-        (key is None or type(key) is str)
-        and (value is None or type(value) is str)
-        and type(headers) is dict
-        and all(type(text) is str for text in headers.values())
-    )
+    if not (
+        (key is None or type(key) is str) and (value is None or type(value) is str) and type(headers) is dict
+    ):
+        return False
+    try:
+        "".join(headers.values())  # every value text (names from JSON are), at C speed
+    except TypeError:
+        return False
+    return True
 
 
 def encode_outcome(outcome: Outcome) -> bytes:
@@ -309,32 +312,37 @@ class _Host:
         if not self._results or outcome.kind != "ok" or outcome.emitted:
             return encode_outcome(outcome)
         assert outcome.value is not None
-        record = result_record(
-            prefix=self._prefix, function=self._function, cause=event, value=outcome.value, time=self._now()
-        )
-        if (size := record_size(record)) > self._max_record_bytes:
-            # As workers.verdict.check_fits says it: the result can never be published.
-            message = f"result is {size} bytes; records are limited to {self._max_record_bytes}"
-            return encode_outcome(
-                Outcome(
-                    id=outcome.id,
-                    kind="failed",
-                    error_type="ValueError",
-                    message=message,
-                    cause="result",
-                    duration=outcome.duration,
-                )
+        event_key = event.partition_key
+        value = None if outcome.value == b"null" else outcome.value
+        headers = result_headers(prefix=self._prefix, function=self._function, cause=event, time=self._now())
+        # Text is at most 4 bytes a character: most results are far below the limit, counted so.
+        text = len(event_key or "") + _RESULT_NAMES + sum(map(len, headers.values()))
+        if len(value or b"") + 4 * text > self._max_record_bytes:
+            record = result_record(
+                prefix=self._prefix,
+                function=self._function,
+                cause=event,
+                value=outcome.value,
+                time=headers["ce_time"],
             )
-        key, value, headers = record
+            if (size := record_size(record)) > self._max_record_bytes:
+                # As workers.verdict.check_fits says it: the result can never be published.
+                message = f"result is {size} bytes; records are limited to {self._max_record_bytes}"
+                return encode_outcome(
+                    Outcome(
+                        id=outcome.id,
+                        kind="failed",
+                        error_type="ValueError",
+                        message=message,
+                        cause="result",
+                        duration=outcome.duration,
+                    )
+                )
         try:
-            shaped = [
-                key.decode() if key is not None else None,
-                value.decode() if value is not None else None,
-                {name: text.decode() for name, text in headers},
-            ]
-        except UnicodeDecodeError:  # an attribute of the cause that is not UTF-8 text: the long way
+            shaped = [event_key, value.decode() if value is not None else None, headers]
+            return orjson.dumps([outcome.id, float(outcome.duration), shaped])
+        except (UnicodeDecodeError, TypeError):  # text that is not UTF-8 in the cause: the long way
             return encode_outcome(outcome)
-        return orjson.dumps([outcome.id, float(outcome.duration), shaped])
 
     def _now(self) -> str:
         """The time as RFC 3339 text, formatted once per millisecond."""
@@ -457,6 +465,12 @@ class _Host:
             os._exit(EXIT_MEMORY)
         except OSError:
             os._exit(0)
+
+
+_RESULT_NAMES = len(
+    "ce_specversion ce_id ce_source ce_type ce_time ce_subject ce_causationid ce_partitionkey content-type"
+)
+"""At least the length of a result record's header names (ASCII), together."""
 
 
 def _skipped(calls: list[Call]) -> list[bytes]:

@@ -258,25 +258,24 @@ class Lanes:
             self._settle(lane)
 
     def unstart(self, items: list[Item]) -> None:
-        """Put in-flight main records of one run that did not run back at the front of their lane.
+        """Put in-flight main records that did not run back at the front of their lanes, in order.
 
-        They start again, in order, once the rest of their run has finished (and, in key mode,
-        not before a retry their lane waits for). Records of a dropped partition are forgotten.
+        They start again once the rest of their run has finished (and, in key mode, not before a
+        retry their lane waits for). Records of a dropped partition are forgotten.
         """
-        back: list[Item] = []
-        lane: _Lane | None = None
+        back: dict[_Lane, list[Item]] = {}
         for item in items:
             lane, generation = self._land(item)
+            kept = back.setdefault(lane, [])
             if generation == lane.part.generation:
-                back.append(item)
-        if lane is None:
-            return
-        if back:
-            lane.main.extendleft(reversed(back))
-            lane.part.waiting += len(back)
-            self._waiting += len(back)
-        if not lane.flying:
-            self._settle(lane)
+                kept.append(item)
+        for lane, kept in back.items():
+            if kept:
+                lane.main.extendleft(reversed(kept))
+                lane.part.waiting += len(kept)
+                self._waiting += len(kept)
+            if not lane.flying:
+                self._settle(lane)
 
     def _land(self, item: Item) -> tuple[_Lane, int]:
         flight = self._flights.pop(id(item), None)

@@ -175,6 +175,8 @@ class Progress:
         they run again (a duplicate, never a loss).
         """
         committable = self.committable
+        if self._k >= len(self._known) and len(self._open) == self._high - committable:
+            return ""  # everything consumed above `committable` is unfinished: nothing to skip
         runs = self._runs()
         if not runs:
             return ""
@@ -202,9 +204,17 @@ class Progress:
                 bounds.append(high)
 
         opened = self._open
-        for offset in self._order:
+        start = end = -1
+        for offset in self._order:  # ascending: consecutive unfinished offsets make one interval
             if offset in opened:
-                unfinished(offset, offset + 1)
+                if offset == end:
+                    end += 1
+                else:
+                    if start >= 0:
+                        unfinished(start, end)
+                    start, end = offset, offset + 1
+        if start >= 0:
+            unfinished(start, end)
         position = self._high  # not consumed yet: unfinished unless done before
         for span in islice(self._known, self._k, None):
             if span.stop <= position:

@@ -57,9 +57,11 @@ FETCH_BATCH = 500
 """Most records taken from the consumer per loop turn."""
 MAX_WAITING = 5_000
 """Records of one partition number waiting to start before its fetching pauses."""
-MAX_AHEAD = 100
+MAX_AHEAD = 2_000
 """Unfinished records of one partition before it pauses, where records finish out of order (key
-and none modes): each may leave a hole in the commit metadata, which must stay under its limit."""
+and none modes): what a crash may run again. The holes they leave in the commit metadata are
+bounded apart (`Progress.metadata_full`): a pause at a few fetches' worth would stall the
+partition on every fetch (a paused partition's prefetched records are dropped)."""
 MAX_RETRY_WAITING = 10_000
 """Waiting records of one retry partition before it pauses (they are kept in memory until due)."""
 MAX_DRAIN = 240.0

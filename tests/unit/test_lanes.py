@@ -478,3 +478,12 @@ class LanesMachine(RuleBasedStateMachine):
 
 LanesMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestLanesMachine = LanesMachine.TestCase
+
+
+def test_unstarting_records_of_several_lanes_puts_each_back_in_its_own() -> None:
+    """Records unstarted together go back to their own keys' lanes, each lane in its own order."""
+    lanes = Lanes("key", concurrency=4)
+    x1, y1, x2, y2 = offered(lanes, main(0, b"x"), main(0, b"y"), main(0, b"x"), main(0, b"y"))
+    assert lanes.ready_runs(0, longest=2) == [[x1, x2], [y1, y2]]
+    lanes.unstart([x1, x2, y1, y2])
+    assert lanes.ready_runs(0, longest=2) == [[x1, x2], [y1, y2]]
