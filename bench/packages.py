@@ -64,7 +64,7 @@ def _host_ms(folder: Path, python: str) -> float:
         prefix="bench",
         concurrency=1,
         memory_mb=512,
-        on_outcome=lambda outcome: None,
+        on_outcomes=lambda outcomes: None,
         python=python,
     )
     sandbox.start()

@@ -115,6 +115,9 @@ def from_record(
     Without `with_data`, a binary-mode record's value is not decoded (the event has no data):
     for readers that look at the attributes only, such as a router whose rules never name `data`.
     """
+    fast = _binary_fast(headers)
+    if fast is not None:
+        return _binary_event(*fast, value, with_data=with_data)
     content_type_raw = header(headers, "content-type")
     content_type = _text("content-type", content_type_raw) if content_type_raw is not None else None
     if content_type is not None and content_type.lower().startswith(STRUCTURED_CONTENT_TYPE):
@@ -132,6 +135,17 @@ def from_record(
             extensions[attr] = text
     if "specversion" not in attributes:
         raise InvalidEvent("ce_specversion", "header missing: record is not a CloudEvent")
+    return _binary_event(attributes, extensions, content_type, value, with_data=with_data)
+
+
+def _binary_event(
+    attributes: dict[str, Any],
+    extensions: dict[str, Extension],
+    content_type: str | None,
+    value: bytes | None,
+    *,
+    with_data: bool,
+) -> CloudEvent:
     if content_type is not None:
         attributes["datacontenttype"] = content_type
     data = data_from_bytes(content_type, value) if with_data else None
@@ -139,6 +153,36 @@ def from_record(
         if name not in attributes:
             raise InvalidEvent(_PREFIX + name, "required header is missing")
     return CloudEvent.create(**attributes, extensions=extensions, data=data)
+
+
+def _binary_fast(
+    headers: Headers | None,
+) -> tuple[dict[str, Any], dict[str, Extension], str | None] | None:
+    """A binary-mode record's attributes, extensions and content type in one pass over its headers.
+
+    None when the long way must decide: a structured record, a header that is not UTF-8 (the long
+    way names it), no `ce_specversion`. Later headers of one name win, as in the long way.
+    """
+    attributes: dict[str, Any] = {}
+    extensions: dict[str, Extension] = {}
+    content_type = None
+    try:
+        for name, raw in headers or ():
+            if name[:3] == _PREFIX:
+                attr = name[3:]
+                if attr in CONTEXT_ATTRIBUTES:
+                    attributes[attr] = raw.decode()
+                else:
+                    extensions[attr] = raw.decode()
+            elif name == "content-type":
+                content_type = raw.decode()
+    except (UnicodeDecodeError, AttributeError):  # AttributeError: a header without a value
+        return None
+    if "specversion" not in attributes or (
+        content_type is not None and content_type.lower().startswith(STRUCTURED_CONTENT_TYPE)
+    ):
+        return None
+    return attributes, extensions, content_type
 
 
 _MEMBERS: dict[str, str] = {}

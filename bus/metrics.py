@@ -10,6 +10,7 @@ import itertools
 import math
 import re
 import threading
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -167,6 +168,20 @@ class Histogram(_Metric):
             counts, total = self._series.get(key) or ([0] * len(self.buckets), 0.0)
             counts[index] += 1
             self._series[key] = (counts, total + value)
+
+    def observe_many(self, values: Sequence[float], **labels: str) -> None:
+        """Count each of `values` in the series of these labels (one lock for a batch)."""
+        if not values:
+            return
+        if any(math.isnan(value) for value in values):
+            raise ValueError(f"histogram {self.name!r}: cannot observe NaN")
+        key = self._key(labels)
+        buckets = self.buckets
+        with self._lock:
+            counts, total = self._series.get(key) or ([0] * len(buckets), 0.0)
+            for value in values:
+                counts[bisect_left(buckets, value)] += 1
+            self._series[key] = (counts, total + sum(values))
 
     def _samples(self) -> list[str]:
         with self._lock:

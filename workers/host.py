@@ -5,8 +5,12 @@ worker. It talks to its parent over its stdin and stdout pipes in frames of a 4-
 length and an orjson payload:
 
 - host -> parent, first: `{"ready": import_seconds, "pid": pid}` or `{"error": reason}`;
-- parent -> host: a list of invocations, each `[id, attempt, timeout, event_json_text]`;
-- host -> parent: a list of outcomes, each the fields of `Outcome` in order (bytes as text);
+- parent -> host: a list of runs (`workers.invocation.Run`), pickled: the parent is trusted, and
+  a run carries its input records' raw bytes (the host decodes the events, on its own core);
+- host -> parent: a list of outcomes in orjson (the host is not trusted: never pickle), each
+  the fields of `Outcome` in order (bytes as text), or for an ok invocation without emitted
+  events `[id, duration, record]` (`workers.invocation.Finished`: the result record built here),
+  or `[id]` for one skipped;
 - end of stdin: exit at once. The parent ends it after its in-flight invocations were answered
   (a graceful close) or because it died; either way nobody waits for what still runs, and a
   handler left running by a dead worker would run a second time beside its re-delivery.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
 import queue
 import resource
 import struct
@@ -33,18 +38,34 @@ from typing import IO, Any, BinaryIO
 
 import orjson
 
-from bus.events import CloudEvent, from_json_dict
+from bus.clock import now_rfc3339
+from bus.errors import InvalidEvent
+from bus.events import CloudEvent
+from bus.kafka_binding import from_record, record_size
 from bus.logs import configure
 from workers.handlers import Context, Handler, load_handler
-from workers.invocation import Outcome, describe, failed, is_async, run_async, run_sync, utf8_safe
+from workers.invocation import (
+    Call,
+    Finished,
+    Outcome,
+    Run,
+    describe,
+    failed,
+    is_async,
+    run_async,
+    run_sync,
+    utf8_safe,
+)
+from workers.outcome import result_headers, result_record
 
 __all__ = [
     "EXIT_MEMORY",
     "STACK_BYTES",
     "data_limit",
     "decode_outcomes",
-    "encode_invocations",
+    "decode_runs",
     "encode_outcome",
+    "encode_runs",
     "main",
     "read_frame",
 ]
@@ -60,6 +81,13 @@ and recurses deeper crashes its host (SIGSEGV), which is charged to it like any 
 """
 SPARE_THREADS = 8
 """Threads beyond the handler pool whose stacks the data limit leaves room for (loop, user threads)."""
+FLUSH_AFTER = 0.001
+"""Seconds an outcome may wait to share a write with later ones while the host has more to run.
+
+The sandbox starts an invocation's clock when the outcome before it in its run arrives, so this
+is also how early (at most) a timeout can be counted; it is far inside `TIMEOUT_GRACE`."""
+FLUSH_COUNT = 512
+"""Outcomes held for one write at most."""
 
 _LENGTH = struct.Struct(">I")
 
@@ -95,37 +123,68 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def encode_invocations(items: Sequence[tuple[int, int, float, bytes]]) -> bytes:
-    """The frame carrying `(id, attempt, timeout, event)` invocations to a host."""
-    return frame(
-        orjson.dumps(
-            [
-                [id, attempt, timeout, event.decode("utf-8", "replace")]
-                for id, attempt, timeout, event in items
-            ]
-        )
-    )
+def encode_runs(runs: Sequence[Run]) -> bytes:
+    """The frame carrying `runs` to a host."""
+    return frame(pickle.dumps([(run.timeout, run.stop_on_failure, run.calls) for run in runs], 5))
 
 
-def decode_outcomes(payload: bytes) -> list[Outcome]:
-    """The outcomes in a frame a host sent."""
-    return [
-        Outcome(
-            id=id,
-            kind=kind,
-            value=value.encode() if value is not None else None,
-            emitted=tuple(text.encode() for text in emitted),
-            error_type=error_type,
-            message=message,
-            traceback=trace,
-            retry_after=retry_after,
-            cause=cause,
-            duration=duration,
-        )
-        for (id, kind, value, emitted, error_type, message, trace, retry_after, cause, duration) in (
-            orjson.loads(payload)
-        )
-    ]
+def decode_runs(payload: bytes) -> list[tuple[float, bool, list[Call]]]:
+    """The runs in a frame from the parent, as (timeout, stop_on_failure, calls)."""
+    runs: list[tuple[float, bool, list[Call]]] = pickle.loads(payload)  # noqa: S301 - from the trusted parent
+    return runs
+
+
+def decode_outcomes(payload: bytes) -> list[Finished]:
+    """The outcomes in a frame a host sent; ValueError or TypeError for anything malformed.
+
+    Ok outcomes in the short form stay lists (no object per event); their fields are checked,
+    since the worker hands them to its producer as they are.
+    """
+    finished: list[Finished] = []
+    for fields in orjson.loads(payload):
+        size = len(fields)
+        if size == 3:
+            id, duration, record = fields
+            if type(id) is not int or type(duration) is not float or not _is_record(record):
+                raise ValueError(f"malformed outcome {fields!r:.200}")
+            finished.append(fields)
+        elif size == 1:
+            if type(fields[0]) is not int:
+                raise ValueError(f"malformed outcome {fields!r:.200}")
+            finished.append(Outcome(id=fields[0], kind="skipped"))
+        else:
+            (id, kind, value, emitted, error_type, message, trace, retry_after, cause, duration) = fields
+            finished.append(
+                Outcome(
+                    id=id,
+                    kind=kind,
+                    value=value.encode() if value is not None else None,
+                    emitted=tuple(text.encode() for text in emitted),
+                    error_type=error_type,
+                    message=message,
+                    traceback=trace,
+                    retry_after=retry_after,
+                    cause=cause,
+                    duration=duration,
+                )
+            )
+    return finished
+
+
+def _is_record(record: Any) -> bool:
+    """Whether a short-form outcome's record is `[key, value, headers]` of text."""
+    if type(record) is not list or len(record) != 3:
+        return False
+    key, value, headers = record
+    if not (
+        (key is None or type(key) is str) and (value is None or type(value) is str) and type(headers) is dict
+    ):
+        return False
+    try:
+        "".join(headers.values())  # every value text (names from JSON are), at C speed
+    except TypeError:
+        return False
+    return True
 
 
 def encode_outcome(outcome: Outcome) -> bytes:
@@ -174,21 +233,37 @@ def _fields(outcome: Outcome) -> list[Any]:
 
 
 class _Host:
-    """Runs invocations as they arrive and writes their outcomes back, batching what is ready."""
+    """Runs the runs as they arrive and writes their outcomes back, batching what is ready."""
 
     def __init__(
-        self, handler: Handler, *, function: str, prefix: str, concurrency: int, memory_mb: int, out_fd: int
+        self,
+        handler: Handler,
+        *,
+        function: str,
+        prefix: str,
+        concurrency: int,
+        memory_mb: int,
+        out_fd: int,
+        results: bool = False,
+        max_record_bytes: int = 0,
     ) -> None:
         self._handler = handler
         self._function = function
         self._prefix = prefix
         self._memory_mb = memory_mb
         self._out_fd = out_fd
+        self._results = results
+        self._max_record_bytes = max_record_bytes
         self._logger = logging.getLogger(f"bus.fn.{function}")
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # taking a batch and writing it: frames keep run order
+        self._held = threading.Condition(self._lock)
+        self._held_since = 0.0
         self._outbox: list[bytes] = []
         self._writing = False
-        self._inbox: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[float, bool, list[Call]]] = queue.SimpleQueue()
+        self._clock_ms = -1
+        self._clock_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         if is_async(handler):
             self._loop = asyncio.new_event_loop()
@@ -196,25 +271,26 @@ class _Host:
             self._tasks: set[asyncio.Task[None]] = set()
             threading.Thread(target=self._loop.run_forever, name="bus-host-loop", daemon=True).start()
         else:
-            # Exactly `concurrency` threads taking invocations first in, first out. Not a
+            # Exactly `concurrency` threads taking runs first in, first out. Not a
             # ThreadPoolExecutor: its per-call Future and semaphore cost a third of the host's
             # throughput with a no-op handler (docs/decisions/handler-isolation.md).
             for n in range(concurrency):
                 threading.Thread(target=self._work, name=f"bus-handler-{n}", daemon=True).start()
+            threading.Thread(target=self._flusher, name="bus-host-flush", daemon=True).start()
 
     def serve(self, stream: BinaryIO) -> None:
-        """Start every invocation read from `stream` until it ends (then the caller exits at once)."""
+        """Start every run read from `stream` until it ends (then the caller exits at once)."""
         while (payload := read_frame(stream)) is not None:
-            items = orjson.loads(payload)
+            runs = decode_runs(payload)
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._start_tasks, items)
+                self._loop.call_soon_threadsafe(self._start_tasks, runs)
             else:
-                for item in items:
-                    self._inbox.put(item)
+                for run in runs:
+                    self._inbox.put(run)
 
-    def _prepare(self, item: list[Any]) -> tuple[CloudEvent, Context]:
-        _, attempt, timeout, text = item
-        event = from_json_dict(orjson.loads(text))
+    def _prepare(self, call: Call, timeout: float) -> tuple[CloudEvent, Context]:
+        _, attempt, key, value, headers = call
+        event = from_record(key, value, headers)
         ctx = Context(
             function=self._function,
             attempt=attempt,
@@ -225,52 +301,153 @@ class _Host:
         )
         return event, ctx
 
+    def _unready(self, call: Call, exc: Exception) -> bytes:
+        if isinstance(exc, InvalidEvent):
+            invalid = Outcome(id=call[0], kind="invalid", error_type="InvalidEvent", message=str(exc))
+            return encode_outcome(invalid)
+        return encode_outcome(_unreadable(call[0], exc))
+
+    def _encode(self, event: CloudEvent, outcome: Outcome) -> bytes:
+        """An outcome for the frame: the short form with the result record for a plain ok."""
+        if not self._results or outcome.kind != "ok" or outcome.emitted:
+            return encode_outcome(outcome)
+        assert outcome.value is not None
+        event_key = event.partition_key
+        value = None if outcome.value == b"null" else outcome.value
+        headers = result_headers(prefix=self._prefix, function=self._function, cause=event, time=self._now())
+        # Text is at most 4 bytes a character: most results are far below the limit, counted so.
+        text = len(event_key or "") + _RESULT_NAMES + sum(map(len, headers.values()))
+        if len(value or b"") + 4 * text > self._max_record_bytes:
+            record = result_record(
+                prefix=self._prefix,
+                function=self._function,
+                cause=event,
+                value=outcome.value,
+                time=headers["ce_time"],
+            )
+            if (size := record_size(record)) > self._max_record_bytes:
+                # As workers.verdict.check_fits says it: the result can never be published.
+                message = f"result is {size} bytes; records are limited to {self._max_record_bytes}"
+                return encode_outcome(
+                    Outcome(
+                        id=outcome.id,
+                        kind="failed",
+                        error_type="ValueError",
+                        message=message,
+                        cause="result",
+                        duration=outcome.duration,
+                    )
+                )
+        try:
+            shaped = [event_key, value.decode() if value is not None else None, headers]
+            return orjson.dumps([outcome.id, float(outcome.duration), shaped])
+        except (UnicodeDecodeError, TypeError):  # text that is not UTF-8 in the cause: the long way
+            return encode_outcome(outcome)
+
+    def _now(self) -> str:
+        """The time as RFC 3339 text, formatted once per millisecond."""
+        ms = time.time_ns() // 1_000_000
+        if ms != self._clock_ms:
+            self._clock_text = now_rfc3339()
+            self._clock_ms = ms
+        return self._clock_text
+
+    # --- sync handlers: a pool of threads, outcomes written by whoever is due ---------------
+
     def _work(self) -> None:
         while True:
-            self._run_sync(self._inbox.get())
+            timeout, stop_on_failure, calls = self._inbox.get()
+            last = len(calls) - 1
+            for n, call in enumerate(calls):
+                encoded, ok = self._run_sync(call, timeout)
+                if n == last:
+                    self._put([encoded], urgent=self._inbox.empty())
+                elif stop_on_failure and not ok:
+                    self._put([encoded, *_skipped(calls[n + 1 :])], urgent=self._inbox.empty())
+                    break
+                else:
+                    self._put([encoded], urgent=False)
 
-    def _run_sync(self, item: list[Any]) -> None:
+    def _run_sync(self, call: Call, timeout: float) -> tuple[bytes, bool]:
         try:
-            event, ctx = self._prepare(item)
-        except Exception as exc:
-            self._finish(_unreadable(item[0], exc))
-            return
-        try:
-            outcome = run_sync(self._handler, event, ctx, id=item[0], memory_mb=self._memory_mb)
-        except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
-            outcome = _raised_outside(item[0], exc)
-        self._finish(outcome)
+            try:
+                event, ctx = self._prepare(call, timeout)
+            except Exception as exc:
+                return self._unready(call, exc), False
+            try:
+                outcome = run_sync(self._handler, event, ctx, id=call[0], memory_mb=self._memory_mb)
+            except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
+                outcome = _raised_outside(call[0], exc)
+            return self._encode(event, outcome), outcome.kind == "ok"
+        except MemoryError:
+            os._exit(EXIT_MEMORY)  # not even an outcome fits: the parent reports the memory cause
 
-    def _start_tasks(self, items: list[list[Any]]) -> None:
+    def _put(self, encoded: list[bytes], *, urgent: bool) -> None:
+        """Hold outcomes for a shared write; write now when `urgent` (nothing else to run) or many."""
+        with self._lock:
+            self._outbox.extend(encoded)
+            if not urgent and len(self._outbox) < FLUSH_COUNT:
+                if not self._held_since:
+                    self._held_since = time.monotonic()
+                    self._held.notify()
+                return
+        self._flush_sync()
+
+    def _flusher(self) -> None:
+        """Write held outcomes once the oldest has waited FLUSH_AFTER."""
+        while True:
+            with self._lock:
+                while not self._held_since:
+                    self._held.wait()
+                wait = self._held_since + FLUSH_AFTER - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._flush_sync()
+
+    def _flush_sync(self) -> None:
+        try:
+            with self._write_lock:
+                with self._lock:
+                    batch, self._outbox, self._held_since = self._outbox, [], 0.0
+                if batch:
+                    write_all(self._out_fd, _batch_frame(batch))
+        except MemoryError:
+            os._exit(EXIT_MEMORY)
+        except OSError:
+            os._exit(0)  # the parent is gone: nobody to report to
+
+    # --- async handlers: one task per run on the loop ---------------------------------------
+
+    def _start_tasks(self, runs: list[tuple[float, bool, list[Call]]]) -> None:
         assert self._loop is not None
-        for item in items:
-            task = self._loop.create_task(self._run_async(item))
+        for run in runs:
+            task = self._loop.create_task(self._run_async(*run))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run_async(self, item: list[Any]) -> None:
+    async def _run_async(self, budget: float, stop_on_failure: bool, calls: list[Call]) -> None:
         async with self._slots:
-            try:
-                event, ctx = self._prepare(item)
-            except Exception as exc:
-                self._finish(_unreadable(item[0], exc))
-                return
-            try:
-                outcome = await run_async(self._handler, event, ctx, id=item[0], memory_mb=self._memory_mb)
-            except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
-                outcome = _raised_outside(item[0], exc)
-        self._finish(outcome)
-
-    def _finish(self, outcome: Outcome) -> None:
-        try:
-            if self._loop is not None:
-                self._queue(encode_outcome(outcome))
-            else:
-                self._send(encode_outcome(outcome))
-        except MemoryError:
-            os._exit(EXIT_MEMORY)  # not even an outcome fits: the parent reports the memory cause
-        except OSError:
-            os._exit(0)  # the parent is gone: nobody to report to
+            for n, call in enumerate(calls):
+                try:
+                    try:
+                        event, ctx = self._prepare(call, budget)
+                    except Exception as exc:
+                        encoded, ok = self._unready(call, exc), False
+                    else:
+                        try:
+                            outcome = await run_async(
+                                self._handler, event, ctx, id=call[0], memory_mb=self._memory_mb
+                            )
+                        except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
+                            outcome = _raised_outside(call[0], exc)
+                        encoded, ok = self._encode(event, outcome), outcome.kind == "ok"
+                except MemoryError:
+                    os._exit(EXIT_MEMORY)
+                self._queue(encoded)
+                if stop_on_failure and not ok:
+                    for skipped in _skipped(calls[n + 1 :]):
+                        self._queue(skipped)
+                    return
 
     def _queue(self, item: bytes) -> None:
         """On the loop: the outcomes of one loop iteration go out in one frame, after it."""
@@ -289,25 +466,16 @@ class _Host:
         except OSError:
             os._exit(0)
 
-    def _send(self, item: bytes) -> None:
-        """Queue an outcome; the first thread to find nobody writing writes everything queued."""
-        with self._lock:
-            self._outbox.append(item)
-            if self._writing:
-                return
-            self._writing = True
-        while True:
-            with self._lock:
-                batch, self._outbox = self._outbox, []
-                if not batch:
-                    self._writing = False
-                    return
-            try:
-                write_all(self._out_fd, _batch_frame(batch))
-            except BaseException:
-                with self._lock:
-                    self._writing = False
-                raise
+
+_RESULT_NAMES = len(
+    "ce_specversion ce_id ce_source ce_type ce_time ce_subject ce_causationid ce_partitionkey content-type"
+)
+"""At least the length of a result record's header names (ASCII), together."""
+
+
+def _skipped(calls: list[Call]) -> list[bytes]:
+    """Outcomes of calls not run because one before them in their run failed."""
+    return [orjson.dumps([call[0]]) for call in calls]
 
 
 def _batch_frame(outcomes: list[bytes]) -> bytes:
@@ -364,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=concurrency,
         memory_mb=memory_mb,
         out_fd=out_fd,
+        results=bool(config.get("results", False)),
+        max_record_bytes=int(config.get("max_record_bytes", 0)),
     )
     write_all(out_fd, frame(orjson.dumps({"ready": time.perf_counter() - started, "pid": os.getpid()})))
     with open(in_fd, "rb", buffering=1 << 16) as stream:

@@ -19,13 +19,17 @@ from typing import Any, Literal
 import orjson
 
 from bus.events import CloudEvent
+from bus.kafka_binding import Headers
 from workers.handlers import Context, Handler
 from workers.signals import DeadLetter, Retry
 
 __all__ = [
+    "Call",
+    "Finished",
     "Invocation",
     "Kind",
     "Outcome",
+    "Run",
     "crashed",
     "describe",
     "failed",
@@ -37,7 +41,12 @@ __all__ = [
     "utf8_safe",
 ]
 
-Kind = Literal["ok", "failed", "retry", "dead_letter"]
+Kind = Literal["ok", "failed", "retry", "dead_letter", "invalid", "skipped"]
+""""invalid": the input record is not a readable CloudEvent (no handler ran; `message` says why);
+"skipped": not run because an earlier invocation of its run failed or its host died (not charged)."""
+
+Call = tuple[int, int, bytes | None, bytes | None, Headers | None]
+"""One invocation as sent to a host: (id, attempt, key, value, headers) of its input record."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,8 +61,22 @@ class Invocation:
     """1 for the first attempt."""
     timeout: float
     """Seconds of wall clock the handler may run."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """Invocations a host runs one after another, in order, on one handler thread (one lane's records).
+
+    With `stop_on_failure` (key ordering) the host stops at the first invocation that does not
+    end "ok" and reports the rest as "skipped": a key's later events wait behind its retry.
+    """
+
+    calls: list[Call]
+    timeout: float
+    """Seconds of wall clock each invocation may run."""
+    stop_on_failure: bool = False
     solo: bool = False
-    """Run with nothing else in flight on the host (the sandbox sets it to find who crashed a host)."""
+    """One call, run with nothing else in flight on the host (to find who crashed a host)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +99,12 @@ class Outcome:
     """exception | timeout | crash | memory | result; "" for ok ("signal" is reserved: never produced)."""
     duration: float = 0.0
     """Seconds the handler ran."""
+
+
+Finished = Outcome | list[Any]
+"""What a sandbox delivers per invocation: an `Outcome`, or, for an ok one whose result record its
+host built (no emitted events), the list `[id, duration, record]`, `record` being `[key, value,
+headers]` as text (headers a dict)."""
 
 
 def is_async(handler: Handler) -> bool:

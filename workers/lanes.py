@@ -36,9 +36,12 @@ __all__ = ["Item", "Lanes", "Ordering"]
 Ordering = Literal["none", "partition", "key"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True, eq=False)
 class Item:
-    """A consumed record as the scheduler sees it."""
+    """A consumed record as the scheduler sees it (one per record: not frozen, a third of the cost).
+
+    Compared by identity: the scheduler tracks the very objects it was offered.
+    """
 
     topic: str
     partition: int
@@ -90,7 +93,7 @@ class _Lane:
         self.main: deque[Item] = deque()  # waiting main records, arrival order
         self.due: deque[Item] = deque()  # retry records due, waiting for the lane
         self.sleeping = 0  # retry records not due yet (in the Lanes heap)
-        self.flying: Item | None = None
+        self.flying = 0  # records of its run in flight
         self.flying_generation = 0
         self.tokens = 0  # retry records announced by finished(retrying=True), not offered yet
         self.pending = 0  # retry records offered, not finished for good
@@ -105,7 +108,7 @@ class _Lane:
     @property
     def idle(self) -> bool:
         waiting = self.main or self.due or self.sleeping
-        return self.flying is None and not (waiting or self.blocked or self.early)
+        return not self.flying and not (waiting or self.blocked or self.early)
 
 
 class Lanes:
@@ -125,6 +128,7 @@ class Lanes:
         self._arrival = itertools.count()
         # By identity: after a drop the same record may be offered again while its old copy runs.
         self._flights: dict[int, tuple[Item, _Lane, int]] = {}
+        self._busy = 0  # lanes with a run in flight: what `concurrency` counts
         self._waiting = 0
 
     def _part(self, partition: int) -> _Part:
@@ -153,7 +157,7 @@ class Lanes:
             if lane.ordered:
                 if lane.tokens:
                     lane.tokens -= 1
-                elif lane.flying is not None and lane.flying_generation == part.generation:
+                elif lane.flying and lane.flying_generation == part.generation:
                     # The in-flight record's own retry, consumed before its finished(): don't count twice.
                     lane.early += 1
                 lane.pending += 1
@@ -165,46 +169,66 @@ class Lanes:
 
     def ready(self, now: float) -> list[Item]:
         """The records to start now, marked in flight: due retry records first, then lanes by turn."""
+        return [item for run in self.ready_runs(now) for item in run]
+
+    def ready_runs(self, now: float, longest: int = 1) -> list[list[Item]]:
+        """Runs to start now, marked in flight: records of one lane to run one after another.
+
+        Due retry records first, each a run of its own; then, per lane by turn, up to `longest`
+        of its main records in order. `concurrency` counts runs (lanes in flight).
+        """
         sleeping = self._sleeping
         while sleeping and sleeping[0][0] <= now:
             _, _, item, lane = heapq.heappop(sleeping)
             lane.sleeping -= 1
             lane.due.append(item)
             self._wake(lane)
-        started: list[Item] = []
-        room = self._concurrency - len(self._flights)
+        started: list[list[Item]] = []
+        room = self._concurrency - self._busy
         runnable = self._runnable_retry
         while room > 0 and runnable:
             lane = runnable.popleft()
             lane.queued_retry = False
-            if lane.flying is None and lane.due:
-                started.append(self._start(lane, lane.due.popleft()))
+            if not lane.flying and lane.due:
+                started.append(self._start(lane, [lane.due.popleft()]))
                 room -= 1
         runnable = self._runnable
         while room > 0 and runnable:
             lane = runnable.popleft()
             lane.queued = False
             if self._may_start_main(lane):
-                started.append(self._start(lane, lane.main.popleft()))
+                main = lane.main
+                if longest == 1 or len(main) == 1:
+                    run = [main.popleft()]
+                elif len(main) <= longest:
+                    run = list(main)
+                    main.clear()
+                else:
+                    run = [main.popleft() for _ in range(longest)]
+                started.append(self._start(lane, run))
                 room -= 1
         return started
 
-    def _start(self, lane: _Lane, item: Item) -> Item:
+    def _start(self, lane: _Lane, run: list[Item]) -> list[Item]:
         part = lane.part
-        lane.flying = item
-        lane.flying_generation = part.generation
-        part.waiting -= 1
-        self._waiting -= 1
-        self._flights[id(item)] = (item, lane, part.generation)
-        return item
+        generation = part.generation
+        lane.flying = len(run)
+        lane.flying_generation = generation
+        self._busy += 1
+        part.waiting -= len(run)
+        self._waiting -= len(run)
+        flights = self._flights
+        for item in run:
+            flights[id(item)] = (item, lane, generation)
+        return run
 
     @staticmethod
     def _may_start_main(lane: _Lane) -> bool:
-        return lane.flying is None and bool(lane.main) and not lane.part.held and not lane.blocked
+        return not lane.flying and bool(lane.main) and not lane.part.held and not lane.blocked
 
     def _wake(self, lane: _Lane) -> None:
         """Queue a lane that can start something (at most once per queue)."""
-        if lane.flying is not None:
+        if lane.flying:
             return
         if lane.due:
             if not lane.queued_retry:
@@ -219,14 +243,7 @@ class Lanes:
 
         Call it with the object `ready()` returned, no later than producing the retry record.
         """
-        flight = self._flights.pop(id(item), None)
-        if flight is None or flight[0] is not item:
-            raise ValueError(
-                f"{item.topic}[{item.partition}]@{item.offset} is not in flight: "
-                "pass finished() the item ready() returned, once"
-            )
-        _, lane, generation = flight
-        lane.flying = None
+        lane, generation = self._land(item)
         part = lane.part
         if lane.ordered and generation == part.generation:
             if item.retry:
@@ -237,6 +254,45 @@ class Lanes:
                 lane.early -= 1
             else:
                 lane.tokens += 1
+        if not lane.flying:
+            self._settle(lane)
+
+    def unstart(self, items: list[Item]) -> None:
+        """Put in-flight main records that did not run back at the front of their lanes, in order.
+
+        They start again once the rest of their run has finished (and, in key mode, not before a
+        retry their lane waits for). Records of a dropped partition are forgotten.
+        """
+        back: dict[_Lane, list[Item]] = {}
+        for item in items:
+            lane, generation = self._land(item)
+            kept = back.setdefault(lane, [])
+            if generation == lane.part.generation:
+                kept.append(item)
+        for lane, kept in back.items():
+            if kept:
+                lane.main.extendleft(reversed(kept))
+                lane.part.waiting += len(kept)
+                self._waiting += len(kept)
+            if not lane.flying:
+                self._settle(lane)
+
+    def _land(self, item: Item) -> tuple[_Lane, int]:
+        flight = self._flights.pop(id(item), None)
+        if flight is None or flight[0] is not item:
+            raise ValueError(
+                f"{item.topic}[{item.partition}]@{item.offset} is not in flight: "
+                "pass finished() the item ready() returned, once"
+            )
+        _, lane, generation = flight
+        lane.flying -= 1
+        if not lane.flying:
+            self._busy -= 1
+        return lane, generation
+
+    def _settle(self, lane: _Lane) -> None:
+        """A lane whose run has ended: forget it if idle, else queue what it can start."""
+        part = lane.part
         if lane.idle:
             if part.lanes.get(lane.name) is lane:
                 del part.lanes[lane.name]
@@ -277,7 +333,7 @@ class Lanes:
             lane.main.clear()
             lane.due.clear()
             lane.sleeping = lane.tokens = lane.pending = lane.early = 0
-            if lane.flying is None:
+            if not lane.flying:
                 del part.lanes[name]
         if any(entry[3].part is part for entry in self._sleeping):
             kept = []
@@ -301,5 +357,5 @@ class Lanes:
         return part.waiting if part else 0
 
     def in_flight(self) -> int:
-        """Records started and not finished, including those of dropped partitions."""
+        """Records started and not finished (or unstarted), including those of dropped partitions."""
         return len(self._flights)

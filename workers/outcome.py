@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bus.events import CloudEvent, to_json_dict
+from bus.events import SPECVERSION, CloudEvent, to_json_dict
+from bus.kafka_binding import Record
 
-__all__ = ["Failure", "error_event", "function_source", "result_event"]
+__all__ = ["Failure", "error_event", "function_source", "result_event", "result_headers", "result_record"]
 
 RESULT_TYPE = "bus.function.result"
 ERROR_TYPE = "bus.function.error"
@@ -40,6 +42,21 @@ def _derived_id(kind: str, function: str, cause: CloudEvent) -> str:
     return str(uuid.uuid5(_IDS, f"{kind}\x00{function}\x00{cause.source}\x00{cause.id}"))
 
 
+_RESULT_IDS = hashlib.sha1(_IDS.bytes + b"result\x00", usedforsecurity=False)
+
+
+def _result_id(function: str, cause: CloudEvent) -> str:
+    """`_derived_id("result", ...)` without building UUID objects (a third of the time)."""
+    hashed = _RESULT_IDS.copy()
+    hashed.update(f"{function}\x00{cause.source}\x00{cause.id}".encode())
+    h = hashed.hexdigest()
+    # Version 5 in the 13th hex digit, the RFC 4122 variant in the 17th.
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def _lineage(cause: CloudEvent) -> dict[str, str | int | bool]:
     extensions: dict[str, str | int | bool] = {"causationid": cause.id}
     key = cause.partition_key
@@ -59,6 +76,40 @@ def result_event(*, prefix: str, function: str, cause: CloudEvent, value: Any, t
         datacontenttype="application/json",
         extensions=_lineage(cause),
         data=value,
+    )
+
+
+def result_headers(*, prefix: str, function: str, cause: CloudEvent, time: str) -> dict[str, str]:
+    """The headers of `result_record`, as text in order (what the handler host sends back)."""
+    headers = {
+        "ce_specversion": SPECVERSION,
+        "ce_id": _result_id(function, cause),
+        "ce_source": function_source(prefix, function),
+        "ce_type": RESULT_TYPE,
+        "ce_time": time,
+    }
+    if cause.subject is not None:
+        headers["ce_subject"] = cause.subject
+    headers["ce_causationid"] = cause.id
+    key = cause.partition_key
+    if key is not None:
+        headers["ce_partitionkey"] = key
+    headers["content-type"] = "application/json"
+    return headers
+
+
+def result_record(*, prefix: str, function: str, cause: CloudEvent, value: bytes, time: str) -> Record:
+    """`to_record(result_event(...))` for a return value already encoded as JSON, built directly.
+
+    The host builds one per invocation; every attribute is valid by construction (the cause's
+    were validated when it was read), so no CloudEvent is made and checked on the way.
+    """
+    headers = result_headers(prefix=prefix, function=function, cause=cause, time=time)
+    key = cause.partition_key
+    return Record(
+        key.encode() if key is not None else None,
+        None if value == b"null" else value,
+        tuple((name, text.encode()) for name, text in headers.items()),
     )
 
 

@@ -94,17 +94,18 @@ class Progress:
         """The progress a new owner starts from, given the group's committed offset and metadata."""
         return cls(committed, cls.decode(committed, metadata))
 
-    def add(self, offset: int) -> None:
-        """Note a consumed record; offsets must increase. One already done stays done."""
+    def add(self, offset: int) -> bool:
+        """Note a consumed record; offsets must increase. False: it is done already (and stays done)."""
         if offset < self._high:
             raise ValueError(f"offset {offset} added after {self._high - 1}: offsets must increase")
         self._high = offset + 1
         if self._known and self._in_known(offset):
-            return
+            return False
         if offset - 1 not in self._open:
             self._intervals += 1
         self._open.add(offset)
         self._order.append(offset)
+        return True
 
     def finish(self, offset: int) -> None:
         """Note that a record's outcome is produced; finishing twice is harmless."""
@@ -174,6 +175,8 @@ class Progress:
         they run again (a duplicate, never a loss).
         """
         committable = self.committable
+        if self._k >= len(self._known) and len(self._open) == self._high - committable:
+            return ""  # everything consumed above `committable` is unfinished: nothing to skip
         runs = self._runs()
         if not runs:
             return ""
@@ -201,9 +204,17 @@ class Progress:
                 bounds.append(high)
 
         opened = self._open
-        for offset in self._order:
+        start = end = -1
+        for offset in self._order:  # ascending: consecutive unfinished offsets make one interval
             if offset in opened:
-                unfinished(offset, offset + 1)
+                if offset == end:
+                    end += 1
+                else:
+                    if start >= 0:
+                        unfinished(start, end)
+                    start, end = offset, offset + 1
+        if start >= 0:
+            unfinished(start, end)
         position = self._high  # not consumed yet: unfinished unless done before
         for span in islice(self._known, self._k, None):
             if span.stop <= position:

@@ -23,11 +23,10 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as ClientError
 
@@ -35,20 +34,20 @@ from bus import naming
 from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
 from bus.errors import InvalidEvent, KafkaError, RegistryError
-from bus.events import CloudEvent, to_json_dict
+from bus.events import CloudEvent
 from bus.kafka.config import build, consumer_config, producer_config
-from bus.kafka.transactions import produce_waiting, retrying
-from bus.kafka_binding import Record, from_record
+from bus.kafka.transactions import retrying
+from bus.kafka_binding import Headers, Record, from_record, to_record
 from bus.logs import log_event
 from bus.manifest import Function
 from bus.metrics import Registry
 from bus.settings import KafkaSettings
-from workers.invocation import Invocation, Outcome
+from workers.invocation import Call, Finished, Outcome, Run
 from workers.lanes import Item, Lanes
 from workers.progress import Progress
 from workers.retries import Attempt, attempt_of
 from workers.sandbox import Sandbox
-from workers.verdict import Judge, Send, Verdict
+from workers.verdict import Judge, Verdict
 
 __all__ = ["Replica", "WorkerMetrics"]
 
@@ -58,9 +57,11 @@ FETCH_BATCH = 500
 """Most records taken from the consumer per loop turn."""
 MAX_WAITING = 5_000
 """Records of one partition number waiting to start before its fetching pauses."""
-MAX_AHEAD = 100
+MAX_AHEAD = 2_000
 """Unfinished records of one partition before it pauses, where records finish out of order (key
-and none modes): each may leave a hole in the commit metadata, which must stay under its limit."""
+and none modes): what a crash may run again. The holes they leave in the commit metadata are
+bounded apart (`Progress.metadata_full`): a pause at a few fetches' worth would stall the
+partition on every fetch (a paused partition's prefetched records are dropped)."""
 MAX_RETRY_WAITING = 10_000
 """Waiting records of one retry partition before it pauses (they are kept in memory until due)."""
 MAX_DRAIN = 240.0
@@ -73,6 +74,11 @@ OUTCOME_WAIT = 0.005
 """Longest wait for an outcome while invocations are in flight (new records wait at most this)."""
 IDLE_POLL = 0.1
 """Longest wait for a record while nothing is in flight."""
+RUN_SECONDS = 0.05
+"""About how long a run of one lane's records should take the handler (from its mean duration):
+long enough to share the per-run costs, short enough to drain quickly on a revocation."""
+MAX_RUN = 256
+"""Most records of one lane sent to the host as one run."""
 
 
 FETCH_WAIT_MS = 100
@@ -101,22 +107,25 @@ class WorkerMetrics:
         )
 
 
-@dataclass(slots=True)
-class _Task:
-    """A consumed record on its way through the replica."""
+class _Retry:
+    """The payload of a retry record's Item (a first attempt's is its consumed message)."""
 
-    record: Record
-    attempt: Attempt
-    event: CloudEvent | None = None
-    started: str = ""
-    began: float = 0.0
+    __slots__ = ("attempt", "message")
+
+    def __init__(self, message: Any, attempt: Attempt) -> None:
+        self.message = message
+        self.attempt = attempt
+
+
+_Send = tuple[str, Any, Any, Any, int | None]
+"""(topic, key, value, headers, partition or None) of a record to produce: bytes or text."""
 
 
 @dataclass(slots=True)
 class _Batch:
     """Outcome records and finished offsets not yet committed."""
 
-    sends: list[Send] = field(default_factory=list)
+    sends: list[_Send] = field(default_factory=list)
     touched: set[tuple[str, int]] = field(default_factory=set)
     since: float = 0.0
 
@@ -131,7 +140,7 @@ class Replica:
         prefix: str,
         function: Function,
         sandbox: Sandbox,
-        outcomes: queue.SimpleQueue[Outcome],
+        outcomes: queue.SimpleQueue[list[Finished]],
         reader: TypedReader,
         metrics: WorkerMetrics,
         instance: str | None = None,
@@ -170,7 +179,10 @@ class Replica:
         # so a handler thread never waits for a round trip through this process.
         self._lanes = Lanes(function.ordering, function.concurrency + max(4, function.concurrency))
         self._progress: dict[tuple[str, int], Progress] = {}
-        self._running: dict[int, Item] = {}
+        self._running: dict[int, tuple[Item, str, CloudEvent | None]] = {}
+        """Invocations in the host: their record, when their run was submitted, a typed event read here."""
+        self._mean_duration = RUN_SECONDS
+        self._run_length = 1
         self._abandoned: dict[int, Item] = {}
         """Invocations of forgotten partitions still in the host: they hold their lane until they end."""
         self._broken = False
@@ -247,17 +259,25 @@ class Replica:
             wait = 0.0
         return wait
 
-    def _take_outcomes(self) -> list[Outcome]:
-        taken: list[Outcome] = []
+    def _take_outcomes(self) -> list[list[Finished]]:
+        taken: list[list[Finished]] = []
         with contextlib.suppress(queue.Empty):
             while True:
                 taken.append(self._outcomes.get_nowait())
         return taken
 
-    def _accept(self, messages: Iterable[Any]) -> None:
+    def _accept(self, messages: list[Any]) -> None:
         # confluent_kafka.Message's accessors are typed Optional; a consumed record has them all.
+        if not messages:
+            return
         now = time.monotonic()
         now_ms = time.time() * 1000
+        main = self._main
+        assigned = self._assigned
+        progresses = self._progress
+        offer = self._lanes.offer
+        touched = self._batch.touched
+        taken = 0
         for message in messages:
             error = message.error()
             if error is not None:
@@ -265,13 +285,13 @@ class Replica:
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             key = (topic, partition)
-            if key not in self._assigned:
+            if key not in assigned:
                 continue  # revoked while this fetch was under way: its next owner reads it
-            progress = self._progress.get(key)
+            progress = progresses.get(key)
             if progress is None:
-                progress = self._progress[key] = Progress(offset)
+                progress = progresses[key] = Progress(offset)
             try:
-                progress.add(offset)
+                fresh = progress.add(offset)
             except ValueError:
                 # The position moved back (an offset reset after log truncation): what was
                 # tracked above it no longer describes this log.
@@ -283,34 +303,30 @@ class Replica:
                     offset=offset,
                     level=logging.WARNING,
                 )
-                progress = self._progress[key] = Progress(offset)
-                progress.add(offset)
-            self.records_in += 1
-            if progress.is_done(offset):
-                progress.finish(offset)  # finished before a crash or rebalance: its outcome is committed
-                self._batch.touched.add(key)
+                progress = progresses[key] = Progress(offset)
+                fresh = progress.add(offset)
+            taken += 1
+            if not fresh:
+                touched.add(key)  # finished before a crash or rebalance: its outcome is committed
                 continue
-            headers = message.headers()
-            record = Record(message.key(), message.value(), tuple(headers) if headers else ())
-            retry = topic != self._main
-            attempt = (
-                attempt_of(topic, partition, offset, headers)
-                if retry
-                else Attempt(number=1, first_time="", topic=topic, partition=partition, offset=offset)
-            )
-            due = now + (attempt.due_ms - now_ms) / 1000 if attempt.due_ms else 0.0
-            task = _Task(record=record, attempt=attempt)
-            self._lanes.offer(
-                Item(
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    key=message.key(),
-                    due=due,
-                    retry=retry,
-                    payload=task,
+            if topic == main:
+                offer(
+                    Item(topic=topic, partition=partition, offset=offset, key=message.key(), payload=message)
                 )
+                continue
+            attempt = attempt_of(topic, partition, offset, message.headers())
+            due = now + (attempt.due_ms - now_ms) / 1000 if attempt.due_ms else 0.0
+            item = Item(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                key=message.key(),
+                due=due,
+                retry=True,
+                payload=_Retry(message, attempt),
             )
+            offer(item)
+        self.records_in += taken
 
     def _consumer_error(self, message: Any, error: ClientError) -> None:
         if error.fatal():
@@ -327,63 +343,142 @@ class Replica:
                 self._lanes.release(number)
 
     def _start_ready(self) -> None:
-        for item in self._lanes.ready(time.monotonic()):
-            task: _Task = item.payload
-            try:
-                # A typed event is read with this function's own schema for its type (Avro resolution).
-                event = self._reader.read(
-                    from_record(task.record.key, task.record.value, task.record.headers)
-                )
-            except InvalidEvent as exc:
-                self._apply(item, self._judge.invalid(task.record, task.attempt, str(exc)))
-                continue
-            except (RegistryError, KafkaError) as exc:
-                # The schema store is unreachable: a failure of this attempt, retried per the policy.
-                self._apply(item, self._judge.unreadable(task.record, task.attempt, exc, started=self._now))
-                continue
-            task.event = event
-            task.started = self._now
-            task.began = time.monotonic()
-            invocation_id = next(self._ids)
-            self._running[invocation_id] = item
-            self._sandbox.submit(
-                Invocation(
-                    id=invocation_id,
-                    event=orjson.dumps(to_json_dict(event)),
-                    attempt=task.attempt.number,
-                    timeout=self._function.timeout,
-                )
-            )
-        self._metrics.in_flight.set(len(self._running), function=self._function.name)
+        runs = self._lanes.ready_runs(time.monotonic(), self._run_length)
+        if not runs:
+            return
+        started = self._now
+        running = self._running
+        ids = self._ids
+        timeout = self._function.timeout
+        key_order = self._function.ordering == "key"
+        submitted: list[Run] = []
+        for run in runs:
+            calls: list[Call] = []
+            for index, item in enumerate(run):
+                payload = item.payload
+                if type(payload) is _Retry:
+                    message, attempt = payload.message, payload.attempt.number
+                else:
+                    message, attempt = payload, 1
+                key, value, headers = item.key, message.value(), message.headers()
+                event = None
+                if headers and _is_avro(headers):
+                    verdict, event = self._read_typed(item)
+                    if verdict is not None:
+                        self._apply(item, verdict)
+                        if verdict.retrying and key_order:
+                            # Its key waits for the retry: the rest of the run must not go ahead.
+                            self._lanes.unstart(run[index + 1 :])
+                            break
+                        continue
+                    assert event is not None
+                    key, value, headers = to_record(event, structured=True)
+                invocation_id = next(ids)
+                running[invocation_id] = (item, started, event)
+                calls.append((invocation_id, attempt, key, value, headers))
+            if calls:
+                submitted.append(Run(calls=calls, timeout=timeout, stop_on_failure=key_order))
+        if submitted:
+            self._sandbox.submit_runs(submitted)
+        self._metrics.in_flight.set(len(running), function=self._function.name)
 
-    def _finish(self, outcomes: list[Outcome]) -> None:
+    def _read_typed(self, item: Item) -> tuple[Verdict | None, CloudEvent | None]:
+        """An Avro event read with this function's own schema for its type (Avro resolution), or
+        the verdict on a record that cannot be read."""
+        record, attempt = _record(item), _attempt(item)
+        try:
+            return None, self._reader.read(from_record(record.key, record.value, record.headers))
+        except InvalidEvent as exc:
+            return self._judge.invalid(record, attempt, str(exc)), None
+        except (RegistryError, KafkaError) as exc:
+            # The schema store is unreachable: a failure of this attempt, retried per the policy.
+            return self._judge.unreadable(record, attempt, exc, started=self._now), None
+
+    def _finish(self, delivered: list[list[Finished]]) -> None:
+        """Apply outcomes: plain ok ones here, in a few dict and list operations each."""
+        running = self._running
+        progresses = self._progress
+        lanes = self._lanes
+        batch = self._batch
+        sends = batch.sends
+        touched = batch.touched
+        target = self._function.destinations.on_success
+        durations: list[float] = []
+        skipped: list[Item] = []
+        if not sends and not touched:
+            batch.since = time.monotonic()
+        for outcomes in delivered:
+            for outcome in outcomes:
+                if type(outcome) is not list:
+                    self._finish_other(outcome, skipped)  # type: ignore[arg-type]
+                    continue
+                id, duration, record = outcome
+                entry = running.pop(id, None)
+                if entry is None:
+                    self._finish_abandoned(id)
+                    continue
+                item = entry[0]
+                lanes.finished(item)
+                durations.append(duration)
+                key = (item.topic, item.partition)
+                progress = progresses.get(key)
+                if progress is None:
+                    continue
+                if target is not None:  # always, for the host builds results only then
+                    sends.append((target, record[0], record[1], record[2], None))
+                touched.add(key)
+                progress.finish(item.offset)
+        if skipped:
+            lanes.unstart(skipped)
+        if durations:
+            name = self._function.name
+            self._metrics.duration.observe_many(durations, function=name)
+            self._metrics.invocations.inc(len(durations), outcome="ok", function=name)
+            count = len(durations)
+            mean = sum(durations) / count
+            # Runs last about RUN_SECONDS: long enough to share their costs, short enough for a drain.
+            self._mean_duration += (mean - self._mean_duration) * min(1.0, count / 64)
+            self._run_length = max(1, min(MAX_RUN, int(RUN_SECONDS / max(self._mean_duration, 1e-6))))
+
+    def _finish_abandoned(self, id: int) -> None:
+        if (abandoned := self._abandoned.pop(id, None)) is not None:
+            self._lanes.finished(abandoned)  # its lane (key) may run again: nothing is committed
+
+    def _finish_other(self, outcome: Outcome, skipped: list[Item]) -> None:
+        entry = self._running.pop(outcome.id, None)
+        if entry is None:
+            if outcome.kind == "skipped" and (abandoned := self._abandoned.pop(outcome.id, None)):
+                self._lanes.unstart([abandoned])
+            else:
+                self._finish_abandoned(outcome.id)
+            return
+        item, started, event = entry
+        if outcome.kind == "skipped":
+            skipped.append(item)  # back to its lane, in order (a run's skips arrive together)
+            return
+        self._metrics.duration.observe(outcome.duration, function=self._function.name)
+        record, attempt = _record(item), _attempt(item)
+        if outcome.kind == "invalid":
+            self._apply(item, self._judge.invalid(record, attempt, outcome.message))
+            return
+        if event is None:
+            # The host read this record as an event already; reading it again here cannot fail.
+            event = from_record(record.key, record.value, record.headers)
         now_ms = int(time.time() * 1000)
-        for outcome in outcomes:
-            item = self._running.pop(outcome.id, None)
-            if item is None:
-                if (abandoned := self._abandoned.pop(outcome.id, None)) is not None:
-                    self._lanes.finished(abandoned)  # its lane (key) may run again: nothing is committed
-                continue
-            task: _Task = item.payload
-            assert task.event is not None
-            self._metrics.duration.observe(outcome.duration, function=self._function.name)
-            self._apply(
-                item,
-                self._judge.decide(
-                    task.record, task.event, task.attempt, outcome, started=task.started, now_ms=now_ms
-                ),
-            )
+        self._apply(item, self._judge.decide(record, event, attempt, outcome, started=started, now_ms=now_ms))
 
     def _apply(self, item: Item, verdict: Verdict) -> None:
         key = (item.topic, item.partition)
         progress = self._progress.get(key)
-        task: _Task = item.payload
         self._lanes.finished(item, retrying=verdict.retrying)
         if progress is None:
             return
         if not self._batch.sends and not self._batch.touched:
             self._batch.since = time.monotonic()
-        self._batch.sends.extend(verdict.outputs)
+        self._batch.sends.extend(
+            (send.topic, send.record.key, send.record.value, list(send.record.headers), send.partition)
+            for send in verdict.outputs
+        )
         self._batch.touched.add(key)
         progress.finish(item.offset)
         name = self._function.name
@@ -394,13 +489,14 @@ class Replica:
             self._metrics.retries.inc(function=name)
         else:
             self._metrics.dead_letters.inc(function=name, error_type=verdict.error_type)
+        attempt = _attempt(item)
         log_event(
             logger,
             "invocation_failed",
             function=name,
             decision=verdict.label,
-            attempt=task.attempt.number,
-            origin=task.attempt.origin,
+            attempt=attempt.number,
+            origin=attempt.origin,
             error_type=verdict.error_type,
             reason=verdict.reason[:500],
             level=logging.WARNING,
@@ -430,8 +526,7 @@ class Replica:
         ]
         try:
             producer.begin_transaction()
-            for send in batch.sends:
-                produce_waiting(producer, send.topic, send.record, send.partition)
+            _produce_all(producer, batch.sends)
             if offsets:
                 metadata = consumer.consumer_group_metadata()
                 retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30.0))
@@ -487,7 +582,8 @@ class Replica:
         numbers = {tp.partition for tp in partitions}
         deadline = time.monotonic() + min(self._function.timeout + 5.0, MAX_DRAIN)
         while (
-            any(item.partition in numbers for item in self._running.values()) and time.monotonic() < deadline
+            any(entry[0].partition in numbers for entry in self._running.values())
+            and time.monotonic() < deadline
         ):
             with contextlib.suppress(queue.Empty):
                 self._finish([self._outcomes.get(timeout=0.05), *self._take_outcomes()])
@@ -512,11 +608,11 @@ class Replica:
         for number in numbers:
             self._lanes.drop(number)
             self._catching_up.pop(number, None)
-        for invocation_id, item in list(self._running.items()):
-            if item.partition in numbers:
+        for invocation_id, entry in list(self._running.items()):
+            if entry[0].partition in numbers:
                 # Still running in the host: its lane stays busy until its outcome arrives (and is
                 # dropped), so the same key never runs twice at once after a restart from the commit.
-                self._abandoned[invocation_id] = self._running.pop(invocation_id)
+                self._abandoned[invocation_id] = self._running.pop(invocation_id)[0]
         self._batch = _Batch()
 
     def _load(self, partitions: list[TopicPartition], *, seek: bool) -> None:
@@ -591,6 +687,44 @@ class Replica:
         if client is None:
             raise RuntimeError("Replica used before run()")
         return client
+
+
+def _produce_all(producer: Producer, sends: list[_Send]) -> None:
+    """Produce into the open transaction, waiting while the local queue is full."""
+    produce = producer.produce
+    for topic, key, value, headers, partition in sends:
+        while True:
+            try:
+                if partition is None:
+                    produce(topic, value=value, key=key, headers=headers)
+                else:
+                    produce(topic, value=value, key=key, headers=headers, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.01)
+
+
+def _is_avro(headers: Headers) -> bool:
+    """Whether a binary-mode record's content type is Avro (content-type comes last, as bus writes)."""
+    for name, value in reversed(headers):
+        if name == "content-type":
+            return value[:16].lower() == b"application/avro"
+    return False
+
+
+def _record(item: Item) -> Record:
+    payload = item.payload
+    message = payload.message if type(payload) is _Retry else payload
+    headers = message.headers()
+    return Record(message.key(), message.value(), tuple(headers) if headers else ())
+
+
+def _attempt(item: Item) -> Attempt:
+    payload = item.payload
+    if type(payload) is _Retry:
+        attempt: Attempt = payload.attempt
+        return attempt
+    return Attempt(number=1, first_time="", topic=item.topic, partition=item.partition, offset=item.offset)
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:

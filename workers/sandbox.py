@@ -5,21 +5,29 @@ A `Sandbox` runs a function's handler in a child process (`workers.host`) starte
 worker's environment without platform credentials, has its data segment capped, and lives in
 its own session so a Ctrl-C on the worker's terminal does not cut handlers off mid-way.
 
-Three threads serve a sandbox: the host thread (starts hosts, reads outcomes and sends the next
-invocations as room frees up, restarts after an exit), the sender (sends what `submit` queues)
-and the watchdog (kills a host whose invocation is past its deadline). A host is sent up to
-`concurrency` invocations to run plus a few more to queue, so a new one starts without a round
-trip; the sandbox mirrors the host's first-in-first-out queue to know when each one started,
-and so when its deadline falls. Every submitted invocation gets exactly one outcome, unless
+Invocations travel in runs (`workers.invocation.Run`): a host runs a run's invocations one
+after another on one handler thread and reports each outcome as it ends (several share a write,
+`workers.host.FLUSH_AFTER`). Three threads serve a sandbox: the host thread (starts hosts, reads
+outcomes and sends the next runs as room frees up, restarts after an exit), the sender (sends
+what `submit` queues) and the watchdog (kills a host whose invocation is past its deadline). A
+host is sent up to `concurrency` runs to run plus a few more to queue, so a new one starts
+without a round trip; the sandbox mirrors the host's first-in-first-out queue to know when each
+run started, and takes an invocation of a run to start when the outcome before it arrives, and
+so knows when its deadline falls. Every submitted invocation gets exactly one outcome, unless
 `close` returns first:
 
-- timeout: the late invocation fails ("TimeoutError", cause "timeout"); the host is killed and
-  the others on it run again on the next host, same attempt (they did nothing wrong);
-- crash: with one invocation on the host it is charged ("HandlerCrashed", cause "crash", or
-  "MemoryError"/"memory" when the host ran out of memory); with several, each runs again alone
-  (`solo`) and only one that takes a host down while alone is charged;
+- timeout: the late invocation fails ("TimeoutError", cause "timeout") and the rest of its run is
+  "skipped"; the host is killed and the other runs on it run again on the next host, same
+  attempt (they did nothing wrong);
+- crash: with one invocation unanswered on the host it is charged ("HandlerCrashed", cause
+  "crash", or "MemoryError"/"memory" when the host ran out of memory); with several, the first
+  unanswered one of each run runs again alone (`solo`), the rest are "skipped", and only one
+  that takes a host down while alone is charged;
 - no host: after `START_FAILURES` failed starts in a row, each further failure fails every
   invocation waiting for a host ("HostStartFailed", cause "crash"); starts go on, backing off.
+
+A skipped invocation did not run (or its outcome was lost with its host): its caller runs it
+again when it likes, in order behind the ones before it.
 
 Signals go to the host's process group, so what a handler forked dies with its host, and a host
 counts as gone when its process exits, even while a child it left holds its pipes.
@@ -47,9 +55,10 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 import orjson
 
 from bus.errors import HandlerLoadError
+from bus.kafka_binding import STRUCTURED_CONTENT_TYPE
 from bus.logs import log_event
-from workers.host import EXIT_MEMORY, decode_outcomes, encode_invocations, read_frame
-from workers.invocation import Invocation, Outcome, crashed, failed, timed_out
+from workers.host import EXIT_MEMORY, decode_outcomes, encode_runs, read_frame
+from workers.invocation import Call, Finished, Invocation, Outcome, Run, crashed, failed, timed_out
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -68,7 +77,7 @@ MAX_BACKOFF = 5.0
 START_FAILURES = 5
 """Failed host starts in a row after which the invocations waiting for a host fail ("HostStartFailed")."""
 QUEUED = 4
-"""Invocations a host holds queued beyond its `concurrency` (at least; `concurrency` when larger)."""
+"""Runs a host holds queued beyond its `concurrency` (at least; `concurrency` when larger)."""
 
 _NEVER = float("inf")
 _PIPE_BYTES = 1 << 20
@@ -94,14 +103,19 @@ def host_environment(environ: Mapping[str, str], secret_names: Iterable[str] = (
     return env
 
 
+_STRUCTURED = ((("content-type", STRUCTURED_CONTENT_TYPE.encode())),)
+
+
 @dataclass(slots=True, eq=False)
 class _Flight:
-    """An invocation sent to a host and not answered yet."""
+    """A run sent to a host and not answered in full yet."""
 
-    invocation: Invocation
+    run: Run
     host: _Process
+    left: int
+    """Calls not answered yet (the last ones of the run: outcomes come in order)."""
     started: float = 0.0
-    """When the host began running it, as far as the sandbox can tell; 0 while queued there."""
+    """When the host began its current call, as far as the sandbox can tell; 0 while queued there."""
     deadline: float = _NEVER
 
 
@@ -265,16 +279,21 @@ class Sandbox:
         prefix: str,
         concurrency: int,
         memory_mb: int,
-        on_outcome: Callable[[Outcome], None],
+        on_outcomes: Callable[[list[Finished]], None],
         environ: Mapping[str, str] | None = None,
         secret_names: Iterable[str] = (),
         python: str = sys.executable,
         start_timeout: float = START_TIMEOUT,
+        results: bool = False,
+        max_record_bytes: int = 0,
     ) -> None:
         """`environ` is what the host's environment is made from (default: this process's).
 
-        `on_outcome` is called from a sandbox thread, one call at a time; it may call `submit`
-        but must not block for long or call `close`.
+        `on_outcomes` is called from a sandbox thread, one call at a time, with the outcomes that
+        arrived together (those of one run in order); it may call `submit` but must not block
+        for long or call `close`. With `results` the host builds the result record of each ok
+        invocation without emitted events (`workers.outcome.result_record`, failing one over
+        `max_record_bytes`) and delivers it in the short form (`workers.invocation.Finished`).
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -283,7 +302,7 @@ class Sandbox:
         self._concurrency = concurrency
         self._window = concurrency + max(QUEUED, concurrency)
         self._memory_mb = memory_mb
-        self._on_outcome = on_outcome
+        self._on_outcomes = on_outcomes
         self._start_timeout = start_timeout
         config = {
             "handler": handler,
@@ -292,6 +311,8 @@ class Sandbox:
             "prefix": prefix,
             "concurrency": concurrency,
             "memory_mb": memory_mb,
+            "results": results,
+            "max_record_bytes": max_record_bytes,
         }
         self._command = [python, "-P", "-m", "workers.host", orjson.dumps(config).decode()]
         self._env = host_environment(os.environ if environ is None else environ, secret_names)
@@ -303,8 +324,11 @@ class Sandbox:
         self._deliver_lock = threading.Lock()
         self._stop = threading.Event()
         self._state = "new"  # new -> running -> closing -> stopping -> closed
-        self._pending: deque[Invocation] = deque()
+        self._pending: deque[Run] = deque()
         self._flights: dict[int, _Flight] = {}
+        """Each call sent to a host and not answered, by id: its run's flight."""
+        self._live: dict[_Flight, None] = {}
+        """Runs sent to a host and not answered in full, in the order sent (a dict: an ordered set)."""
         self._outstanding: set[int] = set()
         self._solos = 0
         self._host: _Process | None = None
@@ -337,15 +361,21 @@ class Sandbox:
             thread.start()
 
     def submit(self, invocation: Invocation) -> None:
-        """Queue an invocation; its one outcome reaches `on_outcome` later. Never waits for the host."""
+        """Queue one invocation of an event in the JSON format (a run of one)."""
+        call: Call = (invocation.id, invocation.attempt, None, invocation.event, _STRUCTURED)
+        self.submit_runs([Run(calls=[call], timeout=invocation.timeout)])
+
+    def submit_runs(self, runs: list[Run]) -> None:
+        """Queue runs; each call's one outcome reaches `on_outcomes` later. Never waits for the host."""
         with self._lock:
             if self._state != "running":
                 raise RuntimeError(f"sandbox of function {self._function!r} is not running ({self._state})")
-            if invocation.id in self._outstanding:
-                raise ValueError(f"invocation id {invocation.id} is already in flight")
-            self._outstanding.add(invocation.id)
-            self._pending.append(invocation)
-            if len(self._flights) < self._window:
+            ids = {call[0] for run in runs for call in run.calls}
+            if len(ids) != sum(len(run.calls) for run in runs) or not self._outstanding.isdisjoint(ids):
+                raise ValueError("an invocation id submitted is already in flight (or given twice)")
+            self._outstanding |= ids
+            self._pending.extend(runs)
+            if len(self._live) < self._window:
                 self._sendable.notify()
 
     def in_flight(self) -> int:
@@ -540,16 +570,16 @@ class Sandbox:
         with self._lock:
             if self._stop.is_set():
                 return
-            waiting = list(self._pending)
+            waiting = [call for run in self._pending for call in run.calls]
             self._pending.clear()
-            for invocation in waiting:
-                self._outstanding.discard(invocation.id)
+            for call in waiting:
+                self._outstanding.discard(call[0])
             if not self._outstanding:
                 self._drained.notify_all()
         self._deliver(
             [
-                failed(invocation.id, error_type="HostStartFailed", message=message, cause="crash")
-                for invocation in waiting
+                failed(call[0], error_type="HostStartFailed", message=message, cause="crash")
+                for call in waiting
             ]
         )
 
@@ -563,56 +593,95 @@ class Sandbox:
                     "host_protocol_error",
                     level=logging.ERROR,
                     function=self._function,
-                    error=repr(exc),
+                    error=repr(exc)[:500],
                 )
                 host.kill("protocol")
                 continue
-            delivered: list[Outcome] = []
+            delivered: list[Finished] = []
             with self._lock:
                 now = time.monotonic()
+                flights = self._flights
+                outstanding = self._outstanding
                 for outcome in outcomes:
-                    flight = self._flights.get(outcome.id)
-                    if flight is not None and flight.host is host:  # else: it timed out already
+                    id = outcome[0] if type(outcome) is list else outcome.id  # type: ignore[union-attr]
+                    flight = flights.get(id)
+                    if flight is None or flight.host is not host:  # else: it timed out already
+                        continue
+                    del flights[id]
+                    outstanding.discard(id)
+                    flight.left -= 1
+                    if not flight.started:  # answered before the mirror saw it start: it ran all the same
+                        flight.host.queued.remove(flight)
+                        self._begin(flight, now)
+                    if flight.left:
+                        self._restart_clock(flight, now)  # its next call starts now
+                    else:
                         self._land(flight, now)
-                        delivered.append(outcome)
+                    delivered.append(outcome)
+                if not outstanding:
+                    self._drained.notify_all()
             host.progressed = True
             self._send_next()
             self._deliver(delivered)
 
-    def _settle_exit(self, host: _Process, code: int) -> tuple[list[Outcome], str]:
-        """Outcomes charged for a host's exit, and its cause; the innocent go back to the queue."""
+    def _unanswered(self, flight: _Flight) -> list[Call]:
+        """The calls of a flight still waiting for their outcome, in run order (lock held)."""
+        flights = self._flights
+        return [call for call in flight.run.calls if flights.get(call[0]) is flight]
+
+    def _drop(self, flight: _Flight) -> list[Call]:
+        """Forget a flight and its unanswered calls, which are returned (lock held)."""
+        calls = self._unanswered(flight)
+        for call in calls:
+            del self._flights[call[0]]
+        self._live.pop(flight, None)
+        self._solos -= flight.run.solo
+        return calls
+
+    def _settle_exit(self, host: _Process, code: int) -> tuple[list[Finished], str]:
+        """Outcomes charged (or skipped) for a host's exit, and its cause; the innocent run again."""
         cause = "memory" if code == EXIT_MEMORY else "crash"
         with self._lock:
             if self._host is host:
                 self._host = None
-            lost = [flight for flight in self._flights.values() if flight.host is host]
-            for flight in lost:
-                del self._flights[flight.invocation.id]
-                self._solos -= flight.invocation.solo
+            lost = [(flight, self._drop(flight)) for flight in list(self._live) if flight.host is host]
             if self._stop.is_set():
                 return [], "close"
-            charged: list[_Flight] = []
+            charged: list[tuple[_Flight, Call]] = []
+            skipped: list[Call] = []
+            again: list[Run] = []
             if host.killed_for == "timeout":
-                again, reason = [flight.invocation for flight in lost], "timeout"
-            elif len(lost) == 1 or any(flight.invocation.solo for flight in lost):
+                # The late one is settled already; the other runs did nothing wrong.
+                reason = "timeout"
+                again = [replace(flight.run, calls=calls) for flight, calls in lost]
+            elif sum(len(calls) for _, calls in lost) == 1 or any(flight.run.solo for flight, _ in lost):
                 # Alone on the host: nothing else can have done it. (A queued neighbour might have
                 # started unseen, so "alone" counts everything the host held, not what it ran.)
-                charged, again, reason = lost, [], cause
+                reason = cause
+                charged = [(flight, call) for flight, calls in lost for call in calls]
             else:
-                again, reason = [replace(flight.invocation, solo=True) for flight in lost], cause
+                # Each run's first unanswered call may have done it: each runs again alone. The
+                # rest of a run must not run ahead of its first (key order): they are skipped.
+                reason = cause
+                for flight, calls in lost:
+                    again.append(Run(calls=calls[:1], timeout=flight.run.timeout, solo=True))
+                    skipped.extend(calls[1:])
             self._pending.extendleft(reversed(again))
             now = time.monotonic()
-            outcomes = [
+            outcomes: list[Finished] = [
                 crashed(
-                    flight.invocation.id,
+                    call[0],
                     message=self._crash_message(code, cause),
                     cause=cause,
                     duration=now - flight.started if flight.started else 0.0,
                 )
-                for flight in charged
+                for flight, call in charged
             ]
-            for outcome in outcomes:
-                self._outstanding.discard(outcome.id)
+            outcomes += [Outcome(id=call[0], kind="skipped") for call in skipped]
+            for _, call in charged:
+                self._outstanding.discard(call[0])
+            for call in skipped:
+                self._outstanding.discard(call[0])
             if not self._outstanding:
                 self._drained.notify_all()
         return outcomes, reason
@@ -649,32 +718,35 @@ class Sandbox:
         host = self._host
         if host is None or host.killed_for or self._solos or not self._pending:
             return False
-        return len(self._flights) < self._window and not (self._pending[0].solo and self._flights)
+        return len(self._live) < self._window and not (self._pending[0].solo and self._live)
 
-    def _take(self) -> list[Invocation]:
-        """What to send now: up to the host's window, a solo invocation only on its own."""
+    def _take(self) -> list[Run]:
+        """What to send now: up to the host's window, a solo run only on its own."""
         if self._stop.is_set() or not self._can_send():
             return []
-        batch: list[Invocation] = []
-        room = self._window - len(self._flights)
+        batch: list[Run] = []
+        room = self._window - len(self._live)
         while self._pending and len(batch) < room:
-            invocation = self._pending[0]
-            if invocation.solo and (self._flights or batch):
+            run = self._pending[0]
+            if run.solo and (self._live or batch):
                 break
             batch.append(self._pending.popleft())
-            if invocation.solo:
+            if run.solo:
                 break
         return batch
 
-    def _fly(self, batch: list[Invocation]) -> _Process:
+    def _fly(self, batch: list[Run]) -> _Process:
         """Record `batch` as sent to the current host, started or queued there (lock held)."""
         host = self._host
         assert host is not None
         now = time.monotonic()
-        for invocation in batch:
-            flight = _Flight(invocation, host)
-            self._flights[invocation.id] = flight
-            self._solos += invocation.solo
+        flights = self._flights
+        for run in batch:
+            flight = _Flight(run, host, len(run.calls))
+            self._live[flight] = None
+            for call in run.calls:
+                flights[call[0]] = flight
+            self._solos += run.solo
             if host.running < self._concurrency:
                 self._begin(flight, now)
             else:
@@ -684,31 +756,29 @@ class Sandbox:
     def _begin(self, flight: _Flight, now: float) -> None:
         """The host has started `flight` (it runs its queue first in, first out): its clock starts."""
         flight.host.running += 1
+        self._restart_clock(flight, now)
+
+    def _restart_clock(self, flight: _Flight, now: float) -> None:
+        """The flight's next call starts now (lock held)."""
         flight.started = now
-        flight.deadline = now + flight.invocation.timeout + TIMEOUT_GRACE
+        flight.deadline = now + flight.run.timeout + TIMEOUT_GRACE
         if flight.deadline < self._watch_at:
             self._watch_at = flight.deadline
             self._watch.notify()
 
     def _land(self, flight: _Flight, now: float) -> None:
-        """Forget a flight that has its outcome; the host starts its next queued one (lock held)."""
-        del self._flights[flight.invocation.id]
-        self._solos -= flight.invocation.solo
-        self._outstanding.discard(flight.invocation.id)
+        """Forget a flight answered in full; the host starts its next queued one (lock held)."""
+        self._live.pop(flight, None)
+        self._solos -= flight.run.solo
         host = flight.host
-        if flight.started:
-            host.running -= 1
-            if host.queued:
-                self._begin(host.queued.popleft(), now)
-        else:  # answered before the mirror saw it start: it ran all the same
-            host.queued.remove(flight)
-        if not self._outstanding:
-            self._drained.notify_all()
+        host.running -= 1
+        if host.queued:
+            self._begin(host.queued.popleft(), now)
 
-    def _write(self, host: _Process, batch: list[Invocation]) -> None:
+    def _write(self, host: _Process, batch: list[Run]) -> None:
         # OSError or ValueError (closed): the host is gone, and its exit puts these back in the queue.
         with contextlib.suppress(OSError, ValueError):
-            host.write(encode_invocations([(i.id, i.attempt, i.timeout, i.event) for i in batch]))
+            host.write(encode_runs(batch))
 
     def _watch_loop(self) -> None:
         while True:
@@ -716,38 +786,38 @@ class Sandbox:
                 if self._stop.is_set():
                     return
                 now = time.monotonic()
-                late = [flight for flight in self._flights.values() if flight.deadline <= now]
+                late = [flight for flight in self._live if flight.deadline <= now]
                 if not late:
-                    deadlines = (flight.deadline for flight in self._flights.values())
+                    deadlines = (flight.deadline for flight in self._live)
                     self._watch_at = min(deadlines, default=_NEVER)
                     self._watch.wait(None if self._watch_at == _NEVER else self._watch_at - now)
                     continue
+                outcomes: list[Finished] = []
                 for flight in late:
                     # Its host dies next; what else it held goes to the next host, so the mirror
-                    # of this one no longer matters.
-                    del self._flights[flight.invocation.id]
-                    self._solos -= flight.invocation.solo
-                    self._outstanding.discard(flight.invocation.id)
+                    # of this one no longer matters. The rest of its run waits behind it: skipped.
+                    calls = self._drop(flight)
+                    for call in calls:
+                        self._outstanding.discard(call[0])
+                    if calls:
+                        outcomes.append(
+                            timed_out(calls[0][0], timeout=flight.run.timeout, duration=now - flight.started)
+                        )
+                        outcomes += [Outcome(id=call[0], kind="skipped") for call in calls[1:]]
                     flight.host.killed_for = flight.host.killed_for or "timeout"
                 if not self._outstanding:
                     self._drained.notify_all()
-            outcomes = [
-                timed_out(invocation.id, timeout=invocation.timeout, duration=now - flight.started)
-                for flight in late
-                for invocation in (flight.invocation,)
-            ]
             for host in {flight.host for flight in late}:
                 host.kill("timeout")
             self._deliver(outcomes)
 
-    def _deliver(self, outcomes: list[Outcome]) -> None:
+    def _deliver(self, outcomes: list[Finished]) -> None:
         if outcomes:
             with self._deliver_lock:
-                for outcome in outcomes:
-                    try:
-                        self._on_outcome(outcome)
-                    except Exception:  # the caller's bug must not stop the sandbox's threads
-                        logger.exception("on_outcome failed for invocation %d", outcome.id)
+                try:
+                    self._on_outcomes(outcomes)
+                except Exception:  # the caller's bug must not stop the sandbox's threads
+                    logger.exception("on_outcomes failed for %d outcomes", len(outcomes))
 
 
 def _hello(payload: bytes | None) -> dict[str, Any]:

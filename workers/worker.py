@@ -22,7 +22,7 @@ from bus.metrics_http import MetricsServer
 from bus.packages import environments_home, handler_dir, host_python
 from bus.settings import KafkaSettings
 from bus.topology import function_topics
-from workers.invocation import Outcome
+from workers.invocation import Finished
 from workers.runtime import Replica, WorkerMetrics
 from workers.sandbox import Sandbox
 
@@ -79,7 +79,7 @@ def serve(
     topics = function_topics(manifest.prefix, function)
     ensure_topics(settings, topics)
     check_copartitioned(settings, manifest.prefix, function)
-    outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    outcomes: queue.SimpleQueue[list[Finished]] = queue.SimpleQueue()
     registry = Registry()
     metrics = WorkerMetrics(registry)
     sandbox = Sandbox(
@@ -89,10 +89,12 @@ def serve(
         prefix=manifest.prefix,
         concurrency=function.concurrency,
         memory_mb=function.memory,
-        on_outcome=outcomes.put,
+        on_outcomes=outcomes.put,
         environ=dict(os.environ if environ is None else environ),
         secret_names=secret_names(manifest),
         python=host_python(manifest, function, environments_home(environ or os.environ)),
+        results=function.destinations.on_success is not None,
+        max_record_bytes=settings.max_record_bytes,
     )
     sandbox.start()
     metrics.cold_start.set(sandbox.cold_start_seconds, function=function.name)

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bus import kafka_binding
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import (
@@ -298,3 +299,50 @@ def test_records_alike_at_the_deciding_headers_decode_alike_there() -> None:
     assert names == tuple(sorted(names))
     assert {"ce_type", "ce_datacontenttype", "content-type", "ce_specversion", "ce_data"} <= set(names)
     assert "ce_id" not in names
+
+
+_TRICKY_HEADERS: list[list[tuple[str, Any]]] = [
+    [("ce_specversion", b"1.0"), ("ce_id", b"a"), ("ce_source", b"s"), ("ce_type", b"t")],
+    [("ce_specversion", b"1.0"), ("ce_id", b"a"), ("ce_id", b"b"), ("ce_source", b"s"), ("ce_type", b"t")],
+    [("ce_specversion", b"1.0"), ("ce_id", b"\xff"), ("ce_source", b"s"), ("ce_type", b"t")],
+    [("ce_specversion", b"1.0"), ("ce_id", b"\xff"), ("ce_id", b"a"), ("ce_source", b"s"), ("ce_type", b"t")],
+    [("ce_specversion", b"1.0"), ("ce_id", None), ("ce_source", b"s"), ("ce_type", b"t")],
+    [("ce_specversion", b"1.0"), ("ce_source", b"s"), ("ce_type", b"t")],
+    [("ce_id", b"a"), ("ce_source", b"s"), ("ce_type", b"t")],
+    [
+        ("content-type", b"\xfe"),
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"a"),
+        ("ce_source", b"s"),
+        ("ce_type", b"t"),
+    ],
+    [("content-type", b"application/cloudevents+json"), ("ce_id", b"\xff")],
+    [("ce_specversion", b"1.0"), ("ce_id", b"a"), ("ce_source", b"s"), ("ce_type", b"t"), ("ce_Bad", b"x")],
+    [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"a"),
+        ("ce_source", b"s"),
+        ("ce_type", b"t"),
+        ("content-type", b"text/plain"),
+        ("content-type", b"application/json"),
+        ("x-other", b"\xff"),
+    ],
+]
+
+
+@pytest.mark.parametrize("headers", _TRICKY_HEADERS)
+def test_the_one_pass_header_reading_decides_as_the_long_way(
+    headers: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Duplicates, bad UTF-8, missing values and structured records decode (or fail) the same both ways."""
+    value = orjson.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "t", "data": {"n": 1}})
+
+    def decoded() -> Any:
+        try:
+            return from_record(b"k", value, headers)
+        except InvalidEvent as exc:
+            return ("invalid", exc.field, str(exc))
+
+    fast = decoded()
+    monkeypatch.setattr(kafka_binding, "_binary_fast", lambda headers: None)
+    assert decoded() == fast

@@ -49,6 +49,36 @@ def test_none_starts_by_arrival_up_to_the_concurrency() -> None:
     assert lanes.waiting() == 0
 
 
+def test_runs_take_a_lanes_waiting_records_in_order_and_count_once() -> None:
+    """ready_runs starts up to `longest` of a lane's records as one run; concurrency counts runs."""
+    lanes = Lanes("partition", concurrency=2)
+    a, b, c, d = offered(lanes, main(0), main(0), main(0), main(1))
+    e = offered(lanes, main(2))[0]
+    assert lanes.ready_runs(0, longest=2) == [[a, b], [d]]
+    assert lanes.ready_runs(0, longest=2) == []  # two runs in flight: e waits
+    lanes.finished(a)
+    assert lanes.ready_runs(0, longest=2) == []  # b still runs: the lane is busy, and so is the room
+    lanes.finished(b)
+    assert lanes.ready_runs(0, longest=2) == [[e]]  # in turn: c's lane waits behind e's
+    lanes.finished(d)
+    assert lanes.ready_runs(0, longest=2) == [[c]]
+
+
+def test_unstarted_records_go_back_in_front_in_order() -> None:
+    """Records of a run that did not run start again first, in offset order, once the run has ended."""
+    lanes = Lanes("key", concurrency=4)
+    a, b, c, d = offered(lanes, main(0), main(0), main(0), main(0))
+    assert lanes.ready_runs(0, longest=3) == [[a, b, c]]
+    lanes.finished(a, retrying=True)
+    lanes.unstart([b, c])
+    assert lanes.waiting() == 3
+    assert lanes.ready_runs(0, longest=3) == []  # the key waits for a's retry
+    again = offered(lanes, retry(0))[0]
+    assert lanes.ready_runs(0, longest=3) == [[again]]
+    lanes.finished(again)
+    assert lanes.ready_runs(0, longest=3) == [[b, c, d]]
+
+
 def test_partition_runs_one_record_per_partition_in_offset_order() -> None:
     """In partition mode a partition's records run one at a time, by offset; partitions in parallel."""
     lanes = Lanes("partition", concurrency=10)
@@ -448,3 +478,12 @@ class LanesMachine(RuleBasedStateMachine):
 
 LanesMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestLanesMachine = LanesMachine.TestCase
+
+
+def test_unstarting_records_of_several_lanes_puts_each_back_in_its_own() -> None:
+    """Records unstarted together go back to their own keys' lanes, each lane in its own order."""
+    lanes = Lanes("key", concurrency=4)
+    x1, y1, x2, y2 = offered(lanes, main(0, b"x"), main(0, b"y"), main(0, b"x"), main(0, b"y"))
+    assert lanes.ready_runs(0, longest=2) == [[x1, x2], [y1, y2]]
+    lanes.unstart([x1, x2, y1, y2])
+    assert lanes.ready_runs(0, longest=2) == [[x1, x2], [y1, y2]]

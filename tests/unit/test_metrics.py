@@ -83,6 +83,19 @@ def test_unlabelled_histogram_buckets_are_cumulative_and_inclusive() -> None:
     ]
 
 
+def test_observing_many_counts_as_observing_each() -> None:
+    """observe_many puts each value in the same bucket observe would, and adds their sum."""
+    one, many = Histogram("h", "H.", ["f"], buckets=[1, 2, 5]), Histogram("h", "H.", ["f"], buckets=[1, 2, 5])
+    values = [0.5, 1, 2, 2, 4, 9, 0.0]
+    for value in values:
+        one.observe(value, f="x")
+    many.observe_many(values, f="x")
+    many.observe_many([], f="x")
+    assert many.render() == one.render()
+    with pytest.raises(ValueError, match="NaN"):
+        many.observe_many([1.0, math.nan], f="x")
+
+
 def test_an_unobserved_unlabelled_histogram_renders_zeros() -> None:
     """Like an unlabelled counter, it is exposed from the start, so rates work from the first scrape."""
     assert Histogram("h", "H.", buckets=[0.5]).render()[2:] == [

@@ -5,11 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import from_record, to_record
-from workers.outcome import ERROR_TYPE, RESULT_TYPE, Failure, error_event, function_source, result_event
+from workers.outcome import (
+    ERROR_TYPE,
+    RESULT_TYPE,
+    Failure,
+    error_event,
+    function_source,
+    result_event,
+    result_record,
+)
 
 NOW = "2026-01-31T09:30:05Z"
 
@@ -161,3 +170,19 @@ def test_outcomes_are_valid_events_that_survive_kafka(make: Any) -> None:
     outcome = make()
     record = to_record(outcome)
     assert from_record(record.key, record.value, record.headers) == outcome
+
+
+@pytest.mark.parametrize("subject", [None, "orders/7"])
+@pytest.mark.parametrize("extensions", [{}, {"partitionkey": "k1"}, {"partitionkey": "k2", "region": 3}])
+@pytest.mark.parametrize("value", [None, {"a": 1.5, "b": "é"}, [1, 2], "x", 0, 1e300])
+def test_the_host_built_result_record_is_the_result_event_as_a_record(
+    subject: str | None, extensions: dict[str, Any], value: Any
+) -> None:
+    """result_record(...) equals to_record(result_event(...)) for the return value's JSON."""
+    cause = CloudEvent.create(
+        id="in-1", source="src", type="t", subject=subject, extensions=extensions, data=1
+    )
+    time = "2026-01-31T09:30:00.123Z"
+    slow = to_record(result_event(prefix="bus", function="f", cause=cause, value=value, time=time))
+    fast = result_record(prefix="bus", function="f", cause=cause, value=orjson.dumps(value), time=time)
+    assert fast == slow

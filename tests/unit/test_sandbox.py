@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -24,11 +25,11 @@ from workers.host import (
     EXIT_MEMORY,
     data_limit,
     decode_outcomes,
-    encode_invocations,
     encode_outcome,
+    encode_runs,
     read_frame,
 )
-from workers.invocation import Invocation, Outcome
+from workers.invocation import Finished, Invocation, Outcome, Run
 from workers.sandbox import START_FAILURES, TIMEOUT_GRACE, Sandbox, host_environment
 
 HANDLERS = """
@@ -123,16 +124,20 @@ async def amain(event, ctx):
 
 
 class Outcomes:
-    """The on_outcome callback of a test: collects outcomes and waits for them with a deadline."""
+    """The on_outcomes callback of a test: collects outcomes and waits for them with a deadline."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self.seen: dict[int, list[Outcome]] = {}
+        self.order: list[int] = []
         self.threads: set[str] = set()
 
-    def __call__(self, outcome: Outcome) -> None:
+    def __call__(self, outcomes: list[Finished]) -> None:
         with self._changed:
-            self.seen.setdefault(outcome.id, []).append(outcome)
+            for outcome in outcomes:
+                assert isinstance(outcome, Outcome)  # no short forms: these sandboxes build no results
+                self.seen.setdefault(outcome.id, []).append(outcome)
+                self.order.append(outcome.id)
             self.threads.add(threading.current_thread().name)
             self._changed.notify_all()
 
@@ -156,7 +161,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
         handler: str = "fns:main",
         concurrency: int = 1,
         memory_mb: int = 256,
-        on_outcome: Callable[[Outcome], None] | None = None,
+        on_outcomes: Callable[[list[Finished]], None] | None = None,
         **kw: Any,
     ) -> tuple[Sandbox, Outcomes]:
         outcomes = Outcomes()
@@ -167,7 +172,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
             prefix="bus",
             concurrency=concurrency,
             memory_mb=memory_mb,
-            on_outcome=on_outcome or outcomes,
+            on_outcomes=on_outcomes or outcomes,
             **kw,
         )
         sandbox.start()
@@ -182,6 +187,9 @@ def start(tmp_path: Path) -> Iterator[Start]:
 
 def event(data: Any, id: str = "e-1") -> bytes:
     return orjson.dumps(to_json_dict(CloudEvent.create(id=id, source="test", type="t", data=data)))
+
+
+STRUCTURED = (("content-type", b"application/cloudevents+json"),)
 
 
 def call(id: int, data: Any, *, timeout: float = 5.0, attempt: int = 1) -> Invocation:
@@ -398,6 +406,9 @@ def test_an_outcome_that_cannot_be_sent_becomes_a_failure_of_its_own() -> None:
         + b"]"
     )
     first, second, third = decode_outcomes(frame)
+    assert isinstance(first, Outcome)
+    assert isinstance(second, Outcome)
+    assert isinstance(third, Outcome)
     assert first.message == "caf\\udce9"
     assert (second.kind, second.error_type, second.cause, second.duration) == (
         "failed",
@@ -566,7 +577,8 @@ def test_a_host_whose_input_ends_exits_after_its_deadlines(tmp_path: Path) -> No
     assert proc.stdout is not None
     try:
         assert "ready" in orjson.loads(read_frame(proc.stdout) or b"{}")
-        proc.stdin.write(encode_invocations([(1, 1, 0.3, event({"do": "hang"}))]))
+        hang = (1, 1, None, event({"do": "hang"}), STRUCTURED)
+        proc.stdin.write(encode_runs([Run(calls=[hang], timeout=0.3)]))
         proc.stdin.close()
         began = time.monotonic()
         assert proc.wait(timeout=10) == 0
@@ -578,15 +590,119 @@ def test_a_host_whose_input_ends_exits_after_its_deadlines(tmp_path: Path) -> No
 
 
 def test_a_failing_on_outcome_does_not_stop_the_sandbox(start: Start) -> None:
-    """An exception in the caller's on_outcome is logged; later outcomes still arrive."""
+    """An exception in the caller's on_outcomes is logged; later outcomes still arrive."""
     outcomes = Outcomes()
+    raised = threading.Event()
 
-    def flaky(outcome: Outcome) -> None:
-        if outcome.id == 1:
+    def flaky(delivered: list[Finished]) -> None:
+        if any(isinstance(outcome, Outcome) and outcome.id == 1 for outcome in delivered):
+            raised.set()
             raise RuntimeError("caller bug")
-        outcomes(outcome)
+        outcomes(delivered)
 
-    sandbox, _ = start(on_outcome=flaky)
+    sandbox, _ = start(on_outcomes=flaky)
     sandbox.submit(call(1, {"do": "ok"}))
+    assert raised.wait(10)
     sandbox.submit(call(2, {"do": "ok"}))
     assert outcomes.wait(2)[2].kind == "ok"
+
+
+def run_of(*calls: tuple[int, Any], timeout: float = 5.0, stop: bool = False) -> Run:
+    return Run(
+        calls=[(id, 1, None, event(data, id=f"e-{id}"), STRUCTURED) for id, data in calls],
+        timeout=timeout,
+        stop_on_failure=stop,
+    )
+
+
+def test_a_run_runs_in_order_and_reports_each_outcome(start: Start) -> None:
+    """A run's invocations run one after another on one host thread; each gets its own outcome, in order."""
+    sandbox, outcomes = start(concurrency=4)
+    sandbox.submit_runs([run_of(*((i, {"do": "sleep", "s": 0.01}) for i in range(1, 6)))])
+    got = outcomes.wait(*range(1, 6))
+    assert outcomes.order == [1, 2, 3, 4, 5]
+    assert all(o.kind == "ok" for o in got.values())
+
+
+def test_a_run_stopping_on_failure_skips_the_rest(start: Start) -> None:
+    """With stop_on_failure the calls after the first failure do not run: they come back skipped."""
+    sandbox, outcomes = start()
+    sandbox.submit_runs([run_of((1, {"do": "ok"}), (2, {"do": "raise"}), (3, {"do": "ok"}), stop=True)])
+    got = outcomes.wait(1, 2, 3)
+    assert [got[i].kind for i in (1, 2, 3)] == ["ok", "failed", "skipped"]
+    sandbox.submit_runs([run_of((4, {"do": "raise"}), (5, {"do": "ok"}))])
+    assert [outcomes.wait(4, 5)[i].kind for i in (4, 5)] == ["failed", "ok"]  # without it, all run
+
+
+def test_a_timeout_inside_a_run_is_charged_to_the_late_call(start: Start) -> None:
+    """A run's call is timed from the answer before it: the hanging call times out, in time."""
+    sandbox, outcomes = start()
+    began = time.monotonic()
+    sandbox.submit_runs(
+        [
+            run_of(
+                (1, {"do": "sleep", "s": 0.3}),
+                (2, {"do": "sleep", "s": 0.3}),
+                (3, {"do": "hang"}),
+                (4, {"do": "ok"}),
+                timeout=0.5,
+            )
+        ]
+    )
+    got = outcomes.wait(1, 2, 3, 4)
+    waited = time.monotonic() - began
+    assert [got[i].kind for i in (1, 2, 4)] == ["ok", "ok", "skipped"]
+    assert (got[3].error_type, got[3].cause) == ("TimeoutError", "timeout")
+    assert 0.6 + 0.5 <= waited < 0.6 + 0.5 + TIMEOUT_GRACE + 1.5
+    sandbox.submit(call(5, {"do": "ok"}))
+    assert outcomes.wait(5)[5].kind == "ok"
+    assert sandbox.restarts == 1
+
+
+def test_a_crash_inside_a_run_is_charged_to_its_call_alone(start: Start) -> None:
+    """A crash mid-run: the first unanswered call runs again alone, the rest come back skipped.
+
+    The caller runs the skipped ones again (as the worker does): only the crashing call is charged.
+    """
+    sandbox, outcomes = start()
+    data = {1: {"do": "ok"}, 2: {"do": "crash"}, 3: {"do": "ok"}, 4: {"do": "ok"}}
+    final: dict[int, Outcome] = {}
+    tries = itertools.count(100)
+    names: dict[int, int] = {}  # submitted id -> the call it stands for
+    todo = [1, 2, 3, 4]
+    deadline = time.monotonic() + 20
+    while todo and time.monotonic() < deadline:
+        ids = [next(tries) for _ in todo]
+        names.update(zip(ids, todo, strict=True))
+        sandbox.submit_runs([run_of(*((i, data[names[i]]) for i in ids))])
+        got = outcomes.wait(*ids)
+        todo = [names[i] for i in ids if got[i].kind == "skipped"]
+        final.update({names[i]: got[i] for i in ids if got[i].kind != "skipped"})
+    assert [final[i].kind for i in (1, 3, 4)] == ["ok", "ok", "ok"]
+    assert (final[2].error_type, final[2].cause) == ("HandlerCrashed", "crash")
+
+
+def test_results_come_back_as_records_built_by_the_host(start: Start) -> None:
+    """With results on, an ok outcome comes in the short form with the result record the host built."""
+    delivered: list[Finished] = []
+    arrived = threading.Event()
+
+    def collect(outcomes: list[Finished]) -> None:
+        delivered.extend(outcomes)
+        arrived.set()
+
+    sandbox, _ = start(on_outcomes=collect, results=True, max_record_bytes=1 << 20)
+    sandbox.submit_runs([run_of((1, {"do": "none"}))])
+    assert arrived.wait(10)
+    [short] = delivered
+    assert isinstance(short, list)
+    id, duration, (key, value, headers) = short
+    assert (id, key, value, headers["ce_type"], headers["ce_causationid"]) == (
+        1,
+        None,
+        None,
+        "bus.function.result",
+        "e-1",
+    )
+    assert headers["ce_source"] == "bus://bus/functions/fn"
+    assert duration >= 0
