@@ -28,6 +28,7 @@ from confluent_kafka import Producer
 
 from bus import naming
 from bus.clock import now_rfc3339
+from bus.errors import KafkaError
 from bus.events import CloudEvent
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import build, producer_config
@@ -281,7 +282,10 @@ class Supervisor:
     def run(self, stop: threading.Event) -> None:
         """Sample, decide and scale until `stop` is set."""
         while not stop.is_set():
-            self.step()
+            try:
+                self.step()
+            except KafkaError as exc:  # a sample failed (broker busy, leader moving): keep the replicas
+                log_event(logger, "sample_failed", reason=str(exc), level=logging.WARNING)
             idle = any(pool.desired == 0 for pool in self._pools.values())
             stop.wait(FAST_INTERVAL if idle else INTERVAL)
 

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 from bus import naming
+from bus.errors import KafkaError
 from bus.kafka_binding import from_record
 from bus.manifest import read
 from bus.metrics import Registry
+from bus.status import GroupSample
 from bus.supervisor import Supervisor
 from tests.support import KafkaEnv, unique, wait_until
 from tests.worker_harness import check, publish, write_function
@@ -42,6 +44,16 @@ def test_scales_from_zero_out_on_a_backlog_and_back_to_zero_after_the_cooldown(
         registry=registry,
     )
     pool = supervisor.pools[FN]
+    # A sample that fails (the broker busy, a leader moving) is skipped; the supervisor carries on.
+    sample, calls = supervisor._monitor.sample, [0]
+
+    def flaky_sample() -> dict[str, GroupSample]:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KafkaError("Broker: Leader epoch is newer than broker epoch", retriable=True)
+        return sample()
+
+    supervisor._monitor.sample = flaky_sample  # type: ignore[method-assign]
     stop = threading.Event()
     thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
     thread.start()
@@ -93,5 +105,6 @@ def test_scales_from_zero_out_on_a_backlog_and_back_to_zero_after_the_cooldown(
     assert any("scale out" in d["reason"] for d in decisions), [d["reason"] for d in decisions]
     assert any("scale to zero" in d["reason"] for d in decisions), [d["reason"] for d in decisions]
     # No flapping: once at 4, the count only goes down (one scale-in path to zero).
+    assert calls[0] > 2, "the supervisor kept sampling after a failed sample"
     after_peak = desired[desired.index(4) :]
     assert after_peak == sorted(after_peak, reverse=True), desired
