@@ -80,6 +80,15 @@ def _seconds(text: str | None, *, default: float) -> float | None:
     return value if 0.1 <= value <= MAX_INVOKE_WAIT else None
 
 
+def _unreserved(events: list[CloudEvent]) -> list[CloudEvent]:
+    """`events`, unless one sets `busreplyto`: only the gateway names reply topics (bus.invoke)."""
+    for index, event in enumerate(events):
+        if REPLY_EXTENSION in event.extensions:
+            where = f"[{index}].{REPLY_EXTENSION}" if len(events) > 1 else REPLY_EXTENSION
+            raise InvalidEvent(where, "is set by the gateway for synchronous invocations; leave it out")
+    return events
+
+
 def _json(status: int, doc: Any) -> Response:
     return _Answer(status, doc)
 
@@ -238,7 +247,7 @@ class Gateway:
         if isinstance(body, Response):
             return body
         try:
-            events = from_http(headers, body)
+            events = _unreserved(from_http(headers, body))
         except InvalidEvent as exc:
             return _rejected(exc)
         if principal is not None:
@@ -307,7 +316,7 @@ class Gateway:
         if isinstance(body, Response):
             return body
         try:
-            event = invocation_event(headers, body, request.path_params["name"])
+            (event,) = _unreserved([invocation_event(headers, body, request.path_params["name"])])
         except InvalidEvent as exc:
             return _rejected(exc)
         refusal = None if principal is None else self._permit(principal, [event])

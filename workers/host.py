@@ -41,6 +41,7 @@ import orjson
 from bus.clock import now_rfc3339
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent
+from bus.invoke import REPLY_EXTENSION
 from bus.kafka_binding import from_record, record_size
 from bus.logs import configure
 from workers.handlers import Context, Handler, load_handler
@@ -309,8 +310,13 @@ class _Host:
 
     def _encode(self, event: CloudEvent, outcome: Outcome) -> bytes:
         """An outcome for the frame: the short form with the result record for a plain ok."""
-        if not self._results or outcome.kind != "ok" or outcome.emitted:
-            return encode_outcome(outcome)
+        if (
+            not self._results
+            or outcome.kind != "ok"
+            or outcome.emitted
+            or REPLY_EXTENSION in event.extensions
+        ):
+            return encode_outcome(outcome)  # the worker builds it (a caller waits for a reply: bus.invoke)
         assert outcome.value is not None
         event_key = event.partition_key
         value = None if outcome.value == b"null" else outcome.value

@@ -30,6 +30,12 @@ class Failure:
     topic: str
     partition: int
     offset: int
+    retry_after: float | None = None
+    """Seconds the handler asked to wait (`Retry`), for a synchronous caller's Retry-After."""
+
+
+CARRIED = ("busflow", "busflowrun", "busflowstep")
+"""Extensions a result or error carries on from its input: a flow's run goes on (bus.flows)."""
 
 
 def function_source(prefix: str, function: str) -> str:
@@ -62,6 +68,9 @@ def _lineage(cause: CloudEvent) -> dict[str, str | int | bool]:
     key = cause.partition_key
     if key is not None:
         extensions["partitionkey"] = key
+    for name in CARRIED:
+        if (value := cause.extensions.get(name)) is not None:
+            extensions[name] = value
     return extensions
 
 
@@ -94,6 +103,10 @@ def result_headers(*, prefix: str, function: str, cause: CloudEvent, time: str) 
     key = cause.partition_key
     if key is not None:
         headers["ce_partitionkey"] = key
+    if cause.extensions:
+        for name in CARRIED:
+            if isinstance(value := cause.extensions.get(name), str):
+                headers["ce_" + name] = value
     headers["content-type"] = "application/json"
     return headers
 
@@ -146,5 +159,6 @@ def error_event(
             "offset": failure.offset,
             "event": original,
             "event_truncated": not embed_data,
+            **({} if failure.retry_after is None else {"retry_after": failure.retry_after}),
         },
     )

@@ -487,7 +487,7 @@ class Replica:
             return
         if verdict.retrying:
             self._metrics.retries.inc(function=name)
-        else:
+        elif verdict.label == "dead_letter":
             self._metrics.dead_letters.inc(function=name, error_type=verdict.error_type)
         attempt = _attempt(item)
         log_event(

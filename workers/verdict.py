@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from bus import naming
 from bus.deadletter import dead_letter
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent, from_json_dict
+from bus.invoke import REPLY_EXTENSION
 from bus.kafka_binding import Record, record_size, to_record
 from bus.manifest import Function
 from workers.invocation import Outcome
@@ -67,6 +69,10 @@ class Verdict:
     reason: str = ""
 
 
+_INSTANCE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+"""A gateway replica's name (bus.naming.check_name): what may follow `<prefix>.replies.`."""
+
+
 class Judge:
     """Turns one function's outcomes into records; holds the function's policy and topics."""
 
@@ -79,6 +85,7 @@ class Judge:
         self._clock = clock
         self._dlq = naming.dlq_topic(prefix, function.name)
         self._ingress = naming.ingress_topic(prefix)
+        self._replies = naming.reply_topic(prefix, "")
 
     def decide(
         self,
@@ -92,6 +99,9 @@ class Judge:
     ) -> Verdict:
         """The records for `outcome` of `attempt` at `event` (`started`: when this attempt began)."""
         first_time = attempt.first_time or started
+        reply = self._reply_topic(event)
+        if reply is not None:
+            return self._answer(reply, event, attempt, outcome, started=started)
         if outcome.kind == "ok":
             try:
                 return Verdict(self._success(event, outcome), retrying=False, label="ok")
@@ -119,6 +129,63 @@ class Judge:
             outputs,
             retrying=False,
             label="dead_letter",
+            error_type=outcome.error_type,
+            reason=outcome.message,
+        )
+
+    def _reply_topic(self, event: CloudEvent) -> str | None:
+        """The reply topic of a synchronous invocation (bus.invoke); None for other events.
+
+        Only a gateway replica's reply topic of this prefix is honoured: the extension comes with
+        the event, and results must never be written to a topic a publisher chose.
+        """
+        topic = event.extensions.get(REPLY_EXTENSION)
+        if not isinstance(topic, str) or not topic.startswith(self._replies):
+            return None
+        return topic if _INSTANCE.match(topic[len(self._replies) :]) else None
+
+    def _answer(
+        self, reply: str, event: CloudEvent, attempt: Attempt, outcome: Outcome, *, started: str
+    ) -> Verdict:
+        """A synchronous invocation runs once: its result or error goes to the caller's reply topic
+        (and to the function's destinations); the caller decides about retries, so no retry and no
+        dead letter."""
+        if outcome.kind == "ok":
+            try:
+                sends = self._success(event, outcome)
+                value = orjson.loads(outcome.value) if outcome.value is not None else None
+                result = to_record(
+                    result_event(
+                        prefix=self._prefix,
+                        function=self._function.name,
+                        cause=event,
+                        value=value,
+                        time=self._clock(),
+                    )
+                )
+                check_fits(result, [], self._max_record_bytes)
+                return Verdict([*sends, Send(reply, result)], retrying=False, label="ok")
+            except (InvalidEvent, TypeError, ValueError) as exc:
+                outcome = _failed(type(exc).__name__, str(exc), cause="result")
+        failure = Failure(
+            error_type=outcome.error_type[:200],
+            message=_cut(outcome.message, MAX_MESSAGE_CHARS),
+            traceback=_cut(outcome.traceback, MAX_TRACEBACK_CHARS, keep_end=True),
+            attempts=attempt.number,
+            first_attempt_time=attempt.first_time or started,
+            last_attempt_time=started,
+            topic=attempt.topic,
+            partition=attempt.partition,
+            offset=attempt.offset,
+            retry_after=outcome.retry_after if outcome.kind == "retry" else None,
+        )
+        error = self._error_record(event, failure)
+        target = self._function.destinations.on_failure
+        outputs = [Send(reply, error)] if target is None else [Send(target, error), Send(reply, error)]
+        return Verdict(
+            outputs,
+            retrying=False,
+            label="replied_error",
             error_type=outcome.error_type,
             reason=outcome.message,
         )

@@ -186,3 +186,13 @@ def test_the_host_built_result_record_is_the_result_event_as_a_record(
     slow = to_record(result_event(prefix="bus", function="f", cause=cause, value=value, time=time))
     fast = result_record(prefix="bus", function="f", cause=cause, value=orjson.dumps(value), time=time)
     assert fast == slow
+
+
+def test_results_and_errors_carry_a_flows_run_on() -> None:
+    """busflow, busflowrun and busflowstep go from the input to its result and error (bus.flows)."""
+    flow = {"busflow": "etl", "busflowrun": "page-9", "busflowstep": "parse"}
+    cause = CloudEvent.create(id="in-1", source="s", type="t", extensions=flow)
+    made = result_event(prefix="p", function="f", cause=cause, value=1, time="2026-12-03T00:00:00Z")
+    built = result_record(prefix="p", function="f", cause=cause, value=b"1", time="2026-12-03T00:00:00Z")
+    assert from_record(built.key, built.value, built.headers) == made
+    assert {k: made.extensions[k] for k in flow} == flow

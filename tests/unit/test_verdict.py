@@ -201,3 +201,66 @@ def test_an_unreadable_event_is_retried_then_dead_lettered_without_an_error_even
     verdict = judge.unreadable(RECORD, last, RegistryError("down"), started="2026-12-03T00:00:00.000Z")
     [send] = verdict.outputs
     assert (send.topic, verdict.label) == (naming.dlq_topic(PREFIX, "f"), "dead_letter")
+
+
+# --- synchronous invocations (bus.invoke) -------------------------------------------------------
+
+SYNC = EVENT.with_extensions(busreplyto="t.replies.gw-1")
+
+
+def _sync(outcome: Outcome, event: CloudEvent = SYNC, judge: Judge | None = None) -> Verdict:
+    return (judge or _judge()).decide(
+        to_record(event), event, FIRST, outcome, started="2026-12-03T00:00:00.000Z", now_ms=NOW_MS
+    )
+
+
+def _events(verdict: Verdict) -> list[tuple[str, CloudEvent]]:
+    return [(s.topic, from_record(s.record.key, s.record.value, s.record.headers)) for s in verdict.outputs]
+
+
+def test_a_sync_result_also_goes_to_the_callers_reply_topic() -> None:
+    sent = _events(_sync(Outcome(id=1, kind="ok", value=b'{"x":2}')))
+    assert [topic for topic, _ in sent] == ["t.fn.f.results", "t.replies.gw-1"]
+    assert all(e.data == {"x": 2} and e.extensions["causationid"] == "in-1" for _, e in sent)
+
+
+def test_a_sync_result_is_replied_even_without_a_success_destination() -> None:
+    judge = _judge(destinations=Destinations(on_success=None, on_failure=None))
+    assert [t for t, _ in _events(_sync(Outcome(id=1, kind="ok", value=b"1"), judge=judge))] == [
+        "t.replies.gw-1"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error_type"),
+    [
+        (
+            Outcome(id=1, kind="failed", error_type="ValueError", message="boom", cause="exception"),
+            "ValueError",
+        ),
+        (Outcome(id=1, kind="retry", error_type="Retry", message="busy", retry_after=7.0), "Retry"),
+        (Outcome(id=1, kind="dead_letter", error_type="DeadLetter", message="no"), "DeadLetter"),
+    ],
+)
+def test_a_sync_failure_is_replied_at_once_without_retry_or_dead_letter(
+    outcome: Outcome, error_type: str
+) -> None:
+    verdict = _sync(outcome)
+    assert (verdict.retrying, verdict.label) == (False, "replied_error")
+    sent = _events(verdict)
+    assert [topic for topic, _ in sent] == ["t.fn.f.errors", "t.replies.gw-1"]
+    error = sent[1][1]
+    assert (error.type, error.data["error_type"], error.data["attempts"]) == (
+        "bus.function.error",
+        error_type,
+        1,
+    )
+    assert error.data.get("retry_after") == (7.0 if error_type == "Retry" else None)
+
+
+@pytest.mark.parametrize("topic", ["t.fn.other", "u.replies.gw-1", "t.replies.", "t.replies.a.b", 5])
+def test_a_reply_topic_other_than_a_gateways_of_this_prefix_is_ignored(topic: object) -> None:
+    event = EVENT.with_extensions(busreplyto=topic)  # type: ignore[arg-type]
+    verdict = _sync(_failed(), event=event)
+    assert verdict.retrying  # an ordinary event: retried, and nothing written to that topic
+    assert all(send.topic.startswith("t.fn.f.retry") for send in verdict.outputs)
