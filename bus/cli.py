@@ -13,7 +13,18 @@ from typing import Any
 
 import orjson
 
-from bus import cli_deploy, cli_dlq, cli_rules, cli_status, cli_ui, localkafka, manifest, naming, replay
+from bus import (
+    cli_deploy,
+    cli_dlq,
+    cli_flows,
+    cli_rules,
+    cli_status,
+    cli_ui,
+    localkafka,
+    manifest,
+    naming,
+    replay,
+)
 from bus.avro_store import TypedReader
 from bus.clock import now_rfc3339
 from bus.dashboard_server import pick_port
@@ -97,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_status.add_commands(sub)
     cli_deploy.add_commands(sub)
     cli_ui.add_commands(sub)
+    cli_flows.add_commands(sub)
     _prefix_anywhere(parser)
     return parser
 
@@ -255,6 +267,7 @@ _WITH_ENVIRON: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = 
     "status": cli_status.run,
     "deploy": cli_deploy.run,
     "ui": cli_ui.run,
+    "flows": cli_flows.run,
 }
 """Commands that read the environment themselves (local broker, manifest prefix), by name."""
 

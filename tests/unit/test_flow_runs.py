@@ -1,0 +1,66 @@
+"""A flow's runs from its steps' events (bus.flow_runs): done, running and failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from bus.events import CloudEvent
+from bus.flow_runs import runs
+from bus.manifest import parse
+
+MANIFEST = parse(
+    yaml.safe_load(
+        """
+functions: {a: {handler: 'm:f'}, b: {handler: 'm:f'}, c: {handler: 'm:f'}}
+flows:
+  f:
+    start: {type: [go]}
+    steps:
+      a: {function: a}
+      b: {function: b, after: a, when: {data: {ok: [true]}}}
+      c: {function: c, after: a}
+"""
+    )
+)
+FLOW = MANIFEST.flows[0]
+
+
+def step(
+    run: str, name: str, *, kind: str = "result", data: Any = None, time: str = "2026-12-03T00:00:01Z"
+) -> CloudEvent:
+    return CloudEvent.create(
+        id=f"{run}-{name}-{kind}",
+        source=f"bus://p/functions/{name}",
+        type=f"bus.function.{kind}",
+        time=time,
+        extensions={"busflow": "f", "busflowrun": run, "busflowstep": name},
+        data=data,
+    )
+
+
+def test_a_run_is_done_running_or_failed() -> None:
+    events = [
+        step("r1", "a", data={"ok": True}, time="2026-12-03T00:00:01Z"),
+        step("r1", "b", time="2026-12-03T00:00:02Z"),
+        step("r1", "c", time="2026-12-03T00:00:03Z"),
+        step("r2", "a", data={"ok": False}, time="2026-12-03T00:00:04Z"),
+        step("r3", "a", data={"ok": True}, time="2026-12-03T00:00:05Z"),
+        step("r3", "b", kind="error", data={"error_type": "ValueError", "message": "no", "attempts": 3}),
+        step("other", "a").with_extensions(busflow="g"),
+    ]
+    found = {run.id: run for run in runs(FLOW, events)}
+    assert sorted(found) == ["r1", "r2", "r3"]
+    assert (found["r1"].state, sorted(found["r1"].done), found["r1"].pending) == ("done", ["a", "b", "c"], [])
+    # r2's condition for b does not hold: only c is due.
+    assert (found["r2"].state, found["r2"].pending) == ("running", ["c"])
+    assert found["r3"].state == "failed"
+    assert found["r3"].failed["b"] == {
+        "error_type": "ValueError",
+        "message": "no",
+        "attempts": 3,
+        "time": "2026-12-03T00:00:01Z",
+    }
+    assert found["r3"].to_json()["pending"] == ["c"]
+    assert [run.id for run in runs(FLOW, events)] == ["r1", "r3", "r2"]  # by earliest event, then id
