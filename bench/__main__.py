@@ -22,6 +22,7 @@ from bench import (
     autoscale,
     faust_router,
     gateway,
+    invoke,
     packages,
     raw,
     router,
@@ -48,6 +49,7 @@ GROUPS = (
     "worker",
     "autoscale",
     "packages",
+    "invoke",
 )
 
 Step = tuple[str, str, Callable[[], dict[str, Measurement]]]
@@ -145,6 +147,14 @@ def _worker_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
     ]
 
 
+def _invoke_step(kafka: BenchKafka, sizes: Sizes) -> Callable[[], dict[str, Measurement]]:
+    def measure() -> dict[str, Measurement]:
+        sync, raw_trips = invoke.round_trips(kafka, sizes)
+        return {"invoke.sync": sync, "invoke.raw": raw_trips}
+
+    return measure
+
+
 def _autoscale_steps(kafka: BenchKafka, sizes: Sizes) -> list[Step]:
     """The autoscale group: backlog drain autoscaled and pinned, and the first event from zero."""
 
@@ -236,6 +246,7 @@ def _steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], groups: set
         *_worker_steps(kafka, sizes, details, warm=bool(groups & {"transactional", "router"})),
         *_autoscale_steps(kafka, sizes),
         ("packages", "packages.host", lambda: packages.host_starts(sizes.package_samples)),
+        ("invoke", "invoke.sync", _invoke_step(kafka, sizes)),
     ]
 
 

@@ -113,7 +113,7 @@ def running_platform(kafka: BenchKafka, *, timeout: float = 60.0) -> Iterator[Pl
     commands = {
         "router": [python, "-m", "bus.router", "-f", str(manifest)],
         "worker": [python, "-m", "workers", "-f", str(manifest), "--function", FUNCTION],
-        "gateway": [python, "-m", "gateway", "--port", str(port)],
+        "gateway": [python, "-m", "gateway", "--port", str(port), "-f", str(manifest)],
     }
     children: list[Child] = []
     try:

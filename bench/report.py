@@ -202,6 +202,20 @@ def _autoscale_specs() -> tuple[FigureSpec, ...]:
     return tuple(specs)
 
 
+_INVOKE = "POST /functions/{name}/invoke, one call in flight, no-op handler: HTTP answer with its result"
+_INVOKE_RAW = "one record in flight: produce to read back, in the same step as invoke.sync"
+
+
+def _invoke_specs() -> tuple[FigureSpec, ...]:
+    specs: list[FigureSpec] = []
+    for stat in ("p50", "p99"):
+        specs += [
+            FigureSpec(f"invoke.raw.{stat}", "invoke.raw", stat, f"invoke.raw.{stat}", _INVOKE_RAW),
+            FigureSpec(f"invoke.sync.{stat}", "invoke.sync", stat, f"invoke.raw.{stat}", _INVOKE),
+        ]
+    return tuple(specs)
+
+
 _HOST = "spawn of a handler host (workers.sandbox) to its handler imported, {what}"
 
 
@@ -306,6 +320,7 @@ SPECS: tuple[FigureSpec, ...] = (
     *_worker_specs(),
     *_autoscale_specs(),
     *_packages_specs(),
+    *_invoke_specs(),
 )
 
 

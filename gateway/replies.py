@@ -98,7 +98,11 @@ class ReplyInbox:
     def _run(self) -> None:
         consumer = self._consumer
         while not self._stop.is_set():
-            for message in consumer.consume(100, _POLL):
+            # consume(n, timeout) waits the whole timeout unless n records arrive: take one, then the rest.
+            messages = consumer.consume(1, _POLL)
+            if messages:
+                messages += consumer.consume(99, 0)
+            for message in messages:
                 if message.error() is None:
                     self._deliver(message)
 
