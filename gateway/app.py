@@ -237,8 +237,8 @@ class Gateway:
             self._publisher = None
         log_event(logger, "gateway_stopped")
 
-    async def post_events(self, request: Request) -> Response:
-        """`POST /events`: binary, structured or batch CloudEvents, from a permitted caller."""
+    async def _caller(self, request: Request) -> tuple[dict[str, str], Principal | None, bytes] | Response:
+        """(lower-case headers, the caller, the body), or the 401/4xx answer refusing them."""
         headers = {k.lower(): v for k, v in request.headers.items()}
         principal = self._authenticate(headers)  # before the body is read: refusing costs nothing
         if isinstance(principal, Response):
@@ -246,6 +246,14 @@ class Gateway:
         body = await self._body(request)
         if isinstance(body, Response):
             return body
+        return headers, principal, body
+
+    async def post_events(self, request: Request) -> Response:
+        """`POST /events`: binary, structured or batch CloudEvents, from a permitted caller."""
+        caller = await self._caller(request)
+        if isinstance(caller, Response):
+            return caller
+        headers, principal, body = caller
         try:
             events = _unreserved(from_http(headers, body))
         except InvalidEvent as exc:
@@ -308,13 +316,10 @@ class Gateway:
         if isinstance(asked, Response):
             return asked
         target, sync, wait = asked
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        principal = self._authenticate(headers)
-        if isinstance(principal, Response):
-            return principal
-        body = await self._body(request)
-        if isinstance(body, Response):
-            return body
+        caller = await self._caller(request)
+        if isinstance(caller, Response):
+            return caller
+        headers, principal, body = caller
         try:
             (event,) = _unreserved([invocation_event(headers, body, request.path_params["name"])])
         except InvalidEvent as exc:

@@ -110,17 +110,7 @@ class Judge:
         retriable = outcome.kind != "dead_letter" and outcome.cause not in FINAL_CAUSES
         if retriable and attempt.number < self._function.retry.attempts:
             return self._retry(record, attempt, outcome, first_time=first_time, now_ms=now_ms)
-        failure = Failure(
-            error_type=outcome.error_type[:200],
-            message=_cut(outcome.message, MAX_MESSAGE_CHARS),
-            traceback=_cut(outcome.traceback, MAX_TRACEBACK_CHARS, keep_end=True),
-            attempts=attempt.number,
-            first_attempt_time=first_time,
-            last_attempt_time=started,
-            topic=attempt.topic,
-            partition=attempt.partition,
-            offset=attempt.offset,
-        )
+        failure = _failure(outcome, attempt, first_time=first_time, started=started)
         outputs = [self._dead_letter(record, attempt, failure)]
         target = self._function.destinations.on_failure
         if target is not None:
@@ -153,32 +143,12 @@ class Judge:
         if outcome.kind == "ok":
             try:
                 sends = self._success(event, outcome)
-                value = orjson.loads(outcome.value) if outcome.value is not None else None
-                result = to_record(
-                    result_event(
-                        prefix=self._prefix,
-                        function=self._function.name,
-                        cause=event,
-                        value=value,
-                        time=self._clock(),
-                    )
-                )
+                result = self._result(event, outcome)
                 check_fits(result, [], self._max_record_bytes)
                 return Verdict([*sends, Send(reply, result)], retrying=False, label="ok")
             except (InvalidEvent, TypeError, ValueError) as exc:
                 outcome = _failed(type(exc).__name__, str(exc), cause="result")
-        failure = Failure(
-            error_type=outcome.error_type[:200],
-            message=_cut(outcome.message, MAX_MESSAGE_CHARS),
-            traceback=_cut(outcome.traceback, MAX_TRACEBACK_CHARS, keep_end=True),
-            attempts=attempt.number,
-            first_attempt_time=attempt.first_time or started,
-            last_attempt_time=started,
-            topic=attempt.topic,
-            partition=attempt.partition,
-            offset=attempt.offset,
-            retry_after=outcome.retry_after if outcome.kind == "retry" else None,
-        )
+        failure = _failure(outcome, attempt, first_time=attempt.first_time or started, started=started)
         error = self._error_record(event, failure)
         target = self._function.destinations.on_failure
         outputs = [Send(reply, error)] if target is None else [Send(target, error), Send(reply, error)]
@@ -260,20 +230,17 @@ class Judge:
             Send(self._ingress, to_record(from_json_dict(orjson.loads(raw)))) for raw in outcome.emitted
         ]
         target = self._function.destinations.on_success
-        result = None
-        if target is not None:
-            value = orjson.loads(outcome.value) if outcome.value is not None else None
-            result = to_record(
-                result_event(
-                    prefix=self._prefix,
-                    function=self._function.name,
-                    cause=event,
-                    value=value,
-                    time=self._clock(),
-                )
-            )
+        result = None if target is None else self._result(event, outcome)
         check_fits(result, [send.record for send in emitted], self._max_record_bytes)
         return emitted if target is None or result is None else [*emitted, Send(target, result)]
+
+    def _result(self, event: CloudEvent, outcome: Outcome) -> Record:
+        """The `bus.function.result` record of an ok outcome."""
+        value = orjson.loads(outcome.value) if outcome.value is not None else None
+        made = result_event(
+            prefix=self._prefix, function=self._function.name, cause=event, value=value, time=self._clock()
+        )
+        return to_record(made)
 
     def _dead_letter(self, record: Record, attempt: Attempt, failure: Failure) -> Send:
         extra = (
@@ -303,6 +270,22 @@ class Judge:
             short = dataclasses.replace(failure, message=_cut(failure.message, 1024), traceback="")
             record = to_record(build(time=self._clock(), embed_data=False, failure=short))
         return record
+
+
+def _failure(outcome: Outcome, attempt: Attempt, *, first_time: str, started: str) -> Failure:
+    """What the error record says of a failed last attempt (messages cut to fit)."""
+    return Failure(
+        error_type=outcome.error_type[:200],
+        message=_cut(outcome.message, MAX_MESSAGE_CHARS),
+        traceback=_cut(outcome.traceback, MAX_TRACEBACK_CHARS, keep_end=True),
+        attempts=attempt.number,
+        first_attempt_time=first_time,
+        last_attempt_time=started,
+        topic=attempt.topic,
+        partition=attempt.partition,
+        offset=attempt.offset,
+        retry_after=outcome.retry_after if outcome.kind == "retry" else None,
+    )
 
 
 def retry_delay(after: float | None, *, backoff: float) -> float:
