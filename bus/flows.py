@@ -110,6 +110,7 @@ def _flow(name: str, body: Any, functions: Mapping[str, Any]) -> Flow:
     if all(step.after is not None for step in steps.values()):
         raise ManifestError(f"{path}.steps", "no step runs on the start event: give one step no `after`")
     _check_acyclic(steps, path)
+    _check_targets(steps, path, functions)
     return Flow(name=name, start=dict(start), steps=steps)
 
 
@@ -165,6 +166,27 @@ def _check_acyclic(steps: Mapping[str, Step], path: str) -> None:
                 raise ManifestError(f"{path}.steps.{step.name}.after", f"steps form a cycle: {cycle}")
             seen.append(current)
             current = steps[current].after
+
+
+def _check_targets(steps: Mapping[str, Step], path: str, functions: Mapping[str, Any]) -> None:
+    """A function runs once per event: two steps after the same one cannot share a function, and a
+    step cannot follow a function whose results go nowhere."""
+    seen: dict[tuple[str | None, str], str] = {}
+    for step in steps.values():
+        where = f"{path}.steps.{step.name}.function"
+        other = seen.setdefault((step.after, step.function), step.name)
+        if other != step.name:
+            raise ManifestError(
+                where,
+                f"steps {other!r} and {step.name!r} both run {step.function!r} on the same event; merge them",
+            )
+        if step.after is not None:
+            followed = steps[step.after].function
+            if getattr(functions[followed].destinations, "on_success", "") is None:
+                raise ManifestError(
+                    f"{path}.steps.{step.name}.after",
+                    f"function {followed!r} publishes no results (destinations.on_success: none)",
+                )
 
 
 def compile_flows(flows: Sequence[Flow]) -> tuple[Rule, ...]:

@@ -76,7 +76,10 @@ class RoutingTable:
     digest: str
     """Content digest of the applied manifest ("" for a file): a record with another one is a change."""
     decisions: Decisions
-    """The rules indexed by anchor values and decided by attribute values, remembered."""
+    """The rules for ingress events (ordinary rules and flow starts), indexed by anchor values and
+    decided by attribute values, remembered."""
+    steps: Decisions
+    """The rules of flow steps that follow another step: only for records of results topics."""
     topics: Mapping[str, str]
     """Function name -> its topic."""
     reader: TypedReader
@@ -137,6 +140,7 @@ class Router:
         self._pending: tuple[int, _Tally] | None = None
         self._metrics = metrics or RouterMetrics(Registry())
         self._dlq = naming.router_dlq_topic(manifest.prefix)
+        self._ingress = naming.ingress_topic(manifest.prefix)
         self._missing: frozenset[str] = frozenset()
         self._table = self._build(manifest, version, digest, reader)
         self._routes = _routes(self._table, self._missing)
@@ -170,11 +174,14 @@ class Router:
                 resolve=False,
                 max_bytes=self._max_bytes,
             )
-        decisions = Decisions(RuleIndex(manifest.rules))
+        follow = tuple(r for r in manifest.rules if r.flow is not None and not r.flow.starts)
+        ingress = tuple(r for r in manifest.rules if r not in follow)
+        decisions = Decisions(RuleIndex(ingress))
+        steps = Decisions(RuleIndex(follow))
         topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
         self._metrics.version.set(version)
         self._metrics.rules.set(len(manifest.rules))
-        return RoutingTable(version, digest, decisions, topics, reader)
+        return RoutingTable(version, digest, decisions, steps, topics, reader)
 
     def __call__(self, batch: Sequence[InMessage]) -> list[Output]:
         """Route every record of a batch; a record that cannot be routed goes to the DLQ with the reason.
@@ -195,6 +202,7 @@ class Router:
         append = outputs.append
         tally = _Tally()
         fanned: list[Fanout] = []
+        batch = self._route_results(batch, table=table, missing=missing, outputs=outputs, tally=tally)
         for message in batch:
             headers = message.headers() or []
             # The fast path: a binary-mode record whose deciding headers were seen before gets
@@ -226,6 +234,28 @@ class Router:
         self._pending = (len(batch), tally)
         return outputs
 
+    def _route_results(
+        self,
+        batch: Sequence[InMessage],
+        *,
+        table: RoutingTable,
+        missing: frozenset[str],
+        outputs: list[Output],
+        tally: _Tally,
+    ) -> Sequence[InMessage]:
+        """Route the batch's records of results topics by the rules of flow steps only (ordinary
+        rules never see a function's results); return the ingress records left."""
+        ingress = self._ingress
+        if all(message.topic() == ingress for message in batch):
+            return batch
+        for message in batch:
+            if message.topic() != ingress:
+                headers = message.headers() or []
+                self._route(
+                    message, headers, table=table, missing=missing, outputs=outputs, tally=tally, steps=True
+                )
+        return [message for message in batch if message.topic() == ingress]
+
     def _route(
         self,
         message: InMessage,
@@ -235,11 +265,13 @@ class Router:
         missing: frozenset[str],
         outputs: list[Output],
         tally: _Tally,
+        steps: bool = False,
     ) -> None:
-        """Route one record the general way: any mode, transformers, dead letters."""
+        """Route one record the general way: any mode, transformers, dead letters. `steps`: a
+        record of a results topic, matched against the rules of flow steps only."""
         record = Record(message.key(), message.value(), tuple(headers))
         try:
-            event, binary, rules = self._match(table, record)
+            event, binary, rules = self._match(table, record, table.steps if steps else table.decisions)
         except InvalidEvent as exc:
             reason = f"not a valid CloudEvent: {exc}"
             outputs.append(self._dead_letter(message, record, "InvalidEvent", reason, tally))
@@ -281,7 +313,9 @@ class Router:
             self._metrics.dead.inc(count, error_type=error_type)
 
     @staticmethod
-    def _match(table: RoutingTable, record: Record) -> tuple[dict[str, Any], bool, list[Rule]]:
+    def _match(
+        table: RoutingTable, record: Record, decisions: Decisions
+    ) -> tuple[dict[str, Any], bool, list[Rule]]:
         """The event (JSON format), whether the record is in binary mode, and the rules it matches.
 
         The attributes come from the headers and decide most rules, remembered per attribute
@@ -292,7 +326,7 @@ class Router:
         binary = event is not None
         if event is None:  # structured mode: the value holds the whole event
             event = to_json_dict(from_record(record.key, record.value, record.headers))
-        decision = table.decisions.decide(event)
+        decision = decisions.decide(event)
         if decision.needs_value:
             content_type = event.get("datacontenttype")
             if binary and is_json_content_type(content_type):
@@ -301,7 +335,7 @@ class Router:
                     event["data"] = data
             else:  # typed (Avro) or structured: decode the whole record, reading typed data
                 event = to_json_dict(table.reader.read(from_record(record.key, record.value, record.headers)))
-        return event, binary, table.decisions.finish(event, decision)
+        return event, binary, decisions.finish(event, decision)
 
     def _output(
         self,
@@ -405,12 +439,14 @@ def serve(
     )
 
     loops: list[TransactionalLoop] = []
+    current = [manifest]  # the manifest in force, for the topics a loop started late must read
 
     def on_change(new: Applied) -> None:
         # The log's order decides: the latest record is what a router starting now would read.
         if new.digest != router.table.digest:
             changed = new.manifest(prefix=prefix)
             router.update(changed, new.version, new.digest)
+            current[0] = changed
             for loop in loops:  # flows may read other functions' results now
                 loop.subscribe(input_topics(prefix, changed))
 
@@ -429,6 +465,7 @@ def serve(
             )
         )
         loops.append(loop)
+        loop.subscribe(input_topics(prefix, current[0]))  # a change during the loop's start
         log_event(logger, "router_ready", group=group, version=version, rules=len(manifest.rules))
         loop.run(router, stop, on_commit=router.committed)
         log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
@@ -436,8 +473,8 @@ def serve(
 
 def input_topics(prefix: str, manifest: Manifest) -> list[str]:
     """What the router reads: the ingress, and the results of functions a flow step follows."""
-    results = sorted(naming.result_topic(prefix, f) for f in result_topics_read(manifest.flows))
-    return [naming.ingress_topic(prefix), *results]
+    destinations = (manifest.functions[f].destinations.on_success for f in result_topics_read(manifest.flows))
+    return [naming.ingress_topic(prefix), *sorted({topic for topic in destinations if topic is not None})]
 
 
 def _starting_rules(applied: Applied | None, file: Manifest | None, prefix: str) -> tuple[Manifest, int, str]:

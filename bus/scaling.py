@@ -32,9 +32,9 @@ compared with KEDA's Kafka scaler and the HPA in docs/decisions/autoscaling.md:
    So scale-in stops at the fewest replicas none of which would get more than `HEADROOM` of a
    replica's capacity, given the partitions' incoming rates and the range assignment (a replica
    of 3 on 4 partitions gets 2 of them). Capacity is one replica's measured rate while the group
-   was saturated (lag at every sample and the same replica count for the whole rate span; a
-   moving average). Unknown capacity sets no floor; the floor never scales out and never keeps a
-   group with no lag for `cooldown` from zero.
+   was behind (at least `lag_threshold` events waiting at every sample, the same
+   replica count for the whole rate span; a moving average). Unknown capacity sets no floor;
+   the floor never scales out and never keeps a group with no lag for `cooldown` from zero.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def decide(
     lags = {p.partition: lag_of(p) for p in observation.partitions}
     stalls, stuck = _stalls(observation, lags, state, window)
     count = _count(policy, lags, stuck, partitions_cap)
-    saturated_since, capacity = _capacity(observation, count.total, state)
+    saturated_since, capacity = _capacity(observation, count.total, state, threshold=policy.lag_threshold)
     floor = _floor(observation, capacity, count.high)
     idle_since = None if count.total else (at if state.idle_since is None else state.idle_since)
     idle_for = None if idle_since is None else at - idle_since
@@ -275,10 +275,17 @@ class _Floor:
     """`incoming 240 ev/s needs 3 at 85 ev/s per replica`."""
 
 
-def _capacity(observation: Observation, lag: int, state: ScalerState) -> tuple[float | None, float | None]:
-    """(saturated since, capacity): the per-replica rate of a group that had work all along."""
+def _capacity(
+    observation: Observation, lag: int, state: ScalerState, *, threshold: int
+) -> tuple[float | None, float | None]:
+    """(saturated since, capacity): the per-replica rate of a group that was behind all along.
+
+    Behind means at least `threshold` events waiting: a group that keeps up still
+    shows a little lag (records in flight, commits every few ms), and measuring then would take
+    the incoming rate for the capacity and hold every replica forever.
+    """
     replicas, capacity = observation.replicas, state.capacity
-    if lag == 0 or replicas == 0 or replicas != state.replicas:
+    if replicas == 0 or lag < max(1, threshold) or replicas != state.replicas:
         return None, capacity
     since = observation.at if state.saturated_since is None else state.saturated_since
     rate = observation.processed_rate

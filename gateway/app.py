@@ -22,6 +22,7 @@ from bus import naming
 from bus.auth import AuthError, ForbiddenError, JwtVerifier, Principal, authorize
 from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
 from bus.events import CloudEvent, parse_json
+from bus.flows import FLOW, FLOW_RUN, FLOW_STEP
 from bus.http_binding import from_http
 from bus.invoke import REPLY_EXTENSION, answer, invocation_event, no_reply
 from bus.kafka_binding import Record, record_size, to_record
@@ -80,12 +81,17 @@ def _seconds(text: str | None, *, default: float) -> float | None:
     return value if 0.1 <= value <= MAX_INVOKE_WAIT else None
 
 
+RESERVED_EXTENSIONS = (REPLY_EXTENSION, FLOW, FLOW_RUN, FLOW_STEP)
+"""Extensions only bus sets: a reply topic (bus.invoke) and a flow's run and step (bus.flows)."""
+
+
 def _unreserved(events: list[CloudEvent]) -> list[CloudEvent]:
-    """`events`, unless one sets `busreplyto`: only the gateway names reply topics (bus.invoke)."""
+    """`events`, unless one sets an extension only bus may set (RESERVED_EXTENSIONS)."""
     for index, event in enumerate(events):
-        if REPLY_EXTENSION in event.extensions:
-            where = f"[{index}].{REPLY_EXTENSION}" if len(events) > 1 else REPLY_EXTENSION
-            raise InvalidEvent(where, "is set by the gateway for synchronous invocations; leave it out")
+        for name in RESERVED_EXTENSIONS:
+            if name in event.extensions:
+                where = f"[{index}].{name}" if len(events) > 1 else name
+                raise InvalidEvent(where, "is set by bus itself (invocations, flows); leave it out")
     return events
 
 
@@ -312,14 +318,14 @@ class Gateway:
     async def post_invoke(self, request: Request) -> Response:
         """`POST /functions/{name}/invoke[?mode=async][&timeout=S]`: run one function on this event
         and answer with its result (bus.invoke), or 202 once the event is on Kafka with `mode=async`."""
-        asked = self._invocation(request)
-        if isinstance(asked, Response):
-            return asked
-        target, sync, wait = asked
-        caller = await self._caller(request)
+        caller = await self._caller(request)  # first: an unknown caller learns nothing of the functions
         if isinstance(caller, Response):
             return caller
         headers, principal, body = caller
+        asked = self._invocation(request, listing=self._settings.auth is None)
+        if isinstance(asked, Response):
+            return asked
+        target, sync, wait = asked
         try:
             (event,) = _unreserved([invocation_event(headers, body, request.path_params["name"])])
         except InvalidEvent as exc:
@@ -329,15 +335,16 @@ class Gateway:
             return refusal or await self._accept([event], topic=target.topic)
         return await self._call(event, target.topic, request.path_params["name"], wait)
 
-    def _invocation(self, request: Request) -> tuple[InvokeTarget, bool, float] | Response:
-        """(the function's target, synchronous?, seconds to wait), or the 404/400 refusing them."""
+    def _invocation(self, request: Request, *, listing: bool) -> tuple[InvokeTarget, bool, float] | Response:
+        """(the function's target, synchronous?, seconds to wait), or the 404/400 refusing them;
+        `listing`: a 404 names the functions there are (not when callers authenticate)."""
         name = request.path_params["name"]
         target = self._settings.functions.get(name)
         if target is None:
-            known = ", ".join(sorted(self._settings.functions)) or "none"
-            return _problem(
-                404, "unknown_function", f"no function {name!r} (functions: {known})", field="name"
+            known = (
+                f" (functions: {', '.join(sorted(self._settings.functions)) or 'none'})" if listing else ""
             )
+            return _problem(404, "unknown_function", f"no function {name!r}{known}", field="name")
         mode = request.query_params.get("mode", "sync")
         if mode not in ("sync", "async"):
             return _problem(400, "invalid_query", f"mode must be sync or async, got {mode!r}", field="mode")
@@ -367,6 +374,9 @@ class Gateway:
         replies = await self._inbox()
         if replies is None:
             return _problem(503, "not_ready", "the gateway is starting or stopping; retry")
+        if replies.waiting_for(event.id):
+            reason = f"an invocation of event {event.id!r} is already waiting here; give each call its own id"
+            return _problem(409, "duplicate_invocation", reason, field="id")
         event = event.with_extensions(**{REPLY_EXTENSION: replies.topic})
         future = replies.expect(event.id)
         published = await self._accept([event], topic=topic)

@@ -39,6 +39,7 @@ ERRORS = (
     "invalid_query",
     "function_error",
     "no_reply",
+    "duplicate_invocation",
 )
 """Every `error` code a problem response of the gateway carries. `headers_too_large`, `invalid_http`
 and a `request_timeout` for headers come from its HTTP server (`gateway/server.py`), before any route
@@ -263,6 +264,7 @@ def _invoke(max_body_bytes: int) -> dict[str, Any]:
             "401": _problem("Missing or invalid credentials (`unauthorized`)."),
             "403": _problem("These credentials may not send this event here (`forbidden`)."),
             "404": _problem("No such function (`unknown_function`)."),
+            "409": _problem("A call with this event id is waiting on this replica (`duplicate_invocation`)."),
             **_connection_refusals(body=True),
             "413": _too_large(max_body_bytes),
             "422": _problem(f"{failed}: it raised `DeadLetter`, refusing the event."),

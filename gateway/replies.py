@@ -79,6 +79,10 @@ class ReplyInbox:
         self._waiting[event_id] = future
         return future
 
+    def waiting_for(self, event_id: str) -> bool:
+        """Whether a request waits for the reply to `event_id` already."""
+        return event_id in self._waiting
+
     def forget(self, event_id: str) -> None:
         """Stop waiting for `event_id` (its event was not published)."""
         self._waiting.pop(event_id, None)

@@ -81,6 +81,8 @@ MAX_RUN = 256
 """Most records of one lane sent to the host as one run."""
 
 
+REPLY_TOPIC_TIMEOUT = 5.0
+"""Seconds to learn whether a synchronous caller's reply topic exists (once per topic)."""
 FETCH_WAIT_MS = 100
 """Longest the broker holds an empty fetch: bounds the delay of a new replica's first records."""
 
@@ -168,6 +170,8 @@ class Replica:
         self._retry_topics = [
             naming.retry_topic(prefix, function.name, level) for level in range(1, function.retry.levels + 1)
         ]
+        self._replies = naming.reply_topic(prefix, "")
+        self._reply_topics: set[str] = set()
         self._judge = Judge(
             prefix=prefix,
             function=function,
@@ -478,6 +482,7 @@ class Replica:
         self._batch.sends.extend(
             (send.topic, send.record.key, send.record.value, list(send.record.headers), send.partition)
             for send in verdict.outputs
+            if not send.topic.startswith(self._replies) or self._reply_topic_exists(send.topic)
         )
         self._batch.touched.add(key)
         progress.finish(item.offset)
@@ -501,6 +506,23 @@ class Replica:
             reason=verdict.reason[:500],
             level=logging.WARNING,
         )
+
+    def _reply_topic_exists(self, topic: str) -> bool:
+        """Whether a synchronous caller's reply topic exists: producing to a missing one would abort
+        every transaction of this replica (the reply is dropped instead: the caller times out)."""
+        if topic in self._reply_topics:
+            return True
+        try:
+            metadata = self._need(self._consumer).list_topics(topic, timeout=REPLY_TOPIC_TIMEOUT)
+            found = metadata.topics.get(topic)
+            exists = found is not None and found.error is None
+        except KafkaException:
+            exists = False
+        if exists:
+            self._reply_topics.add(topic)
+        else:
+            log_event(logger, "reply_dropped", topic=topic, reason="no such topic", level=logging.WARNING)
+        return exists
 
     # --- transactions ---------------------------------------------------------------------------
 

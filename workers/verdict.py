@@ -64,12 +64,13 @@ class Verdict:
     outputs: list[Send]
     retrying: bool
     label: str
-    """ok, retry, dead_letter or invalid: for metrics and the log line."""
+    """ok, retry, dead_letter, invalid or replied_error (a synchronous call failed, bus.invoke): for
+    metrics and the log line."""
     error_type: str = ""
     reason: str = ""
 
 
-_INSTANCE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,100}")
 """A gateway replica's name (bus.naming.check_name): what may follow `<prefix>.replies.`."""
 
 
@@ -132,7 +133,7 @@ class Judge:
         topic = event.extensions.get(REPLY_EXTENSION)
         if not isinstance(topic, str) or not topic.startswith(self._replies):
             return None
-        return topic if _INSTANCE.match(topic[len(self._replies) :]) else None
+        return topic if _INSTANCE.fullmatch(topic[len(self._replies) :]) else None
 
     def _answer(
         self, reply: str, event: CloudEvent, attempt: Attempt, outcome: Outcome, *, started: str
@@ -227,7 +228,8 @@ class Judge:
 
     def _success(self, event: CloudEvent, outcome: Outcome) -> list[Send]:
         emitted = [
-            Send(self._ingress, to_record(from_json_dict(orjson.loads(raw)))) for raw in outcome.emitted
+            Send(self._ingress, to_record(_unreplied(from_json_dict(orjson.loads(raw)))))
+            for raw in outcome.emitted
         ]
         target = self._function.destinations.on_success
         result = None if target is None else self._result(event, outcome)
@@ -270,6 +272,14 @@ class Judge:
             short = dataclasses.replace(failure, message=_cut(failure.message, 1024), traceback="")
             record = to_record(build(time=self._clock(), embed_data=False, failure=short))
         return record
+
+
+def _unreplied(event: CloudEvent) -> CloudEvent:
+    """An emitted event without `busreplyto`: a handler cannot make a worker answer a caller."""
+    if REPLY_EXTENSION not in event.extensions:
+        return event
+    extensions = {k: v for k, v in event.extensions.items() if k != REPLY_EXTENSION}
+    return dataclasses.replace(event, extensions=extensions)
 
 
 def _failure(outcome: Outcome, attempt: Attempt, *, first_time: str, started: str) -> Failure:

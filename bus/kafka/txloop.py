@@ -88,6 +88,7 @@ class TransactionalLoop:
         """True once partitions were revoked during the gathering of the batch in hand."""
         self._wanted: list[str] | None = None
         """Topics to subscribe to before the next batch (`subscribe`); None: no change."""
+        self._wanted_lock = threading.Lock()
         self.batches = 0
         self.records_in = 0
         self.records_out = 0
@@ -137,7 +138,8 @@ class TransactionalLoop:
     def subscribe(self, topics: Sequence[str]) -> None:
         """Read `topics` from the next batch on (any thread); partitions of dropped topics are
         revoked by the rebalance, after the batch in hand committed."""
-        self._wanted = list(topics)
+        with self._wanted_lock:
+            self._wanted = list(topics)
 
     def run(
         self, transform: Transform, stop: threading.Event, *, on_commit: Callable[[], None] | None = None
@@ -149,7 +151,8 @@ class TransactionalLoop:
         """
         consumer = self._require(self._consumer)
         while not stop.is_set():
-            wanted, self._wanted = self._wanted, None
+            with self._wanted_lock:
+                wanted, self._wanted = self._wanted, None
             if wanted is not None and wanted != self._topics:
                 consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke)
                 log_event(logger, "topics_subscribed", group=self._group, topics=wanted)

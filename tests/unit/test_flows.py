@@ -150,3 +150,19 @@ def test_invalid_flows_are_refused_naming_the_path(text: str, path: str, words: 
 def test_a_user_rule_cannot_take_a_steps_name() -> None:
     with pytest.raises(ManifestError, match="unique"):
         manifest("rules: [{name: flow.etl.parse, pattern: {type: [x]}, targets: [crawl]}]\n" + ETL)
+
+
+def test_two_steps_cannot_run_one_function_on_the_same_event() -> None:
+    with pytest.raises(ManifestError, match="both run 'store'") as caught:
+        manifest(flow("p: {function: parse}, q: {function: store, after: p}, r: {function: store, after: p}"))
+    assert caught.value.path == "flows.etl.steps.r.function"
+
+
+def test_a_step_cannot_follow_a_function_without_results() -> None:
+    text = (
+        "functions: {a: {handler: 'm:f', destinations: {on_success: none}}, b: {handler: 'm:f'}}\n"
+        "flows: {f: {start: {type: [x]}, steps: {p: {function: a}, q: {function: b, after: p}}}}"
+    )
+    with pytest.raises(ManifestError, match="publishes no results") as caught:
+        parse(yaml.safe_load(text))
+    assert caught.value.path == "flows.f.steps.q.after"

@@ -370,3 +370,44 @@ def test_remembered_routes_give_what_routing_each_record_in_full_gives(
                 tally=_Tally(),
             )
         assert router(messages) == expected
+
+
+@dataclass
+class ResultMessage(Message):
+    """A record of a function's results topic (the router reads those a flow step follows)."""
+
+    def topic(self) -> str:
+        return "p.fn.a.results"
+
+
+def test_results_are_routed_by_flow_steps_only_and_ingress_never_by_them() -> None:
+    """A catch-all rule and a flow start see ingress events only; a function's result reaches
+    only the step that follows it (no loop back to the start, no ordinary rule)."""
+    flows = parse(
+        {
+            "prefix": "p",
+            "functions": {name: {"handler": "h:f"} for name in ("a", "b", "c")},
+            "rules": [{"name": "audit", "pattern": {"source": [{"prefix": ""}]}, "targets": ["c"]}],
+            "flows": {
+                "f": {
+                    "start": {"data": {"url": [{"exists": True}]}},
+                    "steps": {"one": {"function": "a"}, "two": {"function": "b", "after": "one"}},
+                }
+            },
+        }
+    )
+    router = Router(flows)
+    start = CloudEvent.create(id="s1", source="x", type="go", data={"url": "u"})
+    assert sorted(out.topic for out in router([message(start)])) == ["p.fn.a", "p.fn.c"]
+    result = CloudEvent.create(
+        id="r1",
+        source="bus://p/functions/a",
+        type="bus.function.result",
+        extensions={"busflow": "f", "busflowstep": "one", "busflowrun": "s1"},
+        data={"url": "still here"},
+    )
+    record = to_record(result)
+    outputs = router([ResultMessage(record.value, list(record.headers), record.key)])
+    assert [out.topic for out in outputs] == ["p.fn.b"]
+    sent = from_record(outputs[0].record.key, outputs[0].record.value, outputs[0].record.headers)
+    assert (sent.extensions["busflowstep"], sent.extensions["busflowrun"]) == ("two", "s1")

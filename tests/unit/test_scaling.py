@@ -422,3 +422,26 @@ def test_a_hot_partition_is_given_a_replica_of_its_own() -> None:
     decisions = run(STEADY, samples)
     assert decisions[-1].inputs["capacity"] == pytest.approx(190)
     assert decisions[-1].desired == 2
+
+
+def test_a_group_that_keeps_up_with_a_little_lag_is_not_measured_and_scales_in() -> None:
+    """After a burst measured at 500 ev/s per replica, 80 ev/s with 1 event waiting per partition
+    (records in flight) is not saturation: the floor stays ceil(80 / 500) = 1, so 8 scale in."""
+    policy = Scaling(min=1, max=8, lag_threshold=100, stabilization=30.0)
+    parts = 8
+
+    def sample(at: float, lag: int, incoming: float, processed: float) -> Observation:
+        return Observation(
+            at=at,
+            replicas=8,
+            partitions=tuple(part(i, lag // parts) for i in range(parts)),
+            incoming_rate=incoming,
+            processed_rate=processed,
+        )
+
+    burst = [sample(t, 8000, 4000, 4000) for t in range(7)]
+    trickle = [sample(t, parts, 80, 80) for t in range(7, 120)]
+    decisions = run(policy, burst + trickle)
+    assert decisions[6].inputs["capacity"] == pytest.approx(500)
+    assert decisions[-1].inputs["capacity"] == pytest.approx(500)
+    assert decisions[-1].desired == 1, decisions[-1].reason

@@ -258,9 +258,21 @@ def test_a_sync_failure_is_replied_at_once_without_retry_or_dead_letter(
     assert error.data.get("retry_after") == (7.0 if error_type == "Retry" else None)
 
 
-@pytest.mark.parametrize("topic", ["t.fn.other", "u.replies.gw-1", "t.replies.", "t.replies.a.b", 5])
+@pytest.mark.parametrize(
+    "topic", ["t.fn.other", "u.replies.gw-1", "t.replies.", "t.replies.a.b", "t.replies.gw\n", 5]
+)
 def test_a_reply_topic_other_than_a_gateways_of_this_prefix_is_ignored(topic: object) -> None:
     event = EVENT.with_extensions(busreplyto=topic)  # type: ignore[arg-type]
     verdict = _sync(_failed(), event=event)
     assert verdict.retrying  # an ordinary event: retried, and nothing written to that topic
     assert all(send.topic.startswith("t.fn.f.retry") for send in verdict.outputs)
+
+
+def test_an_emitted_event_cannot_carry_a_reply_topic() -> None:
+    """A handler emitting `busreplyto` must not make the next worker answer some caller."""
+    emitted = CloudEvent.create(
+        id="e-1", source="bus://t/functions/f", type="next", extensions={"busreplyto": "t.replies.gw-1"}
+    )
+    outcome = Outcome(id=1, kind="ok", value=b"null", emitted=(orjson.dumps(to_json_dict(emitted)),))
+    [send, _] = _decide(outcome).outputs
+    assert "busreplyto" not in from_record(send.record.key, send.record.value, send.record.headers).extensions
