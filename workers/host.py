@@ -155,6 +155,7 @@ def decode_outcomes(payload: bytes) -> list[Finished]:
             finished.append(Outcome(id=fields[0], kind="skipped"))
         else:
             (id, kind, value, emitted, error_type, message, trace, retry_after, cause, duration) = fields
+            _check_long_form(fields)
             finished.append(
                 Outcome(
                     id=id,
@@ -170,6 +171,26 @@ def decode_outcomes(payload: bytes) -> list[Finished]:
                 )
             )
     return finished
+
+
+_KINDS = frozenset({"ok", "failed", "retry", "dead_letter", "invalid", "skipped"})
+
+
+def _check_long_form(fields: list[Any]) -> None:
+    """ValueError unless every field of a long-form outcome has its type: the host is not trusted."""
+    (id, kind, value, emitted, error_type, message, trace, retry_after, cause, duration) = fields
+    texts = (error_type, message, trace, cause)
+    if (
+        type(id) is not int
+        or kind not in _KINDS
+        or (value is not None and type(value) is not str)
+        or type(emitted) is not list
+        or any(type(text) is not str for text in emitted)
+        or any(type(text) is not str for text in texts)
+        or (retry_after is not None and type(retry_after) not in (int, float))
+        or type(duration) not in (int, float)
+    ):
+        raise ValueError(f"malformed outcome {fields!r:.200}")
 
 
 def _is_record(record: Any) -> bool:

@@ -587,7 +587,7 @@ class Sandbox:
         while (payload := read_frame(host.reader)) is not None:
             try:
                 outcomes = decode_outcomes(payload)
-            except (ValueError, TypeError) as exc:  # a host that garbles its frames is broken
+            except Exception as exc:  # a host that garbles its frames is broken (it is not trusted)
                 log_event(
                     logger,
                     "host_protocol_error",

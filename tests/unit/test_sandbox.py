@@ -706,3 +706,21 @@ def test_results_come_back_as_records_built_by_the_host(start: Start) -> None:
     )
     assert headers["ce_source"] == "bus://bus/functions/fn"
     assert duration >= 0
+
+
+LONG = [1, "failed", None, [], "ValueError", "boom", "", None, "exception", 0.5]
+
+
+@pytest.mark.parametrize(
+    ("index", "bad"),
+    [(0, [1]), (0, "1"), (1, "evil"), (2, 1), (3, [1]), (3, "x"), (4, None), (7, "soon"), (9, None)],
+)
+def test_a_malformed_long_form_outcome_is_refused(index: int, bad: object) -> None:
+    """The host is not trusted: every field of a long-form outcome is checked (ValueError)."""
+    fields = list(LONG)
+    fields[index] = bad
+    with pytest.raises(ValueError, match="malformed outcome"):
+        decode_outcomes(orjson.dumps([fields]))
+    (good,) = decode_outcomes(orjson.dumps([LONG]))
+    assert isinstance(good, Outcome)
+    assert good.error_type == "ValueError"
