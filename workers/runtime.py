@@ -438,11 +438,15 @@ class Replica:
             name = self._function.name
             self._metrics.duration.observe_many(durations, function=name)
             self._metrics.invocations.inc(len(durations), outcome="ok", function=name)
-            count = len(durations)
-            mean = sum(durations) / count
-            # Runs last about RUN_SECONDS: long enough to share their costs, short enough for a drain.
-            self._mean_duration += (mean - self._mean_duration) * min(1.0, count / 64)
-            self._run_length = max(1, min(MAX_RUN, int(RUN_SECONDS / max(self._mean_duration, 1e-6))))
+            self._learn(durations)
+
+    def _learn(self, durations: list[float]) -> None:
+        """Follow the handler's duration (every outcome's, failures too): runs last about
+        RUN_SECONDS, long enough to share their costs, short enough for a drain."""
+        count = len(durations)
+        mean = sum(durations) / count
+        self._mean_duration += (mean - self._mean_duration) * min(1.0, count / 64)
+        self._run_length = max(1, min(MAX_RUN, int(RUN_SECONDS / max(self._mean_duration, 1e-6))))
 
     def _finish_abandoned(self, id: int) -> None:
         if (abandoned := self._abandoned.pop(id, None)) is not None:
@@ -461,6 +465,7 @@ class Replica:
             skipped.append(item)  # back to its lane, in order (a run's skips arrive together)
             return
         self._metrics.duration.observe(outcome.duration, function=self._function.name)
+        self._learn([outcome.duration])  # a slow failure shortens the runs as a slow success does
         record, attempt = _record(item), _attempt(item)
         if outcome.kind == "invalid":
             self._apply(item, self._judge.invalid(record, attempt, outcome.message))
