@@ -83,7 +83,10 @@ and recurses deeper crashes its host (SIGSEGV), which is charged to it like any 
 SPARE_THREADS = 8
 """Threads beyond the handler pool whose stacks the data limit leaves room for (loop, user threads)."""
 FLUSH_AFTER = 0.001
-"""Seconds an outcome may wait to share a write with later ones while the host has more to run.
+"""Seconds an outcome may wait to share a write with later ones while the host has more to run
+(a handler thread writes what is held once it is this old, when its invocation ends)."""
+FLUSH_LATEST = 0.005
+"""Seconds an outcome waits at most: the flush thread writes it when handlers run long.
 
 The sandbox starts an invocation's clock when the outcome before it in its run arrives, so this
 is also how early (at most) a timeout can be counted; it is far inside `TIMEOUT_GRACE`."""
@@ -414,22 +417,27 @@ class _Host:
         with self._lock:
             self._outbox.extend(encoded)
             if not urgent and len(self._outbox) < FLUSH_COUNT:
-                if not self._held_since:
+                held_since = self._held_since
+                if not held_since:
                     self._held_since = time.monotonic()
                     self._held.notify()
-                return
+                    return
+                if time.monotonic() - held_since < FLUSH_AFTER:
+                    return
         self._flush_sync()
 
     def _flusher(self) -> None:
-        """Write held outcomes once the oldest has waited FLUSH_AFTER."""
+        """Write held outcomes once the oldest has waited FLUSH_LATEST (handlers running long)."""
         while True:
             with self._lock:
                 while not self._held_since:
                     self._held.wait()
-                wait = self._held_since + FLUSH_AFTER - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self._flush_sync()
+                held_since = self._held_since
+            time.sleep(max(0.0, held_since + FLUSH_LATEST - time.monotonic()))
+            with self._lock:
+                due = self._held_since == held_since  # else written meanwhile, and held anew
+            if due:
+                self._flush_sync()
 
     def _flush_sync(self) -> None:
         try:

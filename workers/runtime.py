@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,8 @@ OUTCOME_WAIT = 0.005
 """Longest wait for an outcome while invocations are in flight (new records wait at most this)."""
 IDLE_POLL = 0.1
 """Longest wait for a record while nothing is in flight."""
+COMMIT_WAIT = 0.002
+"""Longest wait for a record while a transaction is in flight and the next batch waits for it."""
 RUN_SECONDS = 0.05
 """About how long a run of one lane's records should take the handler (from its mean duration):
 long enough to share the per-run costs, short enough to drain quickly on a revocation."""
@@ -198,6 +201,9 @@ class Replica:
         self._paused: set[tuple[str, int]] = set()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._committer: ThreadPoolExecutor | None = None
+        self._committing: Future[None] | None = None
+        """The transaction in flight on the committer thread, while the loop goes on."""
         self.records_in = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -225,11 +231,15 @@ class Replica:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        # One thread runs each transaction while the loop keeps the host busy; the next batch
+        # collects meanwhile and starts when it ends (transactions never overlap).
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"bus-commit-{self._function.name}")
         try:
             while not stop.is_set():
                 self._turn()
             self._drain(self._all_partitions())
         finally:
+            self._committer.shutdown(wait=True)
             self._consumer.close()
             self._producer.flush(5.0)
             log_event(logger, "worker_stopped", function=self._function.name, records_in=self.records_in)
@@ -260,7 +270,7 @@ class Replica:
         if due is not None:
             wait = min(wait, max(0.0, due - time.monotonic()))
         if self._batch.sends or self._batch.touched:
-            wait = 0.0
+            wait = COMMIT_WAIT if self._committing is not None else 0.0
         return wait
 
     def _take_outcomes(self) -> list[list[Finished]]:
@@ -532,49 +542,88 @@ class Replica:
     # --- transactions ---------------------------------------------------------------------------
 
     def _maybe_commit(self) -> None:
+        if self._committing is not None:
+            if not self._committing.done():
+                return
+            self._settle_commit()
         batch = self._batch
         if not batch.sends and not batch.touched:
             return
         quiet = not self._running
         if quiet or len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
-            self._commit()
+            prepared = self._prepare_commit()
+            if prepared is not None:
+                committer = self._need_committer()
+                self._committing = committer.submit(self._transact, *prepared)
 
     def _commit(self) -> bool:
-        """Produce the batch's records and commit its offsets in one transaction; False if aborted."""
+        """Produce the batch's records and commit its offsets in one transaction, now; False if aborted.
+
+        Waits for a transaction in flight first (and settles it: it may have aborted).
+        """
+        if self._committing is not None and not self._settle_commit():
+            return False
+        prepared = self._prepare_commit()
+        if prepared is None:
+            return not self._broken
+        try:
+            self._transact(*prepared)
+        except KafkaException as exc:
+            return self._failed_commit(exc)
+        return True
+
+    def _prepare_commit(self) -> tuple[list[_Send], list[TopicPartition], Any] | None:
+        """Take the batch: its records, and its partitions' offsets and metadata as of now."""
         batch, self._batch = self._batch, _Batch()
         if self._broken or (not batch.sends and not batch.touched):
-            return not self._broken
-        producer = self._need(self._producer)
-        consumer = self._need(self._consumer)
+            return None
         offsets = [
             TopicPartition(topic, partition, progress.committable, metadata=progress.metadata())
             for topic, partition in batch.touched
             if (progress := self._progress.get((topic, partition))) is not None
         ]
+        metadata = self._need(self._consumer).consumer_group_metadata() if offsets else None
+        return batch.sends, offsets, metadata
+
+    def _transact(self, sends: list[_Send], offsets: list[TopicPartition], group: Any) -> None:
+        """One transaction: the records and the offsets (on the committer thread, or the loop's)."""
+        producer = self._need(self._producer)
+        producer.begin_transaction()
+        _produce_all(producer, sends)
+        if offsets:
+            retrying(lambda: producer.send_offsets_to_transaction(offsets, group, 30.0))
+        retrying(lambda: producer.commit_transaction(30.0))
+
+    def _settle_commit(self) -> bool:
+        """Wait for the transaction in flight and act on how it ended; False if it aborted."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return True
         try:
-            producer.begin_transaction()
-            _produce_all(producer, batch.sends)
-            if offsets:
-                metadata = consumer.consumer_group_metadata()
-                retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30.0))
-            retrying(lambda: producer.commit_transaction(30.0))
+            committing.result()
         except KafkaException as exc:
-            error: ClientError = exc.args[0]
-            if not error.txn_requires_abort():
-                self._broken = True
-                raise KafkaError(f"transaction failed for {self._group!r}: {error.str()}") from exc
-            log_event(
-                logger, "transaction_aborted", group=self._group, reason=error.str(), level=logging.WARNING
-            )
-            try:
-                producer.abort_transaction(30.0)
-            except KafkaException as abort_exc:
-                raise KafkaError(
-                    f"cannot abort the transaction of {self._group!r}: {abort_exc.args[0].str()}"
-                ) from abort_exc
-            self._restart_from_committed()
-            return False
+            return self._failed_commit(exc)
         return True
+
+    def _failed_commit(self, exc: KafkaException) -> bool:
+        error: ClientError = exc.args[0]
+        if not error.txn_requires_abort():
+            self._broken = True
+            raise KafkaError(f"transaction failed for {self._group!r}: {error.str()}") from exc
+        log_event(logger, "transaction_aborted", group=self._group, reason=error.str(), level=logging.WARNING)
+        try:
+            self._need(self._producer).abort_transaction(30.0)
+        except KafkaException as abort_exc:
+            raise KafkaError(
+                f"cannot abort the transaction of {self._group!r}: {abort_exc.args[0].str()}"
+            ) from abort_exc
+        self._restart_from_committed()
+        return False
+
+    def _need_committer(self) -> ThreadPoolExecutor:
+        if self._committer is None:
+            raise RuntimeError("Replica used before run()")
+        return self._committer
 
     def _restart_from_committed(self) -> None:
         """After an aborted transaction: forget everything uncommitted and read again from the commits."""
@@ -587,6 +636,7 @@ class Replica:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log_event(logger, "partitions_assigned", group=self._group, partitions=_names(partitions))
+        self._settle_commit()  # the committed offsets read next must include it
         self._load(partitions, seek=False)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -598,6 +648,8 @@ class Replica:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another replica owns them already (this one was too slow): committing now would be fenced.
+        # A transaction in flight ends first (committed, or fenced and aborted: then forgotten too).
+        self._settle_commit()
         self._forget(partitions)
         log_event(
             logger, "partitions_lost", group=self._group, partitions=_names(partitions), level=logging.WARNING
