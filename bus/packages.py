@@ -11,19 +11,21 @@ functions:
 `bus apply` (and `bus up`, which applies) builds each packaged function's environment before
 storing the manifest, so a broken requirements file fails there with pip's reason, not at the
 first event. The environment lives in `$BUS_HOME/envs/<key>`, where the key hashes the
-requirements file, the platform's interpreter and this module's layout version: functions with
-the same requirements share one, and a changed file gets a new one. Only the handler host runs
+requirements file, the package folder's path, the platform's interpreter and this module's
+layout version: a changed file gets a new environment. Only the handler host runs
 in it (`workers.sandbox`, whose `python` is the environment's); the worker replica, which talks
 to Kafka, stays on the platform's interpreter. The environment sees the platform's packages
 after its own (a `.pth` file adds the platform's site-packages last), so the host's own code
 imports, and the function's pinned versions win for the function.
 
-A build goes to a temporary folder renamed into place when complete: a crash mid-build leaves
-no half environment, and two builders of one key race harmlessly (the loser's copy is removed).
+One builder per key at a time (a lock file beside it); the others wait and use its work. A
+build is complete only once its marker file is written last: a build that died half-way is
+removed and redone by the next builder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -32,7 +34,6 @@ import site
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -147,23 +148,24 @@ def ensure(folder: Path, home: Path, *, where: str) -> Environment:
     """The environment for `folder`'s requirements.txt: cached, or built now."""
     began = time.monotonic()
     requirements = (folder / REQUIREMENTS).read_bytes()
-    key = environment_key(requirements)
+    # The folder too: a requirements file may name local paths (`.`, `./wheels/x.whl`).
+    key = environment_key(requirements + b"\0" + str(folder.resolve()).encode())
     path = home / key
     python = path / "bin" / "python"
     if (path / _COMPLETE).is_file():
         return Environment(path, python, built=False, seconds=time.monotonic() - began)
     home.mkdir(parents=True, exist_ok=True)
-    log_event(logger, "environment_building", folder=str(folder), key=key)
-    staging = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=home))
-    try:
-        _build(staging, folder, where=where)
+    with (home / f"{key}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; the others wait and use its work
+        if (path / _COMPLETE).is_file():
+            return Environment(path, python, built=False, seconds=time.monotonic() - began)
+        log_event(logger, "environment_building", folder=str(folder), key=key)
+        shutil.rmtree(path, ignore_errors=True)  # a build that died half-way
         try:
-            staging.rename(path)
-        except OSError:  # another builder finished first: use theirs
-            if not (path / _COMPLETE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            _build(path, folder, where=where)  # in place: scripts' shebangs name where it stays
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
     seconds = time.monotonic() - began
     log_event(logger, "environment_built", folder=str(folder), key=key, seconds=round(seconds, 2))
     return Environment(path, python, built=True, seconds=seconds)
@@ -191,12 +193,16 @@ def _build(path: Path, folder: Path, *, where: str) -> None:
         where=where,
         what=f"pip install -r {REQUIREMENTS}",
     )
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    try:
+        purelib = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ManifestError(where, f"the new environment's interpreter does not run: {exc}") from exc
     platform = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
     lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys(platform))
     Path(purelib, "zz-bus-platform.pth").write_text(lines)

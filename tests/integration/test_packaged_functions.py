@@ -65,7 +65,7 @@ def test_a_packaged_function_imports_a_dependency_its_neighbour_does_not_have(
     first_apply = time.monotonic() - began
     cached = prepare(read(path), envs)["packaged"]
     assert not cached.built, cached
-    assert [p.name for p in envs.iterdir()] == [cached.path.name]  # no build leftovers
+    assert sorted(p.name for p in envs.iterdir()) == [cached.path.name, f"{cached.path.name}.lock"]
 
     results = {}
     workers = [
@@ -111,7 +111,8 @@ def test_a_broken_requirements_file_fails_apply_with_pips_reason_and_stores_noth
         caught.value
     )
     assert read_applied(kafka.settings(prefix), prefix)[0] is None
-    assert list((tmp_path / "envs").iterdir()) == []  # the half-built environment is gone
+    # The half-built environment is gone; only the builders' lock file stays.
+    assert [p.suffix for p in (tmp_path / "envs").iterdir()] == [".lock"]
     # The CLI says the same and exits non-zero.
     done = subprocess.run(
         [sys.executable, "-m", "bus", "apply", "-f", str(path)],

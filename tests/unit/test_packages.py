@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bench.packages import WHEEL, write_wheel
 from bus.errors import ManifestError
 from bus.manifest import Manifest, parse
-from bus.packages import environment_key, handler_dir, pip_reason, prepare
+from bus.packages import ensure, environment_key, handler_dir, pip_reason, prepare
 
 
 def test_the_key_follows_the_requirements_and_the_interpreter() -> None:
@@ -70,3 +73,25 @@ def test_a_package_without_requirements_needs_no_environment(tmp_path: Path) -> 
     parsed = manifest(tmp_path, "functions: {f: {handler: 'mod:h', package: pkg}}")
     assert prepare(parsed, tmp_path / "envs") == {}
     assert not (tmp_path / "envs").exists()
+
+
+def test_a_build_that_died_half_way_is_redone_and_scripts_name_the_final_place(tmp_path: Path) -> None:
+    """No marker: the folder is removed and built again; the interpreter runs the dependency."""
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    write_wheel(folder)
+    (folder / "requirements.txt").write_text(f"--no-index\n./{WHEEL}\n")
+    envs = tmp_path / "envs"
+    first = ensure(folder, envs, where="functions.f.package")
+    shutil.rmtree(first.path / "bin")  # as if the builder died: no marker, half a venv
+    (first.path / "bus-env.complete").unlink()
+    again = ensure(folder, envs, where="functions.f.package")
+    assert (again.built, again.path) == (True, first.path)
+    done = subprocess.run(
+        [str(again.python), "-c", "import sys, tinydep; print(sys.prefix, tinydep.GREETING)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == [str(again.path), "hello", "from", "tinydep"]
+    assert ensure(folder, envs, where="functions.f.package").built is False
