@@ -10,6 +10,7 @@ out the last JSON and the page (`bus.dashboard_page`): it never touches Kafka.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ from bus.metrics import Registry
 from bus.settings import KafkaSettings
 from bus.status import SCALING_DECISION, ScalingDecision
 
-__all__ = ["DEFAULT_PORT", "Dashboard", "DecisionFeed", "pick_port"]
+__all__ = ["DEFAULT_PORT", "Dashboard", "DecisionFeed", "local_host", "pick_port"]
 
 logger = logging.getLogger("bus.dashboard")
 
@@ -151,6 +152,21 @@ def _decision(message: Any) -> ScalingDecision | None:
     return ScalingDecision.from_data(event.data) if event.type == SCALING_DECISION else None
 
 
+def local_host(header: str) -> bool:
+    """Whether a Host header names this machine's loopback (`localhost`, 127.x, ::1), any port."""
+    name = header.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class Dashboard:
     """The dashboard of `manifest`'s functions at `url` while the `with` block runs.
 
@@ -186,6 +202,10 @@ class Dashboard:
                 f"the dashboard cannot listen on {where} ({exc.strerror}): choose another port"
             ) from exc
         self._server.daemon_threads = True
+        bound = self._server.server_address[0]
+        self._loopback = ipaddress.ip_address(
+            bound if isinstance(bound, str) else bytes(bound).decode()
+        ).is_loopback
         self._threads: list[threading.Thread] = []
 
     @property
@@ -274,6 +294,10 @@ class Dashboard:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if dashboard._loopback and not local_host(self.headers.get("Host", "")):
+                    # A page on another origin whose name resolves here (DNS rebinding) must not read it.
+                    self.send_error(403, "the dashboard answers to localhost names only")
+                    return
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     self._send(page, "text/html; charset=utf-8")

@@ -314,6 +314,9 @@ class Supervisor:
                     reason=decision.reason,
                 )
             pool.scale_to(decision.desired)
+        # Every function is scaled before any replica is scraped: a slow scrape delays no decision.
+        for name, decision in decisions.items():
+            pool, sample = self._pools[name], samples[name]
             p99 = self._p99(name, pool, sample.at)
             self._metrics.observe(name, sample, decision, pool.actual, p99)
             self._publish(name, decision, pool.actual, sample.wall, p99)

@@ -12,7 +12,7 @@ import pytest
 import bus.dashboard
 from bus.dashboard import Board, Decisions, History, Point, epoch
 from bus.dashboard_page import COLORS, PAGE
-from bus.dashboard_server import DEFAULT_PORT, Dashboard, pick_port
+from bus.dashboard_server import DEFAULT_PORT, Dashboard, local_host, pick_port
 from bus.errors import BusError
 from bus.manifest import parse
 from bus.settings import KafkaSettings
@@ -259,3 +259,22 @@ def test_the_default_port_is_used_when_free_else_any() -> None:
             taken.bind(("127.0.0.1", DEFAULT_PORT))
             taken.listen()
             assert pick_port(None) == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("127.0.0.1:8089", True),
+        ("localhost:8089", True),
+        ("LOCALHOST", True),
+        ("[::1]:8089", True),
+        ("127.0.0.2", True),
+        ("evil.example:8089", False),
+        ("192.168.1.5:8089", False),
+        ("", False),
+        ("[::1", False),
+    ],
+)
+def test_only_localhost_names_reach_a_loopback_dashboard(host: str, local: bool) -> None:
+    """A page whose name was rebound to 127.0.0.1 sends its own Host: refused (DNS rebinding)."""
+    assert local_host(host) is local
