@@ -515,12 +515,20 @@ class Replica:
         batch = self._batch
         if not batch.sends and not batch.touched:
             return
-        quiet = not self._running
-        if quiet or len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
-            prepared = self._prepare_commit()
-            if prepared is not None:
-                committer = self._need_committer()
-                self._committing = committer.submit(self._transact, *prepared)
+        if not self._running and not self._lanes.waiting():
+            self._commit()  # idle: nothing to overlap with, so at once, on this thread (latency)
+            return
+        if not self._running:
+            self._start_commit()  # what is waiting cannot start yet (a key behind its retry)
+            return
+        if len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
+            self._start_commit()
+
+    def _start_commit(self) -> None:
+        """Hand the batch's transaction to the committer thread (none may be in flight)."""
+        prepared = self._prepare_commit()
+        if prepared is not None:
+            self._committing = self._need_committer().submit(self._transact, *prepared)
 
     def _commit(self) -> bool:
         """Produce the batch's records and commit its offsets in one transaction, now; False if aborted.
