@@ -465,8 +465,11 @@ class Replica:
             self._apply(item, self._judge.invalid(record, attempt, outcome.message))
             return
         if event is None:
-            # The host read this record as an event already; reading it again here cannot fail.
-            event = from_record(record.key, record.value, record.headers)
+            try:
+                event = from_record(record.key, record.value, record.headers)
+            except InvalidEvent as exc:  # not read by a host (none could start), and not an event
+                self._apply(item, self._judge.invalid(record, attempt, str(exc)))
+                return
         now_ms = int(time.time() * 1000)
         self._apply(item, self._judge.decide(record, event, attempt, outcome, started=started, now_ms=now_ms))
 
