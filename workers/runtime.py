@@ -481,8 +481,11 @@ class Replica:
             self._apply(item, self._judge.invalid(record, attempt, outcome.message))
             return
         if event is None:
-            # The host read this record as an event already; reading it again here cannot fail.
-            event = from_record(record.key, record.value, record.headers)
+            try:
+                event = from_record(record.key, record.value, record.headers)
+            except InvalidEvent as exc:  # not read by a host (none could start), and not an event
+                self._apply(item, self._judge.invalid(record, attempt, str(exc)))
+                return
         now_ms = int(time.time() * 1000)
         self._apply(item, self._judge.decide(record, event, attempt, outcome, started=started, now_ms=now_ms))
 
@@ -549,12 +552,20 @@ class Replica:
         batch = self._batch
         if not batch.sends and not batch.touched:
             return
-        quiet = not self._running
-        if quiet or len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
-            prepared = self._prepare_commit()
-            if prepared is not None:
-                committer = self._need_committer()
-                self._committing = committer.submit(self._transact, *prepared)
+        if not self._running and not self._lanes.waiting():
+            self._commit()  # idle: nothing to overlap with, so at once, on this thread (latency)
+            return
+        if not self._running:
+            self._start_commit()  # what is waiting cannot start yet (a key behind its retry)
+            return
+        if len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
+            self._start_commit()
+
+    def _start_commit(self) -> None:
+        """Hand the batch's transaction to the committer thread (none may be in flight)."""
+        prepared = self._prepare_commit()
+        if prepared is not None:
+            self._committing = self._need_committer().submit(self._transact, *prepared)
 
     def _commit(self) -> bool:
         """Produce the batch's records and commit its offsets in one transaction, now; False if aborted.

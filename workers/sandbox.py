@@ -567,21 +567,24 @@ class Sandbox:
 
     def _fail_waiting(self, message: str) -> None:
         """Fail every invocation waiting for a host, so its record is retried, not held forever."""
+        outcomes: list[Finished] = []
         with self._lock:
             if self._stop.is_set():
                 return
-            waiting = [call for run in self._pending for call in run.calls]
+            for run in self._pending:
+                # As if a host had run them: a run that stops on failure skips the rest.
+                count = 1 if run.stop_on_failure else len(run.calls)
+                outcomes += [
+                    failed(call[0], error_type="HostStartFailed", message=message, cause="crash")
+                    for call in run.calls[:count]
+                ]
+                outcomes += [Outcome(id=call[0], kind="skipped") for call in run.calls[count:]]
+                for call in run.calls:
+                    self._outstanding.discard(call[0])
             self._pending.clear()
-            for call in waiting:
-                self._outstanding.discard(call[0])
             if not self._outstanding:
                 self._drained.notify_all()
-        self._deliver(
-            [
-                failed(call[0], error_type="HostStartFailed", message=message, cause="crash")
-                for call in waiting
-            ]
-        )
+        self._deliver(outcomes)
 
     def _read_outcomes(self, host: _Process) -> None:
         while (payload := read_frame(host.reader)) is not None:
