@@ -798,7 +798,8 @@ def _is_avro(headers: Headers) -> bool:
     """Whether a binary-mode record's content type is Avro (content-type comes last, as bus writes)."""
     for name, value in reversed(headers):
         if name == "content-type":
-            return value[:16].lower() == b"application/avro"
+            # As bus.avro_codec.is_avro reads it: parameters and spaces aside, any case.
+            return bool(value) and value.split(b";", 1)[0].strip().lower() == b"application/avro"
     return False
 
 
