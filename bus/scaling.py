@@ -32,8 +32,9 @@ compared with KEDA's Kafka scaler and the HPA in docs/decisions/autoscaling.md:
    So scale-in stops at the fewest replicas none of which would get more than `HEADROOM` of a
    replica's capacity, given the partitions' incoming rates and the range assignment (a replica
    of 3 on 4 partitions gets 2 of them). Capacity is one replica's measured rate while the group
-   was behind (at least `lag_threshold` events waiting at every sample, the same
-   replica count for the whole rate span; a moving average). Unknown capacity sets no floor;
+   was behind (at least `lag_threshold` events waiting at two samples or more), divided by the most
+   replicas that ran during the rates' span (a scale-out just made underestimates it: more
+   replicas are held, never fewer); a moving average. Unknown capacity sets no floor;
    the floor never scales out and never keeps a group with no lag for `cooldown` from zero.
 """
 
@@ -47,6 +48,8 @@ from bus.manifest import Scaling
 
 CAPACITY_WEIGHT = 0.3
 """Weight of a new measurement in the moving average of a replica's capacity (rule 8)."""
+SATURATED_FOR = 1.0
+"""Seconds a group must have been behind (two samples at least) before its rate is measured."""
 HEADROOM = 0.9
 """The share of its measured capacity a replica may be given when scaling in (rule 8)."""
 
@@ -119,8 +122,8 @@ class ScalerState:
     """(partition, committed offset, since) of partitions lagging at an unchanged committed offset."""
     saturated_since: float | None = None
     """Since when every sample had lag with the same replica count (rule 8); None when not."""
-    replicas: int = 0
-    """The replica count of the previous sample."""
+    replicas: tuple[tuple[float, int], ...] = ()
+    """(time, replica count) of the samples within the last rates span (rule 8)."""
     capacity: float | None = None
     """Events per second one replica handles when saturated, a moving average (rule 8)."""
 
@@ -164,7 +167,10 @@ def decide(
         idle_since=idle_since,
         stalls=stalls,
         saturated_since=saturated_since,
-        replicas=observation.replicas,
+        replicas=(
+            *((t, n) for t, n in state.replicas if t > at - observation.rates_span),
+            (at, observation.replicas),
+        ),
         capacity=capacity,
     )
     inputs: dict[str, Any] = {
@@ -285,13 +291,16 @@ def _capacity(
     the incoming rate for the capacity and hold every replica forever.
     """
     replicas, capacity = observation.replicas, state.capacity
-    if replicas == 0 or lag < max(1, threshold) or replicas != state.replicas:
+    if replicas == 0 or lag < max(1, threshold):
         return None, capacity
     since = observation.at if state.saturated_since is None else state.saturated_since
     rate = observation.processed_rate
-    if rate is None or rate <= 0 or observation.at - since < observation.rates_span:
+    if rate is None or rate <= 0 or observation.at - since < SATURATED_FOR:
         return since, capacity
-    measured = rate / replicas
+    # The rate spans the last rates_span seconds: divided by the most replicas that ran in them,
+    # a scale-out just made underestimates the capacity, which holds more replicas, never fewer.
+    most = max([replicas, *(n for _, n in state.replicas)])
+    measured = rate / most
     return since, measured if capacity is None else capacity + CAPACITY_WEIGHT * (measured - capacity)
 
 

@@ -359,20 +359,22 @@ def test_the_floor_lets_an_overscaled_group_scale_in_to_what_the_rate_needs() ->
 
 
 def test_without_a_saturated_span_there_is_no_floor() -> None:
-    """Capacity is measured only after lag at every sample with the same replicas for the rate
-    span: 3 lagging samples are not enough, so lag alone decides (as KEDA)."""
-    short = [loaded(t, 4, 400, incoming=200, processed=240) for t in range(3)]
-    idle = [loaded(t, 4, 0, incoming=200, processed=200) for t in range(3, 30)]
+    """Capacity is measured only after two samples behind: one is not enough, so lag alone
+    decides (as KEDA)."""
+    short = [loaded(t, 4, 400, incoming=200, processed=240) for t in range(1)]
+    idle = [loaded(t, 4, 0, incoming=200, processed=200) for t in range(1, 30)]
     decisions = run(STEADY, short + idle)
     assert decisions[-1].inputs["capacity"] is None
     assert decisions[-1].desired == 1
 
 
-def test_a_replica_count_change_restarts_the_saturated_span() -> None:
-    """Rates over a span with 2 then 4 replicas would mix counts: no capacity until 5 s at 4."""
-    mixed = [loaded(t, 2 if t < 3 else 4, 400, incoming=200, processed=240) for t in range(7)]
+def test_rates_over_a_scale_out_are_divided_by_the_most_replicas() -> None:
+    """240 ev/s over a span in which 2 then 4 replicas ran: 60 per replica (conservative: the
+    floor holds more replicas, never fewer), not 120."""
+    mixed = [loaded(t, 2 if t < 3 else 4, 400, incoming=200, processed=240) for t in range(5)]
     decisions = run(STEADY, mixed)
-    assert decisions[-1].inputs["capacity"] is None
+    assert decisions[2].inputs["capacity"] == pytest.approx(120)  # 2 replicas so far
+    assert decisions[3].inputs["capacity"] == pytest.approx(120 + 0.3 * (60 - 120))
 
 
 def test_the_floor_does_not_keep_an_idle_group_from_zero() -> None:
