@@ -255,6 +255,10 @@ def protocol(*, header_timeout: float, max_header_bytes: int) -> type[GatewayPro
     return Configured
 
 
+KEEP_ALIVE = 65
+"""Seconds an idle keep-alive connection stays open (more than any client's pool keeps it)."""
+
+
 def serve(app: ASGIApp, settings: GatewaySettings) -> None:
     """Serve `app` until SIGTERM or SIGINT: stop accepting, finish in-flight requests, run shutdown."""
     config = Config(
@@ -265,6 +269,10 @@ def serve(app: ASGIApp, settings: GatewaySettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
+        # Idle keep-alive connections stay open longer than clients keep them in their pools
+        # (httpx 5 s, like uvicorn's default; load balancers 60 s): a server closing one just as
+        # a client reuses it fails that request (httpx.ReadError, seen in R1 under load).
+        timeout_keep_alive=KEEP_ALIVE,
         lifespan="on",
     )
     Server(config).run()
