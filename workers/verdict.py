@@ -112,16 +112,8 @@ class Judge:
         if retriable and attempt.number < self._function.retry.attempts:
             return self._retry(record, attempt, outcome, first_time=first_time, now_ms=now_ms)
         failure = _failure(outcome, attempt, first_time=first_time, started=started)
-        outputs = [self._dead_letter(record, attempt, failure)]
-        target = self._function.destinations.on_failure
-        if target is not None:
-            outputs.append(Send(target, self._error_record(event, failure)))
-        return Verdict(
-            outputs,
-            retrying=False,
-            label="dead_letter",
-            error_type=outcome.error_type,
-            reason=outcome.message,
+        return self._final(
+            "dead_letter", event, outcome, failure, first=[self._dead_letter(record, attempt, failure)]
         )
 
     def _reply_topic(self, event: CloudEvent) -> str | None:
@@ -150,15 +142,27 @@ class Judge:
             except (InvalidEvent, TypeError, ValueError) as exc:
                 outcome = _failed(type(exc).__name__, str(exc), cause="result")
         failure = _failure(outcome, attempt, first_time=attempt.first_time or started, started=started)
-        error = self._error_record(event, failure)
-        target = self._function.destinations.on_failure
-        outputs = [Send(reply, error)] if target is None else [Send(target, error), Send(reply, error)]
+        return self._final("replied_error", event, outcome, failure, reply=reply)
+
+    def _final(
+        self,
+        label: str,
+        event: CloudEvent,
+        outcome: Outcome,
+        failure: Failure,
+        *,
+        first: list[Send] | None = None,
+        reply: str | None = None,
+    ) -> Verdict:
+        """A failure that ends here: `first` (the dead letter), then the error record to the
+        failure destination and to a synchronous caller's `reply` topic."""
+        outputs = list(first or [])
+        targets = [t for t in (self._function.destinations.on_failure, reply) if t is not None]
+        if targets:
+            error = self._error_record(event, failure)
+            outputs.extend(Send(target, error) for target in targets)
         return Verdict(
-            outputs,
-            retrying=False,
-            label="replied_error",
-            error_type=outcome.error_type,
-            reason=outcome.message,
+            outputs, retrying=False, label=label, error_type=outcome.error_type, reason=outcome.message
         )
 
     def _retry(
