@@ -32,13 +32,11 @@ import orjson
 
 from bench import routing_workload
 from bench.broker import BenchKafka
-from bench.router import BenchMessage, Workload, prefix
+from bench.router import BenchMessage, Workload
 from bench.samples import Throughput
 from bench.sizes import Sizes
 from bus import naming
-from bus.kafka.admin import ensure_topics
 from bus.kafka_binding import Record
-from bus.topology import manifest_topics
 
 __all__ = ["installed_version", "main", "measure"]
 
@@ -62,11 +60,9 @@ def _time_box(sizes: Sizes) -> float:
 
 
 def measure(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
-    """Input events per second of a Faust agent routing `workload` with a fresh group and topics."""
+    """Input events per second of a Faust agent routing `workload` with a fresh group."""
     if installed_version() is None:
         raise RuntimeError("faust-streaming is not installed: pip install -e '.[bench]'")
-    topics_prefix = prefix(kafka, f"faust-r{workload.rules}")
-    ensure_topics(kafka.settings, manifest_topics(workload.manifest(topics_prefix)))
     with tempfile.TemporaryDirectory(prefix="bus-bench-faust-") as tmp:
         result = Path(tmp) / "result.json"
         log = Path(tmp) / "faust.log"
@@ -77,7 +73,7 @@ def measure(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
             f"--bootstrap={kafka.bootstrap}",
             f"--input={workload.topic}",
             f"--group={kafka.group(f'faust-r{workload.rules}')}",
-            f"--prefix={topics_prefix}",
+            f"--prefix={workload.prefix}",
             f"--rules={workload.rules}",
             f"--total={workload.events}",
             f"--deadline={_time_box(sizes)}",

@@ -3,8 +3,11 @@ transactions, and its cost per event without Kafka.
 
 Every measurement reads a topic filled with the workload of bench.routing_workload (CloudEvents in
 binary mode, about 500 bytes) with a fresh group, from the first record read to the last output
-acknowledged (plain loops) or committed (transactions). The limit is the raw loop copying the same
-records unchanged (key, value and headers) to one topic, so a ratio is the router's own cost.
+acknowledged (plain loops) or committed (transactions). That topic is the ingress topic of the
+rule count's own prefix, as the Router routes only its ingress records by the ordinary rules;
+the transactional, plain and Faust runs of a rule count write to that prefix's function topics.
+The limit is the raw loop copying the same records unchanged (key, value and headers) to one
+topic, so a ratio is the router's own cost.
 Each rule count is sized from the transform's speed measured first, so that a run takes about
 `sizes.router_seconds` whatever the Router's matching costs.
 """
@@ -43,6 +46,7 @@ __all__ = [
     "SAMPLE_BATCH",
     "BenchMessage",
     "Workload",
+    "messages",
     "plain_rate",
     "prefix",
     "prepare",
@@ -66,7 +70,10 @@ class Workload:
     """A rule count's filled input topic and what the transform did with a sample of it."""
 
     rules: int
+    prefix: str
+    """Topic prefix of the manifest: its ingress topic is `topic`, its function topics the outputs."""
     topic: str
+    """The filled ingress topic."""
     events: int
     """Records in `topic`: what each measurement at this rule count routes."""
     sample: Throughput
@@ -74,9 +81,9 @@ class Workload:
     fanout: float
     """Outputs per input event of the sample."""
 
-    def manifest(self, prefix: str) -> Manifest:
-        """This rule count's manifest, its function topics under `prefix`."""
-        return routing_workload.manifest(self.rules, prefix)
+    def manifest(self) -> Manifest:
+        """This rule count's manifest, its topics under `prefix`."""
+        return routing_workload.manifest(self.rules, self.prefix)
 
 
 class BenchMessage:
@@ -120,19 +127,22 @@ def prefix(kafka: BenchKafka, label: str) -> str:
     return f"{kafka.platform_prefix}-{label}"
 
 
-def _messages(records: Sequence[Record]) -> list[BenchMessage]:
-    return [BenchMessage(record, offset) for offset, record in enumerate(records)]
+def messages(records: Sequence[Record], topic: str) -> list[BenchMessage]:
+    """`records` as consumed from partition 0 of `topic`, offsets from 0."""
+    return [BenchMessage(record, offset, topic=topic) for offset, record in enumerate(records)]
 
 
-def transform_time(router: Transform, records: Sequence[Record], *, seconds: float) -> tuple[Throughput, int]:
-    """Events through `router` in batches of `SAMPLE_BATCH` until `records` or `seconds` run out,
-    and the outputs it made."""
-    messages = _messages(records)
+def transform_time(
+    router: Transform, records: Sequence[Record], *, topic: str, seconds: float
+) -> tuple[Throughput, int]:
+    """Events through `router` as records of `topic` (the router's ingress) in batches of
+    `SAMPLE_BATCH` until `records` or `seconds` run out, and the outputs it made."""
+    consumed = messages(records, topic)
     done = 0
     outputs = 0
     spent = 0.0
-    while done < len(messages) and spent < seconds:
-        chunk = messages[done : done + SAMPLE_BATCH]
+    while done < len(consumed) and spent < seconds:
+        chunk = consumed[done : done + SAMPLE_BATCH]
         start = time.perf_counter()
         outputs += len(router(chunk))
         spent += time.perf_counter() - start
@@ -153,9 +163,8 @@ def rules_time(manifest: Manifest, records: Sequence[Record], *, seconds: float)
     return Throughput(done, time.perf_counter() - start, done)  # a sample: complete however many it timed
 
 
-def _fill(kafka: BenchKafka, label: str, sizes: Sizes, records: Sequence[Record]) -> str:
-    """A fresh topic holding `records` in order, uncompressed (aiokafka, under Faust, reads it too)."""
-    topic = kafka.topic(label, sizes.partitions)
+def _fill(kafka: BenchKafka, topic: str, sizes: Sizes, records: Sequence[Record]) -> str:
+    """`topic` (fresh) filled with `records` in order, uncompressed (aiokafka, under Faust, reads it too)."""
     acknowledged = 0
 
     def delivered(err: KafkaError | None, msg: Message) -> None:
@@ -177,11 +186,21 @@ def prepare(kafka: BenchKafka, sizes: Sizes) -> dict[int, Workload]:
     workloads: dict[int, Workload] = {}
     for rules in RULE_COUNTS:
         sample_records = routing_workload.records(rules, min(sizes.router_events, 2_000))
-        router = Router(routing_workload.manifest(rules, prefix(kafka, f"sample-r{rules}")))
-        sample, outputs = transform_time(router, sample_records, seconds=sizes.router_match_seconds)
+        sample_manifest = routing_workload.manifest(rules, prefix(kafka, f"sample-r{rules}"))
+        sample, outputs = transform_time(
+            Router(sample_manifest),
+            sample_records,
+            topic=naming.ingress_topic(sample_manifest.prefix),
+            seconds=sizes.router_match_seconds,
+        )
         events = min(sizes.router_events, max(MIN_EVENTS, int(sample.rate * sizes.router_seconds)))
-        topic = _fill(kafka, f"router-in-r{rules}", sizes, routing_workload.records(rules, events))
-        workloads[rules] = Workload(rules, topic, events, sample, round(outputs / sample.events, 3))
+        manifest = routing_workload.manifest(rules, prefix(kafka, f"r{rules}"))
+        topic = naming.ingress_topic(manifest.prefix)
+        if topic not in ensure_topics(kafka.settings, manifest_topics(manifest)):
+            raise RuntimeError(f"topic {topic!r} already existed: each run needs a fresh one")
+        _fill(kafka, topic, sizes, routing_workload.records(rules, events))
+        fanout = round(outputs / sample.events, 3)
+        workloads[rules] = Workload(rules, manifest.prefix, topic, events, sample, fanout)
     return workloads
 
 
@@ -291,7 +310,7 @@ def _plain_loop(
 def raw_rate(kafka: BenchKafka, sizes: Sizes) -> Throughput:
     """The limit: the plain loop copying `sizes.router_events` workload records unchanged to one topic."""
     records = routing_workload.records(RULE_COUNTS[0], sizes.router_events)
-    source = _fill(kafka, "router-raw-in", sizes, records)
+    source = _fill(kafka, kafka.topic("router-raw-in", sizes.partitions), sizes, records)
     target = kafka.topic("router-raw-out", sizes.partitions)
     return _plain_loop(
         kafka,
@@ -306,14 +325,12 @@ def raw_rate(kafka: BenchKafka, sizes: Sizes) -> Throughput:
 
 def plain_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
     """The Router transform in the plain loop (no transactions): at-least-once routing's ceiling."""
-    manifest = workload.manifest(prefix(kafka, f"plain-r{workload.rules}"))
-    ensure_topics(kafka.settings, manifest_topics(manifest))
     return _plain_loop(
         kafka,
         sizes,
         source=workload.topic,
         group=kafka.group(f"router-plain-r{workload.rules}"),
-        transform=Router(manifest),
+        transform=Router(workload.manifest()),
         total=workload.events,
         max_batch=MAX_BATCH,
     )
@@ -324,11 +341,9 @@ def tx_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
 
     Input records counted per second, from the first batch transformed to the last one committed.
     """
-    manifest = workload.manifest(prefix(kafka, f"tx-r{workload.rules}"))
-    ensure_topics(kafka.settings, manifest_topics(manifest))
     group = kafka.group(f"router-tx-r{workload.rules}")
     stop = threading.Event()
-    counting = _Counting(Router(manifest), workload.events, stop)
+    counting = _Counting(Router(workload.manifest()), workload.events, stop)
     # The timer thread only sets `stop`; it is cancelled before this function returns.
     timer = threading.Timer(sizes.deadline, stop.set)
     with TransactionalLoop(

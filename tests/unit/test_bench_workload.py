@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from bench import router as bench_router
 from bench import routing_workload, worker
+from bus import naming
 from bus.events import to_json_dict
 from bus.kafka_binding import from_record, record_size
 from bus.manifest import parse
+from bus.router import Router
 from bus.routing import matching_rules, route
 
 
@@ -67,3 +70,15 @@ def test_steady_rate_starts_the_clock_at_the_first_read_without_counting_it() ->
     assert (rate.events, rate.seconds, rate.target, rate.complete) == (700, 1.0, 700, True)
     assert worker.steady_rate([(3.0, 10)], 50).rate == 0.0
     assert not worker.steady_rate([], 5).complete
+
+
+@pytest.mark.parametrize("rules", [10, 1000])
+def test_router_bench_sample_is_routed_as_ingress_records(rules: int) -> None:
+    """The bench times the Router on records of its ingress topic: they fan out, none to the DLQ."""
+    manifest = routing_workload.manifest(rules, "bench-test")
+    records = routing_workload.records(rules, 200)
+    sample, outputs = bench_router.transform_time(
+        Router(manifest), records, topic=naming.ingress_topic(manifest.prefix), seconds=10.0
+    )
+    assert sample.events == len(records)
+    assert 1.0 <= outputs / len(records) <= 2.0
