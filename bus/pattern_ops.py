@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -116,10 +116,23 @@ class _Wildcard:
 @dataclass(frozen=True, slots=True)
 class _AnythingBut:
     excluded: tuple[Matcher, ...]
+    strings: frozenset[str] | None = field(init=False, compare=False, repr=False)
+    """With only exact values excluded: the strings among them (a string is excluded when it is one)."""
     absent_ok = False
 
+    def __post_init__(self) -> None:
+        exact = all(type(matcher) is _Exact for matcher in self.excluded)
+        strings = frozenset(m.value for m in self.excluded if type(m) is _Exact and type(m.value) is str)
+        object.__setattr__(self, "strings", strings if exact else None)
+
     def accepts(self, value: Any) -> bool:
-        return not any(matcher.accepts(value) for matcher in self.excluded)
+        strings = self.strings
+        if strings is not None and type(value) is str:
+            return value not in strings
+        for matcher in self.excluded:  # noqa: SIM110 - hot path: a loop allocates no generator
+            if matcher.accepts(value):
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +141,25 @@ class _Numeric:
     low_inclusive: bool
     high: Decimal | None
     high_inclusive: bool
+    floats: tuple[float, float] = field(init=False, compare=False, repr=False)
+    """The bounds as floats (-inf, inf where open): an int or float strictly between them, or
+    strictly outside, is decided without `Decimal` (rounding to float is monotonic)."""
     absent_ok = False
 
+    def __post_init__(self) -> None:
+        low = -math.inf if self.low is None else float(self.low)
+        high = math.inf if self.high is None else float(self.high)
+        object.__setattr__(self, "floats", (low, high))
+
     def accepts(self, value: Any) -> bool:
+        kind = type(value)
+        if (kind is float or kind is int) and -NUMERIC_LIMIT <= value <= NUMERIC_LIMIT:
+            low, high = self.floats
+            if low < value < high:
+                return True
+            if value < low or value > high:
+                return False
+            # Equal to a bound as floats: the decimals decide (bounds and inclusiveness).
         if not _is_number(value) or not math.isfinite(value) or abs(value) > NUMERIC_LIMIT:
             return False  # event-ruler compares only numbers within +-5e9 (NaN is no number)
         number = _decimal(value)

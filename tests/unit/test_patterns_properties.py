@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import given, settings
@@ -215,3 +217,56 @@ def test_exists_over_arrays_of_objects_agrees_with_the_reference(
     pattern = {"a": inner}
     event = {"a": elements}
     assert compile(pattern).matches(event) is reference(pattern, event)
+
+
+# --- numeric bounds: floats decide where they can, the written decimals where they must -------
+
+BOUNDS = st.one_of(
+    st.integers(-5_000_000_000, 5_000_000_000),
+    st.decimals(-5_000_000_000, 5_000_000_000, places=6).map(float),
+    st.sampled_from([0.1, 0.3, 1e-6, 4_999_999_999.999999, -2.675, 1.000001]),
+)
+
+
+def _near(bound: float) -> st.SearchStrategy[Any]:
+    """Numbers at, just around, and anywhere near a bound (floats one step apart, ints)."""
+    return st.one_of(
+        st.just(bound),
+        st.just(math.nextafter(bound, math.inf)),
+        st.just(math.nextafter(bound, -math.inf)),
+        st.just(int(bound)),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-6_000_000_000, 6_000_000_000),
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.data(),
+    low=BOUNDS,
+    high=BOUNDS,
+    lower=st.sampled_from([">", ">="]),
+    upper=st.sampled_from(["<", "<="]),
+)
+def test_numeric_decides_as_the_written_decimals_do(
+    data: st.DataObject, low: float, high: float, lower: str, upper: str
+) -> None:
+    """A numeric range accepts exactly the numbers whose JSON text lies in it, compared as decimals."""
+    low, high = min(low, high), max(low, high)
+    spec: list[Any] = [lower, low, upper, high] if low != high else ["=", low]
+    value = data.draw(st.one_of(_near(low), _near(high)))
+    pattern = compile({"x": [{"numeric": spec}]})
+
+    def written(number: float) -> Decimal:
+        return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+
+    expected = math.isfinite(value) and abs(value) <= 5_000_000_000
+    if expected:
+        number, below, above = written(value), written(low), written(high)
+        if spec[0] == "=":
+            expected = number == below
+        else:
+            expected = (number > below or (lower == ">=" and number == below)) and (
+                number < above or (upper == "<=" and number == above)
+            )
+    assert pattern.matches({"x": value}) is expected
