@@ -172,7 +172,17 @@ def _any_of(alternatives: Sequence[_EventTest]) -> _EventTest:
     """One test passed when one of `alternatives` is."""
     if len(alternatives) == 1:
         return alternatives[0]
-    return lambda event: any(test(event) for test in alternatives)
+    if len(alternatives) == 2:  # the usual `$or` of two: no loop at all
+        first, second = alternatives
+        return lambda event: first(event) or second(event)
+
+    def any_passes(event: Mapping[str, Any]) -> bool:
+        for test in alternatives:  # noqa: SIM110 - hot path: a loop allocates no generator
+            if test(event):
+                return True
+        return False
+
+    return any_passes
 
 
 def _data_fields(fields: tuple[tuple[str, _Node], ...]) -> tuple[tuple[str, _Test], ...]:
@@ -200,8 +210,12 @@ def _compiled(node: _Node) -> _Test:
     if isinstance(node, _Leaf):
         return _leaf_test(node)
     # For one object, accepts_at(value) is accepts(value): each field's test in turn.
-    on_object = _fields_test(tuple((name, _compiled(child)) for name, child in node.fields))
     general = node.accepts_at
+    if len(node.fields) == 1:  # a path such as data.customer.tier: one call per level
+        ((name, child),) = node.fields
+        test = _compiled(child)
+        return lambda value: test(value.get(name, _ABSENT)) if type(value) is dict else general(value)
+    on_object = _fields_test(tuple((name, _compiled(child)) for name, child in node.fields))
     return lambda value: on_object(value) if type(value) is dict else general(value)
 
 

@@ -260,15 +260,16 @@ def routable_headers(headers: Headers | None) -> tuple[dict[str, bytes], int] | 
         by_name = dict(headers)
         if len(by_name) != len(headers):  # a repeated name
             return None
-        # One decode checks every value: the separator ends any multi-byte sequence cut at an edge.
+        # One check of every value: the separator ends any multi-byte sequence cut at an edge.
         text = b"\n".join(by_name.values())
-        text.decode("utf-8")
+        if not text.isascii():  # ASCII is UTF-8; decoding other text makes a str only to drop it
+            text.decode("utf-8")
     except (TypeError, ValueError):  # a value missing (None), or not UTF-8 (a ValueError)
         return None
     get = by_name.get
     if not (get("ce_id") and get("ce_source") and get("ce_type")):
         return None
-    return by_name, len(text) - len(by_name) + 1 + sum(map(len, by_name))
+    return by_name, len(text) - len(by_name) + 1 + len("".join(by_name))
 
 
 def _check_routable(doc: Mapping[str, Any]) -> None:
