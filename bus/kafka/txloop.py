@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as ClientError
 
+from bus import collector
 from bus.errors import KafkaError
 from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka.transactions import retrying
@@ -157,12 +158,23 @@ class TransactionalLoop:
                 consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke)
                 log_event(logger, "topics_subscribed", group=self._group, topics=wanted)
                 self._topics = wanted
-            self._revoked = False
-            batch = _usable(self._next_batch(consumer))
-            if self._revoked:  # a consume() above revoked partitions: drop what they gave
-                batch = _owned(consumer, batch)
-            if batch and self.process(batch, transform) and on_commit is not None:
+            with collector.paused:
+                committed = self._step(consumer, transform)
+            if committed and on_commit is not None:
                 on_commit()
+
+    def _step(self, consumer: Consumer, transform: Transform) -> bool:
+        """Gather, transform and commit one batch; True if a batch committed.
+
+        It runs with the garbage collector paused: a batch makes thousands of objects that all go
+        when it does (by reference counting, none is in a cycle); the collector, counting them,
+        went over them again and again and found nothing (7 us of 44 per event in the router).
+        """
+        self._revoked = False
+        batch = _usable(self._next_batch(consumer))
+        if self._revoked:  # a consume() above revoked partitions: drop what they gave
+            batch = _owned(consumer, batch)
+        return bool(batch) and self.process(batch, transform)
 
     def _next_batch(self, consumer: Consumer) -> list[Any]:
         """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
