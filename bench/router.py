@@ -33,10 +33,10 @@ from bus.events import to_json_dict
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import consumer_config
 from bus.kafka.transactions import produce_waiting
-from bus.kafka.txloop import InMessage, Output, TransactionalLoop
+from bus.kafka.txloop import InMessage, Output
 from bus.kafka_binding import Record, from_record
 from bus.manifest import Manifest
-from bus.router import MAX_BATCH, Router
+from bus.router import MAX_BATCH, Router, routing_loop
 from bus.routing import matching_rules
 from bus.topology import manifest_topics
 
@@ -345,12 +345,11 @@ def tx_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
     counting = _Counting(Router(workload.manifest()), workload.events, stop)
     # The timer thread only sets `stop`; it is cancelled before this function returns.
     timer = threading.Timer(sizes.deadline, stop.set)
-    with TransactionalLoop(
+    with routing_loop(
         kafka.settings,
         group=group,
         topics=[workload.topic],
         transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
-        max_batch=MAX_BATCH,
     ) as loop:
         timer.start()
         try:

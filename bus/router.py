@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,12 +54,25 @@ from bus.rule_index import RuleIndex
 from bus.settings import KafkaSettings, load_kafka
 from bus.topology import ingress_topics, manifest_topics
 
-__all__ = ["MAX_BATCH", "Router", "RouterMetrics", "RoutingTable", "main", "serve"]
+__all__ = [
+    "LINGER_MS",
+    "MAX_BATCH",
+    "Router",
+    "RouterMetrics",
+    "RoutingTable",
+    "main",
+    "routing_loop",
+    "serve",
+]
 
 logger = logging.getLogger("bus.router")
 
 DEFAULT_MAX_RECORD_BYTES = KafkaSettings().max_record_bytes
 """Largest record the router produces unless told otherwise (bigger outputs go to the DLQ)."""
+
+LINGER_MS = 50.0
+"""The router's producer `linger.ms`: its records are seen at the commit, which sends at once what
+lingers, so waiting adds no latency and gathers each partition's records of a batch in one."""
 
 MAX_BATCH = 2_000
 """Most ingress records routed in one transaction. Under load, bigger batches amortise the commit
@@ -137,7 +150,8 @@ class Router:
         self._store = store
         self._max_bytes = max_bytes
         self._max_record_bytes = max_record_bytes
-        self._pending: tuple[int, _Tally] | None = None
+        self._pending: deque[tuple[int, _Tally]] = deque()
+        """Per batch routed and not committed yet, oldest first: its size and what it did."""
         self._metrics = metrics or RouterMetrics(Registry())
         self._dlq = naming.router_dlq_topic(manifest.prefix)
         self._ingress = naming.ingress_topic(manifest.prefix)
@@ -231,7 +245,7 @@ class Router:
                 tally.matched[name] += count
             for target in fan.targets:
                 tally.routed[target] += count
-        self._pending = (len(batch), tally)
+        self._pending.append((len(batch), tally))
         return outputs
 
     def _route_results(
@@ -299,11 +313,11 @@ class Router:
             outputs.append(self._output(message, record, topic, tally, routed=routed, size=size))
 
     def committed(self) -> None:
-        """Count the last batch in the metrics: call once its transaction committed."""
-        if self._pending is None:
+        """Count the oldest batch routed and not counted yet in the metrics: call once its
+        transaction committed (the loop may route the next batch before that)."""
+        if not self._pending:
             return
-        size, tally = self._pending
-        self._pending = None
+        size, tally = self._pending.popleft()
         self._metrics.events.inc(size)
         for rule_name, count in tally.matched.items():
             self._metrics.matches.inc(count, rule=rule_name)
@@ -311,6 +325,10 @@ class Router:
             self._metrics.routed.inc(count, function=function)
         for error_type, count in tally.dead.items():
             self._metrics.dead.inc(count, error_type=error_type)
+
+    def dropped(self) -> None:
+        """Forget the batches routed and not committed: they are read and routed again."""
+        self._pending.clear()
 
     @staticmethod
     def _match(
@@ -456,19 +474,35 @@ def serve(
         stack.enter_context(ControlWatcher(settings, prefix, start=after, on_change=on_change))
         stack.enter_context(TopicWatch(settings, router))
         loop = stack.enter_context(
-            TransactionalLoop(
+            routing_loop(
                 settings,
                 group=group,
                 topics=input_topics(prefix, manifest),
                 transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
-                max_batch=MAX_BATCH,
             )
         )
         loops.append(loop)
         loop.subscribe(input_topics(prefix, current[0]))  # a change during the loop's start
         log_event(logger, "router_ready", group=group, version=version, rules=len(manifest.rules))
-        loop.run(router, stop, on_commit=router.committed)
+        loop.run(router, stop, on_commit=router.committed, on_drop=router.dropped)
         log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
+
+
+def routing_loop(
+    settings: KafkaSettings, *, group: str, topics: Sequence[str], transactional_id: str
+) -> TransactionalLoop:
+    """The exactly-once loop a router runs in: batches of up to `MAX_BATCH`, each committed on
+    the loop's committer thread while the next is read and routed, records sent by `LINGER_MS`
+    (read_committed readers see them at the commit, which sends what lingers at once)."""
+    return TransactionalLoop(
+        settings,
+        group=group,
+        topics=topics,
+        transactional_id=transactional_id,
+        max_batch=MAX_BATCH,
+        pipelined=True,
+        linger_ms=LINGER_MS,
+    )
 
 
 def input_topics(prefix: str, manifest: Manifest) -> list[str]:

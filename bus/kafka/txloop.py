@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
@@ -74,8 +75,21 @@ class TransactionalLoop:
         max_batch: int = 500,
         poll_timeout: float = 0.1,
         txn_timeout: float = 30.0,
+        pipelined: bool = False,
+        linger_ms: float | None = None,
     ) -> None:
+        """`pipelined`: commit each batch on a committer thread while the next one is gathered and
+        transformed (`run`). `linger_ms` replaces the producer's `linger.ms` (bus's default: 2)."""
         self._settings = settings
+        self._pipelined = pipelined
+        self._linger_ms = linger_ms
+        self._committer: ThreadPoolExecutor | None = None
+        self._flight: _Flight | None = None
+        """The transaction committing on the committer thread (pipelined only)."""
+        self._abandoned: dict[tuple[str, int], int] | None = None
+        """First offsets of a batch whose transaction aborted while the next batch was gathered:
+        the loop seeks back to them and drops what it gathered."""
+        self._on_commit: Callable[[], None] | None = None
         self._group = group
         self._topics = list(topics)
         self._transactional_id = transactional_id
@@ -95,9 +109,10 @@ class TransactionalLoop:
         self.records_out = 0
 
     def __enter__(self) -> TransactionalLoop:
-        self._producer = build(
-            Producer, producer_config(self._settings, transactional_id=self._transactional_id)
-        )
+        config = producer_config(self._settings, transactional_id=self._transactional_id)
+        if self._linger_ms is not None:
+            config["linger.ms"] = self._linger_ms
+        self._producer = build(Producer, config)
         try:
             self._producer.init_transactions(self._txn_timeout)
         except KafkaException as exc:
@@ -112,6 +127,9 @@ class TransactionalLoop:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._committer is not None:  # run() settled its flight, unless it never got there
+            self._committer.shutdown(wait=True)
+            self._committer = None
         if self._producer is not None and self._in_transaction:
             # Left mid-transaction (an error): abort now rather than hold back read_committed readers.
             with contextlib.suppress(KafkaException):
@@ -125,8 +143,10 @@ class TransactionalLoop:
         log_event(logger, "partitions_assigned", group=self._group, partitions=_names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # No transaction is open while the consumer polls, so nothing is in flight to hand back;
-        # records of these partitions already gathered into a batch are dropped by _owned().
+        # Unpipelined, no transaction is open while the consumer polls; pipelined, the one
+        # committing ends first, so that the next owner starts after it. Records of these
+        # partitions already gathered into a batch are dropped by _owned().
+        self._settle()
         self._revoked = True
         log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
 
@@ -143,28 +163,126 @@ class TransactionalLoop:
             self._wanted = list(topics)
 
     def run(
-        self, transform: Transform, stop: threading.Event, *, on_commit: Callable[[], None] | None = None
+        self,
+        transform: Transform,
+        stop: threading.Event,
+        *,
+        on_commit: Callable[[], None] | None = None,
+        on_drop: Callable[[], None] | None = None,
     ) -> None:
         """Process batches until `stop` is set; the batch in hand is finished first.
 
-        `on_commit` is called after each batch whose transaction committed (for example to count
-        it in metrics only then).
+        `on_commit` is called after each batch whose transaction committed, in order (for example
+        to count it in metrics only then). `on_drop` is called when every batch transformed and
+        not committed yet was dropped, to be read again (an aborted transaction, a revocation).
+        Pipelined, a batch is transformed before the one ahead of it has committed.
         """
         consumer = self._require(self._consumer)
-        while not stop.is_set():
-            with self._wanted_lock:
-                wanted, self._wanted = self._wanted, None
-            if wanted is not None and wanted != self._topics:
-                consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke)
-                log_event(logger, "topics_subscribed", group=self._group, topics=wanted)
-                self._topics = wanted
-            with collector.paused:
-                committed = self._step(consumer, transform)
-            if committed and on_commit is not None:
-                on_commit()
+        self._on_commit = on_commit
+        if self._pipelined:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"bus-commit-{self._group}")
+        try:
+            while not stop.is_set():
+                self._resubscribe(consumer)
+                with collector.paused:
+                    if self._pipelined:
+                        self._pipelined_step(consumer, transform, on_drop)
+                    else:
+                        self._step(consumer, transform, on_drop)
+        finally:
+            self._settle()
 
-    def _step(self, consumer: Consumer, transform: Transform) -> bool:
-        """Gather, transform and commit one batch; True if a batch committed.
+    def _resubscribe(self, consumer: Consumer) -> None:
+        with self._wanted_lock:
+            wanted, self._wanted = self._wanted, None
+        if wanted is not None and wanted != self._topics:
+            consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            log_event(logger, "topics_subscribed", group=self._group, topics=wanted)
+            self._topics = wanted
+
+    def _pipelined_step(
+        self, consumer: Consumer, transform: Transform, on_drop: Callable[[], None] | None
+    ) -> None:
+        """Gather and transform a batch while the one before commits; then produce it and hand its
+        commit to the committer thread.
+
+        A revocation while gathering waits for the commit in flight (`_on_revoke`). If that
+        transaction aborted, its batch and the one gathered are both read again.
+        """
+        self._revoked = False
+        batch = _usable(self._next_batch(consumer))
+        if self._revoked:
+            batch = _owned(consumer, batch)
+        if self._abandoned is None and batch:
+            try:
+                outputs = transform(batch)
+            except BaseException:
+                self._settle()
+                _seek(consumer, _merged(self._abandoned, _first_offsets(batch)))
+                raise
+        if not self._settle() or self._abandoned is not None:  # the batch before aborted
+            _seek(consumer, _merged(self._abandoned, _first_offsets(batch)))
+            self._abandoned = None
+            if on_drop is not None:
+                on_drop()
+            return
+        if batch:
+            self._flight = self._start_commit(consumer, batch, outputs)
+
+    def _start_commit(self, consumer: Consumer, batch: Sequence[Any], outputs: Sequence[Output]) -> _Flight:
+        """Open the batch's transaction, produce its outputs into it, and hand the commit (offsets,
+        then the transaction) to the committer thread."""
+        producer = self._require(self._producer)
+        committer = self._require(self._committer)
+        firsts = _first_offsets(batch)
+        try:
+            self._in_transaction = True
+            producer.begin_transaction()
+            _produce_all(producer, outputs)
+        except KafkaException as exc:
+            failed: Future[None] = Future()
+            failed.set_exception(exc)
+            return _Flight(failed, firsts, len(batch), len(outputs))
+        offsets = _next_offsets(batch)
+        metadata = consumer.consumer_group_metadata()
+        future = committer.submit(self._commit, offsets, metadata)
+        return _Flight(future, firsts, len(batch), len(outputs))
+
+    def _commit(self, offsets: list[TopicPartition], metadata: Any) -> None:
+        """Commit the open transaction with the batch's offsets (on the committer thread)."""
+        producer = self._require(self._producer)
+        retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._txn_timeout))
+        retrying(lambda: producer.commit_transaction(self._txn_timeout))
+
+    def _settle(self) -> bool:
+        """Wait for the transaction in flight, if any, and act on how it ended; False if it aborted
+        (its first offsets are then in `_abandoned`, for the loop to seek back to)."""
+        flight, self._flight = self._flight, None
+        if flight is None:
+            return True
+        try:
+            flight.future.result()
+        except KafkaException as exc:
+            error: ClientError = exc.args[0]
+            if not error.txn_requires_abort():
+                raise KafkaError(
+                    f"transaction failed for group {self._group!r}: {error.str()}",
+                    retriable=error.retriable(),
+                ) from exc
+            log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
+            self._abort()
+            self._abandoned = _merged(self._abandoned, flight.firsts)
+            return False
+        self._in_transaction = False
+        self.batches += 1
+        self.records_in += flight.records_in
+        self.records_out += flight.records_out
+        if self._on_commit is not None:
+            self._on_commit()
+        return True
+
+    def _step(self, consumer: Consumer, transform: Transform, on_drop: Callable[[], None] | None) -> None:
+        """Gather, transform and commit one batch.
 
         It runs with the garbage collector paused: a batch makes thousands of objects that all go
         when it does (by reference counting, none is in a cycle); the collector, counting them,
@@ -174,7 +292,13 @@ class TransactionalLoop:
         batch = _usable(self._next_batch(consumer))
         if self._revoked:  # a consume() above revoked partitions: drop what they gave
             batch = _owned(consumer, batch)
-        return bool(batch) and self.process(batch, transform)
+        if not batch:
+            return
+        if self.process(batch, transform):
+            if self._on_commit is not None:
+                self._on_commit()
+        elif on_drop is not None:
+            on_drop()
 
     def _next_batch(self, consumer: Consumer) -> list[Any]:
         """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
@@ -293,14 +417,45 @@ def _next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
 
 def _rewind(consumer: Consumer, batch: Sequence[Any]) -> None:
     """Seek each partition back to the batch's first record so it is read again."""
+    _seek(consumer, _first_offsets(batch))
+
+
+def _first_offsets(batch: Sequence[Any]) -> dict[tuple[str, int], int]:
+    """The offset of the batch's first record per partition."""
     first: dict[tuple[str, int], int] = {}
     for message in batch:
         key = (message.topic(), message.partition())
         first[key] = min(first.get(key, message.offset()), message.offset())
+    return first
+
+
+def _merged(
+    earlier: dict[tuple[str, int], int] | None, later: dict[tuple[str, int], int]
+) -> dict[tuple[str, int], int]:
+    """First offsets of two batches together: per partition, the lower."""
+    if not earlier:
+        return later
+    return {key: min(earlier.get(key, offset), offset) for key, offset in {**earlier, **later}.items()}
+
+
+def _seek(consumer: Consumer, first: dict[tuple[str, int], int]) -> None:
+    """Seek the partitions still assigned back to these offsets (the others' new owners start
+    from the committed offsets)."""
+    if not first:
+        return
     assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
     for (topic, part), offset in first.items():
         if (topic, part) in assigned:
             consumer.seek(TopicPartition(topic, part, offset))
+
+
+class _Flight(NamedTuple):
+    """A batch whose transaction commits on the committer thread."""
+
+    future: Future[None]
+    firsts: dict[tuple[str, int], int]
+    records_in: int
+    records_out: int
 
 
 def _is_error(message: Any) -> bool:

@@ -143,6 +143,7 @@ MODULES_WITH_ALL = [
     "bus.control",
     "bus.replay",
     "bus.router",
+    "bus.collector",
     "workers",
     "workers.handlers",
     "workers.outcome",

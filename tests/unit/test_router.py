@@ -137,9 +137,8 @@ def test_an_update_applies_to_the_next_batch_and_is_counted_once_committed() -> 
     router = Router(manifest(RULES), metrics=RouterMetrics(registry))
     assert {o.topic for o in router([message(EVENT)])} == {"p.fn.a", "p.fn.b"}
     router.committed()
-    router(
-        [message(EVENT)]
-    )  # its transaction aborts: the loop calls no `committed`, the batch is routed again
+    router([message(EVENT)])  # its transaction aborts: the loop calls `dropped`, the batch is routed again
+    router.dropped()
     router.update(manifest([{"name": "all", "pattern": {}, "targets": ["c"]}]), version=2)
     assert [o.topic for o in router([message(EVENT)])] == ["p.fn.c"]
     router.committed()
@@ -148,6 +147,19 @@ def test_an_update_applies_to_the_next_batch_and_is_counted_once_committed() -> 
     assert 'bus_router_rule_matches_total{rule="eu"} 1' in text
     assert 'bus_router_routed_total{function="c"} 1' in text
     assert "bus_router_events_total 2" in text
+
+
+def test_batches_routed_ahead_of_their_commit_are_counted_in_order() -> None:
+    """A pipelined loop routes a batch before the one ahead committed: each commit counts its own batch."""
+    registry = Registry()
+    router = Router(manifest(RULES), metrics=RouterMetrics(registry))
+    router([message(EVENT)])
+    router([message(EVENT), message(EVENT)])
+    router.committed()
+    assert "bus_router_events_total 1" in registry.render()
+    router.committed()
+    router.committed()  # nothing left to count
+    assert "bus_router_events_total 3" in registry.render()
 
 
 def test_an_update_for_another_prefix_is_refused_and_the_rules_stay() -> None:
