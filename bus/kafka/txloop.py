@@ -127,9 +127,6 @@ class TransactionalLoop:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._committer is not None:  # run() settled its flight, unless it never got there
-            self._committer.shutdown(wait=True)
-            self._committer = None
         if self._producer is not None and self._in_transaction:
             # Left mid-transaction (an error): abort now rather than hold back read_committed readers.
             with contextlib.suppress(KafkaException):
@@ -190,7 +187,12 @@ class TransactionalLoop:
                     else:
                         self._step(consumer, transform, on_drop)
         finally:
-            self._settle()
+            try:
+                self._settle()
+            finally:
+                if self._committer is not None:
+                    self._committer.shutdown(wait=True)
+                    self._committer = None
 
     def _resubscribe(self, consumer: Consumer) -> None:
         with self._wanted_lock:
