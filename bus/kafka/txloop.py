@@ -4,6 +4,12 @@ Fencing follows KIP-447: offsets are sent with the consumer's group metadata, so
 older group generation cannot commit. A batch whose transaction aborts is re-read from its first
 offsets, so nothing is skipped and nothing is published twice. Records of partitions revoked while
 a batch was being gathered are dropped before processing: their new owner processes them.
+
+Pipelined (`pipelined=True`, the router's loop), a batch's offsets and commit go to a committer
+thread once its outputs are produced, and the next batch is gathered and transformed meanwhile;
+transactions still never overlap (the next begins after the last has ended). A revocation while
+gathering waits for the commit in flight, so the partition's next owner starts after it. If that
+commit aborts, the batch and the one gathered behind it are both read again from the first's offsets.
 """
 
 from __future__ import annotations
