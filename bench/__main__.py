@@ -91,6 +91,7 @@ def _router_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
         ("router", "router prepare", prepare),
         ("router", "router.rules.r1000", rules_alone),
         ("router", "router.raw", lambda: {"router.raw": router.raw_rate(kafka, sizes)}),
+        ("router", "router.fan", lambda: {"router.fan": router.fan_rate(kafka, sizes, workloads[10])}),
         ("router", "router warm-up", warm_up),
         *(by_rules("router.tx", router.tx_rate, n) for n in router.RULE_COUNTS),
         *(by_rules("router.plain", router.plain_rate, n) for n in router.RULE_COUNTS),
