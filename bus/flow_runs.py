@@ -1,9 +1,10 @@
 """The runs of a flow, from its steps' result and error events (pure): `bus flows status`.
 
 A run is known by the events that carry its `busflowrun`: each step's result (the step is done)
-or error (the step failed after its retries, which ends the run). A step is pending when the step
-it follows is done and its `when` pattern matches that result, but it has neither result nor
-error yet. A run is `failed` with its first error, `running` while a step is pending, else `done`.
+or error (the step failed after its retries, which ends the run). A step is pending when the steps
+it follows are done (one, or all of a join's) and its `when` pattern matches that result, but it
+has neither result nor error yet. A run is `failed` with its first error, `running` while a step
+is pending, else `done`.
 """
 
 from __future__ import annotations
@@ -84,12 +85,9 @@ def runs(flow: Flow, events: Iterable[CloudEvent]) -> list[Run]:
     conditions = {name: compile_pattern(dict(step.when)) for name, step in flow.steps.items()}
 
     def due(run: Run, name: str) -> bool:
-        """The step's turn has come: it follows nothing, or a result its condition matches."""
-        after = flow.steps[name].after
-        if after is None:
-            return True
-        result = results.get((run.id, after))
-        return result is not None and conditions[name].matches(result)
+        """The step's turn has come: it follows nothing, or results (one each) its condition matches."""
+        found = [results.get((run.id, previous)) for previous in flow.steps[name].after]
+        return all(result is not None and conditions[name].matches(result) for result in found)
 
     for run in found.values():
         run.pending = [

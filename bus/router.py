@@ -37,7 +37,8 @@ from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
 from bus.fanout import by_target, routed_record
-from bus.flows import result_topics_read
+from bus.flow_joiner import JoinService
+from bus.flows import join_target, result_topics_read
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import admin_config, build
@@ -179,6 +180,10 @@ class Router:
         decisions = Decisions(RuleIndex(ingress))
         steps = Decisions(RuleIndex(follow))
         topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
+        joins = naming.flow_join_topic(manifest.prefix)
+        topics.update(
+            (join_target(f.name, s.name), joins) for f in manifest.flows for s in f.steps.values() if s.joins
+        )
         self._metrics.version.set(version)
         self._metrics.rules.set(len(manifest.rules))
         return RoutingTable(version, digest, decisions, steps, topics, reader)
@@ -440,6 +445,8 @@ def serve(
 
     loops: list[TransactionalLoop] = []
     current = [manifest]  # the manifest in force, for the topics a loop started late must read
+    instance = uuid.uuid4().hex[:12]
+    joins = JoinService(settings, instance=instance, registry=registry)
 
     def on_change(new: Applied) -> None:
         # The log's order decides: the latest record is what a router starting now would read.
@@ -447,6 +454,7 @@ def serve(
             changed = new.manifest(prefix=prefix)
             router.update(changed, new.version, new.digest)
             current[0] = changed
+            joins.update(changed)
             for loop in loops:  # flows may read other functions' results now
                 loop.subscribe(input_topics(prefix, changed))
 
@@ -455,12 +463,14 @@ def serve(
             stack.enter_context(MetricsServer(registry, metrics_port))
         stack.enter_context(ControlWatcher(settings, prefix, start=after, on_change=on_change))
         stack.enter_context(TopicWatch(settings, router))
+        stack.enter_context(joins)
+        joins.update(current[0])  # runs the joiner of flow joins, if the rules have any
         loop = stack.enter_context(
             TransactionalLoop(
                 settings,
                 group=group,
                 topics=input_topics(prefix, manifest),
-                transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
+                transactional_id=naming.transactional_id(group, instance),
                 max_batch=MAX_BATCH,
             )
         )

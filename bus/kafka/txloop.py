@@ -25,7 +25,7 @@ from bus.kafka_binding import Record
 from bus.logs import log_event
 from bus.settings import KafkaSettings
 
-__all__ = ["InMessage", "Output", "TransactionalLoop"]
+__all__ = ["InMessage", "Output", "TransactionalLoop", "next_batch", "next_offsets", "rewind", "usable"]
 
 logger = logging.getLogger("bus.kafka")
 
@@ -158,24 +158,11 @@ class TransactionalLoop:
                 log_event(logger, "topics_subscribed", group=self._group, topics=wanted)
                 self._topics = wanted
             self._revoked = False
-            batch = _usable(self._next_batch(consumer))
+            batch = usable(next_batch(consumer, self._max_batch, self._poll_timeout))
             if self._revoked:  # a consume() above revoked partitions: drop what they gave
                 batch = _owned(consumer, batch)
             if batch and self.process(batch, transform) and on_commit is not None:
                 on_commit()
-
-    def _next_batch(self, consumer: Consumer) -> list[Any]:
-        """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
-
-        librdkafka's consume(n, timeout) waits the whole timeout unless n records arrive, which
-        would add `poll_timeout` of latency to every event on a quiet topic.
-        """
-        messages = consumer.consume(self._max_batch, 0)
-        if not messages:
-            messages = consumer.consume(1, self._poll_timeout)
-            if messages:
-                messages += consumer.consume(self._max_batch - 1, 0)
-        return messages
 
     def process(self, batch: Sequence[Any], transform: Transform) -> bool:
         """Transform one batch and commit its outputs with its offsets, atomically; True if committed.
@@ -191,13 +178,13 @@ class TransactionalLoop:
         try:
             outputs = transform(batch)
         except BaseException:
-            _rewind(consumer, batch)
+            rewind(consumer, batch)
             raise
         try:
             self._in_transaction = True
             producer.begin_transaction()
             _produce_all(producer, outputs)
-            offsets = _next_offsets(batch)
+            offsets = next_offsets(batch)
             metadata = consumer.consumer_group_metadata()
             retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._txn_timeout))
             retrying(lambda: producer.commit_transaction(self._txn_timeout))
@@ -211,7 +198,7 @@ class TransactionalLoop:
                 ) from exc
             log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
             self._abort()
-            _rewind(consumer, batch)
+            rewind(consumer, batch)
             return False
         self.batches += 1
         self.records_in += len(batch)
@@ -249,7 +236,21 @@ def _produce_all(producer: Producer, outputs: Sequence[Output]) -> None:
                 producer.poll(0.01)
 
 
-def _usable(messages: list[Any]) -> list[Any]:
+def next_batch(consumer: Consumer, max_batch: int, poll_timeout: float) -> list[Any]:
+    """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
+
+    librdkafka's consume(n, timeout) waits the whole timeout unless n records arrive, which
+    would add `poll_timeout` of latency to every event on a quiet topic.
+    """
+    messages = consumer.consume(max_batch, 0)
+    if not messages:
+        messages = consumer.consume(1, poll_timeout)
+        if messages:
+            messages += consumer.consume(max_batch - 1, 0)
+    return messages
+
+
+def usable(messages: list[Any]) -> list[Any]:
     """The records of a consume() without its error events (a fatal one raises)."""
     batch = [message for message in messages if message.error() is None]
     if len(batch) != len(messages):
@@ -267,7 +268,7 @@ def _owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
     return kept
 
 
-def _next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
+def next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
     """The offset to commit per partition: one past the highest processed record."""
     highest: dict[tuple[str, int], int] = {}
     get = highest.get
@@ -279,7 +280,7 @@ def _next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
 
 
-def _rewind(consumer: Consumer, batch: Sequence[Any]) -> None:
+def rewind(consumer: Consumer, batch: Sequence[Any]) -> None:
     """Seek each partition back to the batch's first record so it is read again."""
     first: dict[tuple[str, int], int] = {}
     for message in batch:
