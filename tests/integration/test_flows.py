@@ -114,6 +114,28 @@ def test_a_pipeline_with_a_branch_runs_each_step_once_and_a_failed_step_ends_its
     )
     assert f"pages  {bad}  failed  crawl:ok parse:FAILED  [parse: ValueError: cannot parse" in table.stdout
 
+    # A later step replays like any function: from the results of the step it follows, run and all.
+    replayed = run_bus(
+        "replay",
+        "-f",
+        str(path),
+        "--function",
+        "parse",
+        "--from",
+        "10m",
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap},
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    summary = orjson.loads(replayed.stdout)
+    assert (summary["source"], summary["replayed"]) == (naming.result_topic(prefix, "crawl"), 2)
+    again = [
+        from_record(m.key(), m.value(), m.headers())
+        for m in kafka.read_all(naming.function_topic(prefix, "parse"), idle=0.5)
+    ]
+    marked = [e for e in again if "replayid" in e.extensions]
+    assert sorted(e.extensions["busflowrun"] for e in marked) == sorted([good, bad])
+    assert {(e.extensions["busflow"], e.extensions["busflowstep"]) for e in marked} == {("pages", "parse")}
+
 
 JOIN_STEPS = """
 def clean(event, ctx):
