@@ -194,14 +194,18 @@ def join_error(
     time: str,
     topic: str,
     partition: int,
+    embed_data: bool = True,
 ) -> CloudEvent:
     """The `bus.function.error` that ends a join's run (a timeout, a joined event too large), shaped
-    like a function's (RELIABILITY R8), with the partial joined event as the event; `topic` and
-    `partition` are the join topic's where its first part arrived."""
-    partial = joined_event(prefix, spec, waiting, time=time)
+    like the join function's own errors (RELIABILITY R8), with the partial joined event as the
+    event (without its data unless `embed_data`); `topic` and `partition` are the join topic's
+    where its first part arrived."""
+    partial = to_json_dict(joined_event(prefix, spec, waiting, time=time))
+    if not embed_data:
+        partial.pop("data", None)
     return CloudEvent.create(
         id=str(uuid.uuid5(_IDS, f"error\x00{spec.flow}\x00{spec.step}\x00{waiting.run}")),
-        source=f"bus://{prefix}/flows/{spec.flow}",
+        source=f"bus://{prefix}/functions/{spec.function}",
         type=ERROR_TYPE,
         time=time,
         datacontenttype="application/json",
@@ -209,7 +213,7 @@ def join_error(
             FLOW: spec.flow,
             FLOW_STEP: spec.step,
             FLOW_RUN: waiting.run,
-            "causationid": partial.id,
+            "causationid": partial["id"],
             "partitionkey": waiting.run,
         },
         data={
@@ -223,7 +227,7 @@ def join_error(
             "topic": topic,
             "partition": partition,
             "offset": waiting.first_offset,
-            "event": to_json_dict(partial),
-            "event_truncated": False,
+            "event": partial,
+            "event_truncated": not embed_data,
         },
     )

@@ -194,7 +194,7 @@ class Plan:
     function: str
     """The one function events are re-driven to."""
     source: str
-    """Topic read: the prefix's ingress topic."""
+    """Topic read: the prefix's ingress topic, or the results topic a flow step follows."""
     target: str
     """Topic written: the function's topic."""
     rules: tuple[Rule, ...]

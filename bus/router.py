@@ -82,7 +82,7 @@ class RoutingTable:
     steps: Decisions
     """The rules of flow steps that follow another step: only for records of results topics."""
     topics: Mapping[str, str]
-    """Function name -> its topic."""
+    """Target -> its topic: each function's, and the join topic for a join's rule (bus.flows)."""
     reader: TypedReader
 
     @property
@@ -158,7 +158,8 @@ class Router:
         log_event(logger, "rules_updated", version=version, rules=len(table.rules))
 
     def set_missing_topics(self, missing: frozenset[str]) -> None:
-        """Function topics known not to exist: events for them go to the DLQ instead of blocking."""
+        """Target topics (functions', the join topic) known not to exist: events for them go to the
+        DLQ instead of blocking."""
         if missing != self._missing:  # kept otherwise: a new set would make the fast path start over
             log_event(logger, "missing_topics", topics=sorted(missing))
             self._missing = missing
@@ -452,11 +453,13 @@ def serve(
         # The log's order decides: the latest record is what a router starting now would read.
         if new.digest != router.table.digest:
             changed = new.manifest(prefix=prefix)
-            router.update(changed, new.version, new.digest)
-            current[0] = changed
+            # The joiner and the topics first: by the time the router routes by the new rules, its
+            # joins are known here and the results their steps follow are read.
             joins.update(changed)
+            current[0] = changed
             for loop in loops:  # flows may read other functions' results now
                 loop.subscribe(input_topics(prefix, changed))
+            router.update(changed, new.version, new.digest)
 
     with contextlib.ExitStack() as stack:
         if metrics_port is not None:

@@ -25,7 +25,16 @@ from bus.kafka_binding import Record
 from bus.logs import log_event
 from bus.settings import KafkaSettings
 
-__all__ = ["InMessage", "Output", "TransactionalLoop", "next_batch", "next_offsets", "rewind", "usable"]
+__all__ = [
+    "InMessage",
+    "Output",
+    "TransactionalLoop",
+    "next_batch",
+    "next_offsets",
+    "owned",
+    "rewind",
+    "usable",
+]
 
 logger = logging.getLogger("bus.kafka")
 
@@ -125,7 +134,7 @@ class TransactionalLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # No transaction is open while the consumer polls, so nothing is in flight to hand back;
-        # records of these partitions already gathered into a batch are dropped by _owned().
+        # records of these partitions already gathered into a batch are dropped by owned().
         self._revoked = True
         log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
 
@@ -160,7 +169,7 @@ class TransactionalLoop:
             self._revoked = False
             batch = usable(next_batch(consumer, self._max_batch, self._poll_timeout))
             if self._revoked:  # a consume() above revoked partitions: drop what they gave
-                batch = _owned(consumer, batch)
+                batch = owned(consumer, batch)
             if batch and self.process(batch, transform) and on_commit is not None:
                 on_commit()
 
@@ -259,7 +268,7 @@ def usable(messages: list[Any]) -> list[Any]:
     return batch
 
 
-def _owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
+def owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
     """The records of partitions still assigned (a later consume() may have revoked some)."""
     assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
     kept = [m for m in batch if (m.topic(), m.partition()) in assigned]

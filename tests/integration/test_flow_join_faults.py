@@ -1,5 +1,8 @@
 """Flow joins through router `kill -9`s: each run's join is published exactly once, on all its parts.
 
+Two routers run, so two joiners share the join topic's partitions: a kill hands the victim's
+partitions to the live one (a cooperative rebalance), and its restart takes some back.
+
 The parts (results of the steps a join follows) are written straight to their results topics, as
 workers would, with the second part of each run a chunk behind its first: whenever the router
 (and the joiner inside it) is killed, joins wait half-done, and the next process must restore
@@ -63,8 +66,13 @@ def test_joins_are_exact_through_router_kills(kafka: KafkaEnv, tmp_path: Path) -
     path = write_manifest(tmp_path, prefix, MANIFEST)
     assert run_bus("apply", "-f", str(path), env=env).returncode == 0
     settings = kafka.settings(prefix)
-    router = RouterProcess(kafka, prefix, tmp_path, env={"BUS_SESSION_TIMEOUT": "6"})
-    router.start()
+    # Two routers, so two joiners share the join topic: each kill hands partitions to a live one.
+    routers = [
+        RouterProcess(kafka, prefix, tmp_path / name, env={"BUS_SESSION_TIMEOUT": "6"})
+        for name in ("r1", "r2")
+    ]
+    for router in routers:
+        router.start()
     producer = build(Producer, producer_config(settings))
     written = [0]
 
@@ -90,26 +98,26 @@ def test_joins_are_exact_through_router_kills(kafka: KafkaEnv, tmp_path: Path) -
     try:
         for kill in range(1, KILLS + 1):
             due = RUNS * kill // (KILLS + 1)
+            victim = routers[(kill - 1) % len(routers)]
 
             def ready(due: int = due) -> bool:
-                return (router.metric(joined_metric) or 0) > 0 and written[0] >= due
+                published = sum(router.metric(joined_metric) or 0 for router in routers)
+                return published > 0 and written[0] >= due
 
-            wait_until(
-                ready,
-                timeout=90,
-                what=f"joins published before kill {kill}",
-            )
-            router.kill()
-            router.start()
+            wait_until(ready, timeout=90, what=f"joins published before kill {kill}")
+            victim.kill()
+            victim.start()
         loader.join()
         records = kafka.read_exactly(naming.function_topic(prefix, "model"), RUNS, timeout=120)
     finally:
         loader.join()
-        router.stop()
+        for router in routers:
+            router.stop()
     joined = [from_record(r.key(), r.value(), r.headers()) for r in records]
     runs = Counter(event.extensions["busflowrun"] for event in joined)
     restored = [
         orjson.loads(line)["joins"]
+        for router in routers
         for line in router.log.read_text().splitlines()
         if '"joins_restored"' in line
     ]
@@ -118,11 +126,7 @@ def test_joins_are_exact_through_router_kills(kafka: KafkaEnv, tmp_path: Path) -
         "router_kills": KILLS,
         "joined": len(joined),
         "duplicates": sum(1 for count in runs.values() if count > 1),
-        "restored": [
-            orjson.loads(line)["joins"]
-            for line in router.log.read_text().splitlines()
-            if '"joins_restored"' in line
-        ],
+        "restored": restored,
     }
     print("joins through kills", orjson.dumps(figures).decode())
     assert runs == Counter(f"run-{n}" for n in range(RUNS))
