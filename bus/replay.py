@@ -266,8 +266,9 @@ def replay_sources(manifest: Manifest, function: str) -> dict[str, tuple[Rule, .
     """Topic to read -> the rules targeting `function` that select its records, in manifest order.
 
     Ordinary rules and flow start steps select from the ingress; a later flow step selects from
-    the results of the function of the step it follows (bus.flows). A function that only runs as
-    a join (whose rule targets the joiner) is refused: replay the steps the join follows.
+    the results of the function of the step it follows (bus.flows). A join's rule targets the joiner,
+    not the function, so it is never among them; a function that only runs as a join is refused:
+    replay the steps the join follows.
     """
     ingress = naming.ingress_topic(manifest.prefix)
     if function not in manifest.functions:
