@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bus.events import from_json_dict
-from bus.flows import FLOW, FLOW_RUN, FLOW_STEP
+from bus.flows import FLOW, FLOW_JOIN, FLOW_RUN, FLOW_STEP
 from bus.kafka_binding import Record, to_record, with_extensions
 from bus.routing import Rule
 from bus.rule_index import DATA
@@ -65,10 +65,19 @@ def routed_record(
 
 def _in_flow(record: Record, event: Mapping[str, Any], by: Sequence[Rule]) -> Record:
     """The record with the flow extensions of the first flow step among `by` (bus.flows) set:
-    the flow, the step the target runs as, and the run (the start event's id, carried on)."""
+    the flow, the step the target runs as, and the run (the start event's id, carried on).
+
+    A step's result sent to a join keeps its own step and is marked with the join's, keyed by the
+    run: all parts of one run's join meet on one partition of the joiner's topic.
+    """
     tag = next((rule.flow for rule in by if rule.flow is not None), None)
     if tag is None:
         return record
+    if tag.join:
+        run = event.get(FLOW_RUN)
+        marked = with_extensions(record, {FLOW_JOIN: tag.step})
+        key = run.encode() if isinstance(run, str) else marked.key
+        return Record(key, marked.value, marked.headers)
     run = event.get("id") if tag.starts else event.get(FLOW_RUN)
     extensions = {FLOW: tag.flow, FLOW_STEP: tag.step}
     if isinstance(run, str) and run:

@@ -2,8 +2,9 @@
 
 A run is known by the events that carry its `busflowrun`: each step's result (the step is done)
 or error (the step failed after its retries, which ends the run). A step is pending when the step
-it follows is done and its `when` pattern matches that result, but it has neither result nor
-error yet. A run is `failed` with its first error, `running` while a step is pending, else `done`.
+it follows is done and its `when` pattern matches that result (a join: when one of its steps is
+done), but it has neither result nor error yet. A run is `failed` with its first error, `running`
+while a step is pending, else `done`.
 """
 
 from __future__ import annotations
@@ -84,12 +85,13 @@ def runs(flow: Flow, events: Iterable[CloudEvent]) -> list[Run]:
     conditions = {name: compile_pattern(dict(step.when)) for name, step in flow.steps.items()}
 
     def due(run: Run, name: str) -> bool:
-        """The step's turn has come: it follows nothing, or a result its condition matches."""
-        after = flow.steps[name].after
-        if after is None:
-            return True
-        result = results.get((run.id, after))
-        return result is not None and conditions[name].matches(result)
+        """The step's turn has come: it follows nothing, a result its condition matches, or (a
+        join) the first of its steps is done: it waits for the others from then on."""
+        step = flow.steps[name]
+        found = [results.get((run.id, previous)) for previous in step.after]
+        if step.joins:
+            return any(result is not None for result in found)
+        return all(result is not None and conditions[name].matches(result) for result in found)
 
     for run in found.values():
         run.pending = [

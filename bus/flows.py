@@ -8,6 +8,7 @@ flows:
       parse: {function: parse}                  # no `after`: runs on the start event
       store: {function: store, after: parse, when: {data: {ok: [true]}}}   # a conditional branch
       stats: {function: stats, after: parse}    # fan-out: store and stats both follow parse
+      report: {function: report, after: [store, stats], timeout: 5m}   # a join (fan-in)
 ```
 
 A run is identified by the id of the event that started it. Each step's event carries three
@@ -17,6 +18,12 @@ matches the previous step's `bus.function.result` by flow and step, plus its `wh
 Steps therefore scale, retry, dead-letter and replay like any routed event; a step whose
 function fails (after its retries) produces no result, so its run stops there with the error
 on the function's failure destination.
+
+A join step (`after:` a list of steps) runs once per run, when the results of all of them arrived,
+on a `bus.flow.joined` event whose data maps each step to its result's data. The router sends those
+results to `<prefix>.flows.joins` keyed by run, and the joiner (`bus.flow_joiner`, in the router
+process) gathers them with its state in Kafka; a join still missing a part after `timeout` (from its
+first part) ends the run with a `JoinTimeout` error on the join function's failure destination.
 
 `compile_flows` turns the flows into `Rule`s named `flow.<flow>.<step>` whose `flow` tag tells the
 router which extensions to set, and `result_topics_read` names the functions whose results the
@@ -30,19 +37,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bus.durations import parse_duration
 from bus.errors import ManifestError
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
 from bus.routing import FlowTag, Rule
 
 __all__ = [
+    "DEFAULT_JOIN_TIMEOUT",
     "FLOW",
+    "FLOW_JOIN",
     "FLOW_RUN",
     "FLOW_STEP",
     "RESULT_TYPE",
     "Flow",
     "Step",
     "compile_flows",
+    "join_target",
     "parse_flows",
     "result_topics_read",
 ]
@@ -50,9 +61,14 @@ __all__ = [
 FLOW = "busflow"
 FLOW_RUN = "busflowrun"
 FLOW_STEP = "busflowstep"
+FLOW_JOIN = "busflowjoin"
+"""Set by the router on a step's result sent to a join: the join step it is a part of."""
+JOIN_TARGET = "join:"
+"""Prefix of a join rule's target: not a function but the joiner (bus.flow_joiner)."""
+DEFAULT_JOIN_TIMEOUT = 300.0
 RESULT_TYPE = "bus.function.result"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-_RESERVED = frozenset({"type", FLOW, FLOW_STEP, FLOW_RUN})
+_RESERVED = frozenset({"type", FLOW, FLOW_STEP, FLOW_RUN, FLOW_JOIN})
 """Members a step's `when` may not name: the step's own rule sets them."""
 
 
@@ -62,10 +78,17 @@ class Step:
 
     name: str
     function: str
-    after: str | None
-    """The step whose result this one follows; None for a start step."""
+    after: tuple[str, ...]
+    """The steps whose results this one follows: none for a start step, several for a join."""
     when: Mapping[str, Any]
     """Pattern (EventBridge language) the previous step's result must match too; {} for any."""
+    timeout: float = DEFAULT_JOIN_TIMEOUT
+    """A join's wait for its last part, in seconds from its first."""
+
+    @property
+    def joins(self) -> bool:
+        """True for a join: the step runs once all the steps it follows have a result."""
+        return len(self.after) > 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,10 +127,11 @@ def _flow(name: str, body: Any, functions: Mapping[str, Any]) -> Flow:
         raise ManifestError(f"{path}.steps", "list at least one step: {name: {function: F}}")
     steps = {str(step): _step(str(step), spec, path, functions) for step, spec in steps_spec.items()}
     for step in steps.values():
-        if step.after is not None and step.after not in steps:
-            known = ", ".join(sorted(steps))
-            raise ManifestError(f"{path}.steps.{step.name}.after", f"no step {step.after!r} (steps: {known})")
-    if all(step.after is not None for step in steps.values()):
+        for after in step.after:
+            if after not in steps:
+                known = ", ".join(sorted(steps))
+                raise ManifestError(f"{path}.steps.{step.name}.after", f"no step {after!r} (steps: {known})")
+    if all(step.after for step in steps.values()):
         raise ManifestError(f"{path}.steps", "no step runs on the start event: give one step no `after`")
     _check_acyclic(steps, path)
     _check_targets(steps, path, functions)
@@ -120,33 +144,50 @@ def _step(name: str, spec: Any, flow_path: str, functions: Mapping[str, Any]) ->
         raise ManifestError(path, f"{name!r} must be 1-40 letters, digits, '_' or '-'")
     if not isinstance(spec, Mapping):
         raise ManifestError(path, "must be a mapping: {function: F[, after: STEP][, when: PATTERN]}")
-    unknown = sorted(set(spec) - {"function", "after", "when"})
+    unknown = sorted(set(spec) - {"function", "after", "when", "timeout"})
     if unknown:
-        raise ManifestError(f"{path}.{unknown[0]}", "unknown key; a step has function, after and when")
+        raise ManifestError(
+            f"{path}.{unknown[0]}", "unknown key; a step has function, after, when and timeout"
+        )
     function = spec.get("function")
     if function not in functions:
         known = ", ".join(sorted(functions)) or "none declared"
         raise ManifestError(f"{path}.function", f"unknown function {function!r} (functions: {known})")
-    after = spec.get("after")
-    if isinstance(after, list) and len(after) == 1:
-        after = after[0]
-    if isinstance(after, list):
-        raise ManifestError(
-            f"{path}.after",
-            "a step follows one step; joins of several (fan-in) are not built yet: chain the steps",
-        )
-    if after is not None and not isinstance(after, str):
-        raise ManifestError(f"{path}.after", f"must name a step, got {after!r}")
+    after = _after(spec.get("after"), f"{path}.after")
     when = spec.get("when", {})
     _check_pattern(when, f"{path}.when")
     if not isinstance(when, Mapping):
         raise ManifestError(f"{path}.when", "must be a pattern (a mapping)")
-    if after is None and when:
+    if not after and when:
         raise ManifestError(f"{path}.when", "a start step runs on every start event; put conditions in start")
+    if len(after) > 1 and when:
+        raise ManifestError(
+            f"{path}.when", "a join runs when all its steps have a result; put conditions on those steps"
+        )
     reserved = sorted(_RESERVED & set(when))
     if reserved:
         raise ManifestError(f"{path}.when.{reserved[0]}", "set by the flow itself; match on data or subject")
-    return Step(name=name, function=str(function), after=after, when=dict(when))
+    if "timeout" in spec and len(after) < 2:
+        raise ManifestError(
+            f"{path}.timeout", "only a join (after: [A, B, ...]) waits, so only a join has one"
+        )
+    timeout = parse_duration(spec.get("timeout", DEFAULT_JOIN_TIMEOUT), f"{path}.timeout")
+    if timeout <= 0:
+        raise ManifestError(f"{path}.timeout", "must be longer than 0s")
+    return Step(name=name, function=str(function), after=after, when=dict(when), timeout=timeout)
+
+
+def _after(spec: Any, path: str) -> tuple[str, ...]:
+    """`after:` as the steps followed: nothing, one name, or a list of distinct names (a join)."""
+    if spec is None:
+        return ()
+    names = spec if isinstance(spec, list) else [spec]
+    if not names or not all(isinstance(name, str) for name in names):
+        raise ManifestError(path, f"must name a step or list the steps a join waits for, got {spec!r}")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ManifestError(path, f"step {twice[0]!r} is listed twice")
+    return tuple(names)
 
 
 def _check_pattern(spec: Any, path: str) -> None:
@@ -157,21 +198,25 @@ def _check_pattern(spec: Any, path: str) -> None:
 
 
 def _check_acyclic(steps: Mapping[str, Step], path: str) -> None:
-    for step in steps.values():
-        seen = [step.name]
-        current = step.after
-        while current is not None:
-            if current in seen:
-                cycle = " -> ".join([*reversed(seen), current])
-                raise ManifestError(f"{path}.steps.{step.name}.after", f"steps form a cycle: {cycle}")
-            seen.append(current)
-            current = steps[current].after
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycle = " -> ".join([*trail[trail.index(name) :], name])
+            raise ManifestError(f"{path}.steps.{trail[0]}.after", f"steps form a cycle: {cycle}")
+        if name not in done:
+            for previous in steps[name].after:
+                visit(previous, [*trail, name])
+            done.add(name)
+
+    for name in steps:
+        visit(name, [])
 
 
 def _check_targets(steps: Mapping[str, Step], path: str, functions: Mapping[str, Any]) -> None:
     """A function runs once per event: two steps after the same one cannot share a function, and a
     step cannot follow a function whose results go nowhere."""
-    seen: dict[tuple[str | None, str], str] = {}
+    seen: dict[tuple[tuple[str, ...], str], str] = {}
     for step in steps.values():
         where = f"{path}.steps.{step.name}.function"
         other = seen.setdefault((step.after, step.function), step.name)
@@ -180,8 +225,8 @@ def _check_targets(steps: Mapping[str, Step], path: str, functions: Mapping[str,
                 where,
                 f"steps {other!r} and {step.name!r} both run {step.function!r} on the same event; merge them",
             )
-        if step.after is not None:
-            followed = steps[step.after].function
+        for previous in step.after:
+            followed = steps[previous].function
             if getattr(functions[followed].destinations, "on_success", "") is None:
                 raise ManifestError(
                     f"{path}.steps.{step.name}.after",
@@ -190,36 +235,36 @@ def _check_targets(steps: Mapping[str, Step], path: str, functions: Mapping[str,
 
 
 def compile_flows(flows: Sequence[Flow]) -> tuple[Rule, ...]:
-    """One rule per step: start steps on the start pattern, the others on their previous step's result."""
+    """One rule per step: start steps on the start pattern, the others on their previous step's
+    result; a join's rule sends the results of all its steps to the joiner."""
     rules: list[Rule] = []
     for flow in flows:
         for step in flow.steps.values():
-            if step.after is None:
+            if not step.after:
                 pattern: Mapping[str, Any] = flow.start
             else:
-                previous = flow.steps[step.after]
-                pattern = {
-                    **step.when,
-                    "type": [RESULT_TYPE],
-                    FLOW: [flow.name],
-                    FLOW_STEP: [previous.name],
-                }
+                pattern = {**step.when, "type": [RESULT_TYPE], FLOW: [flow.name], FLOW_STEP: list(step.after)}
             rules.append(
                 Rule(
                     name=f"flow.{flow.name}.{step.name}",
                     pattern=compile_pattern(pattern),
-                    targets=(step.function,),
-                    flow=FlowTag(flow=flow.name, step=step.name, starts=step.after is None),
+                    targets=(join_target(flow.name, step.name) if step.joins else step.function,),
+                    flow=FlowTag(flow=flow.name, step=step.name, starts=not step.after, join=step.joins),
                 )
             )
     return tuple(rules)
 
 
+def join_target(flow: str, step: str) -> str:
+    """The target of a join's rule: the joiner, which runs the step's function once all arrived."""
+    return f"{JOIN_TARGET}{flow}.{step}"
+
+
 def result_topics_read(flows: Sequence[Flow]) -> frozenset[str]:
     """Functions whose results start a next step: the router reads their results topics."""
     return frozenset(
-        flow.steps[step.after].function
+        flow.steps[previous].function
         for flow in flows
         for step in flow.steps.values()
-        if step.after is not None
+        for previous in step.after
     )

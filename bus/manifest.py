@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from bus import naming
+from bus.durations import parse_duration
 from bus.errors import ManifestError
 from bus.flows import Flow, compile_flows, parse_flows
 from bus.input_transform import InputTransform, compile_constant, compile_transformer
@@ -43,8 +44,6 @@ Ordering = Literal["none", "partition", "key"]
 # As EventBridge's rule names; no commas, so the `matchedrules` extension can list them.
 _RULE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Mi|Gi)$")
 MIN_MEMORY_MIB = 64
 """Below this a Python process cannot even import a handler."""
@@ -255,15 +254,6 @@ def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manife
         http_auth=http_auth,
         base_dir=base_dir,
     )
-
-
-def parse_duration(value: Any, path: str) -> float:
-    """Seconds from `30s`, `500ms`, `1m`, `2h` or a plain number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if isinstance(value, str) and (match := _DURATION.match(value.strip())):
-        return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ManifestError(path, f"{value!r} is not a duration like 500ms, 30s, 1m or 2h")
 
 
 def parse_memory(value: Any, path: str) -> int:

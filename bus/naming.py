@@ -13,6 +13,9 @@ __all__ = [
     "dlq_redriven_topic",
     "dlq_topic",
     "error_topic",
+    "flow_join_state_topic",
+    "flow_join_topic",
+    "flow_joiner_group",
     "function_group",
     "function_topic",
     "gateway_transactional_id",
@@ -136,3 +139,18 @@ def control_topic(prefix: str) -> str:
 def dlq_redriven_topic(prefix: str, function: str) -> str:
     """Compacted topic of the dead letters `bus dlq redrive` re-published, keyed by DLQ offset."""
     return f"{prefix}.fn.{function}.dlq.redriven"
+
+
+def flow_join_topic(prefix: str) -> str:
+    """Topic the router sends the parts of flow joins to, keyed by run; the joiner reads it."""
+    return f"{prefix}.flows.joins"
+
+
+def flow_join_state_topic(prefix: str) -> str:
+    """Compacted topic of the joins waiting for parts, by partition of the join topic (its changelog)."""
+    return f"{prefix}.flows.joins.state"
+
+
+def flow_joiner_group(prefix: str) -> str:
+    """Consumer group of the joiners (one per router process) sharing the join topic's partitions."""
+    return f"{prefix}.flows.joiner"

@@ -1,9 +1,11 @@
 """`bus replay`: re-drive already-ingested events through the current rules to one function.
 
-Like an EventBridge archive replay, from Kafka's own retention of `<prefix>.ingress`: each record
-in the time window is decoded as the router decodes it and matched against the rules that target
-the function; when one matches, the original record (key, value, headers) is produced to the
-function's topic with two extensions added (CloudEvents extension names: a-z0-9, at most 20):
+Like an EventBridge archive replay, from Kafka's own retention of `<prefix>.ingress` (and, for a
+flow step that follows another, of that step's results topic; one source after the other, with a
+summary line each): each record in the time window is decoded as the router decodes it and
+matched against the rules that target the function; when one matches, the original record
+(key, value, headers) is produced to the function's topic with two extensions added (CloudEvents
+extension names: a-z0-9, at most 20):
 
 - `replayid` (header `ce_replayid`): the replay's id, `replay-<UTC time>-<8 hex digits>`, shared
   by every event one replay re-drives;
@@ -50,8 +52,9 @@ from bus.kafka.schema_store import open_store
 from bus.kafka.sync_producer import Deliveries, SyncProducer
 from bus.kafka.window import Span, WindowReader
 from bus.kafka_binding import Record, from_record, with_extensions
+from bus.manifest import Manifest
 from bus.routing import Rule, matching_rules
-from bus.settings import load_kafka
+from bus.settings import KafkaSettings, load_kafka
 from bus.stack import STOP_SIGNALS
 from bus.topology import function_topics
 
@@ -68,6 +71,7 @@ __all__ = [
     "plan",
     "replay",
     "replay_id",
+    "replay_sources",
     "selecting_rules",
 ]
 
@@ -190,7 +194,7 @@ class Plan:
     function: str
     """The one function events are re-driven to."""
     source: str
-    """Topic read: the prefix's ingress topic."""
+    """Topic read: the prefix's ingress topic, or the results topic a flow step follows."""
     target: str
     """Topic written: the function's topic."""
     rules: tuple[Rule, ...]
@@ -233,11 +237,13 @@ def plan(
     end: datetime | None,
     replay_id: str,
     dry_run: bool = False,
+    source: str | None = None,
 ) -> Plan:
     """Check a replay request against the rules and functions in force (from a manifest or a control topic).
 
-    Raises ConfigError for an unknown function (naming the known ones) or a window that ends
-    before it starts.
+    `source` is the topic read (default: the ingress) and `rules` those matching its records
+    (`replay_sources`). Raises ConfigError for an unknown function (naming the known ones) or a
+    window that ends before it starts.
     """
     if function not in functions:
         known = ", ".join(sorted(functions)) or "none"
@@ -247,13 +253,52 @@ def plan(
     return Plan(
         replay_id=replay_id,
         function=function,
-        source=naming.ingress_topic(prefix),
+        source=source or naming.ingress_topic(prefix),
         target=naming.function_topic(prefix, function),
         rules=tuple(rule for rule in rules if function in rule.targets),
         start=start,
         end=end,
         dry_run=dry_run,
     )
+
+
+def replay_sources(manifest: Manifest, function: str) -> dict[str, tuple[Rule, ...]]:
+    """Topic to read -> the rules targeting `function` that select its records, in manifest order.
+
+    Ordinary rules and flow start steps select from the ingress; a later flow step selects from
+    the results of the function of the step it follows (bus.flows). A join's rule targets the joiner,
+    not the function, so it is never among them; a function that only runs as a join is refused:
+    replay the steps the join follows.
+    """
+    ingress = naming.ingress_topic(manifest.prefix)
+    if function not in manifest.functions:
+        return {ingress: ()}  # `plan` refuses it, naming the known functions
+    flows = {flow.name: flow for flow in manifest.flows}
+    sources: dict[str, list[Rule]] = {}
+    for rule in manifest.rules:
+        tag = rule.flow
+        if function not in rule.targets:
+            continue
+        if tag is None or tag.starts:
+            sources.setdefault(ingress, []).append(rule)
+            continue
+        steps = flows[tag.flow].steps
+        followed = steps[steps[tag.step].after[0]].function
+        topic = manifest.functions[followed].destinations.on_success
+        if topic is not None:
+            sources.setdefault(topic, []).append(rule)
+    joins = [
+        f"{flow.name}.{step.name}"
+        for flow in manifest.flows
+        for step in flow.steps.values()
+        if step.joins and step.function == function
+    ]
+    if not sources and joins:
+        raise ConfigError(
+            f"function {function!r} runs as the join {joins[0]} on the results of its steps: "
+            "replay those steps' functions instead"
+        )
+    return {topic: tuple(rules) for topic, rules in sources.items()} or {ingress: ()}
 
 
 def selecting_rules(record: Record, plan: Plan, reader: TypedReader) -> tuple[dict[str, Any], list[Rule]]:
@@ -446,7 +491,8 @@ def command(
     prefix: str | None,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run `bus replay` by the applied rules (or those of `manifest_path`); print the summary to `out`.
+    """Run `bus replay` by the applied rules (or those of `manifest_path`); print the summary to `out`
+    (a line per source topic).
 
     Returns 0 when done, 130 when stopped by SIGINT or SIGTERM (after the summary of what was done);
     raises BusError (after the summary, if the replay started) when it cannot be done or a delivery failed.
@@ -457,16 +503,21 @@ def command(
     per_second = parse_rate(rate) if rate is not None else None
     parsed = manifest_in_force(environ, manifest_path, prefix)
     settings = load_kafka(environ, prefix=parsed.prefix)
-    the_plan = plan(
-        function=function,
-        prefix=parsed.prefix,
-        rules=parsed.rules,
-        functions=parsed.functions,
-        start=window_start,
-        end=window_end,
-        replay_id=replay_id(now, uuid.uuid4().hex[:8]),
-        dry_run=dry_run,
-    )
+    the_id = replay_id(now, uuid.uuid4().hex[:8])
+    plans = [
+        plan(
+            function=function,
+            prefix=parsed.prefix,
+            rules=rules,
+            functions=parsed.functions,
+            start=window_start,
+            end=window_end,
+            replay_id=the_id,
+            dry_run=dry_run,
+            source=source,
+        )
+        for source, rules in replay_sources(parsed, function).items()
+    ]
     reader = TypedReader(
         book=load_book(parsed.schemas, Path(parsed.base_dir)),
         store=open_store(settings, environ),
@@ -476,13 +527,31 @@ def command(
     if not dry_run:
         ensure_topics(settings, function_topics(parsed.prefix, parsed.functions[function]))
     stop = threading.Event()
+    bucket = TokenBucket.per_second(per_second) if per_second is not None else None
+    with _stopping_on_signals(stop):
+        for the_plan in plans:  # one source topic after the other, a summary line each
+            interrupted = _replay_one(the_plan, settings, reader, bucket=bucket, stop=stop, out=out)
+            if interrupted:
+                return 130
+    return 0
+
+
+def _replay_one(
+    the_plan: Plan,
+    settings: KafkaSettings,
+    reader: TypedReader,
+    *,
+    bucket: TokenBucket | None,
+    stop: threading.Event,
+    out: TextIO,
+) -> bool:
+    """Replay one source topic and print its summary; True when interrupted."""
     deliveries: Deliveries | None = None
-    with (
-        WindowReader(settings, the_plan.source, start_ms=the_plan.start_ms, end_ms=the_plan.end_ms) as window,
-        _stopping_on_signals(stop),
-    ):
+    with WindowReader(
+        settings, the_plan.source, start_ms=the_plan.start_ms, end_ms=the_plan.end_ms
+    ) as window:
         tally = Tally(the_plan, window.spans)
-        sink = None if dry_run else SyncProducer(settings)
+        sink = None if the_plan.dry_run else SyncProducer(settings)
         try:
             replay(
                 window.records(stop.is_set),
@@ -490,7 +559,7 @@ def command(
                 tally,
                 reader=reader,
                 sink=sink,
-                bucket=TokenBucket.per_second(per_second) if per_second is not None else None,
+                bucket=bucket,
                 stop=stop.is_set,
                 clock=time.monotonic,
             )
@@ -502,7 +571,7 @@ def command(
             f"{deliveries.failed} of {tally.sent} replayed events were not acknowledged "
             f"({deliveries.first_error}); run the replay again"
         )
-    return 130 if tally.interrupted else 0
+    return tally.interrupted
 
 
 @contextmanager

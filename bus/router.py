@@ -37,7 +37,8 @@ from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
 from bus.fanout import by_target, routed_record
-from bus.flows import result_topics_read
+from bus.flow_joiner import JoinService
+from bus.flows import join_target, result_topics_read
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import admin_config, build
@@ -94,7 +95,7 @@ class RoutingTable:
     steps: Decisions
     """The rules of flow steps that follow another step: only for records of results topics."""
     topics: Mapping[str, str]
-    """Function name -> its topic."""
+    """Target -> its topic: each function's, and the join topic for a join's rule (bus.flows)."""
     reader: TypedReader
 
     @property
@@ -171,7 +172,8 @@ class Router:
         log_event(logger, "rules_updated", version=version, rules=len(table.rules))
 
     def set_missing_topics(self, missing: frozenset[str]) -> None:
-        """Function topics known not to exist: events for them go to the DLQ instead of blocking."""
+        """Target topics (functions', the join topic) known not to exist: events for them go to the
+        DLQ instead of blocking."""
         if missing != self._missing:  # kept otherwise: a new set would make the fast path start over
             log_event(logger, "missing_topics", topics=sorted(missing))
             self._missing = missing
@@ -193,6 +195,10 @@ class Router:
         decisions = Decisions(RuleIndex(ingress))
         steps = Decisions(RuleIndex(follow))
         topics = {name: naming.function_topic(manifest.prefix, name) for name in manifest.functions}
+        joins = naming.flow_join_topic(manifest.prefix)
+        topics.update(
+            (join_target(f.name, s.name), joins) for f in manifest.flows for s in f.steps.values() if s.joins
+        )
         self._metrics.version.set(version)
         self._metrics.rules.set(len(manifest.rules))
         return RoutingTable(version, digest, decisions, steps, topics, reader)
@@ -458,27 +464,34 @@ def serve(
 
     loops: list[TransactionalLoop] = []
     current = [manifest]  # the manifest in force, for the topics a loop started late must read
+    instance = uuid.uuid4().hex[:12]
+    joins = JoinService(settings, instance=instance, registry=registry)
 
     def on_change(new: Applied) -> None:
         # The log's order decides: the latest record is what a router starting now would read.
         if new.digest != router.table.digest:
             changed = new.manifest(prefix=prefix)
-            router.update(changed, new.version, new.digest)
+            # The joiner and the topics first: by the time the router routes by the new rules, its
+            # joins are known here and the results their steps follow are read.
+            joins.update(changed)
             current[0] = changed
             for loop in loops:  # flows may read other functions' results now
                 loop.subscribe(input_topics(prefix, changed))
+            router.update(changed, new.version, new.digest)
 
     with contextlib.ExitStack() as stack:
         if metrics_port is not None:
             stack.enter_context(MetricsServer(registry, metrics_port))
         stack.enter_context(ControlWatcher(settings, prefix, start=after, on_change=on_change))
         stack.enter_context(TopicWatch(settings, router))
+        stack.enter_context(joins)
+        joins.update(current[0])  # runs the joiner of flow joins, if the rules have any
         loop = stack.enter_context(
             routing_loop(
                 settings,
                 group=group,
                 topics=input_topics(prefix, manifest),
-                transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
+                transactional_id=naming.transactional_id(group, instance),
             )
         )
         loops.append(loop)

@@ -45,6 +45,8 @@ class FlowTag:
     step: str
     starts: bool
     """True for a start step: the run is the matched event's id."""
+    join: bool = False
+    """True for a join: its target is the joiner, which gathers the run's parts (bus.flow_joiner)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus import localkafka
+from bus.control import Applied
 from bus.dashboard_server import Dashboard
 from bus.errors import BusError
-from bus.kafka.control_store import apply_file
+from bus.kafka.control_store import ControlWatcher, apply_file, read_applied
 from bus.logs import log_event
 from bus.manifest import Manifest
 from bus.metrics import Registry
-from bus.settings import bus_home, load_kafka
+from bus.settings import KafkaSettings, bus_home, load_kafka
 from bus.supervisor import FAST_INTERVAL, INTERVAL, Supervisor
 
 __all__ = ["Child", "Stack", "bundled_example"]
@@ -79,6 +80,7 @@ class Stack:
         self._ui_port = ui_port
         self._metrics = Registry()  # the supervisor's, served by the dashboard at /metrics
         self._dashboard: Dashboard | None = None
+        self._watcher: ControlWatcher | None = None
 
     def start(self) -> dict[str, str]:
         """Start Kafka (if needed), create topics, start the components; return where things are."""
@@ -123,6 +125,7 @@ class Stack:
         )
         for name, pool in self._supervisor.pools.items():
             pool.scale_to(max(1, self._manifest.functions[name].scaling.min))
+        self._follow_applied(settings)
         self._wait_gateway(timeout=30.0)
         self._check_started(settle=2.0)
         return {
@@ -159,6 +162,26 @@ class Stack:
                 if child.process is None and time.monotonic() >= child.next_start:
                     self._spawn(child)
 
+    @property
+    def supervisor(self) -> Supervisor | None:
+        """The worker autoscaler, once started."""
+        return self._supervisor
+
+    def _follow_applied(self, settings: KafkaSettings) -> None:
+        """Hand every manifest applied from now on (`bus apply`) to the supervisor."""
+        prefix = self._manifest.prefix
+        supervisor = self._supervisor
+        assert supervisor is not None
+        _, after = read_applied(settings, prefix)
+
+        def on_change(new: Applied) -> None:
+            changed = new.manifest(prefix=prefix)
+            log_event(logger, "manifest_changed", version=new.version, functions=sorted(changed.functions))
+            supervisor.update(changed)
+
+        self._watcher = ControlWatcher(settings, prefix, start=after, on_change=on_change)
+        self._watcher.__enter__()
+
     def _interval(self) -> float:
         if self._supervisor is not None and any(p.desired == 0 for p in self._supervisor.pools.values()):
             return FAST_INTERVAL
@@ -167,6 +190,8 @@ class Stack:
     def shutdown(self, *, grace: float = 20.0) -> None:
         """Stop the workers, then SIGTERM every child, wait up to `grace`, SIGKILL stragglers;
         stop Kafka if we started it."""
+        if self._watcher is not None:
+            self._watcher.__exit__()
         if self._dashboard is not None:
             self._dashboard.close()
         if self._supervisor is not None:

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +104,13 @@ class WorkerPool:
         for slot in self.slots.values():
             if slot.number >= desired and slot.process is not None and slot.stopping_since is None:
                 slot.process.send_signal(signal.SIGTERM)  # it finishes its work, commits, leaves
+                slot.stopping_since = self.clock()
+
+    def restart(self) -> None:
+        """SIGTERM every running replica; each starts again (with `argv` as it is now) once it exited."""
+        for slot in self.slots.values():
+            if slot.process is not None and slot.stopping_since is None:
+                slot.process.send_signal(signal.SIGTERM)
                 slot.stopping_since = self.clock()
 
     def reap(self) -> None:
@@ -251,28 +258,72 @@ class Supervisor:
         """`registry`: where to count (`SupervisorMetrics`); a private one when None."""
         self._settings = settings
         self._manifest = manifest
+        self._environ = environ
+        self._logs = logs
+        self._python = python
         self._monitor = LagMonitor(settings, functions=manifest.functions, prefix=manifest.prefix)
-        self._pools = {
-            name: WorkerPool(
-                function=function,
-                argv=[python, "-m", "workers", "-f", str(manifest_path), "--function", name],
-                environ=environ,
-                log=logs / f"worker-{name}.log",
-            )
-            for name, function in manifest.functions.items()
-        }
-        self._states = {name: ScalerState.initial() for name in manifest.functions}
+        self._pools: dict[str, WorkerPool] = {}
+        self._states: dict[str, ScalerState] = {}
+        self._latencies: dict[str, LatencyWindow] = {}
+        for function in manifest.functions.values():
+            self._add(function, ["-f", str(manifest_path)])
+        self._retired: list[WorkerPool] = []
+        """Pools of functions the applied manifest dropped, until their last replica exited."""
+        self._next: Manifest | None = None
+        """A newly applied manifest, taken in at the next step (`update`)."""
+        self._next_lock = threading.Lock()
         self._metrics = SupervisorMetrics(registry or Registry())
-        self._latencies = {name: LatencyWindow(LATENCY_WINDOW) for name in manifest.functions}
         self._published: dict[str, tuple[int, int, float]] = {}
         self._topic = naming.scaling_topic(manifest.prefix)
         # The functions' topics too: at zero replicas no worker has created them yet.
         decisions_topic = TopicSpec(self._topic, 1, {"retention.ms": str(24 * 3600 * 1000)})
-        functions = [
-            spec for f in manifest.functions.values() for spec in function_topics(manifest.prefix, f)
-        ]
-        ensure_topics(settings, [decisions_topic, *functions])
+        ensure_topics(settings, [decisions_topic, *self._topics(manifest.functions.values())])
         self._producer = build(Producer, producer_config(settings))
+
+    def _add(self, function: Function, source: list[str]) -> None:
+        """A pool for `function`, its workers reading the manifest from `source` (-f PATH, or none:
+        the applied one)."""
+        argv = [self._python, "-m", "workers", *source, "--function", function.name]
+        log = self._logs / f"worker-{function.name}.log"
+        self._pools[function.name] = WorkerPool(function=function, argv=argv, environ=self._environ, log=log)
+        self._states[function.name] = ScalerState.initial()
+        self._latencies[function.name] = LatencyWindow(LATENCY_WINDOW)
+
+    def _topics(self, functions: Iterable[Function]) -> list[TopicSpec]:
+        return [spec for f in functions for spec in function_topics(self._manifest.prefix, f)]
+
+    def update(self, manifest: Manifest) -> None:
+        """Follow a newly applied manifest (any thread): from the next step, new functions get a
+        pool, dropped ones are stopped, and changed ones restart their replicas on the new spec."""
+        with self._next_lock:
+            self._next = manifest
+
+    def _take_update(self) -> None:
+        with self._next_lock:
+            manifest, self._next = self._next, None
+        if manifest is None:
+            return
+        old = self._manifest.functions
+        new = manifest.functions
+        self._manifest = manifest
+        ensure_topics(self._settings, self._topics(f for name, f in new.items() if old.get(name) != f))
+        for name in old.keys() - new.keys():
+            pool = self._pools.pop(name)
+            pool.scale_to(0)
+            self._retired.append(pool)
+            del self._states[name], self._latencies[name]
+            log_event(logger, "function_removed", function=name, replicas=pool.actual)
+        for name, function in new.items():
+            if name not in old:
+                self._add(function, [])  # its workers read the applied manifest
+                log_event(logger, "function_added", function=name)
+            elif old[name] != function:
+                pool = self._pools[name]
+                pool.function = function
+                pool.argv = [self._python, "-m", "workers", "--function", name]
+                pool.restart()
+                log_event(logger, "function_changed", function=name, replicas=pool.actual)
+        self._monitor.watch(new)
 
     @property
     def pools(self) -> Mapping[str, WorkerPool]:
@@ -291,8 +342,12 @@ class Supervisor:
 
     def step(self) -> dict[str, Decision]:
         """One sample of every group, one decision per function, applied and published."""
+        self._take_update()
         for pool in self._pools.values():
             pool.reap()
+        for pool in self._retired:
+            pool.reap()
+        self._retired = [pool for pool in self._retired if any(s.process for s in pool.slots.values())]
         samples = self._monitor.sample()
         decisions: dict[str, Decision] = {}
         for name, pool in self._pools.items():
@@ -393,7 +448,7 @@ class Supervisor:
 
     def close(self, grace: float = 30.0) -> None:
         """Stop every replica (gracefully, up to `grace`), flush the decision log, close the monitor."""
-        for pool in self._pools.values():
+        for pool in [*self._pools.values(), *self._retired]:
             pool.stop(grace)
         self._producer.flush(5.0)
         self._monitor.close()

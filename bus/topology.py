@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from bus import naming
 from bus.manifest import Function, Manifest
 
-__all__ = ["INGRESS_PARTITIONS", "TopicSpec", "function_topics", "ingress_topics", "manifest_topics"]
+__all__ = [
+    "INGRESS_PARTITIONS",
+    "JOIN_PARTITIONS",
+    "TopicSpec",
+    "function_topics",
+    "ingress_topics",
+    "join_topics",
+    "manifest_topics",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +30,9 @@ class TopicSpec:
 
 INGRESS_PARTITIONS = 6
 """Partitions of `<prefix>.ingress`: the router's parallelism."""
+
+JOIN_PARTITIONS = 6
+"""Partitions of the flow join topic and its state topic (same-numbered partitions belong together)."""
 
 
 def ingress_topics(prefix: str) -> list[TopicSpec]:
@@ -58,9 +69,19 @@ def function_topics(prefix: str, function: Function) -> list[TopicSpec]:
     return specs
 
 
+def join_topics(prefix: str) -> list[TopicSpec]:
+    """What the joiner of flow joins reads and writes: the parts, and its state (a changelog)."""
+    return [
+        TopicSpec(naming.flow_join_topic(prefix), JOIN_PARTITIONS),
+        TopicSpec(naming.flow_join_state_topic(prefix), JOIN_PARTITIONS, {"cleanup.policy": "compact"}),
+    ]
+
+
 def manifest_topics(manifest: Manifest) -> list[TopicSpec]:
     """Every topic a manifest needs, each once."""
     specs = ingress_topics(manifest.prefix)
     for function in manifest.functions.values():
         specs.extend(function_topics(manifest.prefix, function))
+    if any(step.joins for flow in manifest.flows for step in flow.steps.values()):
+        specs.extend(join_topics(manifest.prefix))
     return list({spec.name: spec for spec in specs}.values())

@@ -5,21 +5,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bus.avro_schema import load_book
+from bus.avro_store import SchemaStore
+from bus.control import Applied
 from bus.errors import BusError
 from bus.kafka.admin import ensure_topics
+from bus.kafka.control_store import ControlWatcher, read_applied
 from bus.kafka.schema_store import open_store
 from bus.logs import configure
 from bus.manifest import Manifest, read
 from bus.registry import SchemaRegistry
+from bus.settings import load_kafka
 from bus.topology import ingress_topics
 from gateway.app import create_app
 from gateway.server import serve
-from gateway.settings import invoke_targets, load
+from gateway.settings import GatewaySettings, invoke_targets, load
 from gateway.timers import check_templates
 from gateway.typed import register_book
 
@@ -28,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     """Load settings, create the ingress topics, register the typed events' schemas, serve HTTP.
 
     A schema incompatible with its type's registered version stops the gateway (exit 1) before it
-    accepts anything: the new version is refused when it is registered.
+    accepts anything: the new version is refused when it is registered. Manifests applied later
+    (`bus apply`) are followed: a change the gateway cannot take is logged and the last one kept.
     """
     parser = argparse.ArgumentParser(prog="python -m gateway")
     parser.add_argument("--port", type=int, help="HTTP port (default $BUS_HTTP_PORT or 8080)")
@@ -38,34 +44,56 @@ def main(argv: list[str] | None = None) -> int:
     configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
     try:
         manifest = read(args.manifest) if args.manifest else Manifest()
-        settings = load(
-            os.environ,
-            port=args.port,
-            host=args.host,
-            object_stores=manifest.object_stores,
-            schedules=manifest.schedules,
-            http_auth=manifest.http_auth,
-        )
-        book = load_book(manifest.schemas, Path(manifest.base_dir))
-        ensure_topics(settings.kafka, ingress_topics(settings.kafka.prefix))
-        store = open_store(settings.kafka, os.environ)
-        registry_url = store.url if isinstance(store, SchemaRegistry) else None
-        settings = replace(
-            settings,
-            schemas=register_book(book, store, registry_url=registry_url),
-            functions=invoke_targets(settings.kafka.prefix, manifest.functions),
-        )
-        check_templates(
-            settings.schedules,
-            settings.schemas,
-            datetime.now(UTC),
-            max_record_bytes=settings.kafka.max_record_bytes,
-        )
+        kafka = load_kafka(os.environ)
+        ensure_topics(kafka, ingress_topics(kafka.prefix))
+        store = open_store(kafka, os.environ)
+
+        def configured(manifest: Manifest) -> GatewaySettings:
+            return _settings(manifest, store, port=args.port, host=args.host)
+
+        settings = configured(manifest)
+        _, after = read_applied(kafka, kafka.prefix)
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
-    serve(create_app(settings), settings)
+
+    def follow(reconfigure: Callable[[GatewaySettings], None]) -> ControlWatcher:
+        def on_change(new: Applied) -> None:
+            reconfigure(configured(new.manifest(prefix=kafka.prefix)))
+
+        return ControlWatcher(kafka, kafka.prefix, start=after, on_change=on_change)
+
+    serve(create_app(settings, follow=follow), settings)
     return 0
+
+
+def _settings(
+    manifest: Manifest, store: SchemaStore, *, port: int | None, host: str | None
+) -> GatewaySettings:
+    """The gateway's settings for `manifest`: secrets from the environment, schemas registered,
+    schedule templates checked against them (BusError when any of it fails)."""
+    settings = load(
+        os.environ,
+        port=port,
+        host=host,
+        object_stores=manifest.object_stores,
+        schedules=manifest.schedules,
+        http_auth=manifest.http_auth,
+    )
+    book = load_book(manifest.schemas, Path(manifest.base_dir))
+    registry_url = store.url if isinstance(store, SchemaRegistry) else None
+    settings = replace(
+        settings,
+        schemas=register_book(book, store, registry_url=registry_url),
+        functions=invoke_targets(settings.kafka.prefix, manifest.functions),
+    )
+    check_templates(
+        settings.schedules,
+        settings.schemas,
+        datetime.now(UTC),
+        max_record_bytes=settings.kafka.max_record_bytes,
+    )
+    return settings
 
 
 if __name__ == "__main__":

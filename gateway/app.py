@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -51,6 +53,8 @@ MAX_INVOKE_WAIT = 900.0
 
 Handler = Callable[[Request], Awaitable[Response]]
 PublisherFactory = Callable[[], AbstractAsyncContextManager[Publisher]]
+Follow = Callable[[Callable[[GatewaySettings], None]], AbstractContextManager[Any]]
+"""Given where to hand new settings, a context that follows the applied manifest (bus.kafka.control_store)."""
 
 
 class _Answer(Response):
@@ -195,8 +199,16 @@ def _refuse_batch(records: list[Record], limit: int) -> Response | None:
 class Gateway:
     """The gateway's request handlers over one producer (opened and flushed by `lifespan`)."""
 
-    def __init__(self, settings: GatewaySettings, publisher: PublisherFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        publisher: PublisherFactory | None = None,
+        *,
+        follow: Follow | None = None,
+    ) -> None:
         self._settings = settings
+        self._follow = follow
+        self._scheduler: Scheduler | None = None
         self._ingress = naming.ingress_topic(settings.kafka.prefix)
         self._open_publisher = publisher or (
             lambda: KafkaPublisher(settings.kafka, instance=settings.instance)
@@ -213,15 +225,19 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Open the publisher (and the timers) for the app's lifetime; leaving flushes what is in flight."""
+        scheduler = self._scheduler = Scheduler(
+            self._settings.kafka,
+            self._settings.schedules,
+            schemas=self._settings.schemas,
+            metrics=self.metrics.timers,
+        )
         async with (
             self._open_publisher() as publisher,
-            Scheduler(
-                self._settings.kafka,
-                self._settings.schedules,
-                schemas=self._settings.schemas,
-                metrics=self.metrics.timers,
-            ).running(),
+            scheduler.running(),
+            contextlib.AsyncExitStack() as following,
         ):
+            if self._follow is not None:
+                following.enter_context(self._follow(self.reconfigure))
             self._publisher = publisher
             signed = sorted(self._settings.webhook_secrets)
             log_event(logger, "gateway_ready", ingress=self._ingress, signed=signed)
@@ -242,6 +258,21 @@ class Gateway:
                     self._replies = None
             self._publisher = None
         log_event(logger, "gateway_stopped")
+
+    def reconfigure(self, settings: GatewaySettings) -> None:
+        """Serve a newly applied manifest (any thread): invocable functions, typed events' schemas,
+        credentials, webhook secrets and schedules. The listener, limits and Kafka stay."""
+        self._settings = replace(
+            self._settings,
+            functions=settings.functions,
+            schemas=settings.schemas,
+            auth=settings.auth,
+            webhook_secrets=settings.webhook_secrets,
+            schedules=settings.schedules,
+        )
+        if self._scheduler is not None:
+            self._scheduler.update(settings.schedules, settings.schemas)
+        log_event(logger, "gateway_reconfigured", functions=sorted(settings.functions))
 
     async def _caller(self, request: Request) -> tuple[dict[str, str], Principal | None, bytes] | Response:
         """(lower-case headers, the caller, the body), or the 401/4xx answer refusing them."""
@@ -501,12 +532,16 @@ class Gateway:
         return refusal if refusal is not None else records
 
 
-def create_app(settings: GatewaySettings, publisher: PublisherFactory | None = None) -> Starlette:
+def create_app(
+    settings: GatewaySettings, publisher: PublisherFactory | None = None, *, follow: Follow | None = None
+) -> Starlette:
     """The gateway's ASGI app; it opens its publisher on startup and flushes it on shutdown.
 
     `publisher` replaces Kafka (the benchmark's baseline answers without it); default: Kafka.
+    `follow` (given `Gateway.reconfigure`) is entered for the app's lifetime: it hands over the
+    settings of each newly applied manifest.
     """
-    gateway = Gateway(settings, publisher)
+    gateway = Gateway(settings, publisher, follow=follow)
 
     def route(path: str, method: str, handler: Handler, source_kind: str | None = None) -> Route:
         return Route(path, gateway.metrics.timed(path, handler, source_kind), methods=[method])

@@ -118,6 +118,10 @@ class Scheduler:
         self._producer: Producer | None = None
         self._through: dict[str, datetime] = {}
         self._failures = 0
+        self._stop: threading.Event | None = None
+        """Set while `running()`'s block runs: then the election thread runs while there are schedules."""
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
         self.fired = 0
         """Ticks this replica fired (committed)."""
 
@@ -128,18 +132,37 @@ class Scheduler:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run in a thread of its own for the block's duration; leaving hands the lead over."""
-        if not self._schedules:  # nothing to fire: stay out of the election
-            yield
-            return
-        stop = threading.Event()
-        thread = threading.Thread(target=self.run, args=(stop,), name="bus-timers", daemon=True)
-        thread.start()
+        """Run in a thread of its own for the block's duration; leaving hands the lead over.
+
+        With no schedules the replica stays out of the election until `update` brings some.
+        """
+        stop = self._stop = threading.Event()
+        self._start()
         try:
             yield
         finally:
             stop.set()
-            await asyncio.to_thread(thread.join)
+            with self._thread_lock:
+                thread, self._thread = self._thread, None
+            if thread is not None:
+                await asyncio.to_thread(thread.join)
+
+    def update(self, schedules: Sequence[Schedule], schemas: EdgeSchemas) -> None:
+        """Fire these schedules from the next round on (any thread; a newly applied manifest).
+
+        A new schedule starts from now, as at first start; a dropped one fires no more.
+        """
+        self._schemas = schemas
+        self._schedules = tuple(schedules)
+        log_event(logger, "timers_updated", schedules=[schedule.name for schedule in self._schedules])
+        self._start()
+
+    def _start(self) -> None:
+        with self._thread_lock:
+            stop = self._stop
+            if self._schedules and self._thread is None and stop is not None and not stop.is_set():
+                self._thread = threading.Thread(target=self.run, args=(stop,), name="bus-timers", daemon=True)
+                self._thread.start()
 
     def run(self, stop: threading.Event) -> None:
         """Take part in the leader election and fire while leading, until `stop` is set.

@@ -1,4 +1,4 @@
-"""`python -m workers -f bus.yaml --function NAME`: one worker replica, until SIGTERM."""
+"""`python -m workers [-f bus.yaml] --function NAME`: one worker replica, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from bus.errors import BusError
+from bus.kafka.control_store import manifest_in_force
 from bus.kafka.schema_store import open_store
 from bus.logs import configure
-from bus.manifest import read
 from bus.settings import load_kafka
 from workers.worker import serve
 
@@ -19,7 +20,9 @@ from workers.worker import serve
 def main(argv: list[str] | None = None) -> int:
     """Load the manifest and serve one function; SIGTERM finishes the batch in hand and leaves."""
     parser = argparse.ArgumentParser(prog="python -m workers")
-    parser.add_argument("-f", "--manifest", required=True, help="path of bus.yaml")
+    parser.add_argument(
+        "-f", "--manifest", type=Path, help="path of bus.yaml (default: the manifest applied for $BUS_PREFIX)"
+    )
     parser.add_argument("--function", required=True, help="name of the function to serve")
     args = parser.parse_args(argv)
     configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
@@ -27,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        manifest = read(args.manifest, prefix=os.environ.get("BUS_PREFIX") or None)
+        manifest = manifest_in_force(os.environ, args.manifest, None)
         if args.function not in manifest.functions:
             known = ", ".join(sorted(manifest.functions)) or "none"
+            where = args.manifest or f"the manifest applied for {manifest.prefix!r}"
             print(
-                f"worker: function {args.function!r} is not in {args.manifest} (functions: {known})",
+                f"worker: function {args.function!r} is not in {where} (functions: {known})",
                 file=sys.stderr,
             )
             return 2

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
+from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as ClientError
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported at runtime, missing from the stubs's __all__
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]  # exported at runtime, missing from the stubs's __all__
 
 from bus.errors import KafkaError, KafkaUnavailable
 from bus.kafka.config import admin_config, build
 from bus.settings import KafkaSettings
 from bus.topology import TopicSpec
 
-__all__ = ["TopicSpec", "ensure_topics", "partition_counts", "wait_for_broker"]
+__all__ = ["TopicSpec", "ensure_topics", "partition_counts", "wait_for_broker", "wait_settled"]
 
 
 def wait_for_broker(settings: KafkaSettings, *, timeout: float = 30.0) -> None:
@@ -86,3 +86,29 @@ def partition_counts(
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
     return {name: len(topics[name].partitions) for name in names if name in topics}
+
+
+def wait_settled(settings: KafkaSettings, topic: str, partitions: Collection[int], *, timeout: float) -> None:
+    """Wait until no transaction is open on these partitions: each one's last stable offset has
+    reached its high watermark (its commit markers are written). KafkaUnavailable after `timeout`."""
+    admin = build(AdminClient, admin_config(settings))
+    deadline = time.monotonic() + timeout
+    wanted = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
+    while wanted:
+        try:
+            ends = [
+                {
+                    tp.partition: future.result().offset
+                    for tp, future in admin.list_offsets(
+                        wanted, isolation_level=level, request_timeout=timeout
+                    ).items()
+                }
+                for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED)
+            ]
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot read the ends of {topic!r}: {exc}") from exc
+        if ends[0] == ends[1]:
+            return
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailable(f"{topic!r} kept a transaction open for {timeout:g} s")
+        time.sleep(0.1)  # the coordinator is writing the markers: a moment

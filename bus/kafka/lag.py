@@ -93,6 +93,21 @@ class _Group:
     """The function topic, then its retry topics."""
 
 
+def _groups(prefix: str, functions: Mapping[str, Function]) -> list[_Group]:
+    return [
+        _Group(
+            function=name,
+            group=naming.function_group(prefix, name),
+            topic=naming.function_topic(prefix, name),
+            topics=(
+                naming.function_topic(prefix, name),
+                *(naming.retry_topic(prefix, name, n) for n in range(1, function.retry.levels + 1)),
+            ),
+        )
+        for name, function in functions.items()
+    ]
+
+
 class LagMonitor:
     """Samples the lag of functions' worker groups: `with LagMonitor(...) as m: m.sample()`.
 
@@ -113,19 +128,8 @@ class LagMonitor:
         metadata_interval: float = 10.0,
         timeout: float = 5.0,
     ) -> None:
-        chosen = prefix or settings.prefix
-        self._groups = [
-            _Group(
-                function=name,
-                group=naming.function_group(chosen, name),
-                topic=naming.function_topic(chosen, name),
-                topics=(
-                    naming.function_topic(chosen, name),
-                    *(naming.retry_topic(chosen, name, n) for n in range(1, function.retry.levels + 1)),
-                ),
-            )
-            for name, function in functions.items()
-        ]
+        self._prefix = prefix or settings.prefix
+        self._groups = _groups(self._prefix, functions)
         self._bootstrap = settings.bootstrap_servers
         self._timeout = timeout
         self._metadata_interval = metadata_interval
@@ -149,6 +153,11 @@ class LagMonitor:
     def close(self) -> None:
         """Close the consumer (the AdminClient has nothing to close)."""
         self._scanner.close()
+
+    def watch(self, functions: Mapping[str, Function]) -> None:
+        """Sample these functions' groups from now on (the applied manifest changed)."""
+        self._groups = _groups(self._prefix, functions)
+        self._metadata_at = -math.inf  # new functions' partitions are read at the next sample
 
     def sample(self) -> dict[str, GroupSample]:
         """Every function's worker group now, by function name; raises KafkaUnavailable if Kafka is not."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
@@ -67,9 +67,15 @@ def read_topic(
 
 
 def read_to_end(
-    settings: KafkaSettings, topic: str, *, timeout: float, missing_ok: bool = False
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    timeout: float,
+    missing_ok: bool = False,
+    partitions: Collection[int] | None = None,
 ) -> list[Any]:
-    """Every committed record of `topic` up to its end as of now (a compacted state topic's state).
+    """Every committed record of `topic` (of its `partitions`, default all) up to its end as of now
+    (a compacted state topic's state).
 
     With read_committed the end is the last stable offset: records of open transactions wait.
     Raises KafkaUnavailable when the end is not reached within `timeout` seconds, and KafkaError
@@ -86,8 +92,10 @@ def read_to_end(
             if missing_ok:
                 return []
             raise KafkaError(f"topic {topic!r} does not exist")
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
-        pending = set(found.partitions)
+        pending = set(found.partitions if partitions is None else partitions)
+        if not pending:
+            return []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
         records: list[Any] = []
         deadline = time.monotonic() + timeout
         while pending:

@@ -33,7 +33,16 @@ from bus.kafka_binding import Record
 from bus.logs import log_event
 from bus.settings import KafkaSettings
 
-__all__ = ["InMessage", "Output", "TransactionalLoop"]
+__all__ = [
+    "InMessage",
+    "Output",
+    "TransactionalLoop",
+    "next_batch",
+    "next_offsets",
+    "owned",
+    "rewind",
+    "usable",
+]
 
 logger = logging.getLogger("bus.kafka")
 
@@ -148,7 +157,7 @@ class TransactionalLoop:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Unpipelined, no transaction is open while the consumer polls; pipelined, the one
         # committing ends first, so that the next owner starts after it. Records of these
-        # partitions already gathered into a batch are dropped by _owned().
+        # partitions already gathered into a batch are dropped by owned().
         self._settle()
         self._revoked = True
         log_event(logger, "partitions_revoked", group=self._group, partitions=_names(partitions))
@@ -218,9 +227,9 @@ class TransactionalLoop:
         transaction aborted, its batch and the one gathered are both read again.
         """
         self._revoked = False
-        batch = _usable(self._next_batch(consumer))
+        batch = usable(next_batch(consumer, self._max_batch, self._poll_timeout))
         if self._revoked:
-            batch = _owned(consumer, batch)
+            batch = owned(consumer, batch)
         if self._abandoned is None and batch:
             try:
                 outputs = transform(batch)
@@ -251,7 +260,7 @@ class TransactionalLoop:
             failed: Future[None] = Future()
             failed.set_exception(exc)
             return _Flight(failed, firsts, len(batch), len(outputs))
-        offsets = _next_offsets(batch)
+        offsets = next_offsets(batch)
         metadata = consumer.consumer_group_metadata()
         future = committer.submit(self._commit, offsets, metadata)
         return _Flight(future, firsts, len(batch), len(outputs))
@@ -297,9 +306,9 @@ class TransactionalLoop:
         went over them again and again and found nothing (7 us of 44 per event in the router).
         """
         self._revoked = False
-        batch = _usable(self._next_batch(consumer))
+        batch = usable(next_batch(consumer, self._max_batch, self._poll_timeout))
         if self._revoked:  # a consume() above revoked partitions: drop what they gave
-            batch = _owned(consumer, batch)
+            batch = owned(consumer, batch)
         if not batch:
             return
         if self.process(batch, transform):
@@ -307,19 +316,6 @@ class TransactionalLoop:
                 self._on_commit()
         elif on_drop is not None:
             on_drop()
-
-    def _next_batch(self, consumer: Consumer) -> list[Any]:
-        """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
-
-        librdkafka's consume(n, timeout) waits the whole timeout unless n records arrive, which
-        would add `poll_timeout` of latency to every event on a quiet topic.
-        """
-        messages = consumer.consume(self._max_batch, 0)
-        if not messages:
-            messages = consumer.consume(1, self._poll_timeout)
-            if messages:
-                messages += consumer.consume(self._max_batch - 1, 0)
-        return messages
 
     def process(self, batch: Sequence[Any], transform: Transform) -> bool:
         """Transform one batch and commit its outputs with its offsets, atomically; True if committed.
@@ -335,13 +331,13 @@ class TransactionalLoop:
         try:
             outputs = transform(batch)
         except BaseException:
-            _rewind(consumer, batch)
+            rewind(consumer, batch)
             raise
         try:
             self._in_transaction = True
             producer.begin_transaction()
             _produce_all(producer, outputs)
-            offsets = _next_offsets(batch)
+            offsets = next_offsets(batch)
             metadata = consumer.consumer_group_metadata()
             retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._txn_timeout))
             retrying(lambda: producer.commit_transaction(self._txn_timeout))
@@ -355,7 +351,7 @@ class TransactionalLoop:
                 ) from exc
             log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
             self._abort()
-            _rewind(consumer, batch)
+            rewind(consumer, batch)
             return False
         self.batches += 1
         self.records_in += len(batch)
@@ -393,7 +389,21 @@ def _produce_all(producer: Producer, outputs: Sequence[Output]) -> None:
                 producer.poll(0.01)
 
 
-def _usable(messages: list[Any]) -> list[Any]:
+def next_batch(consumer: Consumer, max_batch: int, poll_timeout: float) -> list[Any]:
+    """What is fetched already, up to `max_batch`; wait up to `poll_timeout` only when nothing is.
+
+    librdkafka's consume(n, timeout) waits the whole timeout unless n records arrive, which
+    would add `poll_timeout` of latency to every event on a quiet topic.
+    """
+    messages = consumer.consume(max_batch, 0)
+    if not messages:
+        messages = consumer.consume(1, poll_timeout)
+        if messages:
+            messages += consumer.consume(max_batch - 1, 0)
+    return messages
+
+
+def usable(messages: list[Any]) -> list[Any]:
     """The records of a consume() without its error events (a fatal one raises)."""
     batch = [message for message in messages if message.error() is None]
     if len(batch) != len(messages):
@@ -402,7 +412,7 @@ def _usable(messages: list[Any]) -> list[Any]:
     return batch
 
 
-def _owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
+def owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
     """The records of partitions still assigned (a later consume() may have revoked some)."""
     assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
     kept = [m for m in batch if (m.topic(), m.partition()) in assigned]
@@ -411,7 +421,7 @@ def _owned(consumer: Consumer, batch: list[Any]) -> list[Any]:
     return kept
 
 
-def _next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
+def next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
     """The offset to commit per partition: one past the highest processed record."""
     highest: dict[tuple[str, int], int] = {}
     get = highest.get
@@ -423,7 +433,7 @@ def _next_offsets(batch: Sequence[Any]) -> list[TopicPartition]:
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
 
 
-def _rewind(consumer: Consumer, batch: Sequence[Any]) -> None:
+def rewind(consumer: Consumer, batch: Sequence[Any]) -> None:
     """Seek each partition back to the batch's first record so it is read again."""
     _seek(consumer, _first_offsets(batch))
 

@@ -113,3 +113,131 @@ def test_a_pipeline_with_a_branch_runs_each_step_once_and_a_failed_step_ends_its
         "flows", "status", "pages", "-f", str(path), env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
     )
     assert f"pages  {bad}  failed  crawl:ok parse:FAILED  [parse: ValueError: cannot parse" in table.stdout
+
+    # A later step replays like any function: from the results of the step it follows, run and all.
+    replayed = run_bus(
+        "replay",
+        "-f",
+        str(path),
+        "--function",
+        "parse",
+        "--from",
+        "10m",
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap},
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    summary = orjson.loads(replayed.stdout)
+    assert (summary["source"], summary["replayed"]) == (naming.result_topic(prefix, "crawl"), 2)
+    again = [
+        from_record(m.key(), m.value(), m.headers())
+        for m in kafka.read_all(naming.function_topic(prefix, "parse"), idle=0.5)
+    ]
+    marked = [e for e in again if "replayid" in e.extensions]
+    assert sorted(e.extensions["busflowrun"] for e in marked) == sorted([good, bad])
+    assert {(e.extensions["busflow"], e.extensions["busflowstep"]) for e in marked} == {("pages", "parse")}
+
+
+JOIN_STEPS = """
+def clean(event, ctx):
+    return {"rows": [r for r in event.data["rows"] if r is not None], "full": event.data.get("full", True)}
+
+
+def features(event, ctx):
+    return {"squares": [r * r for r in event.data["rows"]]}
+
+
+def stats(event, ctx):
+    rows = event.data["rows"]
+    return {"mean": sum(rows) / len(rows)}
+
+
+def model(event, ctx):
+    return {"score": sum(event.data["features"]["squares"]) + event.data["stats"]["mean"], "run": event.type}
+
+
+def plot(event, ctx):
+    return {"plotted": event.data["score"]}
+"""
+JOIN_MANIFEST = """
+functions:
+  clean: {handler: "dag:clean", partitions: 2}
+  features: {handler: "dag:features", partitions: 2}
+  stats: {handler: "dag:stats", partitions: 2}
+  model: {handler: "dag:model", partitions: 2}
+  plot: {handler: "dag:plot", partitions: 2}
+flows:
+  ml:
+    start: {type: [dataset.ready]}
+    steps:
+      clean: {function: clean}
+      features: {function: features, after: clean}
+      stats: {function: stats, after: clean, when: {data: {full: [true]}}}
+      model: {function: model, after: [features, stats], timeout: 3s}
+      plot: {function: plot, after: model}
+"""
+
+
+def test_a_dag_with_a_join_runs_the_join_once_on_all_its_parts_and_a_missing_part_times_out(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    prefix = kafka.prefix()
+    (tmp_path / "dag.py").write_text(JOIN_STEPS)
+    path = tmp_path / "bus.yaml"
+    path.write_text(f"prefix: {prefix}\n{JOIN_MANIFEST}")
+    runs: dict[str, dict[str, Any]] = {
+        unique("ds"): {"rows": [1, None, 2, 3]},
+        unique("ds"): {"rows": [4, 5]},
+    }
+    partial = unique("ds")  # stats does not run for it (`when`): its join can only time out
+    with running_platform(kafka, path, tmp_path / "home") as platform:
+        for run, data in (*runs.items(), (partial, {"rows": [1], "full": False})):
+            event = {
+                "specversion": "1.0",
+                "id": run,
+                "source": "tests/dag",
+                "type": "dataset.ready",
+                "data": data,
+            }
+            answer = httpx.post(
+                f"{platform.url}/events",
+                json=event,
+                headers={"content-type": "application/cloudevents+json"},
+                timeout=30,
+            )
+            assert answer.status_code == 202, answer.text
+
+        def outputs(function: str, kind: str = "results") -> list[Any]:
+            topic = (naming.result_topic if kind == "results" else naming.error_topic)(prefix, function)
+            return [from_record(m.key(), m.value(), m.headers()) for m in kafka.read_all(topic, idle=0.5)]
+
+        wait_until(lambda: len(outputs("plot")) == len(runs) or None, timeout=90, what="both runs plotted")
+        (timed_out,) = wait_until(
+            lambda: outputs("model", "errors") or None, timeout=60, what="the join's timeout"
+        )
+        plotted, modelled = outputs("plot"), outputs("model")
+
+    # Each complete run's join ran once, on both parts' data, and the flow went on after it.
+    assert sorted(e.extensions["busflowrun"] for e in modelled) == sorted(runs)
+    by_run = {e.extensions["busflowrun"]: e.data for e in plotted}
+    assert by_run == {
+        run: {"plotted": sum(r * r for r in data["rows"] if r is not None) + _mean(data["rows"])}
+        for run, data in runs.items()
+    }
+    assert {e.data["run"] for e in modelled} == {"bus.flow.joined"}
+    # The run whose stats step never ran ends with the join's timeout, naming what was missing.
+    assert timed_out.extensions["busflowrun"] == partial
+    assert timed_out.data["error_type"] == "JoinTimeout"
+    assert timed_out.data["message"] == "join ml.model waited 3s for stats (arrived: features)"
+    assert timed_out.data["event"]["data"] == {"features": {"squares": [1]}}
+    status = run_bus(
+        "flows", "status", "-f", str(path), "--json", env={"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
+    )
+    shown = {doc["run"]: doc for doc in map(orjson.loads, status.stdout.splitlines())}
+    assert {shown[run]["state"] for run in runs} == {"done"}
+    assert shown[partial]["state"] == "failed"
+    assert shown[partial]["failed"]["model"]["error_type"] == "JoinTimeout"
+
+
+def _mean(rows: list[int | None]) -> float:
+    kept = [r for r in rows if r is not None]
+    return sum(kept) / len(kept)

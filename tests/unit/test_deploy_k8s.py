@@ -160,6 +160,7 @@ def bus_up_argv(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setattr(Stack, "_spawn", lambda self, child: None)
     monkeypatch.setattr(Stack, "_wait_gateway", lambda self, timeout: None)
     monkeypatch.setattr(Stack, "_check_started", lambda self, settle: None)
+    monkeypatch.setattr(Stack, "_follow_applied", lambda self, settings: None)
     # The supervisor starts the workers: no lag monitor, topics or producer, and no processes.
     monkeypatch.setattr(supervisor_module, "LagMonitor", lambda *args, **kwargs: None)
     monkeypatch.setattr(supervisor_module, "ensure_topics", lambda *args, **kwargs: [])

@@ -64,3 +64,32 @@ def test_a_run_is_done_running_or_failed() -> None:
     }
     assert found["r3"].to_json()["pending"] == ["c"]
     assert [run.id for run in runs(FLOW, events)] == ["r1", "r3", "r2"]  # by earliest event, then id
+
+
+def test_a_join_is_pending_from_its_first_step_done_until_it_ends() -> None:
+    dag = parse(
+        yaml.safe_load(
+            """
+functions: {a: {handler: 'm:f'}, b: {handler: 'm:f'}, c: {handler: 'm:f'}, d: {handler: 'm:f'}}
+flows:
+  f:
+    start: {type: [go]}
+    steps:
+      a: {function: a}
+      b: {function: b, after: a}
+      c: {function: c, after: a}
+      d: {function: d, after: [b, c]}
+"""
+        )
+    ).flows[0]
+    half = [step("r1", "a"), step("r1", "b")]
+    # d waits for c from when b is done: the run is running, not done, until d ends.
+    assert runs(dag, half)[0].pending == ["c", "d"]
+    assert runs(dag, [step("r1", "a"), step("r1", "b"), step("r1", "c", kind="error")])[0].state == "failed"
+    both = [*half, step("r1", "c")]
+    assert runs(dag, both)[0].pending == ["d"]
+    timed_out = [*both, step("r1", "d", kind="error", data={"error_type": "JoinTimeout", "message": "m"})]
+    assert (runs(dag, timed_out)[0].state, runs(dag, timed_out)[0].failed["d"]["error_type"]) == (
+        "failed",
+        "JoinTimeout",
+    )

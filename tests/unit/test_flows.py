@@ -115,9 +115,42 @@ def test_a_later_step_keeps_the_run_and_replaces_the_step() -> None:
         (flow("p: {function: nope}"), "flows.etl.steps.p.function", "unknown function"),
         (flow("p: {function: parse, after: q}"), "flows.etl.steps.p.after", "no step 'q'"),
         (
-            flow("p: {function: parse}, q: {function: store, after: [p, r]}, r: {function: stats, after: p}"),
+            flow("p: {function: parse}, q: {function: store, after: [p, p]}"),
             "flows.etl.steps.q.after",
-            "joins",
+            "twice",
+        ),
+        (
+            flow("p: {function: parse}, q: {function: store, after: []}"),
+            "flows.etl.steps.q.after",
+            "must name",
+        ),
+        (
+            flow(
+                "p: {function: parse}, r: {function: stats, after: p}, "
+                "q: {function: store, after: [p, r], when: {data: {a: [1]}}}"
+            ),
+            "flows.etl.steps.q.when",
+            "put conditions on those steps",
+        ),
+        (
+            flow("p: {function: parse}, q: {function: store, after: p, timeout: 1m}"),
+            "flows.etl.steps.q.timeout",
+            "only a join",
+        ),
+        (
+            flow(
+                "p: {function: parse}, r: {function: stats, after: p}, "
+                "q: {function: store, after: [p, r], timeout: soon}"
+            ),
+            "flows.etl.steps.q.timeout",
+            "not a duration",
+        ),
+        (
+            flow(
+                "p: {function: parse}, r: {function: stats, after: [p, q]}, q: {function: store, after: [r]}"
+            ),
+            "flows.etl.steps.r.after",
+            "cycle",
         ),
         (
             flow("p: {function: parse, after: q}, q: {function: store, after: p}"),
@@ -166,3 +199,70 @@ def test_a_step_cannot_follow_a_function_without_results() -> None:
     with pytest.raises(ManifestError, match="publishes no results") as caught:
         parse(yaml.safe_load(text))
     assert caught.value.path == "flows.f.steps.q.after"
+
+
+DAG = """
+flows:
+  ml:
+    start: {type: [data.ready]}
+    steps:
+      clean: {function: crawl}
+      features: {function: parse, after: clean}
+      stats: {function: stats, after: clean}
+      model: {function: store, after: [features, stats], timeout: 90s}
+"""
+
+
+def test_a_join_follows_several_steps_with_its_timeout() -> None:
+    step = manifest(DAG).flows[0].steps["model"]
+    assert (step.after, step.joins, step.timeout) == (("features", "stats"), True, 90.0)
+    assert manifest(DAG).flows[0].steps["features"].joins is False
+
+
+def test_a_joins_rule_sends_every_parts_result_to_the_joiner() -> None:
+    parsed = manifest(DAG)
+    rule = next(r for r in parsed.rules if r.name == "flow.ml.model")
+    assert rule.targets == ("join:ml.model",)
+    assert rule.flow is not None
+    assert rule.flow.join
+    assert result_topics_read(parsed.flows) == {"crawl", "parse", "stats"}
+    result = {"type": "bus.function.result", "busflow": "ml", "busflowrun": "r"}
+    for part in ("features", "stats"):
+        assert [r.name for r in matching_rules(event(**result, busflowstep=part), parsed.rules)] == [
+            "flow.ml.model"
+        ]
+    assert [r.name for r in matching_rules(event(**result, busflowstep="clean"), parsed.rules)] == [
+        "flow.ml.features",
+        "flow.ml.stats",
+    ]
+
+
+def test_a_part_sent_to_the_joiner_keeps_its_step_is_marked_with_the_join_and_keyed_by_run() -> None:
+    rules = manifest(DAG).rules
+    result = CloudEvent.create(
+        id="res-2",
+        source="bus://p/functions/stats",
+        type="bus.function.result",
+        extensions={"busflow": "ml", "busflowstep": "stats", "busflowrun": "run-7", "partitionkey": "k"},
+        data={"mean": 2},
+    )
+    record = to_record(result)
+    by = by_target(matching_rules(to_json_dict(result), rules))["join:ml.model"]
+    out = routed_record(record, to_json_dict(result), "join:ml.model", by, binary=True)
+    sent = from_record(out.key, out.value, out.headers)
+    assert out.key == b"run-7"
+    assert {k: sent.extensions[k] for k in ("busflow", "busflowstep", "busflowrun", "busflowjoin")} == {
+        "busflow": "ml",
+        "busflowstep": "stats",
+        "busflowrun": "run-7",
+        "busflowjoin": "model",
+    }
+    assert sent.data == {"mean": 2}
+
+
+def test_the_join_topics_exist_only_for_manifests_with_joins() -> None:
+    from bus.topology import manifest_topics
+
+    assert "bus.flows.joins" in {spec.name for spec in manifest_topics(manifest(DAG))}
+    assert "bus.flows.joins.state" in {spec.name for spec in manifest_topics(manifest(DAG))}
+    assert "bus.flows.joins" not in {spec.name for spec in manifest_topics(manifest(ETL))}

@@ -8,12 +8,14 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from bus.avro_store import TypedReader
 from bus.errors import ConfigError
 from bus.events import STRUCTURED_CONTENT_TYPE, CloudEvent
 from bus.kafka.window import Span
 from bus.kafka_binding import Record, from_record, header, to_record
+from bus.manifest import parse as parse_manifest
 from bus.patterns import compile
 from bus.replay import (
     REPLAY_ID,
@@ -27,6 +29,7 @@ from bus.replay import (
     plan,
     replay,
     replay_id,
+    replay_sources,
 )
 from bus.routing import Rule
 
@@ -360,3 +363,41 @@ def test_a_stop_ends_the_loop_and_marks_the_tally_interrupted() -> None:
     assert sink is not None
     assert tally.scanned == 2
     assert tally.summary(None)["interrupted"] is True
+
+
+def test_a_flow_step_replays_from_the_results_of_the_step_it_follows() -> None:
+    """Ordinary rules and start steps read the ingress; later steps what they follow; joins are refused."""
+    parsed = parse_manifest(
+        yaml.safe_load(
+            """
+prefix: p
+functions:
+  crawl: {handler: 'm:f'}
+  parse: {handler: 'm:f', destinations: {on_success: parsed}}
+  store: {handler: 'm:f'}
+  stats: {handler: 'm:f'}
+rules: [{name: direct, pattern: {type: [x]}, targets: [store]}]
+flows:
+  f:
+    start: {type: [go]}
+    steps:
+      crawl: {function: crawl}
+      parse: {function: parse, after: crawl}
+      store: {function: store, after: parse}
+      both: {function: stats, after: [crawl, parse]}
+"""
+        )
+    )
+    assert {t: [r.name for r in rules] for t, rules in replay_sources(parsed, "crawl").items()} == {
+        "p.ingress": ["flow.f.crawl"]
+    }
+    assert {t: [r.name for r in rules] for t, rules in replay_sources(parsed, "parse").items()} == {
+        "p.fn.crawl.results": ["flow.f.parse"]
+    }
+    assert {t: [r.name for r in rules] for t, rules in replay_sources(parsed, "store").items()} == {
+        "p.ingress": ["direct"],
+        "parsed": ["flow.f.store"],
+    }
+    with pytest.raises(ConfigError, match=r"runs as the join f\.both"):
+        replay_sources(parsed, "stats")
+    assert replay_sources(parsed, "nope") == {"p.ingress": ()}

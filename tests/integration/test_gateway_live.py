@@ -1,0 +1,65 @@
+"""A running gateway follows `bus apply` (SPEC §3): a function added becomes invocable and a
+schedule added fires, without restarting the gateway; a change it cannot take is logged and the
+last manifest stays in force."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from bus import naming
+from bus.kafka_binding import from_record
+from tests.support import GatewayProcess, KafkaEnv, run_bus, unique, wait_until
+
+V1 = """
+functions:
+  a: {handler: "m:f"}
+"""
+
+
+def test_a_running_gateway_takes_new_functions_and_schedules_from_bus_apply(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    prefix = kafka.prefix()
+    path = tmp_path / "bus.yaml"
+    path.write_text(f"prefix: {prefix}\n{V1}")
+    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": None}
+    assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+    gateway = GatewayProcess(kafka, prefix, tmp_path / "home", manifest=path)
+    gateway.start()
+    try:
+
+        def invoke(name: str) -> int:
+            url = f"{gateway.url}/functions/{name}/invoke?mode=async"
+            return httpx.post(url, json={"n": 1}, timeout=30).status_code
+
+        assert invoke("b") == 404
+        # A new function and a one-time schedule, applied while the gateway runs.
+        tick = unique("tick")
+        at = (datetime.now(UTC) + timedelta(seconds=8)).strftime("%Y-%m-%dT%H:%M:%S")
+        v2 = (
+            f"prefix: {prefix}\n{V1}  b: {{handler: 'm:f'}}\n"
+            f"schedules:\n  - {{name: once, at: '{at}', event: {{type: {tick}, data: {{x: 1}}}}}}\n"
+        )
+        path.write_text(v2)
+        assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+        wait_until(lambda: invoke("b") == 202, timeout=30, what="function b invocable")
+
+        def fired() -> list[object]:
+            records = kafka.read_all(naming.ingress_topic(prefix), idle=0.3)
+            events = [from_record(r.key(), r.value(), r.headers()) for r in records]
+            return [e for e in events if e.type == tick]
+
+        wait_until(fired, timeout=60, what="the schedule applied after start to fire")
+        # A manifest the gateway cannot take (a secret it lacks): logged, the last one stays.
+        bad = v2 + "sources:\n  http: {auth: jwt, jwt: {secret_env: BUS_TEST_ABSENT, audience: bus}}\n"
+        path.write_text(bad)
+        assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+        wait_until(
+            lambda: "BUS_TEST_ABSENT" in gateway.log.read_text(), timeout=30, what="the refusal logged"
+        )
+        assert invoke("b") == 202  # still serving the last manifest it could take, without credentials
+    finally:
+        gateway.stop()
