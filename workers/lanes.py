@@ -257,6 +257,26 @@ class Lanes:
         if not lane.flying:
             self._settle(lane)
 
+    def finished_all(self, items: list[Item]) -> None:
+        """`finished(item)` for each of `items` in turn, none of them retrying (a run's ok outcomes)."""
+        flights = self._flights
+        for item in items:
+            flight = flights.pop(id(item), None)
+            if flight is None or flight[0] is not item:
+                raise ValueError(
+                    f"{item.topic}[{item.partition}]@{item.offset} is not in flight: "
+                    "pass finished() the item ready() returned, once"
+                )
+            _, lane, generation = flight
+            lane.flying -= 1
+            if lane.ordered and generation == lane.part.generation:
+                if item.retry:
+                    lane.pending -= 1
+                lane.early = 0
+            if not lane.flying:
+                self._busy -= 1
+                self._settle(lane)
+
     def unstart(self, items: list[Item]) -> None:
         """Put in-flight main records that did not run back at the front of their lanes, in order.
 

@@ -43,7 +43,7 @@ from bus.logs import log_event
 from bus.manifest import Function
 from bus.metrics import Registry
 from bus.settings import KafkaSettings
-from workers.invocation import Call, Finished, Outcome, Run
+from workers.invocation import Call, Finished, Outcome, Results, Run
 from workers.lanes import Item, Lanes
 from workers.progress import Progress
 from workers.retries import Attempt, attempt_of
@@ -128,9 +128,14 @@ _Send = tuple[str, Any, Any, Any, int | None]
 
 @dataclass(slots=True)
 class _Batch:
-    """Outcome records and finished offsets not yet committed."""
+    """Outcome records and finished offsets not yet committed.
 
-    sends: list[_Send] = field(default_factory=list)
+    `sends` holds records in the order they are to be produced: single ones, and the result
+    records of `Results` (to the success destination), all of them.
+    """
+
+    sends: list[_Send | Results] = field(default_factory=list)
+    records: int = 0
     touched: set[tuple[str, int]] = field(default_factory=set)
     since: float = 0.0
 
@@ -409,7 +414,7 @@ class Replica:
             return self._judge.unreadable(record, attempt, exc, started=self._now), None
 
     def _finish(self, delivered: list[list[Finished]]) -> None:
-        """Apply outcomes: plain ok ones here, in a few dict and list operations each."""
+        """Apply outcomes: plain ok ones (`Results`) here, in a few C-level list operations a run."""
         running = self._running
         progresses = self._progress
         lanes = self._lanes
@@ -423,32 +428,62 @@ class Replica:
             batch.since = time.monotonic()
         for outcomes in delivered:
             for outcome in outcomes:
-                if type(outcome) is not list:
-                    self._finish_other(outcome, skipped)  # type: ignore[arg-type]
+                if type(outcome) is not Results:
+                    self._finish_other(outcome, skipped)  # type: ignore[arg-type]  # an Outcome
                     continue
-                id, duration, record = outcome
-                entry = running.pop(id, None)
-                if entry is None:
-                    self._finish_abandoned(id)
+                ids = outcome.ids
+                entries = list(map(running.pop, ids, itertools.repeat(None, len(ids))))
+                if None in entries:
+                    self._finish_apart(outcome, entries)
                     continue
-                item = entry[0]
-                lanes.finished(item)
-                durations.append(duration)
-                key = (item.topic, item.partition)
+                items: list[Item] = [entry[0] for entry in entries]  # type: ignore[index]  # none is None
+                lanes.finished_all(items)
+                durations += outcome.durations
+                # The items of one run come from one lane: one topic-partition.
+                key = (items[0].topic, items[0].partition)
                 progress = progresses.get(key)
                 if progress is None:
                     continue
-                if target is not None:  # always, for the host builds results only then
-                    sends.append((target, record[0], record[1], record[2], None))
+                if target is not None and outcome.keys:  # always, for the host builds results only then
+                    sends.append(outcome)
+                    batch.records += len(ids)
                 touched.add(key)
-                progress.finish(item.offset)
+                progress.finish_all([item.offset for item in items])
         if skipped:
             lanes.unstart(skipped)
         if durations:
-            name = self._function.name
-            self._metrics.duration.observe_many(durations, function=name)
-            self._metrics.invocations.inc(len(durations), outcome="ok", function=name)
-            self._learn(durations)
+            self._finished_ok(durations)
+
+    def _finished_ok(self, durations: list[float]) -> None:
+        name = self._function.name
+        self._metrics.duration.observe_many(durations, function=name)
+        self._metrics.invocations.inc(len(durations), outcome="ok", function=name)
+        self._learn(durations)
+
+    def _finish_apart(self, results: Results, entries: list[Any]) -> None:
+        """`Results` some of whose invocations were abandoned (their partition forgotten): one by one."""
+        target = self._function.destinations.on_success
+        durations: list[float] = []
+        for n, entry in enumerate(entries):
+            if entry is None:
+                self._finish_abandoned(results.ids[n])
+                continue
+            item = entry[0]
+            self._lanes.finished(item)
+            durations.append(results.durations[n])
+            key = (item.topic, item.partition)
+            progress = self._progress.get(key)
+            if progress is None:
+                continue
+            if target is not None and results.keys:
+                self._batch.sends.append(
+                    (target, results.keys[n], results.values[n], results.headers[n], None)
+                )
+                self._batch.records += 1
+            self._batch.touched.add(key)
+            progress.finish(item.offset)
+        if durations:
+            self._finished_ok(durations)
 
     def _learn(self, durations: list[float]) -> None:
         """Follow the handler's duration (every outcome's, failures too): runs last about
@@ -497,11 +532,13 @@ class Replica:
             return
         if not self._batch.sends and not self._batch.touched:
             self._batch.since = time.monotonic()
-        self._batch.sends.extend(
+        sends = [
             (send.topic, send.record.key, send.record.value, list(send.record.headers), send.partition)
             for send in verdict.outputs
             if not send.topic.startswith(self._replies) or self._reply_topic_exists(send.topic)
-        )
+        ]
+        self._batch.sends.extend(sends)
+        self._batch.records += len(sends)
         self._batch.touched.add(key)
         progress.finish(item.offset)
         name = self._function.name
@@ -558,7 +595,7 @@ class Replica:
         if not self._running:
             self._start_commit()  # what is waiting cannot start yet (a key behind its retry)
             return
-        if len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
+        if batch.records >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
             self._start_commit()
 
     def _start_commit(self) -> None:
@@ -583,7 +620,7 @@ class Replica:
             return self._failed_commit(exc)
         return True
 
-    def _prepare_commit(self) -> tuple[list[_Send], list[TopicPartition], Any] | None:
+    def _prepare_commit(self) -> tuple[list[_Send | Results], list[TopicPartition], Any] | None:
         """Take the batch: its records, and its partitions' offsets and metadata as of now."""
         batch, self._batch = self._batch, _Batch()
         if self._broken or (not batch.sends and not batch.touched):
@@ -596,11 +633,11 @@ class Replica:
         metadata = self._need(self._consumer).consumer_group_metadata() if offsets else None
         return batch.sends, offsets, metadata
 
-    def _transact(self, sends: list[_Send], offsets: list[TopicPartition], group: Any) -> None:
+    def _transact(self, sends: list[_Send | Results], offsets: list[TopicPartition], group: Any) -> None:
         """One transaction: the records and the offsets (on the committer thread, or the loop's)."""
         producer = self._need(self._producer)
         producer.begin_transaction()
-        _produce_all(producer, sends)
+        _produce_all(producer, sends, self._function.destinations.on_success)
         if offsets:
             retrying(lambda: producer.send_offsets_to_transaction(offsets, group, 30.0))
         retrying(lambda: producer.commit_transaction(30.0))
@@ -779,16 +816,28 @@ class Replica:
         return client
 
 
-def _produce_all(producer: Producer, sends: list[_Send]) -> None:
-    """Produce into the open transaction, waiting while the local queue is full."""
+def _produce_all(producer: Producer, sends: list[_Send | Results], target: str | None) -> None:
+    """Produce into the open transaction (`Results` to `target`), waiting while the local queue is full."""
     produce = producer.produce
-    for topic, key, value, headers, partition in sends:
+    for send in sends:
+        if isinstance(send, Results):
+            for key, value, headers in zip(send.keys, send.values, send.headers, strict=True):
+                while True:
+                    try:
+                        produce(target, value, key, headers=headers)  # type: ignore[arg-type]  # text
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            continue
+        topic, record_key, record_value, record_headers, partition = send
         while True:
             try:
                 if partition is None:
-                    produce(topic, value=value, key=key, headers=headers)
+                    produce(topic, value=record_value, key=record_key, headers=record_headers)
                 else:
-                    produce(topic, value=value, key=key, headers=headers, partition=partition)
+                    produce(
+                        topic, value=record_value, key=record_key, headers=record_headers, partition=partition
+                    )
                 break
             except BufferError:
                 producer.poll(0.01)
