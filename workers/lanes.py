@@ -36,9 +36,10 @@ __all__ = ["Item", "Lanes", "Ordering"]
 Ordering = Literal["none", "partition", "key"]
 
 
-@dataclass(slots=True, kw_only=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Item:
-    """A consumed record as the scheduler sees it (one per record: not frozen, a third of the cost).
+    """A consumed record as the scheduler sees it (one per record: not frozen, a third of the cost;
+    positional arguments allowed, for the same reason).
 
     Compared by identity: the scheduler tracks the very objects it was offered.
     """
@@ -166,6 +167,31 @@ class Lanes:
         else:
             lane.main.append(item)
             self._wake(lane)
+
+    def offer_main(self, partition: int, items: list[Item]) -> None:
+        """`offer(item)` for each of `items`: main-topic records of `partition`, in offset order."""
+        part = self._part(partition)
+        lanes = part.lanes
+        part.waiting += len(items)
+        self._waiting += len(items)
+        if self._ordering == "partition":
+            lane = lanes.get(None)
+            if lane is None:
+                lane = lanes[None] = _Lane(part, None, ordered=False)
+            lane.main.extend(items)
+            self._wake(lane)
+            return
+        keyed = self._ordering == "key"
+        wake = self._wake
+        for item in items:
+            key = item.key
+            name: Hashable = key if keyed and key is not None else (item.topic, item.offset)
+            lane = lanes.get(name)
+            if lane is None:
+                lane = lanes[name] = _Lane(part, name, ordered=keyed and key is not None)
+            lane.main.append(item)
+            if not lane.queued:
+                wake(lane)
 
     def ready(self, now: float) -> list[Item]:
         """The records to start now, marked in flight: due retry records first, then lanes by turn."""
