@@ -82,6 +82,33 @@ class CloudEvent:
         event.validate()
         return event
 
+    @classmethod
+    def from_attributes(
+        cls, attributes: Mapping[str, Any], extensions: Mapping[str, Extension], data: Any
+    ) -> CloudEvent:
+        """`create(**attributes, extensions=extensions, data=data)` for `attributes` holding context
+        attributes only (a decoder's), in about half the time: no keyword arguments to unpack.
+
+        Raises InvalidEvent naming a missing required attribute, as `create` would fail to.
+        """
+        event = object.__new__(cls)
+        get = attributes.get
+        for name in ("id", "source", "type"):
+            if name not in attributes:
+                raise InvalidEvent(name, "required attribute is missing")
+        _set(event, "id", attributes["id"])
+        _set(event, "source", attributes["source"])
+        _set(event, "type", attributes["type"])
+        _set(event, "specversion", get("specversion", SPECVERSION))
+        _set(event, "time", get("time"))
+        _set(event, "subject", get("subject"))
+        _set(event, "datacontenttype", get("datacontenttype"))
+        _set(event, "dataschema", get("dataschema"))
+        _set(event, "extensions", extensions)
+        _set(event, "data", data)
+        event.validate()
+        return event
+
     def validate(self) -> None:
         """Raise InvalidEvent naming the first attribute that breaks CloudEvents 1.0."""
         if self._known_valid():
@@ -125,9 +152,11 @@ class CloudEvent:
         which name the first bad attribute.
         """
         id, source, kind, subject = self.id, self.source, self.type, self.subject
-        if not (_str(id) and id and _str(source) and source and _str(kind) and kind):
+        if not (type(id) is str and id and type(source) is str and source and type(kind) is str and kind):
             return False
-        if self.specversion != SPECVERSION or (subject is not None and not (_str(subject) and subject)):
+        if self.specversion != SPECVERSION or (
+            subject is not None and not (type(subject) is str and subject)
+        ):
             return False
         if self.dataschema is not None or ((time := self.time) is not None and time not in _VALID_TIMES):
             return False
@@ -135,7 +164,7 @@ class CloudEvent:
         if content_type is not None and content_type not in _VALID_MEDIA_TYPES:
             return False
         for name, value in self.extensions.items():
-            if name not in _VALID_EXTENSION_NAMES or not _str(value):
+            if name not in _VALID_EXTENSION_NAMES or type(value) is not str:
                 return False
         return not (isinstance(self.data, bytes | bytearray) and is_json_content_type(content_type))
 
@@ -152,15 +181,13 @@ class CloudEvent:
         return self.subject
 
 
+_set = object.__setattr__
+
 _MEMO_SIZE = 4096
 """Values each memo of `_known_valid` holds before it starts afresh."""
 _VALID_TIMES: dict[str, None] = {}
 _VALID_MEDIA_TYPES: dict[str, None] = {}
 _VALID_EXTENSION_NAMES: dict[str, None] = {}
-
-
-def _str(value: object) -> bool:
-    return type(value) is str
 
 
 def _remember(memo: dict[str, None], value: str | None) -> None:
