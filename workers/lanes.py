@@ -132,6 +132,12 @@ class Lanes:
         self._busy = 0  # lanes with a run in flight: what `concurrency` counts
         self._waiting = 0
 
+    def allow(self, concurrency: int) -> None:
+        """Let up to `concurrency` runs be in flight from the next `ready()` on."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._concurrency = concurrency
+
     def _part(self, partition: int) -> _Part:
         part = self._parts.get(partition)
         if part is None:

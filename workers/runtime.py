@@ -189,7 +189,8 @@ class Replica:
         # Lanes may start more than `concurrency` (of different lanes: keys or partitions): the
         # host runs `concurrency` at a time, first in first out, and the rest wait in its queue,
         # so a handler thread never waits for a round trip through this process.
-        self._lanes = Lanes(function.ordering, function.concurrency + max(4, function.concurrency))
+        self._window = function.concurrency + max(4, function.concurrency)
+        self._lanes = Lanes(function.ordering, self._window)
         self._progress: dict[tuple[str, int], Progress] = {}
         self._running: dict[int, tuple[Item, str, CloudEvent | None]] = {}
         """Invocations in the host: their record, when their run was submitted, a typed event read here."""
@@ -373,7 +374,7 @@ class Replica:
         ids = self._ids
         timeout = self._function.timeout
         key_order = self._function.ordering == "key"
-        submitted: list[Run] = []
+        by_partition: dict[tuple[str, int], list[list[Call]]] = {}
         for run in runs:
             calls: list[Call] = []
             for index, item in enumerate(run):
@@ -399,10 +400,41 @@ class Replica:
                 running[invocation_id] = (item, started, event)
                 calls.append((invocation_id, attempt, key, value, headers))
             if calls:
-                submitted.append(Run(calls=calls, timeout=timeout, stop_on_failure=key_order))
-        if submitted:
-            self._sandbox.submit_runs(submitted)
+                by_partition.setdefault((run[0].topic, run[0].partition), []).append(calls)
+        if by_partition:
+            self._sandbox.submit_runs(
+                [
+                    Run(calls=calls, timeout=timeout, stop_on_failure=key_order)
+                    for calls in self._bundle(by_partition)
+                ]
+            )
         self._metrics.in_flight.set(len(running), function=self._function.name)
+
+    def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]]) -> list[list[Call]]:
+        """The host runs for lanes' runs: short ones of one partition put together, up to the run
+        length, while at least `concurrency` runs remain (as many as the host runs at once).
+
+        A key's records still run in order, on one thread; the host's per-run costs (a frame
+        entry, a thread hand-off, an outcome entry) are paid per host run, and with keys of a
+        few records each (key and none modes) they were most of an event's. A failure in key
+        mode skips the rest of its host run: they go back to their lanes (`Lanes.unstart`).
+        """
+        lane_runs = [calls for runs in by_partition.values() for calls in runs]
+        concurrency = self._function.concurrency
+        if len(lane_runs) <= concurrency or self._run_length == 1:
+            return lane_runs
+        total = sum(map(len, lane_runs))
+        cap = min(self._run_length, -(-total // concurrency))
+        bundles: list[list[Call]] = []
+        for runs in by_partition.values():
+            bundle: list[Call] = []
+            for calls in runs:
+                if bundle and len(bundle) + len(calls) > cap:
+                    bundles.append(bundle)
+                    bundle = []
+                bundle += calls
+            bundles.append(bundle)
+        return bundles
 
     def _read_typed(self, item: Item) -> tuple[Verdict | None, CloudEvent | None]:
         """An Avro event read with this function's own schema for its type (Avro resolution), or
@@ -495,6 +527,8 @@ class Replica:
         mean = sum(durations) / count
         self._mean_duration += (mean - self._mean_duration) * min(1.0, count / 64)
         self._run_length = max(1, min(MAX_RUN, int(RUN_SECONDS / max(self._mean_duration, 1e-6))))
+        # Lanes' runs are put together up to the run length (`_bundle`): as many lanes may fly.
+        self._lanes.allow(self._window * self._run_length)
 
     def _finish_abandoned(self, id: int) -> None:
         if (abandoned := self._abandoned.pop(id, None)) is not None:
