@@ -96,8 +96,10 @@ FLUSH_LATEST = 0.005
 The sandbox starts an invocation's clock when the outcome before it in its run arrives, so this
 is also how early (at most) a timeout can be counted; it is far inside `TIMEOUT_GRACE`."""
 GC_THRESHOLD = 10_000
-"""Container allocations between young-generation collections (Python's default is 700): the
-host makes a few per invocation, freed by reference counting; a handler's cycles wait a little longer."""
+"""Net new containers (allocated minus freed) that start a young-generation collection (Python's
+default is 700): the runs queued here are thousands of containers, walked at every collection at
+the default pace; a handler's garbage cycles (which may hold large objects under the memory
+limit) wait for this many, not for the worker's 100,000 (`workers.__main__.quiet_gc`)."""
 FLUSH_COUNT = 512
 """Outcomes held for one write at most."""
 
