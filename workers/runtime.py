@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -82,6 +83,9 @@ RUN_SECONDS = 0.05
 long enough to share the per-run costs, short enough to drain quickly on a revocation."""
 MAX_RUN = 256
 """Most records of one lane sent to the host as one run."""
+BUNDLE_SECONDS = 0.005
+"""About how much handler time (from its mean duration) a host run made of several lanes' runs
+should hold at least, before lanes are spread over more host runs (up to `concurrency`)."""
 
 
 REPLY_TOPIC_TIMEOUT = 5.0
@@ -412,23 +416,27 @@ class Replica:
 
     def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]]) -> list[list[Call]]:
         """The host runs for lanes' runs: short ones of one partition put together, up to the run
-        length, while at least `concurrency` runs remain (as many as the host runs at once).
+        length, into as many host runs as keep about BUNDLE_SECONDS of handler time each (at most
+        `concurrency`, at least one a partition).
 
         A key's records still run in order, on one thread; the host's per-run costs (a frame
         entry, a thread hand-off, an outcome entry) are paid per host run, and with keys of a
-        few records each (key and none modes) they were most of an event's. A failure in key
-        mode skips the rest of its host run: they go back to their lanes (`Lanes.unstart`).
+        few records each (key and none modes) they were most of an event's; with fast handlers,
+        fewer runs also keep fewer host threads contending for its interpreter lock. A slow
+        handler's lanes stay a run each, up to `concurrency`. A failure in key mode skips the
+        rest of its host run: they go back to their lanes (`Lanes.unstart`).
         """
         lane_runs = [calls for runs in by_partition.values() for calls in runs]
-        concurrency = self._function.concurrency
-        if len(lane_runs) <= concurrency or self._run_length == 1:
+        if len(lane_runs) == 1 or self._run_length == 1:
             return lane_runs
         total = sum(map(len, lane_runs))
-        cap = min(self._run_length, -(-total // concurrency))
+        wanted = math.ceil(total * self._mean_duration / BUNDLE_SECONDS)
+        runs = max(1, min(self._function.concurrency, wanted))
+        cap = min(self._run_length, -(-total // runs))
         bundles: list[list[Call]] = []
-        for runs in by_partition.values():
+        for partition_runs in by_partition.values():
             bundle: list[Call] = []
-            for calls in runs:
+            for calls in partition_runs:
                 if bundle and len(bundle) + len(calls) > cap:
                     bundles.append(bundle)
                     bundle = []
