@@ -535,8 +535,10 @@ class Replica:
         mean = sum(durations) / count
         self._mean_duration += (mean - self._mean_duration) * min(1.0, count / 64)
         self._run_length = max(1, min(MAX_RUN, int(RUN_SECONDS / max(self._mean_duration, 1e-6))))
-        # Lanes' runs are put together up to the run length (`_bundle`): as many lanes may fly.
-        self._lanes.allow(self._window * self._run_length)
+        # Lanes' runs are put together into host runs (`_bundle`): with a fast handler, lanes of
+        # a few records each may fly by the hundred, about two host runs' worth of records; not
+        # more, for what waits in the host is walked by its collector and copied at a crash.
+        self._lanes.allow(max(self._window, 2 * self._run_length))
 
     def _finish_abandoned(self, id: int) -> None:
         if (abandoned := self._abandoned.pop(id, None)) is not None:
