@@ -67,6 +67,7 @@ from workers.outcome import result_headers, result_record
 __all__ = [
     "EXIT_MEMORY",
     "STACK_BYTES",
+    "calls_of",
     "data_limit",
     "decode_outcomes",
     "decode_runs",
@@ -74,6 +75,7 @@ __all__ = [
     "encode_runs",
     "main",
     "read_frame",
+    "read_runs",
 ]
 
 EXIT_MEMORY = 86
@@ -138,26 +140,42 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def encode_runs(runs: Sequence[Run]) -> bytes:
-    """The frame carrying `runs` to a host.
+    """The frame carrying `runs` to a host: each run's calls pickled apart (`read_runs`).
 
-    Pickled without its memo (`Pickler.fast`: runs hold no cycles), about a quarter of the
+    Pickled without the memo (`Pickler.fast`: runs hold no cycles), about a quarter of the
     time: every header of every record is a new object, so the memo only ever grew.
     """
+    return frame(_pickled([(run.timeout, run.stop_on_failure, _pickled(run.calls)) for run in runs]))
+
+
+def _pickled(value: Any) -> bytes:
     buffer = io.BytesIO()
-    buffer.write(b"\0\0\0\0")
     pickler = pickle.Pickler(buffer, 5)
     pickler.fast = True  # the documented attribute: no memo
-    pickler.dump([(run.timeout, run.stop_on_failure, run.calls) for run in runs])
-    framed = buffer.getbuffer()
-    _LENGTH.pack_into(framed, 0, len(framed) - 4)
-    del framed
+    pickler.dump(value)
     return buffer.getvalue()
+
+
+def read_runs(payload: bytes) -> list[tuple[float, bool, bytes]]:
+    """The runs in a frame from the parent, as (timeout, stop_on_failure, pickled calls).
+
+    A run's calls are unpickled when it starts (`calls_of`): until then they are one bytes
+    object, which the collector never walks (thousands of queued calls' tuples, at each young
+    collection, cost a host a few microseconds per event).
+    """
+    runs: list[tuple[float, bool, bytes]] = pickle.loads(payload)  # noqa: S301 - from the trusted parent
+    return runs
+
+
+def calls_of(pickled: bytes) -> list[Call]:
+    """A run's calls, from `read_runs`."""
+    calls: list[Call] = pickle.loads(pickled)  # noqa: S301 - from the trusted parent
+    return calls
 
 
 def decode_runs(payload: bytes) -> list[tuple[float, bool, list[Call]]]:
     """The runs in a frame from the parent, as (timeout, stop_on_failure, calls)."""
-    runs: list[tuple[float, bool, list[Call]]] = pickle.loads(payload)  # noqa: S301 - from the trusted parent
-    return runs
+    return [(timeout, stop, calls_of(pickled)) for timeout, stop, pickled in read_runs(payload)]
 
 
 def decode_outcomes(payload: bytes) -> list[Finished]:
@@ -370,7 +388,7 @@ class _Host:
         self._held_count = 0
         self._outbox: list[bytes | _Segment] = []
         self._writing = False
-        self._inbox: queue.SimpleQueue[tuple[float, bool, list[Call]]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[float, bool, bytes]] = queue.SimpleQueue()
         self._clock_ms = -1
         self._clock_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -390,7 +408,7 @@ class _Host:
     def serve(self, stream: BinaryIO) -> None:
         """Start every run read from `stream` until it ends (then the caller exits at once)."""
         while (payload := read_frame(stream)) is not None:
-            runs = decode_runs(payload)
+            runs = read_runs(payload)
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._start_tasks, runs)
             else:
@@ -471,9 +489,9 @@ class _Host:
 
     def _work(self) -> None:
         while True:
-            timeout, stop_on_failure, calls = self._inbox.get()
+            timeout, stop_on_failure, pickled = self._inbox.get()
             try:
-                self._run(timeout, stop_on_failure, calls)
+                self._run(timeout, stop_on_failure, calls_of(pickled))
             except MemoryError:
                 os._exit(EXIT_MEMORY)  # not even an outcome fits: the parent reports the memory cause
 
@@ -573,10 +591,10 @@ class _Host:
 
     # --- async handlers: one task per run on the loop ---------------------------------------
 
-    def _start_tasks(self, runs: list[tuple[float, bool, list[Call]]]) -> None:
+    def _start_tasks(self, runs: list[tuple[float, bool, bytes]]) -> None:
         assert self._loop is not None
-        for run in runs:
-            task = self._loop.create_task(self._run_async(*run))
+        for timeout, stop_on_failure, pickled in runs:
+            task = self._loop.create_task(self._run_async(timeout, stop_on_failure, calls_of(pickled)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
