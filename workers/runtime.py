@@ -415,9 +415,9 @@ class Replica:
         self._metrics.in_flight.set(len(running), function=self._function.name)
 
     def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]]) -> list[list[Call]]:
-        """The host runs for lanes' runs: short ones of one partition put together, up to the run
-        length, into as many host runs as keep about BUNDLE_SECONDS of handler time each (at most
-        `concurrency`, at least one a partition).
+        """The host runs for lanes' runs: short ones of one partition's main records put together,
+        up to the run length, into as many host runs as keep about BUNDLE_SECONDS of handler time
+        each (at most `concurrency`, at least one a partition).
 
         A key's records still run in order, on one thread; the host's per-run costs (a frame
         entry, a thread hand-off, an outcome entry) are paid per host run, and with keys of a
@@ -434,7 +434,11 @@ class Replica:
         runs = max(1, min(self._function.concurrency, wanted))
         cap = min(self._run_length, -(-total // runs))
         bundles: list[list[Call]] = []
-        for partition_runs in by_partition.values():
+        for (topic, _), partition_runs in by_partition.items():
+            if topic != self._main:
+                # A retry record runs alone: `Lanes.unstart` puts back main records only.
+                bundles.extend(partition_runs)
+                continue
             bundle: list[Call] = []
             for calls in partition_runs:
                 if bundle and len(bundle) + len(calls) > cap:
@@ -482,7 +486,7 @@ class Replica:
                 items: list[Item] = [entry[0] for entry in entries]  # type: ignore[index]  # none is None
                 lanes.finished_all(items)
                 durations += outcome.durations
-                # The items of one run come from one lane: one topic-partition.
+                # A host run holds one topic-partition's records (one lane's, or `_bundle`'s).
                 key = (items[0].topic, items[0].partition)
                 progress = progresses.get(key)
                 if progress is None:
