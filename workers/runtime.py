@@ -432,6 +432,8 @@ class Replica:
         total = sum(map(len, lane_runs))
         wanted = math.ceil(total * self._mean_duration / BUNDLE_SECONDS)
         runs = max(1, min(self._function.concurrency, wanted))
+        if len(lane_runs) <= runs:
+            return lane_runs  # a slow handler's lanes: each its own run, as many in parallel
         cap = min(self._run_length, -(-total // runs))
         bundles: list[list[Call]] = []
         for (topic, _), partition_runs in by_partition.items():
