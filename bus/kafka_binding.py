@@ -152,7 +152,7 @@ def _binary_event(
     for name in ("id", "source", "type"):
         if name not in attributes:
             raise InvalidEvent(_PREFIX + name, "required header is missing")
-    return CloudEvent.create(**attributes, extensions=extensions, data=data)
+    return CloudEvent.from_attributes(attributes, extensions, data)
 
 
 def _binary_fast(
@@ -166,16 +166,15 @@ def _binary_fast(
     attributes: dict[str, Any] = {}
     extensions: dict[str, Extension] = {}
     content_type = None
+    roles = _ROLES
     try:
         for name, raw in headers or ():
-            if name[:3] == _PREFIX:
-                attr = name[3:]
-                if attr in CONTEXT_ATTRIBUTES:
-                    attributes[attr] = raw.decode()
-                else:
-                    extensions[attr] = raw.decode()
-            elif name == "content-type":
+            role = roles.get(name) or _role(name)
+            if role is _CONTENT_TYPE:
                 content_type = raw.decode()
+            elif role is not _OTHER:
+                member, is_attribute = role
+                (attributes if is_attribute else extensions)[member] = raw.decode()
     except (UnicodeDecodeError, AttributeError):  # AttributeError: a header without a value
         return None
     if "specversion" not in attributes or (
@@ -183,6 +182,25 @@ def _binary_fast(
     ):
         return None
     return attributes, extensions, content_type
+
+
+_CONTENT_TYPE = ("content-type", False)
+_OTHER = ("", False)
+_ROLES: dict[str, tuple[str, bool]] = {"content-type": _CONTENT_TYPE}
+"""Header name -> (attribute or extension name, whether an attribute); `_OTHER` for headers that
+are neither (at most 10,000 names are remembered)."""
+
+
+def _role(name: str) -> tuple[str, bool]:
+    """What header `name` carries in binary mode (`_ROLES`' entry, remembered)."""
+    if name[:3] == _PREFIX:
+        member = name[3:]
+        role = (member, member in CONTEXT_ATTRIBUTES)
+    else:
+        role = _OTHER
+    if len(_ROLES) < 10_000:
+        _ROLES[name] = role
+    return role
 
 
 _MEMBERS: dict[str, str] = {}

@@ -18,7 +18,7 @@ from bus.errors import HandlerLoadError
 from bus.events import CloudEvent, Extension, to_json_dict
 from workers.outcome import function_source
 
-__all__ = ["Context", "Handler", "load_handler"]
+__all__ = ["Context", "Handler", "load_handler", "new_context"]
 
 Handler = Callable[..., Any]
 
@@ -80,6 +80,25 @@ class Context:
             raise TypeError(f"ctx.emit({type!r}): data is not JSON ({exc})") from exc
         self.emitted.append(encoded)
         return event.id
+
+
+_set = object.__setattr__
+
+
+def new_context(  # noqa: PLR0917 - the fields positional: keywords cost about a call each
+    function: str, attempt: int, deadline: float, idempotency_key: str, logger: logging.Logger, prefix: str
+) -> Context:
+    """`Context(...)` in about half the time (the handler host makes one per invocation): the
+    frozen dataclass's own `__init__` looks `object.__setattr__` up again for every field."""
+    ctx = object.__new__(Context)
+    _set(ctx, "function", function)
+    _set(ctx, "attempt", attempt)
+    _set(ctx, "deadline", deadline)
+    _set(ctx, "idempotency_key", idempotency_key)
+    _set(ctx, "logger", logger)
+    _set(ctx, "prefix", prefix)
+    _set(ctx, "emitted", [])
+    return ctx
 
 
 def _content_type(data: Any) -> str:

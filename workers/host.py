@@ -7,10 +7,11 @@ length and an orjson payload:
 - host -> parent, first: `{"ready": import_seconds, "pid": pid}` or `{"error": reason}`;
 - parent -> host: a list of runs (`workers.invocation.Run`), pickled: the parent is trusted, and
   a run carries its input records' raw bytes (the host decodes the events, on its own core);
-- host -> parent: a list of outcomes in orjson (the host is not trusted: never pickle), each
-  the fields of `Outcome` in order (bytes as text), or for an ok invocation without emitted
-  events `[id, duration, record]` (`workers.invocation.Finished`: the result record built here),
-  or `[id]` for one skipped;
+- host -> parent: a list of entries in orjson (the host is not trusted: never pickle): the
+  fields of one `Outcome` in order (bytes as text), `[id]` for one skipped, or, for ok
+  invocations of one run in a row that emitted nothing, `[ids, durations, keys, values,
+  headers]` (`workers.invocation.Results`: their result records built here, one list per
+  field, so a run of no-op calls costs the parent a few C-level checks, not an object each);
 - end of stdin: exit at once. The parent ends it after its in-flight invocations were answered
   (a graceful close) or because it died; either way nobody waits for what still runs, and a
   handler left running by a dead worker would run a second time beside its re-delivery.
@@ -23,6 +24,9 @@ it starts from then on take a 1 MiB stack (`STACK_BYTES`), and moves the protoco
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
+import itertools
 import logging
 import os
 import pickle
@@ -44,17 +48,18 @@ from bus.events import CloudEvent
 from bus.invoke import REPLY_EXTENSION
 from bus.kafka_binding import from_record, record_size
 from bus.logs import configure
-from workers.handlers import Context, Handler, load_handler
+from workers.handlers import Context, Handler, load_handler, new_context
 from workers.invocation import (
     Call,
     Finished,
     Outcome,
+    Results,
     Run,
+    call_sync,
     describe,
     failed,
     is_async,
     run_async,
-    run_sync,
     utf8_safe,
 )
 from workers.outcome import result_headers, result_record
@@ -62,6 +67,7 @@ from workers.outcome import result_headers, result_record
 __all__ = [
     "EXIT_MEMORY",
     "STACK_BYTES",
+    "calls_of",
     "data_limit",
     "decode_outcomes",
     "decode_runs",
@@ -69,6 +75,7 @@ __all__ = [
     "encode_runs",
     "main",
     "read_frame",
+    "read_runs",
 ]
 
 EXIT_MEMORY = 86
@@ -82,14 +89,21 @@ and recurses deeper crashes its host (SIGSEGV), which is charged to it like any 
 """
 SPARE_THREADS = 8
 """Threads beyond the handler pool whose stacks the data limit leaves room for (loop, user threads)."""
-FLUSH_AFTER = 0.001
+FLUSH_AFTER = 0.003
 """Seconds an outcome may wait to share a write with later ones while the host has more to run
-(a handler thread writes what is held once it is this old, when its invocation ends)."""
+(a handler thread writes what is held once it is this old, when its invocation ends). Each
+frame costs both processes a few wake-ups and reads; 1 ms cost a no-op function about a tenth
+more CPU per event than this, and a lone invocation is written at once either way."""
 FLUSH_LATEST = 0.005
 """Seconds an outcome waits at most: the flush thread writes it when handlers run long.
 
 The sandbox starts an invocation's clock when the outcome before it in its run arrives, so this
 is also how early (at most) a timeout can be counted; it is far inside `TIMEOUT_GRACE`."""
+GC_THRESHOLD = 10_000
+"""Net new containers (allocated minus freed) that start a young-generation collection (Python's
+default is 700): the runs queued here are thousands of containers, walked at every collection at
+the default pace; a handler's garbage cycles (which may hold large objects under the memory
+limit) wait for this many, not for the worker's 100,000 (`workers.__main__.quiet_gc`)."""
 FLUSH_COUNT = 512
 """Outcomes held for one write at most."""
 
@@ -128,30 +142,55 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def encode_runs(runs: Sequence[Run]) -> bytes:
-    """The frame carrying `runs` to a host."""
-    return frame(pickle.dumps([(run.timeout, run.stop_on_failure, run.calls) for run in runs], 5))
+    """The frame carrying `runs` to a host: each run's calls pickled apart (`read_runs`).
+
+    Pickled without the memo (`Pickler.fast`: runs hold no cycles), about a quarter of the
+    time: every header of every record is a new object, so the memo only ever grew.
+    """
+    return frame(_pickled([(run.timeout, run.stop_on_failure, _pickled(run.calls)) for run in runs]))
+
+
+def _pickled(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, 5)
+    pickler.fast = True  # the documented attribute: no memo
+    pickler.dump(value)
+    return buffer.getvalue()
+
+
+def read_runs(payload: bytes) -> list[tuple[float, bool, bytes]]:
+    """The runs in a frame from the parent, as (timeout, stop_on_failure, pickled calls).
+
+    A run's calls are unpickled when it starts (`calls_of`): until then they are one bytes
+    object, which the collector never walks (thousands of queued calls' tuples, at each young
+    collection, cost a host a few microseconds per event).
+    """
+    runs: list[tuple[float, bool, bytes]] = pickle.loads(payload)  # noqa: S301 - from the trusted parent
+    return runs
+
+
+def calls_of(pickled: bytes) -> list[Call]:
+    """A run's calls, from `read_runs`."""
+    calls: list[Call] = pickle.loads(pickled)  # noqa: S301 - from the trusted parent
+    return calls
 
 
 def decode_runs(payload: bytes) -> list[tuple[float, bool, list[Call]]]:
     """The runs in a frame from the parent, as (timeout, stop_on_failure, calls)."""
-    runs: list[tuple[float, bool, list[Call]]] = pickle.loads(payload)  # noqa: S301 - from the trusted parent
-    return runs
+    return [(timeout, stop, calls_of(pickled)) for timeout, stop, pickled in read_runs(payload)]
 
 
 def decode_outcomes(payload: bytes) -> list[Finished]:
-    """The outcomes in a frame a host sent; ValueError or TypeError for anything malformed.
+    """The entries of a frame a host sent; ValueError or TypeError for anything malformed.
 
-    Ok outcomes in the short form stay lists (no object per event); their fields are checked,
-    since the worker hands them to its producer as they are.
+    `Results` are checked list by list at C speed, since the worker hands their records to its
+    producer as they are.
     """
     finished: list[Finished] = []
     for fields in orjson.loads(payload):
         size = len(fields)
-        if size == 3:
-            id, duration, record = fields
-            if type(id) is not int or type(duration) is not float or not _is_record(record):
-                raise ValueError(f"malformed outcome {fields!r:.200}")
-            finished.append(fields)
+        if size == 5:
+            finished.append(_results(fields))
         elif size == 1:
             if type(fields[0]) is not int:
                 raise ValueError(f"malformed outcome {fields!r:.200}")
@@ -176,6 +215,39 @@ def decode_outcomes(payload: bytes) -> list[Finished]:
     return finished
 
 
+_INT = frozenset({int})
+_NUMBER = frozenset({int, float})
+_TEXT = frozenset({str, type(None)})
+_DICT = frozenset({dict})
+
+
+def _results(fields: list[Any]) -> Results:
+    """`Results` from their entry, every field checked: ids, numbers, text, headers of text."""
+    ids, durations, keys, values, headers = fields
+    count = len(ids) if type(ids) is list else 0
+    if not (
+        count
+        and type(durations) is list
+        and len(durations) == count
+        and type(keys) is list
+        and type(values) is list
+        and type(headers) is list
+        and len(keys) == len(values) == len(headers)
+        and len(keys) in (0, count)
+        and {*map(type, ids)} <= _INT
+        and {*map(type, durations)} <= _NUMBER
+        and {*map(type, keys)} <= _TEXT
+        and {*map(type, values)} <= _TEXT
+        and {*map(type, headers)} <= _DICT
+    ):
+        raise ValueError(f"malformed outcome {fields!r:.200}")
+    try:
+        "".join(itertools.chain.from_iterable(map(dict.values, headers)))  # every value text
+    except TypeError:
+        raise ValueError(f"malformed outcome {fields!r:.200}") from None
+    return Results(ids, durations, keys, values, headers)
+
+
 _KINDS = frozenset({"ok", "failed", "retry", "dead_letter", "invalid", "skipped"})
 
 
@@ -194,22 +266,6 @@ def _check_long_form(fields: list[Any]) -> None:
         or type(duration) not in (int, float)
     ):
         raise ValueError(f"malformed outcome {fields!r:.200}")
-
-
-def _is_record(record: Any) -> bool:
-    """Whether a short-form outcome's record is `[key, value, headers]` of text."""
-    if type(record) is not list or len(record) != 3:
-        return False
-    key, value, headers = record
-    if not (
-        (key is None or type(key) is str) and (value is None or type(value) is str) and type(headers) is dict
-    ):
-        return False
-    try:
-        "".join(headers.values())  # every value text (names from JSON are), at C speed
-    except TypeError:
-        return False
-    return True
 
 
 def encode_outcome(outcome: Outcome) -> bytes:
@@ -257,6 +313,53 @@ def _fields(outcome: Outcome) -> list[Any]:
     ]
 
 
+_Record = tuple[str | None, str | None, dict[str, str]]
+"""A result record's key, value and headers as text."""
+
+
+class _Segment:
+    """Ok outcomes of one run in a row, held for the next write (`workers.invocation.Results`).
+
+    Filled by its run's handler thread and sealed by whoever takes it for a write (both under
+    the host's lock): outcomes after that open a new segment.
+    """
+
+    __slots__ = ("durations", "headers", "ids", "keys", "sealed", "values")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.durations: list[float] = []
+        self.keys: list[str | None] = []
+        self.values: list[str | None] = []
+        self.headers: list[dict[str, str]] = []
+        self.sealed = False
+
+    def add(self, id: int, duration: float, record: _Record | None) -> None:
+        self.ids.append(id)
+        self.durations.append(duration)
+        if record is not None:
+            key, value, headers = record
+            self.keys.append(key)
+            self.values.append(value)
+            self.headers.append(headers)
+
+    def encode(self) -> bytes:
+        """The segment's entry; should any text not encode (decoded text never has lone surrogates),
+        each outcome's long form instead, and the worker builds the records."""
+        try:
+            return orjson.dumps([self.ids, self.durations, self.keys, self.values, self.headers])
+        except TypeError:
+            values = self.values or [None] * len(self.ids)
+            return b",".join(
+                encode_outcome(
+                    Outcome(
+                        id=id, kind="ok", value=(value or "null").encode(errors="surrogatepass"), duration=d
+                    )
+                )
+                for id, d, value in zip(self.ids, self.durations, values, strict=True)
+            )
+
+
 class _Host:
     """Runs the runs as they arrive and writes their outcomes back, batching what is ready."""
 
@@ -284,9 +387,10 @@ class _Host:
         self._write_lock = threading.Lock()  # taking a batch and writing it: frames keep run order
         self._held = threading.Condition(self._lock)
         self._held_since = 0.0
-        self._outbox: list[bytes] = []
+        self._held_count = 0
+        self._outbox: list[bytes | _Segment] = []
         self._writing = False
-        self._inbox: queue.SimpleQueue[tuple[float, bool, list[Call]]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[float, bool, bytes]] = queue.SimpleQueue()
         self._clock_ms = -1
         self._clock_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -306,7 +410,7 @@ class _Host:
     def serve(self, stream: BinaryIO) -> None:
         """Start every run read from `stream` until it ends (then the caller exits at once)."""
         while (payload := read_frame(stream)) is not None:
-            runs = decode_runs(payload)
+            runs = read_runs(payload)
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._start_tasks, runs)
             else:
@@ -316,13 +420,8 @@ class _Host:
     def _prepare(self, call: Call, timeout: float) -> tuple[CloudEvent, Context]:
         _, attempt, key, value, headers = call
         event = from_record(key, value, headers)
-        ctx = Context(
-            function=self._function,
-            attempt=attempt,
-            deadline=time.monotonic() + timeout,
-            idempotency_key=event.id,
-            logger=self._logger,
-            prefix=self._prefix,
+        ctx = new_context(
+            self._function, attempt, time.monotonic() + timeout, event.id, self._logger, self._prefix
         )
         return event, ctx
 
@@ -332,47 +431,53 @@ class _Host:
             return encode_outcome(invalid)
         return encode_outcome(_unreadable(call[0], exc))
 
-    def _encode(self, event: CloudEvent, outcome: Outcome) -> bytes:
-        """An outcome for the frame: the short form with the result record for a plain ok."""
-        if (
-            not self._results
-            or outcome.kind != "ok"
-            or outcome.emitted
-            or REPLY_EXTENSION in event.extensions
-        ):
-            return encode_outcome(outcome)  # the worker builds it (a caller waits for a reply: bus.invoke)
-        assert outcome.value is not None
+    def _plain(self, event: CloudEvent) -> bool:
+        """Whether an ok outcome of `event` without emitted events needs nothing of the worker's
+        `Judge` (a synchronous caller waits for a reply: bus.invoke)."""
+        return not event.extensions or REPLY_EXTENSION not in event.extensions
+
+    def _result(self, id: int, event: CloudEvent, value: bytes, duration: float) -> _Record | Outcome:
+        """The result record of a plain ok outcome; or, when it cannot be one, the outcome to
+        send: a failure when it is over the record limit, the ok one for text that is not UTF-8."""
         event_key = event.partition_key
-        value = None if outcome.value == b"null" else outcome.value
+        text = None if value == b"null" else value
         headers = result_headers(prefix=self._prefix, function=self._function, cause=event, time=self._now())
         # Text is at most 4 bytes a character: most results are far below the limit, counted so.
-        text = len(event_key or "") + _RESULT_NAMES + sum(map(len, headers.values()))
-        if len(value or b"") + 4 * text > self._max_record_bytes:
+        size = len(event_key or "") + _RESULT_NAMES + sum(map(len, headers.values()))
+        if len(text or b"") + 4 * size > self._max_record_bytes:
             record = result_record(
                 prefix=self._prefix,
                 function=self._function,
                 cause=event,
-                value=outcome.value,
+                value=value,
                 time=headers["ce_time"],
             )
-            if (size := record_size(record)) > self._max_record_bytes:
+            if (total := record_size(record)) > self._max_record_bytes:
                 # As workers.verdict.check_fits says it: the result can never be published.
-                message = f"result is {size} bytes; records are limited to {self._max_record_bytes}"
-                return encode_outcome(
-                    Outcome(
-                        id=outcome.id,
-                        kind="failed",
-                        error_type="ValueError",
-                        message=message,
-                        cause="result",
-                        duration=outcome.duration,
-                    )
+                return Outcome(
+                    id=id,
+                    kind="failed",
+                    error_type="ValueError",
+                    message=f"result is {total} bytes; records are limited to {self._max_record_bytes}",
+                    cause="result",
+                    duration=duration,
                 )
         try:
-            shaped = [event_key, value.decode() if value is not None else None, headers]
-            return orjson.dumps([outcome.id, float(outcome.duration), shaped])
-        except (UnicodeDecodeError, TypeError):  # text that is not UTF-8 in the cause: the long way
+            return event_key, text.decode() if text is not None else None, headers
+        except UnicodeDecodeError:  # not from orjson: the worker decides
+            return Outcome(id=id, kind="ok", value=value, duration=duration)
+
+    def _encode(self, event: CloudEvent, outcome: Outcome) -> bytes:
+        """An outcome's entry: `Results` of one for a plain ok with results on, else the long form."""
+        if not self._results or outcome.kind != "ok" or outcome.emitted or not self._plain(event):
             return encode_outcome(outcome)
+        assert outcome.value is not None
+        record = self._result(outcome.id, event, outcome.value, outcome.duration)
+        if type(record) is Outcome:
+            return encode_outcome(record)
+        segment = _Segment()
+        segment.add(outcome.id, float(outcome.duration), record)  # type: ignore[arg-type]  # a _Record
+        return segment.encode()
 
     def _now(self) -> str:
         """The time as RFC 3339 text, formatted once per millisecond."""
@@ -386,45 +491,77 @@ class _Host:
 
     def _work(self) -> None:
         while True:
-            timeout, stop_on_failure, calls = self._inbox.get()
-            last = len(calls) - 1
-            for n, call in enumerate(calls):
-                encoded, ok = self._run_sync(call, timeout)
-                if n == last:
-                    self._put([encoded], urgent=self._inbox.empty())
-                elif stop_on_failure and not ok:
-                    self._put([encoded, *_skipped(calls[n + 1 :])], urgent=self._inbox.empty())
-                    break
+            timeout, stop_on_failure, pickled = self._inbox.get()
+            try:
+                self._run(timeout, stop_on_failure, calls_of(pickled))
+            except MemoryError:
+                os._exit(EXIT_MEMORY)  # not even an outcome fits: the parent reports the memory cause
+
+    def _run(self, timeout: float, stop_on_failure: bool, calls: list[Call]) -> None:
+        """Run a run's calls in order; each outcome is reported (held for a shared write) before
+        the next call starts, since the sandbox times a call from its predecessor's outcome."""
+        segment: _Segment | None = None
+        last = len(calls) - 1
+        lock = self._lock
+        for n, call in enumerate(calls):
+            entry, ok, duration, record = self._call(call, timeout)
+            stop = False
+            with lock:
+                outbox = self._outbox  # a write since the last call replaced it
+                if entry is None:
+                    if segment is None or segment.sealed:
+                        segment = _Segment()
+                        outbox.append(segment)
+                    segment.add(call[0], duration, record)
+                    self._held_count += 1
                 else:
-                    self._put([encoded], urgent=False)
+                    outbox.append(entry)
+                    self._held_count += 1
+                    if stop_on_failure and not ok:
+                        skipped = _skipped(calls[n + 1 :])
+                        outbox.extend(skipped)
+                        self._held_count += len(skipped)
+                        stop = True
+                held = self._hold(urgent=(n == last or stop) and self._inbox.empty())
+            if not held:
+                self._flush_sync()
+            if stop:
+                return
 
-    def _run_sync(self, call: Call, timeout: float) -> tuple[bytes, bool]:
+    def _hold(self, *, urgent: bool) -> bool:
+        """Whether what was just reported may wait to share a write (lock held): not when `urgent`
+        (nothing else to run), when many wait, or when the oldest has waited FLUSH_AFTER."""
+        if urgent or self._held_count >= FLUSH_COUNT:
+            return False
+        held_since = self._held_since
+        if not held_since:
+            self._held_since = time.monotonic()
+            self._held.notify()
+            return True
+        return time.monotonic() - held_since < FLUSH_AFTER
+
+    def _call(self, call: Call, timeout: float) -> tuple[bytes | None, bool, float, _Record | None]:
+        """Run one call: (None, True, duration, result record or None) for a plain ok outcome,
+        else (its entry, whether it is ok, 0, None)."""
+        id = call[0]
         try:
-            try:
-                event, ctx = self._prepare(call, timeout)
-            except Exception as exc:
-                return self._unready(call, exc), False
-            try:
-                outcome = run_sync(self._handler, event, ctx, id=call[0], memory_mb=self._memory_mb)
-            except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
-                outcome = _raised_outside(call[0], exc)
-            return self._encode(event, outcome), outcome.kind == "ok"
-        except MemoryError:
-            os._exit(EXIT_MEMORY)  # not even an outcome fits: the parent reports the memory cause
-
-    def _put(self, encoded: list[bytes], *, urgent: bool) -> None:
-        """Hold outcomes for a shared write; write now when `urgent` (nothing else to run) or many."""
-        with self._lock:
-            self._outbox.extend(encoded)
-            if not urgent and len(self._outbox) < FLUSH_COUNT:
-                held_since = self._held_since
-                if not held_since:
-                    self._held_since = time.monotonic()
-                    self._held.notify()
-                    return
-                if time.monotonic() - held_since < FLUSH_AFTER:
-                    return
-        self._flush_sync()
+            event, ctx = self._prepare(call, timeout)
+        except Exception as exc:
+            return self._unready(call, exc), False, 0.0, None
+        try:
+            result = call_sync(self._handler, event, ctx, id=id, memory_mb=self._memory_mb)
+        except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
+            return encode_outcome(_raised_outside(id, exc)), False, 0.0, None
+        if type(result) is not tuple:
+            outcome: Outcome = result  # type: ignore[assignment]  # call_sync's other return
+            return self._encode(event, outcome), outcome.kind == "ok", 0.0, None
+        value, duration = result
+        if not self._results or not self._plain(event):  # the worker decides, with the value
+            return encode_outcome(Outcome(id=id, kind="ok", value=value, duration=duration)), True, 0.0, None
+        record = self._result(id, event, value, duration)
+        if type(record) is Outcome:
+            return encode_outcome(record), record.kind == "ok", 0.0, None
+        return None, True, duration, record  # type: ignore[return-value]  # a _Record
 
     def _flusher(self) -> None:
         """Write held outcomes once the oldest has waited FLUSH_LATEST (handlers running long)."""
@@ -443,9 +580,12 @@ class _Host:
         try:
             with self._write_lock:
                 with self._lock:
-                    batch, self._outbox, self._held_since = self._outbox, [], 0.0
+                    batch, self._outbox, self._held_since, self._held_count = self._outbox, [], 0.0, 0
+                    for item in batch:
+                        if type(item) is _Segment:
+                            item.sealed = True
                 if batch:
-                    write_all(self._out_fd, _batch_frame(batch))
+                    write_all(self._out_fd, _batch_frame([_entry(item) for item in batch]))
         except MemoryError:
             os._exit(EXIT_MEMORY)
         except OSError:
@@ -453,10 +593,10 @@ class _Host:
 
     # --- async handlers: one task per run on the loop ---------------------------------------
 
-    def _start_tasks(self, runs: list[tuple[float, bool, list[Call]]]) -> None:
+    def _start_tasks(self, runs: list[tuple[float, bool, bytes]]) -> None:
         assert self._loop is not None
-        for run in runs:
-            task = self._loop.create_task(self._run_async(*run))
+        for timeout, stop_on_failure, pickled in runs:
+            task = self._loop.create_task(self._run_async(timeout, stop_on_failure, calls_of(pickled)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -495,11 +635,15 @@ class _Host:
     def _flush(self) -> None:
         batch, self._outbox, self._writing = self._outbox, [], False
         try:
-            write_all(self._out_fd, _batch_frame(batch))
+            write_all(self._out_fd, _batch_frame([_entry(item) for item in batch]))
         except MemoryError:
             os._exit(EXIT_MEMORY)
         except OSError:
             os._exit(0)
+
+
+def _entry(item: bytes | _Segment) -> bytes:
+    return item if type(item) is bytes else item.encode()  # type: ignore[union-attr]  # a _Segment
 
 
 _RESULT_NAMES = len(
@@ -570,6 +714,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results=bool(config.get("results", False)),
         max_record_bytes=int(config.get("max_record_bytes", 0)),
     )
+    # As the worker does (workers.__main__.quiet_gc): what the handler's import made is never
+    # walked again, and cycles are collected every GC_THRESHOLD container allocations.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     write_all(out_fd, frame(orjson.dumps({"ready": time.perf_counter() - started, "pid": os.getpid()})))
     with open(in_fd, "rb", buffering=1 << 16) as stream:
         try:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -29,7 +29,9 @@ __all__ = [
     "Invocation",
     "Kind",
     "Outcome",
+    "Results",
     "Run",
+    "call_sync",
     "crashed",
     "describe",
     "failed",
@@ -101,10 +103,22 @@ class Outcome:
     """Seconds the handler ran."""
 
 
-Finished = Outcome | list[Any]
-"""What a sandbox delivers per invocation: an `Outcome`, or, for an ok one whose result record its
-host built (no emitted events), the list `[id, duration, record]`, `record` being `[key, value,
-headers]` as text (headers a dict)."""
+class Results(NamedTuple):
+    """Ok invocations of one run in a row that emitted nothing, as a host reports them: one entry per
+    invocation in each list. The result records (`key`, `value`, `headers` as text, in
+    `workers.outcome.result_record`'s shape) were built by the host; all three lists are empty
+    when it builds none (a function without a success destination)."""
+
+    ids: list[int]
+    durations: list[float]
+    """Seconds each handler call ran."""
+    keys: list[str | None]
+    values: list[str | None]
+    headers: list[dict[str, str]]
+
+
+Finished = Outcome | Results
+"""What a sandbox delivers: one invocation's `Outcome`, or `Results` of several plain ok ones."""
 
 
 def is_async(handler: Handler) -> bool:
@@ -122,20 +136,41 @@ def run_sync(
     Only an awaitable is bounded by `ctx.deadline` here: a sync handler that hangs is the
     caller's to stop (the sandbox kills its host).
     """
+    result = call_sync(handler, event, ctx, id=id, memory_mb=memory_mb)
+    if type(result) is tuple:
+        return Outcome(id=id, kind="ok", value=result[0], duration=result[1])
+    return result  # type: ignore[return-value]  # an Outcome
+
+
+def call_sync(
+    handler: Handler, event: CloudEvent, ctx: Context, *, id: int = 0, memory_mb: int | None = None
+) -> tuple[bytes, float] | Outcome:
+    """`run_sync`, but an ok invocation that emitted nothing comes back as (its value as JSON,
+    seconds it ran): the common case, with no `Outcome` made (the handler host's hot path)."""
     started = time.perf_counter()
-    budget = ctx.deadline - time.monotonic()
     try:
         value = handler(event, ctx)
-        if inspect.isawaitable(value):
+        if value is not None and type(value) not in _PLAIN and inspect.isawaitable(value):
             value = run_coroutine(_await_until(value, ctx.deadline))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit and friends from user code are failures too
         duration = time.perf_counter() - started
         if isinstance(exc, _Expired):
+            budget = ctx.deadline - (time.monotonic() - duration)  # the deadline as seen at the start
             return timed_out(id, timeout=budget, duration=duration, emitted=tuple(ctx.emitted))
         return _raised(id, exc, ctx, duration, memory_mb)
-    return _returned(id, value, ctx, time.perf_counter() - started)
+    duration = time.perf_counter() - started
+    if not ctx.emitted:
+        try:
+            return orjson.dumps(value), duration
+        except TypeError:
+            pass  # not JSON: `_returned` describes it
+    return _returned(id, value, ctx, duration)
+
+
+_PLAIN = frozenset({dict, list, str, int, float, bool, tuple})
+"""Types of return values that are never awaitable (skips `inspect.isawaitable`'s ABC check)."""
 
 
 async def run_async(

@@ -36,9 +36,10 @@ __all__ = ["Item", "Lanes", "Ordering"]
 Ordering = Literal["none", "partition", "key"]
 
 
-@dataclass(slots=True, kw_only=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Item:
-    """A consumed record as the scheduler sees it (one per record: not frozen, a third of the cost).
+    """A consumed record as the scheduler sees it (one per record: not frozen, a third of the cost;
+    positional arguments allowed, for the same reason).
 
     Compared by identity: the scheduler tracks the very objects it was offered.
     """
@@ -131,6 +132,12 @@ class Lanes:
         self._busy = 0  # lanes with a run in flight: what `concurrency` counts
         self._waiting = 0
 
+    def allow(self, concurrency: int) -> None:
+        """Let up to `concurrency` runs be in flight from the next `ready()` on."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._concurrency = concurrency
+
     def _part(self, partition: int) -> _Part:
         part = self._parts.get(partition)
         if part is None:
@@ -166,6 +173,31 @@ class Lanes:
         else:
             lane.main.append(item)
             self._wake(lane)
+
+    def offer_main(self, partition: int, items: list[Item]) -> None:
+        """`offer(item)` for each of `items`: main-topic records of `partition`, in offset order."""
+        part = self._part(partition)
+        lanes = part.lanes
+        part.waiting += len(items)
+        self._waiting += len(items)
+        if self._ordering == "partition":
+            lane = lanes.get(None)
+            if lane is None:
+                lane = lanes[None] = _Lane(part, None, ordered=False)
+            lane.main.extend(items)
+            self._wake(lane)
+            return
+        keyed = self._ordering == "key"
+        wake = self._wake
+        for item in items:
+            key = item.key
+            name: Hashable = key if keyed and key is not None else (item.topic, item.offset)
+            lane = lanes.get(name)
+            if lane is None:
+                lane = lanes[name] = _Lane(part, name, ordered=keyed and key is not None)
+            lane.main.append(item)
+            if not lane.queued:
+                wake(lane)
 
     def ready(self, now: float) -> list[Item]:
         """The records to start now, marked in flight: due retry records first, then lanes by turn."""
@@ -256,6 +288,26 @@ class Lanes:
                 lane.tokens += 1
         if not lane.flying:
             self._settle(lane)
+
+    def finished_all(self, items: list[Item]) -> None:
+        """`finished(item)` for each of `items` in turn, none of them retrying (a run's ok outcomes)."""
+        flights = self._flights
+        for item in items:
+            flight = flights.pop(id(item), None)
+            if flight is None or flight[0] is not item:
+                raise ValueError(
+                    f"{item.topic}[{item.partition}]@{item.offset} is not in flight: "
+                    "pass finished() the item ready() returned, once"
+                )
+            _, lane, generation = flight
+            lane.flying -= 1
+            if lane.ordered and generation == lane.part.generation:
+                if item.retry:
+                    lane.pending -= 1
+                lane.early = 0
+            if not lane.flying:
+                self._busy -= 1
+                self._settle(lane)
 
     def unstart(self, items: list[Item]) -> None:
         """Put in-flight main records that did not run back at the front of their lanes, in order.

@@ -123,6 +123,27 @@ class Progress:
         if len(self._order) > 2 * len(opened) + 64:
             self._order = deque(o for o in self._order if o in opened)
 
+    def finish_all(self, offsets: list[int]) -> None:
+        """`finish(offset)` for each of `offsets` (one call for a run's outcomes)."""
+        opened = self._open
+        intervals = self._intervals
+        try:
+            for offset in offsets:
+                if offset not in opened:
+                    if offset < self._high:
+                        continue
+                    raise ValueError(f"offset {offset} finished but never added")
+                opened.remove(offset)
+                left, right = offset - 1 in opened, offset + 1 in opened
+                if left and right:
+                    intervals += 1
+                elif not (left or right):
+                    intervals -= 1
+        finally:
+            self._intervals = intervals
+        if len(self._order) > 2 * len(opened) + 64:
+            self._order = deque(o for o in self._order if o in opened)
+
     def is_done(self, offset: int) -> bool:
         """Whether the record at `offset` needs no run: finished here, or before (per metadata)."""
         if offset < self._high and offset not in self._open:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -43,7 +44,7 @@ from bus.logs import log_event
 from bus.manifest import Function
 from bus.metrics import Registry
 from bus.settings import KafkaSettings
-from workers.invocation import Call, Finished, Outcome, Run
+from workers.invocation import Call, Finished, Outcome, Results, Run
 from workers.lanes import Item, Lanes
 from workers.progress import Progress
 from workers.retries import Attempt, attempt_of
@@ -82,6 +83,9 @@ RUN_SECONDS = 0.05
 long enough to share the per-run costs, short enough to drain quickly on a revocation."""
 MAX_RUN = 256
 """Most records of one lane sent to the host as one run."""
+BUNDLE_SECONDS = 0.005
+"""About how much handler time (from its mean duration) a host run made of several lanes' runs
+should hold at least, before lanes are spread over more host runs (up to `concurrency`)."""
 
 
 REPLY_TOPIC_TIMEOUT = 5.0
@@ -128,9 +132,14 @@ _Send = tuple[str, Any, Any, Any, int | None]
 
 @dataclass(slots=True)
 class _Batch:
-    """Outcome records and finished offsets not yet committed."""
+    """Outcome records and finished offsets not yet committed.
 
-    sends: list[_Send] = field(default_factory=list)
+    `sends` holds records in the order they are to be produced: single ones, and the result
+    records of `Results` (to the success destination), all of them.
+    """
+
+    sends: list[_Send | Results] = field(default_factory=list)
+    records: int = 0
     touched: set[tuple[str, int]] = field(default_factory=set)
     since: float = 0.0
 
@@ -184,7 +193,8 @@ class Replica:
         # Lanes may start more than `concurrency` (of different lanes: keys or partitions): the
         # host runs `concurrency` at a time, first in first out, and the rest wait in its queue,
         # so a handler thread never waits for a round trip through this process.
-        self._lanes = Lanes(function.ordering, function.concurrency + max(4, function.concurrency))
+        self._window = function.concurrency + max(4, function.concurrency)
+        self._lanes = Lanes(function.ordering, self._window)
         self._progress: dict[tuple[str, int], Progress] = {}
         self._running: dict[int, tuple[Item, str, CloudEvent | None]] = {}
         """Invocations in the host: their record, when their run was submitted, a typed event read here."""
@@ -289,21 +299,33 @@ class Replica:
         main = self._main
         assigned = self._assigned
         progresses = self._progress
-        offer = self._lanes.offer
+        lanes = self._lanes
         touched = self._batch.touched
         taken = 0
+        # A fetch holds runs of records of one partition: what is looked up per partition is
+        # looked up once a run, and its main records are offered together.
+        current: tuple[str, int] | None = None
+        progress: Progress | None = None
+        fresh_main: list[Item] = []
         for message in messages:
             error = message.error()
             if error is not None:
                 self._consumer_error(message, error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            key = (topic, partition)
-            if key not in assigned:
-                continue  # revoked while this fetch was under way: its next owner reads it
-            progress = progresses.get(key)
-            if progress is None:
-                progress = progresses[key] = Progress(offset)
+            if current is None or partition != current[1] or topic != current[0]:
+                if fresh_main:
+                    lanes.offer_main(current[1], fresh_main)  # type: ignore[index]  # set with them
+                    fresh_main = []
+                current = (topic, partition)
+                if current not in assigned:
+                    progress = None  # revoked while this fetch was under way: its next owner reads it
+                    continue
+                progress = progresses.get(current)
+                if progress is None:
+                    progress = progresses[current] = Progress(offset)
+            elif progress is None:
+                continue
             try:
                 fresh = progress.add(offset)
             except ValueError:
@@ -317,29 +339,20 @@ class Replica:
                     offset=offset,
                     level=logging.WARNING,
                 )
-                progress = progresses[key] = Progress(offset)
+                progress = progresses[current] = Progress(offset)
                 fresh = progress.add(offset)
             taken += 1
             if not fresh:
-                touched.add(key)  # finished before a crash or rebalance: its outcome is committed
+                touched.add(current)  # finished before a crash or rebalance: its outcome is committed
                 continue
             if topic == main:
-                offer(
-                    Item(topic=topic, partition=partition, offset=offset, key=message.key(), payload=message)
-                )
+                fresh_main.append(Item(topic, partition, offset, message.key(), 0.0, False, message))
                 continue
             attempt = attempt_of(topic, partition, offset, message.headers())
             due = now + (attempt.due_ms - now_ms) / 1000 if attempt.due_ms else 0.0
-            item = Item(
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                key=message.key(),
-                due=due,
-                retry=True,
-                payload=_Retry(message, attempt),
-            )
-            offer(item)
+            lanes.offer(Item(topic, partition, offset, message.key(), due, True, _Retry(message, attempt)))
+        if fresh_main:
+            lanes.offer_main(current[1], fresh_main)  # type: ignore[index]  # set with them
         self.records_in += taken
 
     def _consumer_error(self, message: Any, error: ClientError) -> None:
@@ -365,7 +378,7 @@ class Replica:
         ids = self._ids
         timeout = self._function.timeout
         key_order = self._function.ordering == "key"
-        submitted: list[Run] = []
+        by_partition: dict[tuple[str, int], list[list[Call]]] = {}
         for run in runs:
             calls: list[Call] = []
             for index, item in enumerate(run):
@@ -376,7 +389,7 @@ class Replica:
                     message, attempt = payload, 1
                 key, value, headers = item.key, message.value(), message.headers()
                 event = None
-                if headers and _is_avro(headers):
+                if headers and headers[-1] != _JSON_TYPE and _is_avro(headers):
                     verdict, event = self._read_typed(item)
                     if verdict is not None:
                         self._apply(item, verdict)
@@ -391,10 +404,51 @@ class Replica:
                 running[invocation_id] = (item, started, event)
                 calls.append((invocation_id, attempt, key, value, headers))
             if calls:
-                submitted.append(Run(calls=calls, timeout=timeout, stop_on_failure=key_order))
-        if submitted:
-            self._sandbox.submit_runs(submitted)
+                by_partition.setdefault((run[0].topic, run[0].partition), []).append(calls)
+        if by_partition:
+            self._sandbox.submit_runs(
+                [
+                    Run(calls=calls, timeout=timeout, stop_on_failure=key_order)
+                    for calls in self._bundle(by_partition)
+                ]
+            )
         self._metrics.in_flight.set(len(running), function=self._function.name)
+
+    def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]]) -> list[list[Call]]:
+        """The host runs for lanes' runs: short ones of one partition's main records put together,
+        up to the run length, into as many host runs as keep about BUNDLE_SECONDS of handler time
+        each (at most `concurrency`, at least one a partition).
+
+        A key's records still run in order, on one thread; the host's per-run costs (a frame
+        entry, a thread hand-off, an outcome entry) are paid per host run, and with keys of a
+        few records each (key and none modes) they were most of an event's; with fast handlers,
+        fewer runs also keep fewer host threads contending for its interpreter lock. A slow
+        handler's lanes stay a run each, up to `concurrency`. A failure in key mode skips the
+        rest of its host run: they go back to their lanes (`Lanes.unstart`).
+        """
+        lane_runs = [calls for runs in by_partition.values() for calls in runs]
+        if len(lane_runs) == 1 or self._run_length == 1:
+            return lane_runs
+        total = sum(map(len, lane_runs))
+        wanted = math.ceil(total * self._mean_duration / BUNDLE_SECONDS)
+        runs = max(1, min(self._function.concurrency, wanted))
+        if len(lane_runs) <= runs:
+            return lane_runs  # a slow handler's lanes: each its own run, as many in parallel
+        cap = min(self._run_length, -(-total // runs))
+        bundles: list[list[Call]] = []
+        for (topic, _), partition_runs in by_partition.items():
+            if topic != self._main:
+                # A retry record runs alone: `Lanes.unstart` puts back main records only.
+                bundles.extend(partition_runs)
+                continue
+            bundle: list[Call] = []
+            for calls in partition_runs:
+                if bundle and len(bundle) + len(calls) > cap:
+                    bundles.append(bundle)
+                    bundle = []
+                bundle += calls
+            bundles.append(bundle)
+        return bundles
 
     def _read_typed(self, item: Item) -> tuple[Verdict | None, CloudEvent | None]:
         """An Avro event read with this function's own schema for its type (Avro resolution), or
@@ -409,7 +463,7 @@ class Replica:
             return self._judge.unreadable(record, attempt, exc, started=self._now), None
 
     def _finish(self, delivered: list[list[Finished]]) -> None:
-        """Apply outcomes: plain ok ones here, in a few dict and list operations each."""
+        """Apply outcomes: plain ok ones (`Results`) here, in a few C-level list operations a run."""
         running = self._running
         progresses = self._progress
         lanes = self._lanes
@@ -423,32 +477,62 @@ class Replica:
             batch.since = time.monotonic()
         for outcomes in delivered:
             for outcome in outcomes:
-                if type(outcome) is not list:
-                    self._finish_other(outcome, skipped)  # type: ignore[arg-type]
+                if type(outcome) is not Results:
+                    self._finish_other(outcome, skipped)  # type: ignore[arg-type]  # an Outcome
                     continue
-                id, duration, record = outcome
-                entry = running.pop(id, None)
-                if entry is None:
-                    self._finish_abandoned(id)
+                ids = outcome.ids
+                entries = list(map(running.pop, ids, itertools.repeat(None, len(ids))))
+                if None in entries:
+                    self._finish_apart(outcome, entries)
                     continue
-                item = entry[0]
-                lanes.finished(item)
-                durations.append(duration)
-                key = (item.topic, item.partition)
+                items: list[Item] = [entry[0] for entry in entries]  # type: ignore[index]  # none is None
+                lanes.finished_all(items)
+                durations += outcome.durations
+                # A host run holds one topic-partition's records (one lane's, or `_bundle`'s).
+                key = (items[0].topic, items[0].partition)
                 progress = progresses.get(key)
                 if progress is None:
                     continue
-                if target is not None:  # always, for the host builds results only then
-                    sends.append((target, record[0], record[1], record[2], None))
+                if target is not None and outcome.keys:  # always, for the host builds results only then
+                    sends.append(outcome)
+                    batch.records += len(ids)
                 touched.add(key)
-                progress.finish(item.offset)
+                progress.finish_all([item.offset for item in items])
         if skipped:
             lanes.unstart(skipped)
         if durations:
-            name = self._function.name
-            self._metrics.duration.observe_many(durations, function=name)
-            self._metrics.invocations.inc(len(durations), outcome="ok", function=name)
-            self._learn(durations)
+            self._finished_ok(durations)
+
+    def _finished_ok(self, durations: list[float]) -> None:
+        name = self._function.name
+        self._metrics.duration.observe_many(durations, function=name)
+        self._metrics.invocations.inc(len(durations), outcome="ok", function=name)
+        self._learn(durations)
+
+    def _finish_apart(self, results: Results, entries: list[Any]) -> None:
+        """`Results` some of whose invocations were abandoned (their partition forgotten): one by one."""
+        target = self._function.destinations.on_success
+        durations: list[float] = []
+        for n, entry in enumerate(entries):
+            if entry is None:
+                self._finish_abandoned(results.ids[n])
+                continue
+            item = entry[0]
+            self._lanes.finished(item)
+            durations.append(results.durations[n])
+            key = (item.topic, item.partition)
+            progress = self._progress.get(key)
+            if progress is None:
+                continue
+            if target is not None and results.keys:
+                self._batch.sends.append(
+                    (target, results.keys[n], results.values[n], results.headers[n], None)
+                )
+                self._batch.records += 1
+            self._batch.touched.add(key)
+            progress.finish(item.offset)
+        if durations:
+            self._finished_ok(durations)
 
     def _learn(self, durations: list[float]) -> None:
         """Follow the handler's duration (every outcome's, failures too): runs last about
@@ -457,6 +541,10 @@ class Replica:
         mean = sum(durations) / count
         self._mean_duration += (mean - self._mean_duration) * min(1.0, count / 64)
         self._run_length = max(1, min(MAX_RUN, int(RUN_SECONDS / max(self._mean_duration, 1e-6))))
+        # Lanes' runs are put together into host runs (`_bundle`): with a fast handler, lanes of
+        # a few records each may fly by the hundred, about two host runs' worth of records; not
+        # more, for what waits in the host is walked by its collector and copied at a crash.
+        self._lanes.allow(max(self._window, 2 * self._run_length))
 
     def _finish_abandoned(self, id: int) -> None:
         if (abandoned := self._abandoned.pop(id, None)) is not None:
@@ -497,11 +585,13 @@ class Replica:
             return
         if not self._batch.sends and not self._batch.touched:
             self._batch.since = time.monotonic()
-        self._batch.sends.extend(
+        sends = [
             (send.topic, send.record.key, send.record.value, list(send.record.headers), send.partition)
             for send in verdict.outputs
             if not send.topic.startswith(self._replies) or self._reply_topic_exists(send.topic)
-        )
+        ]
+        self._batch.sends.extend(sends)
+        self._batch.records += len(sends)
         self._batch.touched.add(key)
         progress.finish(item.offset)
         name = self._function.name
@@ -558,7 +648,7 @@ class Replica:
         if not self._running:
             self._start_commit()  # what is waiting cannot start yet (a key behind its retry)
             return
-        if len(batch.sends) >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
+        if batch.records >= COMMIT_RECORDS or time.monotonic() - batch.since >= COMMIT_INTERVAL:
             self._start_commit()
 
     def _start_commit(self) -> None:
@@ -583,7 +673,7 @@ class Replica:
             return self._failed_commit(exc)
         return True
 
-    def _prepare_commit(self) -> tuple[list[_Send], list[TopicPartition], Any] | None:
+    def _prepare_commit(self) -> tuple[list[_Send | Results], list[TopicPartition], Any] | None:
         """Take the batch: its records, and its partitions' offsets and metadata as of now."""
         batch, self._batch = self._batch, _Batch()
         if self._broken or (not batch.sends and not batch.touched):
@@ -596,11 +686,11 @@ class Replica:
         metadata = self._need(self._consumer).consumer_group_metadata() if offsets else None
         return batch.sends, offsets, metadata
 
-    def _transact(self, sends: list[_Send], offsets: list[TopicPartition], group: Any) -> None:
+    def _transact(self, sends: list[_Send | Results], offsets: list[TopicPartition], group: Any) -> None:
         """One transaction: the records and the offsets (on the committer thread, or the loop's)."""
         producer = self._need(self._producer)
         producer.begin_transaction()
-        _produce_all(producer, sends)
+        _produce_all(producer, sends, self._function.destinations.on_success)
         if offsets:
             retrying(lambda: producer.send_offsets_to_transaction(offsets, group, 30.0))
         retrying(lambda: producer.commit_transaction(30.0))
@@ -779,19 +869,35 @@ class Replica:
         return client
 
 
-def _produce_all(producer: Producer, sends: list[_Send]) -> None:
-    """Produce into the open transaction, waiting while the local queue is full."""
+def _produce_all(producer: Producer, sends: list[_Send | Results], target: str | None) -> None:
+    """Produce into the open transaction (`Results` to `target`), waiting while the local queue is full."""
     produce = producer.produce
-    for topic, key, value, headers, partition in sends:
+    for send in sends:
+        if isinstance(send, Results):
+            for key, value, headers in zip(send.keys, send.values, send.headers, strict=True):
+                while True:
+                    try:
+                        produce(target, value, key, headers=headers)  # type: ignore[arg-type]  # text
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            continue
+        topic, record_key, record_value, record_headers, partition = send
         while True:
             try:
                 if partition is None:
-                    produce(topic, value=value, key=key, headers=headers)
+                    produce(topic, value=record_value, key=record_key, headers=record_headers)
                 else:
-                    produce(topic, value=value, key=key, headers=headers, partition=partition)
+                    produce(
+                        topic, value=record_value, key=record_key, headers=record_headers, partition=partition
+                    )
                 break
             except BufferError:
                 producer.poll(0.01)
+
+
+_JSON_TYPE = ("content-type", b"application/json")
+"""The last header of most records bus writes: not Avro, at the cost of a tuple comparison."""
 
 
 def _is_avro(headers: Headers) -> bool:

@@ -58,7 +58,7 @@ from bus.errors import HandlerLoadError
 from bus.kafka_binding import STRUCTURED_CONTENT_TYPE
 from bus.logs import log_event
 from workers.host import EXIT_MEMORY, decode_outcomes, encode_runs, read_frame
-from workers.invocation import Call, Finished, Invocation, Outcome, Run, crashed, failed, timed_out
+from workers.invocation import Call, Finished, Invocation, Outcome, Results, Run, crashed, failed, timed_out
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -601,18 +601,17 @@ class Sandbox:
                 host.kill("protocol")
                 continue
             delivered: list[Finished] = []
+            garbled = ""
             with self._lock:
                 now = time.monotonic()
-                flights = self._flights
-                outstanding = self._outstanding
                 for outcome in outcomes:
-                    id = outcome[0] if type(outcome) is list else outcome.id  # type: ignore[union-attr]
-                    flight = flights.get(id)
-                    if flight is None or flight.host is not host:  # else: it timed out already
+                    try:
+                        flight = self._answer(outcome, host)
+                    except ValueError as exc:
+                        garbled = str(exc)
+                        break
+                    if flight is None:  # it timed out already
                         continue
-                    del flights[id]
-                    outstanding.discard(id)
-                    flight.left -= 1
                     if not flight.started:  # answered before the mirror saw it start: it ran all the same
                         flight.host.queued.remove(flight)
                         self._begin(flight, now)
@@ -621,11 +620,42 @@ class Sandbox:
                     else:
                         self._land(flight, now)
                     delivered.append(outcome)
-                if not outstanding:
+                if not self._outstanding:
                     self._drained.notify_all()
+            if garbled:
+                log_event(
+                    logger, "host_protocol_error", level=logging.ERROR, function=self._function, error=garbled
+                )
+                host.kill("protocol")
             host.progressed = True
             self._send_next()
             self._deliver(delivered)
+
+    def _answer(self, outcome: Finished, host: _Process) -> _Flight | None:
+        """Note the calls `outcome` answers (lock held): their flight, or None when it is not
+        `host`'s any more; ValueError for `Results` out of their run's order."""
+        flights = self._flights
+        if type(outcome) is Results:
+            ids = outcome.ids
+            flight = flights.get(ids[0])
+            if flight is None or flight.host is not host:
+                return None
+            answered = len(flight.run.calls) - flight.left
+            if ids != [call[0] for call in flight.run.calls[answered : answered + len(ids)]]:
+                raise ValueError(f"outcomes {ids!r:.200} out of their run's order")
+            for id in ids:
+                del flights[id]
+            self._outstanding.difference_update(ids)
+            flight.left -= len(ids)
+            return flight
+        id = outcome.id  # type: ignore[union-attr]  # an Outcome
+        flight = flights.get(id)
+        if flight is None or flight.host is not host:
+            return None
+        del flights[id]
+        self._outstanding.discard(id)
+        flight.left -= 1
+        return flight
 
     def _unanswered(self, flight: _Flight) -> list[Call]:
         """The calls of a flight still waiting for their outcome, in run order (lock held)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -487,3 +487,34 @@ def test_unstarting_records_of_several_lanes_puts_each_back_in_its_own() -> None
     assert lanes.ready_runs(0, longest=2) == [[x1, x2], [y1, y2]]
     lanes.unstart([x1, x2, y1, y2])
     assert lanes.ready_runs(0, longest=2) == [[x1, x2], [y1, y2]]
+
+
+@pytest.mark.parametrize("ordering", ["none", "partition", "key"])
+@settings(max_examples=50, deadline=None)
+@given(
+    keys=st.lists(st.sampled_from([b"a", b"b", b"c", None]), max_size=30),
+    longest=st.integers(1, 5),
+    concurrency=st.integers(1, 4),
+)
+def test_offer_main_is_offer_of_each_in_turn(
+    ordering: Ordering, keys: list[bytes | None], longest: int, concurrency: int
+) -> None:
+    """Offering a partition's main records at once starts the same runs, finished the same way."""
+    one, many = Lanes(ordering, concurrency), Lanes(ordering, concurrency)
+    ones = [main(0, key, offset=n) for n, key in enumerate(keys)]
+    manys = [main(0, key, offset=n) for n, key in enumerate(keys)]
+    offered(one, *ones)
+    many.offer_main(0, manys)
+    while True:
+        got_one, got_many = one.ready_runs(0.0, longest), many.ready_runs(0.0, longest)
+        assert [[i.offset for i in run] for run in got_one] == [[i.offset for i in run] for run in got_many]
+        assert one.waiting() == many.waiting() == one.waiting(0)
+        if not got_one:
+            break
+        for run in got_one:
+            for item in run:
+                one.finished(item)
+        for run in got_many:
+            many.finished_all(run)
+    assert one.waiting() == many.waiting() == 0
+    assert one.in_flight() == many.in_flight() == 0

@@ -288,3 +288,22 @@ class ProgressMachine(RuleBasedStateMachine):
 
 ProgressMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestProgressMachine = ProgressMachine.TestCase
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), max_size=60), st.randoms(use_true_random=False))
+def test_finish_all_is_finish_of_each(finish: list[bool], random: object) -> None:
+    """Finishing a list of offsets at once leaves the same commit, metadata and bounds as one by one."""
+    offsets = list(range(10, 10 + len(finish)))
+    done = [offset for offset, flag in zip(offsets, finish, strict=True) if flag]
+    random.shuffle(done)  # type: ignore[attr-defined]  # a random.Random
+    one, many = consumed(10, offsets, finished=set()), consumed(10, offsets, finished=set())
+    for offset in done:
+        one.finish(offset)
+    many.finish_all(done)
+    assert (one.committable, one.metadata(), one.unfinished, one.metadata_full) == (
+        many.committable,
+        many.metadata(),
+        many.unfinished,
+        many.metadata_full,
+    )

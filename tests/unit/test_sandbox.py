@@ -29,7 +29,7 @@ from workers.host import (
     encode_runs,
     read_frame,
 )
-from workers.invocation import Finished, Invocation, Outcome, Run
+from workers.invocation import Finished, Invocation, Outcome, Results, Run
 from workers.sandbox import START_FAILURES, TIMEOUT_GRACE, Sandbox, host_environment
 
 HANDLERS = """
@@ -683,29 +683,68 @@ def test_a_crash_inside_a_run_is_charged_to_its_call_alone(start: Start) -> None
 
 
 def test_results_come_back_as_records_built_by_the_host(start: Start) -> None:
-    """With results on, an ok outcome comes in the short form with the result record the host built."""
+    """With results on, ok outcomes of a run come as `Results` with the result records the host built."""
     delivered: list[Finished] = []
     arrived = threading.Event()
 
     def collect(outcomes: list[Finished]) -> None:
         delivered.extend(outcomes)
-        arrived.set()
+        if sum(len(o.ids) if isinstance(o, Results) else 1 for o in delivered) >= 3:
+            arrived.set()
 
     sandbox, _ = start(on_outcomes=collect, results=True, max_record_bytes=1 << 20)
-    sandbox.submit_runs([run_of((1, {"do": "none"}))])
+    sandbox.submit_runs([run_of((1, {"do": "none"}), (2, {"do": "ok"}), (3, {"do": "none"}))])
     assert arrived.wait(10)
-    [short] = delivered
-    assert isinstance(short, list)
-    id, duration, (key, value, headers) = short
-    assert (id, key, value, headers["ce_type"], headers["ce_causationid"]) == (
-        1,
+    assert all(isinstance(results, Results) for results in delivered)
+    ids = [id for results in delivered for id in results.ids]  # type: ignore[union-attr]
+    records = [
+        (key, value, headers)
+        for results in delivered
+        for key, value, headers in zip(results.keys, results.values, results.headers, strict=True)  # type: ignore[union-attr]
+    ]
+    durations = [d for results in delivered for d in results.durations]  # type: ignore[union-attr]
+    assert ids == [1, 2, 3]
+    key, value, headers = records[0]
+    assert (key, value, headers["ce_type"], headers["ce_causationid"]) == (
         None,
         None,
         "bus.function.result",
         "e-1",
     )
     assert headers["ce_source"] == "bus://bus/functions/fn"
-    assert duration >= 0
+    assert orjson.loads(records[1][1] or "")["echo"] == {"do": "ok"}
+    assert all(d >= 0 for d in durations)
+
+
+RESULTS = [[1, 2], [0.5, 0.25], ["k", None], [None, "1"], [{"ce_id": "a"}, {}]]
+
+
+@pytest.mark.parametrize(
+    ("index", "bad"),
+    [
+        (0, []),
+        (0, [1, "2"]),
+        (0, [1.0, 2]),
+        (1, [0.5]),
+        (1, [0.5, "x"]),
+        (2, ["k", 1]),
+        (2, ["k"]),
+        (3, [None, 1]),
+        (4, [{"ce_id": 1}, {}]),
+        (4, [["ce_id", "a"], {}]),
+        (4, {}),
+    ],
+)
+def test_malformed_results_are_refused(index: int, bad: object) -> None:
+    """The host is not trusted: every list of `Results` is checked, element by element (ValueError)."""
+    fields = list(RESULTS)
+    fields[index] = bad
+    with pytest.raises(ValueError, match="malformed outcome"):
+        decode_outcomes(orjson.dumps([fields]))
+    (good,) = decode_outcomes(orjson.dumps([RESULTS]))
+    assert good == Results(*RESULTS)  # type: ignore[arg-type]  # the lists as JSON reads them
+    (bare,) = decode_outcomes(orjson.dumps([[[1, 2], [0.5, 0.25], [], [], []]]))
+    assert bare == Results([1, 2], [0.5, 0.25], [], [], [])
 
 
 LONG = [1, "failed", None, [], "ValueError", "boom", "", None, "exception", 0.5]
