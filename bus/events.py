@@ -158,10 +158,15 @@ class CloudEvent:
             subject is not None and not (type(subject) is str and subject)
         ):
             return False
-        if self.dataschema is not None or ((time := self.time) is not None and time not in _VALID_TIMES):
+        time = self.time
+        if self.dataschema is not None or (
+            time is not None and not (type(time) is str and time in _VALID_TIMES)
+        ):
             return False
         content_type = self.datacontenttype
-        if content_type is not None and content_type not in _VALID_MEDIA_TYPES:
+        if content_type is not None and not (
+            type(content_type) is str and content_type in _VALID_MEDIA_TYPES
+        ):
             return False
         for name, value in self.extensions.items():
             if name not in _VALID_EXTENSION_NAMES or type(value) is not str:
@@ -185,14 +190,17 @@ _set = object.__setattr__
 
 _MEMO_SIZE = 4096
 """Values each memo of `_known_valid` holds before it starts afresh."""
+_MEMO_LENGTH = 256
+"""Longest value a memo holds."""
 _VALID_TIMES: dict[str, None] = {}
 _VALID_MEDIA_TYPES: dict[str, None] = {}
 _VALID_EXTENSION_NAMES: dict[str, None] = {}
 
 
 def _remember(memo: dict[str, None], value: str | None) -> None:
-    """Note a value that passed the full checks (only exact `str`s: a subclass may compare oddly)."""
-    if type(value) is str and value not in memo:
+    """Note a value that passed the full checks (only short exact `str`s: a subclass may compare
+    oddly, and a long value would let a caller pin memory with a few thousand events)."""
+    if type(value) is str and len(value) <= _MEMO_LENGTH and value not in memo:
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
         memo[value] = None
@@ -228,7 +236,7 @@ def is_json_content_type(content_type: str | None) -> bool:
         return known
     media = content_type.split(";", 1)[0].strip().lower()
     is_json = media == JSON_CONTENT_TYPE or media.endswith("+json") or media == "text/json"
-    if type(content_type) is str:
+    if type(content_type) is str and len(content_type) <= _MEMO_LENGTH:
         if len(_JSON_TYPES) >= _MEMO_SIZE:
             _JSON_TYPES.clear()
         _JSON_TYPES[content_type] = is_json

@@ -188,7 +188,7 @@ _CONTENT_TYPE = ("content-type", False)
 _OTHER = ("", False)
 _ROLES: dict[str, tuple[str, bool]] = {"content-type": _CONTENT_TYPE}
 """Header name -> (attribute or extension name, whether an attribute); `_OTHER` for headers that
-are neither (at most 10,000 names are remembered)."""
+are neither (at most 10,000 names of at most 64 characters; then it starts afresh)."""
 
 
 def _role(name: str) -> tuple[str, bool]:
@@ -198,9 +198,16 @@ def _role(name: str) -> tuple[str, bool]:
         role = (member, member in CONTEXT_ATTRIBUTES)
     else:
         role = _OTHER
-    if len(_ROLES) < 10_000:
+    if len(name) <= _MEMO_NAME_LENGTH:  # a flood of long junk names must not pin memory
+        if len(_ROLES) >= 10_000:
+            _ROLES.clear()
+            _ROLES["content-type"] = _CONTENT_TYPE
         _ROLES[name] = role
     return role
+
+
+_MEMO_NAME_LENGTH = 64
+"""Longest header name `_ROLES` remembers."""
 
 
 _MEMBERS: dict[str, str] = {}

@@ -30,9 +30,10 @@ def quiet_gc() -> None:
     the collector on the way (about 12 us per event in key mode at a threshold of 10,000, most
     of a full collection over the imported modules before `freeze`); at this one the live set's
     swings never start a collection, and the replica's own code makes almost no cycles. The
-    handler host keeps a lower threshold (`workers.host.GC_THRESHOLD`): a handler's cycles may
-    hold large objects under its memory limit.
+    handler host keeps Python's threshold: a handler's cycles may hold large objects under its
+    memory limit. Startup's garbage is collected before the freeze, which would keep it for good.
     """
+    gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 

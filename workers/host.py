@@ -99,11 +99,6 @@ FLUSH_LATEST = 0.005
 
 The sandbox starts an invocation's clock when the outcome before it in its run arrives, so this
 is also how early (at most) a timeout can be counted; it is far inside `TIMEOUT_GRACE`."""
-GC_THRESHOLD = 10_000
-"""Net new containers (allocated minus freed) that start a young-generation collection (Python's
-default is 700): the runs queued here are thousands of containers, walked at every collection at
-the default pace; a handler's garbage cycles (which may hold large objects under the memory
-limit) wait for this many, not for the worker's 100,000 (`workers.__main__.quiet_gc`)."""
 FLUSH_COUNT = 512
 """Outcomes held for one write at most."""
 
@@ -221,6 +216,11 @@ _TEXT = frozenset({str, type(None)})
 _DICT = frozenset({dict})
 
 
+_LONGEST = 7 * 24 * 3600.0
+"""Longest duration a host may report, in seconds: anything beyond is garbage (the worker's
+running mean of durations must stay finite)."""
+
+
 def _results(fields: list[Any]) -> Results:
     """`Results` from their entry, every field checked: ids, numbers, text, headers of text."""
     ids, durations, keys, values, headers = fields
@@ -236,6 +236,7 @@ def _results(fields: list[Any]) -> Results:
         and len(keys) in (0, count)
         and {*map(type, ids)} <= _INT
         and {*map(type, durations)} <= _NUMBER
+        and all(0.0 <= duration <= _LONGEST for duration in durations)  # NaN fails both
         and {*map(type, keys)} <= _TEXT
         and {*map(type, values)} <= _TEXT
         and {*map(type, headers)} <= _DICT
@@ -517,6 +518,7 @@ class _Host:
                 else:
                     outbox.append(entry)
                     self._held_count += 1
+                    segment = None  # a later ok must come after this entry, in a segment of its own
                     if stop_on_failure and not ok:
                         skipped = _skipped(calls[n + 1 :])
                         outbox.extend(skipped)
@@ -714,10 +716,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results=bool(config.get("results", False)),
         max_record_bytes=int(config.get("max_record_bytes", 0)),
     )
-    # As the worker does (workers.__main__.quiet_gc): what the handler's import made is never
-    # walked again, and cycles are collected every GC_THRESHOLD container allocations.
+    # What the handler's import left alive is never walked again (its garbage is collected first,
+    # or frozen cycles would count against the memory limit for good). The threshold stays
+    # Python's: a handler's garbage cycles may hold large objects under the memory limit.
+    gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     write_all(out_fd, frame(orjson.dumps({"ready": time.perf_counter() - started, "pid": os.getpid()})))
     with open(in_fd, "rb", buffering=1 << 16) as stream:
         try:

@@ -302,6 +302,7 @@ class Sandbox:
         self._concurrency = concurrency
         self._window = concurrency + max(QUEUED, concurrency)
         self._memory_mb = memory_mb
+        self._results = results
         self._on_outcomes = on_outcomes
         self._start_timeout = start_timeout
         config = {
@@ -643,6 +644,9 @@ class Sandbox:
             answered = len(flight.run.calls) - flight.left
             if ids != [call[0] for call in flight.run.calls[answered : answered + len(ids)]]:
                 raise ValueError(f"outcomes {ids!r:.200} out of their run's order")
+            if len(outcome.keys) != (len(ids) if self._results else 0):
+                # With results on, a result missing would commit its input with nothing published.
+                raise ValueError(f"outcomes {ids!r:.200} without one result record each")
             for id in ids:
                 del flights[id]
             self._outstanding.difference_update(ids)

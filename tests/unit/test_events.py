@@ -569,3 +569,12 @@ def test_partition_key_is_partitionkey_then_subject_then_none(
 ) -> None:
     """The record key is the partitionkey extension, else the subject, else none (SPEC §2)."""
     assert make(subject=subject, extensions=extensions).partition_key == key
+
+
+@pytest.mark.parametrize("member", ["time", "datacontenttype"])
+@pytest.mark.parametrize("value", [[1], {"a": 1}])
+def test_an_attribute_of_the_wrong_type_is_an_invalid_event_not_a_crash(member: str, value: object) -> None:
+    """The memoised fast path looks values up only once they are known to be strings."""
+    doc = {"specversion": "1.0", "id": "1", "source": "s", "type": "t", member: value}
+    with pytest.raises(InvalidEvent):
+        from_json_dict(doc)

@@ -716,6 +716,26 @@ def test_results_come_back_as_records_built_by_the_host(start: Start) -> None:
     assert all(d >= 0 for d in durations)
 
 
+@pytest.mark.parametrize(("middle", "stop"), [("raise", False), ("emit", True), ("retry", False)])
+def test_a_full_outcome_between_oks_keeps_the_runs_order(start: Start, middle: str, stop: bool) -> None:
+    """With results on, [ok, <a full outcome>, ok] comes back in that order: the ok after it is not
+    folded into the `Results` before it (which the sandbox refuses as out of order, killing the host)."""
+    delivered: list[Finished] = []
+    arrived = threading.Event()
+
+    def collect(outcomes: list[Finished]) -> None:
+        delivered.extend(outcomes)
+        if sum(len(o.ids) if isinstance(o, Results) else 1 for o in delivered) >= 3:
+            arrived.set()
+
+    sandbox, _ = start(on_outcomes=collect, results=True, max_record_bytes=1 << 20)
+    sandbox.submit_runs([run_of((1, {"do": "ok"}), (2, {"do": middle}), (3, {"do": "ok"}), stop=stop)])
+    assert arrived.wait(10)
+    order = [id for o in delivered for id in (o.ids if isinstance(o, Results) else [o.id])]
+    assert order == [1, 2, 3]
+    assert sandbox.restarts == 0
+
+
 RESULTS = [[1, 2], [0.5, 0.25], ["k", None], [None, "1"], [{"ce_id": "a"}, {}]]
 
 
@@ -727,6 +747,9 @@ RESULTS = [[1, 2], [0.5, 0.25], ["k", None], [None, "1"], [{"ce_id": "a"}, {}]]
         (0, [1.0, 2]),
         (1, [0.5]),
         (1, [0.5, "x"]),
+        (1, [0.5, float("nan")]),
+        (1, [0.5, -1.0]),
+        (1, [0.5, 1e308]),
         (2, ["k", 1]),
         (2, ["k"]),
         (3, [None, 1]),
