@@ -165,14 +165,14 @@ def joined_event(prefix: str, spec: JoinSpec, waiting: Waiting, *, time: str) ->
         type=JOINED_TYPE,
         time=time,
         datacontenttype="application/json",
-        extensions={
-            FLOW: spec.flow,
-            FLOW_STEP: spec.step,
-            FLOW_RUN: waiting.run,
-            "partitionkey": waiting.run,
-        },
+        extensions=_in_run(spec, waiting),
         data={part: waiting.parts[part].get("data") for part in spec.parts if part in waiting.parts},
     )
+
+
+def _in_run(spec: JoinSpec, waiting: Waiting) -> dict[str, str | int | bool]:
+    """The extensions of what a join publishes: its flow, step and run, keyed by the run."""
+    return {FLOW: spec.flow, FLOW_STEP: spec.step, FLOW_RUN: waiting.run, "partitionkey": waiting.run}
 
 
 def timeout_message(spec: JoinSpec, waiting: Waiting) -> str:
@@ -209,13 +209,7 @@ def join_error(
         type=ERROR_TYPE,
         time=time,
         datacontenttype="application/json",
-        extensions={
-            FLOW: spec.flow,
-            FLOW_STEP: spec.step,
-            FLOW_RUN: waiting.run,
-            "causationid": partial["id"],
-            "partitionkey": waiting.run,
-        },
+        extensions={**_in_run(spec, waiting), "causationid": partial["id"]},
         data={
             "function": spec.function,
             "error_type": error_type,

@@ -280,14 +280,7 @@ class TransactionalLoop:
         try:
             flight.future.result()
         except KafkaException as exc:
-            error: ClientError = exc.args[0]
-            if not error.txn_requires_abort():
-                raise KafkaError(
-                    f"transaction failed for group {self._group!r}: {error.str()}",
-                    retriable=error.retriable(),
-                ) from exc
-            log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
-            self._abort()
+            self._aborted(exc)
             self._abandoned = _merged(self._abandoned, flight.firsts)
             return False
         self._in_transaction = False
@@ -343,20 +336,24 @@ class TransactionalLoop:
             retrying(lambda: producer.commit_transaction(self._txn_timeout))
             self._in_transaction = False
         except KafkaException as exc:
-            error: ClientError = exc.args[0]
-            if not error.txn_requires_abort():
-                raise KafkaError(
-                    f"transaction failed for group {self._group!r}: {error.str()}",
-                    retriable=error.retriable(),
-                ) from exc
-            log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
-            self._abort()
+            self._aborted(exc)
             rewind(consumer, batch)
             return False
         self.batches += 1
         self.records_in += len(batch)
         self.records_out += len(outputs)
         return True
+
+    def _aborted(self, exc: KafkaException) -> None:
+        """Abort the transaction `exc` ended, or raise KafkaError when it cannot be (fatal)."""
+        error: ClientError = exc.args[0]
+        if not error.txn_requires_abort():
+            raise KafkaError(
+                f"transaction failed for group {self._group!r}: {error.str()}",
+                retriable=error.retriable(),
+            ) from exc
+        log_event(logger, "transaction_aborted", group=self._group, reason=error.str())
+        self._abort()
 
     def _abort(self) -> None:
         producer = self._require(self._producer)
