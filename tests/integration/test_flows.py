@@ -49,6 +49,21 @@ flows:
 """
 
 
+def start_run(url: str, run: str, type_: str, data: Any) -> None:
+    """Publish the event that starts a run (its id is the run's) through the gateway."""
+    event = {"specversion": "1.0", "id": run, "source": "tests/flows", "type": type_, "data": data}
+    answer = httpx.post(
+        f"{url}/events", json=event, headers={"content-type": "application/cloudevents+json"}, timeout=30
+    )
+    assert answer.status_code == 202, answer.text
+
+
+def read_outputs(kafka: KafkaEnv, prefix: str, function: str, kind: str = "results") -> list[Any]:
+    """The events on a function's results (or errors) topic now."""
+    topic = (naming.result_topic if kind == "results" else naming.error_topic)(prefix, function)
+    return [from_record(m.key(), m.value(), m.headers()) for m in kafka.read_all(topic, idle=0.5)]
+
+
 def test_a_pipeline_with_a_branch_runs_each_step_once_and_a_failed_step_ends_its_run(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:
@@ -59,24 +74,10 @@ def test_a_pipeline_with_a_branch_runs_each_step_once_and_a_failed_step_ends_its
     good, bad = unique("page"), unique("page")
     with running_platform(kafka, path, tmp_path / "home") as platform:
         for run, data in ((good, {"url": "a.example"}), (bad, {"url": "b.example", "broken": True})):
-            event = {
-                "specversion": "1.0",
-                "id": run,
-                "source": "tests/flows",
-                "type": "crawl.requested",
-                "data": data,
-            }
-            answer = httpx.post(
-                f"{platform.url}/events",
-                json=event,
-                headers={"content-type": "application/cloudevents+json"},
-                timeout=30,
-            )
-            assert answer.status_code == 202, answer.text
+            start_run(platform.url, run, "crawl.requested", data)
 
         def outputs(function: str, kind: str = "results") -> list[Any]:
-            topic = (naming.result_topic if kind == "results" else naming.error_topic)(prefix, function)
-            return [from_record(m.key(), m.value(), m.headers()) for m in kafka.read_all(topic, idle=0.5)]
+            return read_outputs(kafka, prefix, function, kind)
 
         wait_until(
             lambda: (outputs("store") and outputs("stats")) or None, timeout=60, what="the last results"
@@ -191,24 +192,10 @@ def test_a_dag_with_a_join_runs_the_join_once_on_all_its_parts_and_a_missing_par
     partial = unique("ds")  # stats does not run for it (`when`): its join can only time out
     with running_platform(kafka, path, tmp_path / "home") as platform:
         for run, data in (*runs.items(), (partial, {"rows": [1], "full": False})):
-            event = {
-                "specversion": "1.0",
-                "id": run,
-                "source": "tests/dag",
-                "type": "dataset.ready",
-                "data": data,
-            }
-            answer = httpx.post(
-                f"{platform.url}/events",
-                json=event,
-                headers={"content-type": "application/cloudevents+json"},
-                timeout=30,
-            )
-            assert answer.status_code == 202, answer.text
+            start_run(platform.url, run, "dataset.ready", data)
 
         def outputs(function: str, kind: str = "results") -> list[Any]:
-            topic = (naming.result_topic if kind == "results" else naming.error_topic)(prefix, function)
-            return [from_record(m.key(), m.value(), m.headers()) for m in kafka.read_all(topic, idle=0.5)]
+            return read_outputs(kafka, prefix, function, kind)
 
         wait_until(lambda: len(outputs("plot")) == len(runs) or None, timeout=90, what="both runs plotted")
         (timed_out,) = wait_until(
