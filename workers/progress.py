@@ -109,19 +109,7 @@ class Progress:
 
     def finish(self, offset: int) -> None:
         """Note that a record's outcome is produced; finishing twice is harmless."""
-        opened = self._open
-        if offset not in opened:
-            if offset < self._high:
-                return
-            raise ValueError(f"offset {offset} finished but never added")
-        opened.remove(offset)
-        left, right = offset - 1 in opened, offset + 1 in opened
-        if left and right:
-            self._intervals += 1
-        elif not (left or right):
-            self._intervals -= 1
-        if len(self._order) > 2 * len(opened) + 64:
-            self._order = deque(o for o in self._order if o in opened)
+        self.finish_all([offset])
 
     def finish_all(self, offsets: list[int]) -> None:
         """`finish(offset)` for each of `offsets` (one call for a run's outcomes)."""

@@ -682,16 +682,22 @@ def test_a_crash_inside_a_run_is_charged_to_its_call_alone(start: Start) -> None
     assert (final[2].error_type, final[2].cause) == ("HandlerCrashed", "crash")
 
 
-def test_results_come_back_as_records_built_by_the_host(start: Start) -> None:
-    """With results on, ok outcomes of a run come as `Results` with the result records the host built."""
+def collector(count: int) -> tuple[list[Finished], threading.Event, Callable[[list[Finished]], None]]:
+    """What a sandbox delivers, and an event set once it answered `count` invocations."""
     delivered: list[Finished] = []
     arrived = threading.Event()
 
     def collect(outcomes: list[Finished]) -> None:
         delivered.extend(outcomes)
-        if sum(len(o.ids) if isinstance(o, Results) else 1 for o in delivered) >= 3:
+        if sum(len(o.ids) if isinstance(o, Results) else 1 for o in delivered) >= count:
             arrived.set()
 
+    return delivered, arrived, collect
+
+
+def test_results_come_back_as_records_built_by_the_host(start: Start) -> None:
+    """With results on, ok outcomes of a run come as `Results` with the result records the host built."""
+    delivered, arrived, collect = collector(3)
     sandbox, _ = start(on_outcomes=collect, results=True, max_record_bytes=1 << 20)
     sandbox.submit_runs([run_of((1, {"do": "none"}), (2, {"do": "ok"}), (3, {"do": "none"}))])
     assert arrived.wait(10)
@@ -720,14 +726,7 @@ def test_results_come_back_as_records_built_by_the_host(start: Start) -> None:
 def test_a_full_outcome_between_oks_keeps_the_runs_order(start: Start, middle: str, stop: bool) -> None:
     """With results on, [ok, <a full outcome>, ok] comes back in that order: the ok after it is not
     folded into the `Results` before it (which the sandbox refuses as out of order, killing the host)."""
-    delivered: list[Finished] = []
-    arrived = threading.Event()
-
-    def collect(outcomes: list[Finished]) -> None:
-        delivered.extend(outcomes)
-        if sum(len(o.ids) if isinstance(o, Results) else 1 for o in delivered) >= 3:
-            arrived.set()
-
+    delivered, arrived, collect = collector(3)
     sandbox, _ = start(on_outcomes=collect, results=True, max_record_bytes=1 << 20)
     sandbox.submit_runs([run_of((1, {"do": "ok"}), (2, {"do": middle}), (3, {"do": "ok"}), stop=stop)])
     assert arrived.wait(10)
