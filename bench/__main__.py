@@ -32,7 +32,9 @@ from bench import (
     worker,
 )
 from bench.broker import BenchKafka, open_broker
+from bench.cpu import CpuMeter
 from bench.report import Measurement, document, render
+from bench.samples import Throughput
 from bench.sizes import FULL, QUICK, Sizes
 from bus.localkafka import KAFKA_VERSION
 from bus.logs import configure, log_event
@@ -78,7 +80,23 @@ def _router_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
             "router.rules.r1000": router.rules_time(manifest, records, seconds=sizes.router_match_seconds)
         }
 
+    def metered(name: str, measure: Callable[[CpuMeter], Throughput]) -> Step:
+        """A figure whose CPU per event is reported too (bench.cpu), in the details."""
+
+        def run() -> dict[str, Measurement]:
+            meter = CpuMeter(kafka.broker_pid)
+            taken = measure(meter)
+            details.setdefault("router_cpu_us_per_event", {})[name] = meter.per_event(taken.events)
+            return {name: taken}
+
+        return ("router", name, run)
+
     def by_rules(
+        name: str, measure: Callable[[BenchKafka, Sizes, router.Workload, CpuMeter], Throughput], rules: int
+    ) -> Step:
+        return metered(f"{name}.r{rules}", lambda meter: measure(kafka, sizes, workloads[rules], meter))
+
+    def by_rules_unmetered(
         name: str, measure: Callable[[BenchKafka, Sizes, router.Workload], Measurement], rules: int
     ) -> Step:
         return (
@@ -90,12 +108,12 @@ def _router_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
     return [
         ("router", "router prepare", prepare),
         ("router", "router.rules.r1000", rules_alone),
-        ("router", "router.raw", lambda: {"router.raw": router.raw_rate(kafka, sizes)}),
-        ("router", "router.fan", lambda: {"router.fan": router.fan_rate(kafka, sizes, workloads[10])}),
+        metered("router.raw", lambda meter: router.raw_rate(kafka, sizes, meter)),
+        metered("router.fan", lambda meter: router.fan_rate(kafka, sizes, workloads[10], meter)),
         ("router", "router warm-up", warm_up),
         *(by_rules("router.tx", router.tx_rate, n) for n in router.RULE_COUNTS),
         *(by_rules("router.plain", router.plain_rate, n) for n in router.RULE_COUNTS),
-        *(by_rules("faust", faust_router.measure, n) for n in (10, 1000)),
+        *(by_rules_unmetered("faust", faust_router.measure, n) for n in (10, 1000)),
     ]
 
 

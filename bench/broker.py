@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cpu import local_broker_pid
 from bus import localkafka
 from bus.kafka.admin import ensure_topics, wait_for_broker
 from bus.logs import log_event
@@ -35,6 +36,8 @@ class BenchKafka:
     """Random hex shared by every name this run creates."""
     started: bool
     """True when the bench started (and will stop) this broker."""
+    broker_pid: int | None = None
+    """The broker's process when it runs on this machine and can be told apart (bench.cpu)."""
 
     @property
     def bootstrap(self) -> str:
@@ -66,13 +69,15 @@ def open_broker(environ: Mapping[str, str]) -> Iterator[BenchKafka]:
     if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         settings = load_kafka(environ, prefix=f"bench-{run}")
         wait_for_broker(settings, timeout=30.0)
-        yield BenchKafka(settings, run, started=False)
+        local = local_broker_pid(settings.bootstrap_servers)
+        yield BenchKafka(settings, run, started=False, broker_pid=local)
         return
     data_dir = Path(tempfile.mkdtemp(prefix="bus-bench-"))
     try:
         state = localkafka.start(data_dir, environ=environ, port=localkafka.free_port())
         log_event(logger, "bench_broker_started", bootstrap=state.bootstrap, data_dir=str(data_dir))
-        yield BenchKafka(KafkaSettings(bootstrap_servers=state.bootstrap, prefix=f"bench-{run}"), run, True)
+        settings = KafkaSettings(bootstrap_servers=state.bootstrap, prefix=f"bench-{run}")
+        yield BenchKafka(settings, run, started=True, broker_pid=state.pid)
     finally:
         localkafka.stop(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)

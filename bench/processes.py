@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.broker import BenchKafka
+from bench.cpu import process_cpu_seconds
 from bus import naming
 from bus.localkafka import free_port
 
@@ -67,13 +68,7 @@ class Child:
 
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system) the process used so far; None where /proc cannot tell."""
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()
-        # Fields 14 and 15 of proc_pid_stat(5), counted after the ")" that ends field 2.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
 
 @dataclass(frozen=True, slots=True)

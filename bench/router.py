@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from bench import routing_workload
 from bench.broker import BenchKafka
+from bench.cpu import CpuMeter
 from bench.raw import next_batch, producer_settings
 from bench.samples import Throughput
 from bench.sizes import Sizes
@@ -265,6 +266,7 @@ def _plain_loop(
     total: int,
     max_batch: int,
     lean: bool = False,
+    meter: CpuMeter | None = None,
 ) -> Throughput:
     """bench.raw's consume→produce loop around `transform`: idempotent producer, async commits.
 
@@ -272,7 +274,8 @@ def _plain_loop(
     collector paused while a batch is in hand, and no Python callback per acknowledged record
     (failed deliveries only; a callback per record was a fifth of the loop at a fan-out of 1.6).
     Without it (the worker bench's limit), each acknowledgement is counted and the collector runs.
-    Input records counted per second, from the first read to the last output acknowledged.
+    Input records counted per second, from the first read to the last output acknowledged;
+    `meter`, if given, is started with the loop (read it after).
     """
     acknowledged = 0
     failed = 0
@@ -293,6 +296,8 @@ def _plain_loop(
     first: float | None = None
     deadline = time.monotonic() + sizes.deadline
     pause = collector.paused if lean else contextlib.nullcontext()
+    if meter is not None:
+        meter.start()
     try:
         while count < total and time.monotonic() < deadline:
             with pause:  # the batch and its outputs are gone before the collector is back
@@ -320,7 +325,7 @@ def _plain_loop(
     return Throughput(count, elapsed, total)
 
 
-def raw_rate(kafka: BenchKafka, sizes: Sizes) -> Throughput:
+def raw_rate(kafka: BenchKafka, sizes: Sizes, meter: CpuMeter | None = None) -> Throughput:
     """The limit: the plain loop copying `sizes.router_events` workload records unchanged to one topic."""
     records = routing_workload.records(RULE_COUNTS[0], sizes.router_events)
     source = _fill(kafka, kafka.topic("router-raw-in", sizes.partitions), sizes, records)
@@ -334,6 +339,7 @@ def raw_rate(kafka: BenchKafka, sizes: Sizes) -> Throughput:
         total=len(records),
         max_batch=MAX_BATCH,  # the router's own batch, so the limit is measured like the router
         lean=True,
+        meter=meter,
     )
 
 
@@ -361,7 +367,9 @@ class _Fan:
 _FAN_HEADER = ("ce_matchedrules", b"rule-0001,rule-0008")
 
 
-def fan_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
+def fan_rate(
+    kafka: BenchKafka, sizes: Sizes, workload: Workload, meter: CpuMeter | None = None
+) -> Throughput:
     """The plain loop fanning `workload` out to its function topics as the router would, without
     routing: what the router's outputs alone cost against the raw loop's one copy per record."""
     manifest = workload.manifest()
@@ -374,10 +382,13 @@ def fan_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
         total=workload.events,
         max_batch=MAX_BATCH,
         lean=True,
+        meter=meter,
     )
 
 
-def plain_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
+def plain_rate(
+    kafka: BenchKafka, sizes: Sizes, workload: Workload, meter: CpuMeter | None = None
+) -> Throughput:
     """The Router transform in the plain loop (no transactions): at-least-once routing's ceiling."""
     return _plain_loop(
         kafka,
@@ -388,10 +399,11 @@ def plain_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughpu
         total=workload.events,
         max_batch=MAX_BATCH,
         lean=True,
+        meter=meter,
     )
 
 
-def tx_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
+def tx_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload, meter: CpuMeter | None = None) -> Throughput:
     """The Router in bus.kafka.txloop.TransactionalLoop as `bus.router.serve` runs it, on its own group.
 
     Input records counted per second, from the first batch transformed to the last one committed.
@@ -408,6 +420,8 @@ def tx_rate(kafka: BenchKafka, sizes: Sizes, workload: Workload) -> Throughput:
         transactional_id=naming.transactional_id(group, uuid.uuid4().hex[:12]),
     ) as loop:
         timer.start()
+        if meter is not None:
+            meter.start()
         try:
             loop.run(counting, stop)
         finally:

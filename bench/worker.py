@@ -36,6 +36,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from bench.broker import BenchKafka
+from bench.cpu import process_cpu_seconds
 from bench.processes import Child
 from bench.raw import next_batch, producer_settings
 from bench.router import _Copy, _plain_loop  # the router's raw-loop limit, on this bench's records
@@ -319,7 +320,7 @@ class _Replica:
         """CPU seconds used so far by the replica, its handler host and this process."""
         return {
             "worker": self.child.cpu_seconds(),
-            "host": _cpu_seconds(self.host_pid) if self.host_pid else None,
+            "host": process_cpu_seconds(self.host_pid) if self.host_pid else None,
             "bench_reader": time.process_time(),
         }
 
@@ -414,14 +415,20 @@ def _throughput(
                     continue
                 now = time.monotonic()
                 if not arrivals:
-                    before = replica.cpu_seconds()
+                    before = _cpu(replica, kafka)
                     starts.taken.append(replica.start(now))
                     deadline = now + sizes.deadline
                 arrivals.append((now, len(batch)))
                 total += len(batch)
-            after = replica.cpu_seconds()
+            after = _cpu(replica, kafka)
     rate = steady_rate(arrivals, events)
     return rate, _shares(before, after, rate.seconds)
+
+
+def _cpu(replica: _Replica, kafka: BenchKafka) -> dict[str, float | None]:
+    """CPU seconds so far of the replica, its host, this process and the broker (when local)."""
+    broker = process_cpu_seconds(kafka.broker_pid) if kafka.broker_pid else None
+    return {**replica.cpu_seconds(), "broker": broker}
 
 
 def _shares(before: dict[str, float | None], after: dict[str, float | None], wall: float) -> dict[str, float]:
@@ -470,13 +477,3 @@ def _fill(kafka: BenchKafka, topic: str, batch: Iterable[Record], sizes: Sizes) 
             producer.poll(0)
     if producer.flush(max(30.0, sizes.deadline)) or acknowledged != produced:
         raise RuntimeError(f"filling {topic!r}: {acknowledged} of {produced} records acknowledged")
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) of process `pid` so far; None where /proc cannot tell."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
