@@ -83,6 +83,10 @@ class KafkaUnavailable(KafkaError):
         super().__init__(message, retriable=True)
 
 
+class Stopped(BusError):
+    """A wait given up because its process is stopping (a graceful shutdown, not a failure)."""
+
+
 class PublishError(KafkaError):
     """The broker did not acknowledge a record."""
 

@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError as ClientError
 
 from bus import naming
 from bus.deadletter import dead_letter
-from bus.errors import ConfigError, KafkaError
+from bus.errors import ConfigError, KafkaError, Stopped
 from bus.events import to_json_dict
 from bus.flow_joins import (
     JoinSpec,
@@ -151,6 +151,8 @@ class Joiner:
         self._prefix = manifest.prefix
         self._joins = _joins(manifest)
         self._poll_timeout = poll_timeout
+        self._stopping: threading.Event | None = None
+        """`run`'s stop: a restore (in the consumer's assignment callback) gives up when it is set."""
         self._clock = clock
         self._group = naming.flow_joiner_group(self._prefix)
         self._topic = naming.flow_join_topic(self._prefix)
@@ -208,10 +210,14 @@ class Joiner:
                 raise KafkaError(f"cannot read the joiner's offset of partition {tp.partition}: {tp.error}")
             if tp.offset >= 0:
                 self._offsets[tp.partition] = tp.offset
-        wait_settled(self._settings, self._state_topic, numbers, timeout=RESTORE_TIMEOUT)
+        # A stop during the restore raises Stopped out of the consumer's poll: the joiner ends
+        # without having processed a record on a partial state.
+        stop = self._stopping
+        log_event(logger, "joins_restoring", partitions=numbers)
+        wait_settled(self._settings, self._state_topic, numbers, timeout=RESTORE_TIMEOUT, stop=stop)
         restored: dict[int, dict[bytes, Waiting]] = {number: {} for number in numbers}
         for message in read_to_end(
-            self._settings, self._state_topic, timeout=RESTORE_TIMEOUT, partitions=numbers
+            self._settings, self._state_topic, timeout=RESTORE_TIMEOUT, partitions=numbers, stop=stop
         ):
             joins = restored[message.partition()]
             key, value = message.key(), message.value()
@@ -250,6 +256,7 @@ class Joiner:
     def run(self, stop: threading.Event) -> None:
         """Gather, publish and time out joins until `stop` is set (the batch in hand finishes)."""
         consumer = _require(self._consumer)
+        self._stopping = stop
         while not stop.is_set():
             self._revoked = False
             messages = next_batch(consumer, MAX_BATCH, self._poll_timeout)
@@ -502,6 +509,9 @@ class JoinService:
                     log_event(logger, "joiner_ready", prefix=manifest.prefix)
                     joiner.run(self._stop)
                     pause = 1.0
+            except Stopped:
+                log_event(logger, "joiner_stopped", during="restore")
+                return
             except Exception as exc:  # the joins must outlive any one failure
                 log_event(logger, "joiner_failed", reason=str(exc), retry_in=pause, level=logging.ERROR)
                 self._stop.wait(pause)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Collection, Sequence
 
@@ -9,7 +10,7 @@ from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as ClientError
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]  # exported at runtime, missing from the stubs's __all__
 
-from bus.errors import KafkaError, KafkaUnavailable
+from bus.errors import KafkaError, KafkaUnavailable, Stopped
 from bus.kafka.config import admin_config, build
 from bus.settings import KafkaSettings
 from bus.topology import TopicSpec
@@ -88,9 +89,17 @@ def partition_counts(
     return {name: len(topics[name].partitions) for name in names if name in topics}
 
 
-def wait_settled(settings: KafkaSettings, topic: str, partitions: Collection[int], *, timeout: float) -> None:
+def wait_settled(
+    settings: KafkaSettings,
+    topic: str,
+    partitions: Collection[int],
+    *,
+    timeout: float,
+    stop: threading.Event | None = None,
+) -> None:
     """Wait until no transaction is open on these partitions: each one's last stable offset has
-    reached its high watermark (its commit markers are written). KafkaUnavailable after `timeout`."""
+    reached its high watermark (its commit markers are written). KafkaUnavailable after `timeout`;
+    Stopped as soon as `stop` is set (a process shutting down waits for nothing)."""
     admin = build(AdminClient, admin_config(settings))
     deadline = time.monotonic() + timeout
     wanted = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
@@ -111,4 +120,8 @@ def wait_settled(settings: KafkaSettings, topic: str, partitions: Collection[int
             return
         if time.monotonic() >= deadline:
             raise KafkaUnavailable(f"{topic!r} kept a transaction open for {timeout:g} s")
-        time.sleep(0.1)  # the coordinator is writing the markers: a moment
+        # The coordinator is writing the markers: a moment.
+        if stop is None:
+            time.sleep(0.1)
+        elif stop.wait(0.1):
+            raise Stopped(f"stopped while waiting for the transactions on {topic!r} to end")

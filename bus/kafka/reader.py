@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator
@@ -11,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 from confluent_kafka import KafkaError as ClientError
 
 from bus import naming
-from bus.errors import KafkaError, KafkaUnavailable
+from bus.errors import KafkaError, KafkaUnavailable, Stopped
 from bus.kafka.config import build, consumer_config
 from bus.settings import KafkaSettings
 
@@ -73,13 +74,15 @@ def read_to_end(
     timeout: float,
     missing_ok: bool = False,
     partitions: Collection[int] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Any]:
     """Every committed record of `topic` (of its `partitions`, default all) up to its end as of now
     (a compacted state topic's state).
 
     With read_committed the end is the last stable offset: records of open transactions wait.
-    Raises KafkaUnavailable when the end is not reached within `timeout` seconds, and KafkaError
-    when the topic does not exist (unless `missing_ok`: then nothing was ever written).
+    Raises KafkaUnavailable when the end is not reached within `timeout` seconds, KafkaError
+    when the topic does not exist (unless `missing_ok`: then nothing was ever written), and
+    Stopped once `stop` is set.
     """
     group = naming.reader_group(uuid.uuid4().hex)
     consumer = build(Consumer, {**consumer_config(settings, group), "enable.partition.eof": True})
@@ -101,6 +104,8 @@ def read_to_end(
         while pending:
             if time.monotonic() >= deadline:
                 raise KafkaUnavailable(f"{topic!r} was not read to its end within {timeout:g} s")
+            if stop is not None and stop.is_set():
+                raise Stopped(f"stopped while reading {topic!r} to its end")
             message = consumer.poll(0.2)
             if message is None:
                 continue
