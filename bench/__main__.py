@@ -113,6 +113,7 @@ def _router_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
         ("router", "router warm-up", warm_up),
         *(by_rules("router.tx", router.tx_rate, n) for n in router.RULE_COUNTS),
         *(by_rules("router.plain", router.plain_rate, n) for n in router.RULE_COUNTS),
+        metered("router.raw.after", lambda meter: router.raw_rate(kafka, sizes, meter, label="raw-after")),
         *(by_rules_unmetered("faust", faust_router.measure, n) for n in (10, 1000)),
     ]
 
@@ -159,6 +160,11 @@ def _worker_steps(kafka: BenchKafka, sizes: Sizes, details: dict[str, Any], *, w
         ("worker", "worker warm-up", warm_up),
         ("worker", "worker.raw", lambda: {"worker.raw": worker.raw_rate(kafka, sizes)}),
         *(noop(ordering, concurrency) for ordering, concurrency in worker.NOOP_RUNS),
+        (
+            "worker",
+            "worker.raw.after",
+            lambda: {"worker.raw.after": worker.raw_rate(kafka, sizes, label="w-after")},
+        ),
         sleep("partition"),
         sleep("key"),
         ("worker", "worker.latency", latency),

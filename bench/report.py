@@ -53,6 +53,10 @@ _ROUTER_FAN = (
     "the plain loop fanning the 10-rule input out as the router does (1.67 records per event, all 8"
     " function topics, one header added) without routing: the bound the fan-out alone sets"
 )
+_ROUTER_RAW_AFTER = (
+    "router.raw measured again after the router's figures: its ratio is how far the limit drifted"
+    " during them (other work on the machine, the broker's state)"
+)
 _ROUTER_TX = "bus.router.Router in bus.router.routing_loop (pipelined commits), {n} rules, fan-out ~1.6"
 _ROUTER_PLAIN = "bus.router.Router in the plain loop (idempotent producer, async commits), {n} rules"
 _FAUST = (
@@ -72,6 +76,16 @@ def _router_specs() -> tuple[FigureSpec, ...]:
             FigureSpec(f"router.{mode}.r{n}", f"router.{mode}.r{n}", "rate", "router.raw", note.format(n=n))
             for n in (10, 100, 1000)
         )
+        specs.append(
+            FigureSpec(
+                f"router.{mode}_of_fan.r10",
+                f"router.{mode}.r10",
+                "rate",
+                "router.fan",
+                f"router.{mode}.r10 against the fan-out alone: what routing itself costs",
+            )
+        )
+    specs.append(FigureSpec("router.raw.after", "router.raw.after", "rate", "router.raw", _ROUTER_RAW_AFTER))
     specs += [
         FigureSpec(
             "router.match_us.r1000",
@@ -130,6 +144,13 @@ def _worker_specs() -> tuple[FigureSpec, ...]:
         for ordering, n in (("partition", 1), ("partition", 16), ("key", 16))
     )
     specs += [
+        FigureSpec(
+            "worker.raw.after",
+            "worker.raw.after",
+            "rate",
+            "worker.raw",
+            "worker.raw measured again after the no-op figures: its ratio is how far the limit drifted",
+        ),
         FigureSpec(
             "worker.sleep20.partition",
             "worker.sleep20.partition",

@@ -325,16 +325,22 @@ def _plain_loop(
     return Throughput(count, elapsed, total)
 
 
-def raw_rate(kafka: BenchKafka, sizes: Sizes, meter: CpuMeter | None = None) -> Throughput:
-    """The limit: the plain loop copying `sizes.router_events` workload records unchanged to one topic."""
+def raw_rate(
+    kafka: BenchKafka, sizes: Sizes, meter: CpuMeter | None = None, *, label: str = "router-raw"
+) -> Throughput:
+    """The limit: the plain loop copying `sizes.router_events` workload records unchanged to one topic.
+
+    `label` names its topics and group: measured again at the end of the group (another label),
+    it shows how far the limit drifted while the router's figures were taken.
+    """
     records = routing_workload.records(RULE_COUNTS[0], sizes.router_events)
-    source = _fill(kafka, kafka.topic("router-raw-in", sizes.partitions), sizes, records)
-    target = kafka.topic("router-raw-out", sizes.partitions)
+    source = _fill(kafka, kafka.topic(f"{label}-in", sizes.partitions), sizes, records)
+    target = kafka.topic(f"{label}-out", sizes.partitions)
     return _plain_loop(
         kafka,
         sizes,
         source=source,
-        group=kafka.group("router-raw"),
+        group=kafka.group(label),
         transform=_Copy(target),
         total=len(records),
         max_batch=MAX_BATCH,  # the router's own batch, so the limit is measured like the router

@@ -193,21 +193,22 @@ def steady_rate(arrivals: Sequence[tuple[float, int]], target: int) -> Throughpu
 # --- measurements ---------------------------------------------------------------------------------
 
 
-def raw_rate(kafka: BenchKafka, sizes: Sizes) -> Throughput:
+def raw_rate(kafka: BenchKafka, sizes: Sizes, *, label: str = "worker-raw") -> Throughput:
     """The limit: the plain loop copying `sizes.events` no-op workload records to one topic.
 
     More records than a worker run reads: the loop copies them many times faster, and a run of
     well under a second is mostly its own noise. They cycle `sizes.worker_events` distinct ones.
+    `label` names its topics and group (measured again after the no-op figures: the drift).
     """
-    source = kafka.topic("worker-raw-in", PARTITIONS)
+    source = kafka.topic(f"{label}-in", PARTITIONS)
     pool = records(min(sizes.worker_events, sizes.events), keys=KEYS, label="raw")
     _fill(kafka, source, itertools.islice(itertools.cycle(pool), sizes.events), sizes)
     return _plain_loop(
         kafka,
         sizes,
         source=source,
-        group=kafka.group("worker-raw"),
-        transform=_Copy(kafka.topic("worker-raw-out", PARTITIONS)),
+        group=kafka.group(label),
+        transform=_Copy(kafka.topic(f"{label}-out", PARTITIONS)),
         total=sizes.events,
         max_batch=FETCH_BATCH,  # the replica's own fetch
     )
