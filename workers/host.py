@@ -70,7 +70,6 @@ __all__ = [
     "calls_of",
     "data_limit",
     "decode_outcomes",
-    "decode_runs",
     "encode_outcome",
     "encode_runs",
     "main",
@@ -168,11 +167,6 @@ def calls_of(pickled: bytes) -> list[Call]:
     """A run's calls, from `read_runs`."""
     calls: list[Call] = pickle.loads(pickled)  # noqa: S301 - from the trusted parent
     return calls
-
-
-def decode_runs(payload: bytes) -> list[tuple[float, bool, list[Call]]]:
-    """The runs in a frame from the parent, as (timeout, stop_on_failure, calls)."""
-    return [(timeout, stop, calls_of(pickled)) for timeout, stop, pickled in read_runs(payload)]
 
 
 def decode_outcomes(payload: bytes) -> list[Finished]:
