@@ -98,7 +98,8 @@ class Outcome:
     retry_after: float | None = None
     """Kind "retry": the handler's `Retry(after=...)`; None: the retry policy's backoff."""
     cause: str = ""
-    """exception | timeout | crash | memory | result; "" for ok ("signal" is reserved: never produced)."""
+    """exception | timeout | crash | memory | protocol | result; "" for ok ("signal" is reserved:
+    never produced)."""
     duration: float = 0.0
     """Seconds the handler ran."""
 
@@ -214,9 +215,14 @@ def timed_out(id: int, *, timeout: float, duration: float, emitted: tuple[bytes,
     )
 
 
+_CRASH_TYPES = {"memory": "MemoryError", "protocol": "HostProtocolError"}
+"""Error types of a host's death by cause (any other: "HandlerCrashed")."""
+
+
 def crashed(id: int, *, message: str, cause: str = "crash", duration: float = 0.0) -> Outcome:
-    """The outcome of an invocation that took its host process down with it."""
-    error_type = "MemoryError" if cause == "memory" else "HandlerCrashed"
+    """The outcome of an invocation that took its host process down with it (or was on a host killed
+    for breaking the protocol, cause "protocol")."""
+    error_type = _CRASH_TYPES.get(cause, "HandlerCrashed")
     return Outcome(
         id=id, kind="failed", error_type=error_type, message=message, cause=cause, duration=duration
     )

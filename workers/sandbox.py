@@ -23,6 +23,8 @@ so knows when its deadline falls. Every submitted invocation gets exactly one ou
   "crash", or "MemoryError"/"memory" when the host ran out of memory); with several, the first
   unanswered one of each run runs again alone (`solo`), the rest are "skipped", and only one
   that takes a host down while alone is charged;
+- protocol: a host that sends a malformed frame or outcome is killed; what it held is settled as
+  for a crash, but charged as "HostProtocolError" (cause "protocol"), naming what was malformed;
 - no host: after `START_FAILURES` failed starts in a row, each further failure fails every
   invocation waiting for a host ("HostStartFailed", cause "crash"); starts go on, backing off.
 
@@ -217,7 +219,10 @@ class _Process:
     signal_lock: threading.Lock = field(default_factory=threading.Lock)
     """Held to signal its group and to reap it, so no signal goes to a pid reaped (free for reuse)."""
     killed_for: str = ""
-    """Why the sandbox killed it ("timeout", "start", "close"); "" while it lives or if it died alone."""
+    """Why the sandbox killed it ("timeout", "start", "close", "protocol"); "" while it lives or if it
+    died alone."""
+    broke: str = ""
+    """What it sent that broke the protocol (killed for "protocol"): its invocations' failure says so."""
     progressed: bool = False
     """Whether it delivered an outcome: a host that dies without any counts towards backoff."""
 
@@ -592,14 +597,7 @@ class Sandbox:
             try:
                 outcomes = decode_outcomes(payload)
             except Exception as exc:  # a host that garbles its frames is broken (it is not trusted)
-                log_event(
-                    logger,
-                    "host_protocol_error",
-                    level=logging.ERROR,
-                    function=self._function,
-                    error=repr(exc)[:500],
-                )
-                host.kill("protocol")
+                self._refuse(host, str(exc) or repr(exc))
                 continue
             delivered: list[Finished] = []
             garbled = ""
@@ -624,13 +622,17 @@ class Sandbox:
                 if not self._outstanding:
                     self._drained.notify_all()
             if garbled:
-                log_event(
-                    logger, "host_protocol_error", level=logging.ERROR, function=self._function, error=garbled
-                )
-                host.kill("protocol")
+                self._refuse(host, garbled)
             host.progressed = True
             self._send_next()
             self._deliver(delivered)
+
+    def _refuse(self, host: _Process, error: str) -> None:
+        """Kill a host that broke the protocol; `error` (what it sent) becomes its invocations' message."""
+        error = error[:500]
+        log_event(logger, "host_protocol_error", level=logging.ERROR, function=self._function, error=error)
+        host.broke = host.broke or error
+        host.kill("protocol")
 
     def _answer(self, outcome: Finished, host: _Process) -> _Flight | None:
         """Note the calls `outcome` answers (lock held): their flight, or None when it is not
@@ -678,6 +680,8 @@ class Sandbox:
     def _settle_exit(self, host: _Process, code: int) -> tuple[list[Finished], str]:
         """Outcomes charged (or skipped) for a host's exit, and its cause; the innocent run again."""
         cause = "memory" if code == EXIT_MEMORY else "crash"
+        if host.killed_for == "protocol":
+            cause = "protocol"  # killed here (SIGKILL) for what it sent, not a crash of its own
         with self._lock:
             if self._host is host:
                 self._host = None
@@ -708,7 +712,7 @@ class Sandbox:
             outcomes: list[Finished] = [
                 crashed(
                     call[0],
-                    message=self._crash_message(code, cause),
+                    message=self._crash_message(host, code, cause),
                     cause=cause,
                     duration=now - flight.started if flight.started else 0.0,
                 )
@@ -723,7 +727,9 @@ class Sandbox:
                 self._drained.notify_all()
         return outcomes, reason
 
-    def _crash_message(self, code: int, cause: str) -> str:
+    def _crash_message(self, host: _Process, code: int, cause: str) -> str:
+        if cause == "protocol":
+            return f"the handler host broke the worker's protocol and was killed: {host.broke}"
         if cause == "memory":
             return f"memory limit of {self._memory_mb} MiB exceeded: the handler host {_exit_text(code)}"
         return f"the handler host {_exit_text(code)} while running this invocation"

@@ -97,6 +97,12 @@ def main(event, ctx):
         if how == "emit":
             ctx.emit("thing.made", {"path": text})
         return text
+    if do == "garble":  # a frame of a malformed outcome on the host's protocol pipe, then wait
+        frame = sys._getframe()
+        while "_out_fd" not in dir(frame.f_locals.get("self")):
+            frame = frame.f_back
+        os.write(frame.f_locals["self"]._out_fd, b"\\x00\\x00\\x00\\x0d[[1,2,3,4,5]]")
+        time.sleep(60)
     if do == "recurse":  # through C (a __getattr__ slot) at each level: the deepest stack use
         return Deep(event.data["depth"]).bottom
     raise AssertionError(do)
@@ -454,6 +460,17 @@ def test_a_crash_among_several_is_charged_to_the_culprit_only(start: Start) -> N
     assert got[1].error_type == "HandlerCrashed"
     assert [got[i].kind for i in (2, 3, 4)] == ["ok", "ok", "ok"]
     assert sandbox.restarts >= 2
+
+
+def test_a_host_killed_for_a_malformed_frame_names_the_protocol_error(start: Start) -> None:
+    """A host that sends a malformed outcome is killed, and its invocation says so: not a crash."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "garble"}))
+    broken = outcomes.wait(1)[1]
+    assert (broken.kind, broken.error_type, broken.cause) == ("failed", "HostProtocolError", "protocol")
+    assert "malformed outcome [1, 2, 3, 4, 5]" in broken.message
+    sandbox.submit(call(2, {"do": "ok"}))
+    assert outcomes.wait(2)[2].kind == "ok"
 
 
 def test_allocating_past_the_memory_limit_is_a_memory_error(start: Start) -> None:
