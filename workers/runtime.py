@@ -45,7 +45,7 @@ from bus.manifest import Function
 from bus.metrics import Registry
 from bus.settings import KafkaSettings
 from workers.invocation import Call, Finished, Outcome, Results, Run
-from workers.lanes import Item, Lanes
+from workers.lanes import MAX_IN_FLIGHT_BYTES, Item, Lanes
 from workers.progress import Progress
 from workers.retries import Attempt, attempt_of
 from workers.sandbox import Sandbox
@@ -159,8 +159,12 @@ class Replica:
         metrics: WorkerMetrics,
         instance: str | None = None,
         clock: Callable[[], str] = now_rfc3339,
+        max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
     ) -> None:
         """`sandbox` must deliver its outcomes to `outcomes`.
+
+        `max_in_flight_bytes` bounds the record values in flight (in this process and the host's
+        queue), whatever the lanes allow: no run starts past it, but one record always may.
 
         `instance` names this replica among its group's (unique per live replica, stable across its
         restarts): its transactional id, so a restarted replica aborts the open transaction of the
@@ -194,7 +198,7 @@ class Replica:
         # host runs `concurrency` at a time, first in first out, and the rest wait in its queue,
         # so a handler thread never waits for a round trip through this process.
         self._window = function.concurrency + max(4, function.concurrency)
-        self._lanes = Lanes(function.ordering, self._window)
+        self._lanes = Lanes(function.ordering, self._window, max_bytes=max_in_flight_bytes)
         self._progress: dict[tuple[str, int], Progress] = {}
         self._running: dict[int, tuple[Item, str, CloudEvent | None]] = {}
         """Invocations in the host: their record, when their run was submitted, a typed event read here."""
@@ -346,11 +350,14 @@ class Replica:
                 touched.add(current)  # finished before a crash or rebalance: its outcome is committed
                 continue
             if topic == main:
-                fresh_main.append(Item(topic, partition, offset, message.key(), 0.0, False, message))
+                fresh_main.append(
+                    Item(topic, partition, offset, message.key(), 0.0, False, message, len(message))
+                )
                 continue
             attempt = attempt_of(topic, partition, offset, message.headers())
             due = now + (attempt.due_ms - now_ms) / 1000 if attempt.due_ms else 0.0
-            lanes.offer(Item(topic, partition, offset, message.key(), due, True, _Retry(message, attempt)))
+            retry = _Retry(message, attempt)
+            lanes.offer(Item(topic, partition, offset, message.key(), due, True, retry, len(message)))
         if fresh_main:
             lanes.offer_main(current[1], fresh_main)  # type: ignore[index]  # set with them
         self.records_in += taken
