@@ -383,7 +383,6 @@ class Replica:
         started = self._now
         running = self._running
         ids = self._ids
-        timeout = self._function.timeout
         key_order = self._function.ordering == "key"
         by_partition: dict[tuple[str, int], list[list[Call]]] = {}
         for run in runs:
@@ -413,15 +412,10 @@ class Replica:
             if calls:
                 by_partition.setdefault((run[0].topic, run[0].partition), []).append(calls)
         if by_partition:
-            self._sandbox.submit_runs(
-                [
-                    Run(calls=calls, timeout=timeout, stop_on_failure=key_order)
-                    for calls in self._bundle(by_partition)
-                ]
-            )
+            self._sandbox.submit_runs(self._bundle(by_partition, key_order))
         self._metrics.in_flight.set(len(running), function=self._function.name)
 
-    def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]]) -> list[list[Call]]:
+    def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]], key_order: bool) -> list[Run]:
         """The host runs for lanes' runs: short ones of one partition's main records put together,
         up to the run length, into as many host runs as keep about BUNDLE_SECONDS of handler time
         each (at most `concurrency`, at least one a partition).
@@ -431,30 +425,42 @@ class Replica:
         few records each (key and none modes) they were most of an event's; with fast handlers,
         fewer runs also keep fewer host threads contending for its interpreter lock. A slow
         handler's lanes stay a run each, up to `concurrency`. A failure in key mode skips the
-        rest of its host run: they go back to their lanes (`Lanes.unstart`).
+        rest of its host run: they go back to their lanes (`Lanes.unstart`). Where each lane's
+        calls begin is sent along (`Run.breaks`): behind a call that runs long the host hands
+        the other lanes' calls back (`workers.host.HAND_BACK_AFTER`), so keys stay independent.
         """
+        timeout = self._function.timeout
         lane_runs = [calls for runs in by_partition.values() for calls in runs]
-        if len(lane_runs) == 1 or self._run_length == 1:
-            return lane_runs
         total = sum(map(len, lane_runs))
         wanted = math.ceil(total * self._mean_duration / BUNDLE_SECONDS)
         runs = max(1, min(self._function.concurrency, wanted))
-        if len(lane_runs) <= runs:
-            return lane_runs  # a slow handler's lanes: each its own run, as many in parallel
+        if len(lane_runs) == 1 or self._run_length == 1 or len(lane_runs) <= runs:
+            # One lane, or a slow handler's lanes: each its own run, as many in parallel.
+            return [Run(calls=calls, timeout=timeout, stop_on_failure=key_order) for calls in lane_runs]
         cap = min(self._run_length, -(-total // runs))
-        bundles: list[list[Call]] = []
+        bundles: list[Run] = []
         for (topic, _), partition_runs in by_partition.items():
             if topic != self._main:
                 # A retry record runs alone: `Lanes.unstart` puts back main records only.
-                bundles.extend(partition_runs)
+                bundles += [
+                    Run(calls=calls, timeout=timeout, stop_on_failure=key_order) for calls in partition_runs
+                ]
                 continue
             bundle: list[Call] = []
+            breaks: list[int] = []
             for calls in partition_runs:
                 if bundle and len(bundle) + len(calls) > cap:
-                    bundles.append(bundle)
+                    bundles.append(
+                        Run(calls=bundle, timeout=timeout, stop_on_failure=key_order, breaks=tuple(breaks))
+                    )
                     bundle = []
+                    breaks = []
+                if bundle:
+                    breaks.append(len(bundle))
                 bundle += calls
-            bundles.append(bundle)
+            bundles.append(
+                Run(calls=bundle, timeout=timeout, stop_on_failure=key_order, breaks=tuple(breaks))
+            )
         return bundles
 
     def _read_typed(self, item: Item) -> tuple[Verdict | None, CloudEvent | None]:

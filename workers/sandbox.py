@@ -7,14 +7,16 @@ its own session so a Ctrl-C on the worker's terminal does not cut handlers off m
 
 Invocations travel in runs (`workers.invocation.Run`): a host runs a run's invocations one
 after another on one handler thread and reports each outcome as it ends (several share a write,
-`workers.host.FLUSH_AFTER`). Three threads serve a sandbox: the host thread (starts hosts, reads
-outcomes and sends the next runs as room frees up, restarts after an exit), the sender (sends
-what `submit` queues) and the watchdog (kills a host whose invocation is past its deadline). A
-host is sent up to `concurrency` runs to run plus a few more to queue, so a new one starts
-without a round trip; the sandbox mirrors the host's first-in-first-out queue to know when each
-run started, and takes an invocation of a run to start when the outcome before it arrives, and
-so knows when its deadline falls. Every submitted invocation gets exactly one outcome, unless
-`close` returns first:
+`workers.host.FLUSH_AFTER`). A run that bundles several lanes' calls (`Run.breaks`) may come
+back in part: behind a call that runs long the host hands back the other lanes' calls
+(`workers.invocation.HandedBack`), and they are sent again as a run of their own. Three threads
+serve a sandbox: the host thread (starts hosts, reads outcomes and sends the next runs as room
+frees up, restarts after an exit), the sender (sends what `submit` queues) and the watchdog
+(kills a host whose invocation is past its deadline). A host is sent up to `concurrency` runs
+to run plus a few more to queue, so a new one starts without a round trip; the sandbox mirrors
+the host's first-in-first-out queue to know when each run started, and takes an invocation of a
+run to start when the outcome before it arrives, and so knows when its deadline falls. Every
+submitted invocation gets exactly one outcome, unless `close` returns first:
 
 - timeout: the late invocation fails ("TimeoutError", cause "timeout") and the rest of its run is
   "skipped"; the host is killed and the other runs on it run again on the next host, same
@@ -50,7 +52,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -60,7 +62,18 @@ from bus.errors import HandlerLoadError
 from bus.kafka_binding import STRUCTURED_CONTENT_TYPE
 from bus.logs import log_event
 from workers.host import EXIT_MEMORY, decode_outcomes, encode_runs, read_frame
-from workers.invocation import Call, Finished, Invocation, Outcome, Results, Run, crashed, failed, timed_out
+from workers.invocation import (
+    Call,
+    Finished,
+    HandedBack,
+    Invocation,
+    Outcome,
+    Results,
+    Run,
+    crashed,
+    failed,
+    timed_out,
+)
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -605,6 +618,9 @@ class Sandbox:
                 now = time.monotonic()
                 for outcome in outcomes:
                     try:
+                        if isinstance(outcome, HandedBack):
+                            self._hand_back(outcome, host, now)
+                            continue
                         flight = self._answer(outcome, host)
                     except ValueError as exc:
                         garbled = str(exc)
@@ -663,6 +679,33 @@ class Sandbox:
         flight.left -= 1
         return flight
 
+    def _hand_back(self, back: HandedBack, host: _Process, now: float) -> None:
+        """Queue the calls a host handed back as a run of their own, ahead of the rest (lock held);
+        ValueError when that would split a lane's calls.
+
+        They are sent again rather than queued in the host by itself, so the mirror of the host's
+        queue stays exact: the run keeps its clock, the new one starts as any run sent does.
+        """
+        flight = self._flights.get(back.id)
+        if flight is None or flight.host is not host:
+            return  # timed out already, or of a host gone
+        run = flight.run
+        ids = [call[0] for call in run.calls]
+        start = ids.index(back.id, len(ids) - flight.left)  # among the unanswered: the last ones
+        if start not in run.breaks:
+            raise ValueError(f"calls handed back from {back.id} split a lane's calls")
+        tail = run.tail(start)
+        flight.run = run.head(start)
+        flight.left -= len(tail.calls)
+        for call in tail.calls:
+            del self._flights[call[0]]
+        self._pending.appendleft(tail)
+        if not flight.started:  # the host runs it: its mirror lags
+            host.queued.remove(flight)
+            self._begin(flight, now)
+        if not flight.left:
+            self._land(flight, now)
+
     def _unanswered(self, flight: _Flight) -> list[Call]:
         """The calls of a flight still waiting for their outcome, in run order (lock held)."""
         flights = self._flights
@@ -694,7 +737,7 @@ class Sandbox:
             if host.killed_for == "timeout":
                 # The late one is settled already; the other runs did nothing wrong.
                 reason = "timeout"
-                again = [replace(flight.run, calls=calls) for flight, calls in lost]
+                again = [flight.run.tail(len(flight.run.calls) - len(calls)) for flight, calls in lost]
             elif sum(len(calls) for _, calls in lost) == 1 or any(flight.run.solo for flight, _ in lost):
                 # Alone on the host: nothing else can have done it. (A queued neighbour might have
                 # started unseen, so "alone" counts everything the host held, not what it ran.)
