@@ -12,7 +12,7 @@ same transaction as everything else. The gateway answers with what arrives:
 | error `DeadLetter` (the handler refused the event) | 422 |
 | error `Retry` (the handler asked to be called again later) | 503 with `Retry-After` |
 | error `TimeoutError` (past the function's timeout) | 504 |
-| error `HandlerCrashed`, `MemoryError` (the handler's process died) | 502 |
+| error `HandlerCrashed`, `MemoryError`, `HostProtocolError` (the handler's process died) | 502 |
 | any other error (the handler raised) | 500 |
 | nothing before the deadline | 504 `no_reply`; the event stays published and runs |
 
@@ -43,7 +43,14 @@ INVOKED_TYPE = "bus.function.invoked"
 """`type` of an invocation whose request body is only the data."""
 RESULT_TYPE = "bus.function.result"
 ERROR_TYPE = "bus.function.error"
-_STATUS = {"DeadLetter": 422, "Retry": 503, "TimeoutError": 504, "HandlerCrashed": 502, "MemoryError": 502}
+_STATUS = {
+    "DeadLetter": 422,
+    "Retry": 503,
+    "TimeoutError": 504,
+    "HandlerCrashed": 502,
+    "MemoryError": 502,
+    "HostProtocolError": 502,
+}
 
 
 @dataclass(frozen=True, slots=True)

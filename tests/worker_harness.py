@@ -34,7 +34,8 @@ def _log(line):
             f.write(line + "\\n")
 
 def stub(event, ctx):
-    """Does what the event's data asks: sleep, fail the first attempts, hang, exit, allocate."""
+    """Does what the event's data asks: sleep, fail the first attempts, hang, wait for a file,
+    exit, allocate."""
     d = event.data or {}
     _log(f"start {event.id} {ctx.attempt} {time.time():.6f}")
     try:
@@ -46,6 +47,10 @@ def stub(event, ctx):
             raise ValueError(f"poison {event.id}")
         if d.get("hang"):
             time.sleep(3600)
+        if d.get("wait_for"):  # until the test creates the file (a minute at most)
+            deadline = time.monotonic() + 60
+            while not os.path.exists(d["wait_for"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
         if d.get("exit"):
             os._exit(d["exit"])
         if d.get("alloc_mb"):

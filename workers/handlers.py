@@ -89,7 +89,10 @@ def new_context(  # noqa: PLR0917 - the fields positional: keywords cost about a
     function: str, attempt: int, deadline: float, idempotency_key: str, logger: logging.Logger, prefix: str
 ) -> Context:
     """`Context(...)` in about half the time (the handler host makes one per invocation): the
-    frozen dataclass's own `__init__` looks `object.__setattr__` up again for every field."""
+    frozen dataclass's own `__init__` looks `object.__setattr__` up again for every field.
+
+    A field added to `Context` must be set here too: a unit test compares every field with
+    `Context(...)`'s (tests/unit/test_handlers.py)."""
     ctx = object.__new__(Context)
     _set(ctx, "function", function)
     _set(ctx, "attempt", attempt)

@@ -8,10 +8,12 @@ length and an orjson payload:
 - parent -> host: a list of runs (`workers.invocation.Run`), pickled: the parent is trusted, and
   a run carries its input records' raw bytes (the host decodes the events, on its own core);
 - host -> parent: a list of entries in orjson (the host is not trusted: never pickle): the
-  fields of one `Outcome` in order (bytes as text), `[id]` for one skipped, or, for ok
+  fields of one `Outcome` in order (bytes as text), `[id]` for one skipped, for ok
   invocations of one run in a row that emitted nothing, `[ids, durations, keys, values,
   headers]` (`workers.invocation.Results`: their result records built here, one list per
-  field, so a run of no-op calls costs the parent a few C-level checks, not an object each);
+  field, so a run of no-op calls costs the parent a few C-level checks, not an object each),
+  or `["back", id]`: the calls of a run from `id` on are handed back, not run here
+  (`workers.invocation.HandedBack`, `HAND_BACK_AFTER`);
 - end of stdin: exit at once. The parent ends it after its in-flight invocations were answered
   (a graceful close) or because it died; either way nobody waits for what still runs, and a
   handler left running by a dead worker would run a second time beside its re-delivery.
@@ -24,6 +26,7 @@ it starts from then on take a 1 MiB stack (`STACK_BYTES`), and moves the protoco
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import io
 import itertools
@@ -52,6 +55,7 @@ from workers.handlers import Context, Handler, load_handler, new_context
 from workers.invocation import (
     Call,
     Finished,
+    HandedBack,
     Outcome,
     Results,
     Run,
@@ -70,7 +74,6 @@ __all__ = [
     "calls_of",
     "data_limit",
     "decode_outcomes",
-    "decode_runs",
     "encode_outcome",
     "encode_runs",
     "main",
@@ -101,6 +104,13 @@ The sandbox starts an invocation's clock when the outcome before it in its run a
 is also how early (at most) a timeout can be counted; it is far inside `TIMEOUT_GRACE`."""
 FLUSH_COUNT = 512
 """Outcomes held for one write at most."""
+HAND_BACK_AFTER = 0.1
+"""Seconds a call may run before the calls of other lanes behind it in its run are handed back
+(`workers.invocation.Run.breaks`): twenty times the handler time a bundle of lanes is made for
+(`workers.runtime.BUNDLE_SECONDS`), so a fast handler's bundles are not cut, not even on a busy
+machine. Another key's call waits behind a stalled one about this long (a quarter more at most:
+the watch's period), plus a round trip through the worker, which sends them again as a run of
+their own (the worker's mirror of this host's queue stays exact, and with it every deadline)."""
 
 _LENGTH = struct.Struct(">I")
 
@@ -142,7 +152,9 @@ def encode_runs(runs: Sequence[Run]) -> bytes:
     Pickled without the memo (`Pickler.fast`: runs hold no cycles), about a quarter of the
     time: every header of every record is a new object, so the memo only ever grew.
     """
-    return frame(_pickled([(run.timeout, run.stop_on_failure, _pickled(run.calls)) for run in runs]))
+    return frame(
+        _pickled([(run.timeout, run.stop_on_failure, run.breaks, _pickled(run.calls)) for run in runs])
+    )
 
 
 def _pickled(value: Any) -> bytes:
@@ -153,14 +165,18 @@ def _pickled(value: Any) -> bytes:
     return buffer.getvalue()
 
 
-def read_runs(payload: bytes) -> list[tuple[float, bool, bytes]]:
-    """The runs in a frame from the parent, as (timeout, stop_on_failure, pickled calls).
+_Queued = tuple[float, bool, tuple[int, ...], bytes]
+"""A run as read from the parent: (timeout, stop_on_failure, breaks, pickled calls)."""
+
+
+def read_runs(payload: bytes) -> list[_Queued]:
+    """The runs in a frame from the parent, as (timeout, stop_on_failure, breaks, pickled calls).
 
     A run's calls are unpickled when it starts (`calls_of`): until then they are one bytes
     object, which the collector never walks (thousands of queued calls' tuples, at each young
     collection, cost a host a few microseconds per event).
     """
-    runs: list[tuple[float, bool, bytes]] = pickle.loads(payload)  # noqa: S301 - from the trusted parent
+    runs: list[_Queued] = pickle.loads(payload)  # noqa: S301 - from the trusted parent
     return runs
 
 
@@ -170,18 +186,13 @@ def calls_of(pickled: bytes) -> list[Call]:
     return calls
 
 
-def decode_runs(payload: bytes) -> list[tuple[float, bool, list[Call]]]:
-    """The runs in a frame from the parent, as (timeout, stop_on_failure, calls)."""
-    return [(timeout, stop, calls_of(pickled)) for timeout, stop, pickled in read_runs(payload)]
-
-
-def decode_outcomes(payload: bytes) -> list[Finished]:
+def decode_outcomes(payload: bytes) -> list[Finished | HandedBack]:
     """The entries of a frame a host sent; ValueError or TypeError for anything malformed.
 
     `Results` are checked list by list at C speed, since the worker hands their records to its
     producer as they are.
     """
-    finished: list[Finished] = []
+    finished: list[Finished | HandedBack] = []
     for fields in orjson.loads(payload):
         size = len(fields)
         if size == 5:
@@ -190,6 +201,10 @@ def decode_outcomes(payload: bytes) -> list[Finished]:
             if type(fields[0]) is not int:
                 raise ValueError(f"malformed outcome {fields!r:.200}")
             finished.append(Outcome(id=fields[0], kind="skipped"))
+        elif size == 2:
+            if fields[0] != "back" or type(fields[1]) is not int:
+                raise ValueError(f"malformed outcome {fields!r:.200}")
+            finished.append(HandedBack(fields[1]))
         else:
             (id, kind, value, emitted, error_type, message, trace, retry_after, cause, duration) = fields
             _check_long_form(fields)
@@ -361,6 +376,30 @@ class _Segment:
             )
 
 
+class _Progress:
+    """Where a running run of several lanes' calls is: the hand-back watch's view of it."""
+
+    __slots__ = ("breaks", "calls", "end", "index")
+
+    def __init__(self, calls: list[Call], breaks: tuple[int, ...]) -> None:
+        self.calls = calls
+        self.breaks = breaks
+        self.end = len(calls)
+        """Where the run ends here: its length, or the break from which its calls were handed back."""
+        self.index = 0
+        """The call running (or about to): set by the run as each outcome is reported."""
+
+    def cut(self) -> int | None:
+        """Hand back the calls of the lanes after the running call's: the first one's id, or None
+        when none is left behind it. (Under the host's lock; on the loop for async handlers.)"""
+        breaks = self.breaks
+        at = bisect.bisect_right(breaks, self.index)
+        if at == len(breaks) or breaks[at] >= self.end:
+            return None
+        self.end = breaks[at]
+        return self.calls[self.end][0]
+
+
 class _Host:
     """Runs the runs as they arrive and writes their outcomes back, batching what is ready."""
 
@@ -391,7 +430,10 @@ class _Host:
         self._held_count = 0
         self._outbox: list[bytes | _Segment] = []
         self._writing = False
-        self._inbox: queue.SimpleQueue[tuple[float, bool, bytes]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
+        self._watched: dict[_Progress, None] = {}
+        """Runs of several lanes' calls running now (an ordered set, under the lock)."""
+        self._watching = threading.Condition(self._lock)
         self._clock_ms = -1
         self._clock_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -400,6 +442,7 @@ class _Host:
             self._slots = asyncio.Semaphore(concurrency)
             self._tasks: set[asyncio.Task[None]] = set()
             threading.Thread(target=self._loop.run_forever, name="bus-host-loop", daemon=True).start()
+            threading.Thread(target=self._watch, name="bus-host-watch", daemon=True).start()
         else:
             # Exactly `concurrency` threads taking runs first in, first out. Not a
             # ThreadPoolExecutor: its per-call Future and semaphore cost a third of the host's
@@ -407,6 +450,7 @@ class _Host:
             for n in range(concurrency):
                 threading.Thread(target=self._work, name=f"bus-handler-{n}", daemon=True).start()
             threading.Thread(target=self._flusher, name="bus-host-flush", daemon=True).start()
+            threading.Thread(target=self._watch, name="bus-host-watch", daemon=True).start()
 
     def serve(self, stream: BinaryIO) -> None:
         """Start every run read from `stream` until it ends (then the caller exits at once)."""
@@ -492,22 +536,38 @@ class _Host:
 
     def _work(self) -> None:
         while True:
-            timeout, stop_on_failure, pickled = self._inbox.get()
+            timeout, stop_on_failure, breaks, pickled = self._inbox.get()
             try:
-                self._run(timeout, stop_on_failure, calls_of(pickled))
+                calls = calls_of(pickled)
+                if not breaks:
+                    self._run(timeout, stop_on_failure, calls, None)
+                    continue
+                progress = self._watch_run(calls, breaks)
+                try:
+                    self._run(timeout, stop_on_failure, calls, progress)
+                finally:
+                    self._unwatch_run(progress)
             except MemoryError:
                 os._exit(EXIT_MEMORY)  # not even an outcome fits: the parent reports the memory cause
 
-    def _run(self, timeout: float, stop_on_failure: bool, calls: list[Call]) -> None:
+    def _run(
+        self, timeout: float, stop_on_failure: bool, calls: list[Call], progress: _Progress | None
+    ) -> None:
         """Run a run's calls in order; each outcome is reported (held for a shared write) before
-        the next call starts, since the sandbox times a call from its predecessor's outcome."""
+        the next call starts, since the sandbox times a call from its predecessor's outcome.
+
+        A run of several lanes' calls (`progress`) ends early where `_watch` handed the rest back."""
         segment: _Segment | None = None
-        last = len(calls) - 1
+        end = len(calls)
         lock = self._lock
-        for n, call in enumerate(calls):
+        n = 0
+        while n < end:
+            call = calls[n]
             entry, ok, duration, record = self._call(call, timeout)
             stop = False
             with lock:
+                if progress is not None:
+                    end = progress.end
                 outbox = self._outbox  # a write since the last call replaced it
                 if entry is None:
                     if segment is None or segment.sealed:
@@ -520,15 +580,65 @@ class _Host:
                     self._held_count += 1
                     segment = None  # a later ok must come after this entry, in a segment of its own
                     if stop_on_failure and not ok:
-                        skipped = _skipped(calls[n + 1 :])
+                        skipped = _skipped(calls[n + 1 : end])
                         outbox.extend(skipped)
                         self._held_count += len(skipped)
                         stop = True
-                held = self._hold(urgent=(n == last or stop) and self._inbox.empty())
+                n += 1
+                if progress is not None:
+                    progress.index = n
+                held = self._hold(urgent=(n == end or stop) and self._inbox.empty())
             if not held:
                 self._flush_sync()
             if stop:
                 return
+
+    # --- handing back the other lanes' calls behind a call that runs long -------------------
+
+    def _watch_run(self, calls: list[Call], breaks: tuple[int, ...]) -> _Progress:
+        """Start watching a run of several lanes' calls that starts now."""
+        progress = _Progress(calls, breaks)
+        with self._lock:
+            self._watched[progress] = None
+            self._watching.notify()
+        return progress
+
+    def _unwatch_run(self, progress: _Progress) -> None:
+        with self._lock:
+            del self._watched[progress]
+
+    def _watch(self) -> None:
+        """Every quarter of HAND_BACK_AFTER while runs of several lanes run: hand back the other
+        lanes' calls behind a call that has been running HAND_BACK_AFTER."""
+        seen: dict[_Progress, tuple[int, float]] = {}
+        while True:
+            handed = False
+            with self._lock:
+                while not self._watched:
+                    seen.clear()
+                    self._watching.wait()
+                now = time.monotonic()
+                for progress in self._watched:
+                    index, since = seen.get(progress, (-1, 0.0))
+                    if index != progress.index:
+                        seen[progress] = (progress.index, now)
+                    elif now - since >= HAND_BACK_AFTER:
+                        if self._loop is not None:
+                            self._loop.call_soon_threadsafe(self._hand_back_async, progress, index)
+                        elif (first := progress.cut()) is not None:
+                            self._outbox.append(orjson.dumps(["back", first]))
+                            self._held_count += 1
+                            handed = True
+                for gone in seen.keys() - self._watched.keys():
+                    del seen[gone]
+            if handed:
+                self._flush_sync()
+            time.sleep(HAND_BACK_AFTER / 4)
+
+    def _hand_back_async(self, progress: _Progress, index: int) -> None:
+        """On the loop: hand back the other lanes' calls of a run still at the call `_watch` saw."""
+        if progress.index == index and (first := progress.cut()) is not None:
+            self._queue(orjson.dumps(["back", first]))
 
     def _hold(self, *, urgent: bool) -> bool:
         """Whether what was just reported may wait to share a write (lock held): not when `urgent`
@@ -595,36 +705,59 @@ class _Host:
 
     # --- async handlers: one task per run on the loop ---------------------------------------
 
-    def _start_tasks(self, runs: list[tuple[float, bool, bytes]]) -> None:
+    def _start_tasks(self, runs: list[_Queued]) -> None:
         assert self._loop is not None
-        for timeout, stop_on_failure, pickled in runs:
-            task = self._loop.create_task(self._run_async(timeout, stop_on_failure, calls_of(pickled)))
+        for timeout, stop_on_failure, breaks, pickled in runs:
+            task = self._loop.create_task(
+                self._run_async(timeout, stop_on_failure, calls_of(pickled), breaks)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run_async(self, budget: float, stop_on_failure: bool, calls: list[Call]) -> None:
+    async def _run_async(
+        self, budget: float, stop_on_failure: bool, calls: list[Call], breaks: tuple[int, ...]
+    ) -> None:
         async with self._slots:
-            for n, call in enumerate(calls):
+            progress = self._watch_run(calls, breaks) if breaks else None
+            try:
+                await self._run_calls_async(budget, stop_on_failure, calls, progress)
+            finally:
+                if progress is not None:
+                    self._unwatch_run(progress)
+
+    async def _run_calls_async(
+        self, budget: float, stop_on_failure: bool, calls: list[Call], progress: _Progress | None
+    ) -> None:
+        """`_run` on the loop: the same order, the same early end after a hand-back."""
+        end = len(calls)
+        n = 0
+        while n < end:
+            call = calls[n]
+            try:
                 try:
+                    event, ctx = self._prepare(call, budget)
+                except Exception as exc:
+                    encoded, ok = self._unready(call, exc), False
+                else:
                     try:
-                        event, ctx = self._prepare(call, budget)
-                    except Exception as exc:
-                        encoded, ok = self._unready(call, exc), False
-                    else:
-                        try:
-                            outcome = await run_async(
-                                self._handler, event, ctx, id=call[0], memory_mb=self._memory_mb
-                            )
-                        except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
-                            outcome = _raised_outside(call[0], exc)
-                        encoded, ok = self._encode(event, outcome), outcome.kind == "ok"
-                except MemoryError:
-                    os._exit(EXIT_MEMORY)
-                self._queue(encoded)
-                if stop_on_failure and not ok:
-                    for skipped in _skipped(calls[n + 1 :]):
-                        self._queue(skipped)
-                    return
+                        outcome = await run_async(
+                            self._handler, event, ctx, id=call[0], memory_mb=self._memory_mb
+                        )
+                    except BaseException as exc:  # a KeyboardInterrupt raised by the handler itself
+                        outcome = _raised_outside(call[0], exc)
+                    encoded, ok = self._encode(event, outcome), outcome.kind == "ok"
+            except MemoryError:
+                os._exit(EXIT_MEMORY)
+            self._queue(encoded)
+            if progress is not None:
+                end = progress.end
+            if stop_on_failure and not ok:
+                for skipped in _skipped(calls[n + 1 : end]):
+                    self._queue(skipped)
+                return
+            n += 1
+            if progress is not None:
+                progress.index = n
 
     def _queue(self, item: bytes) -> None:
         """On the loop: the outcomes of one loop iteration go out in one frame, after it."""

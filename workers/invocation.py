@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -26,6 +26,7 @@ from workers.signals import DeadLetter, Retry
 __all__ = [
     "Call",
     "Finished",
+    "HandedBack",
     "Invocation",
     "Kind",
     "Outcome",
@@ -79,6 +80,21 @@ class Run:
     stop_on_failure: bool = False
     solo: bool = False
     """One call, run with nothing else in flight on the host (to find who crashed a host)."""
+    breaks: tuple[int, ...] = ()
+    """Where the calls of another lane begin, ascending (a run bundling several lanes' calls,
+    `workers.runtime.Replica._bundle`); empty: all one lane's. Behind a call that runs long the
+    host hands back the calls from the next break on (`HandedBack`): only a lane's own calls
+    wait for it."""
+
+    def tail(self, start: int) -> Run:
+        """The run of the calls from `start` on (a break, or the first unanswered), breaks moved along."""
+        return replace(
+            self, calls=self.calls[start:], breaks=tuple(at - start for at in self.breaks if at > start)
+        )
+
+    def head(self, end: int) -> Run:
+        """The run of the calls before `end`."""
+        return replace(self, calls=self.calls[:end], breaks=tuple(at for at in self.breaks if at < end))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,7 +114,8 @@ class Outcome:
     retry_after: float | None = None
     """Kind "retry": the handler's `Retry(after=...)`; None: the retry policy's backoff."""
     cause: str = ""
-    """exception | timeout | crash | memory | result; "" for ok ("signal" is reserved: never produced)."""
+    """exception | timeout | crash | memory | protocol | result; "" for ok ("signal" is reserved:
+    never produced)."""
     duration: float = 0.0
     """Seconds the handler ran."""
 
@@ -119,6 +136,14 @@ class Results(NamedTuple):
 
 Finished = Outcome | Results
 """What a sandbox delivers: one invocation's `Outcome`, or `Results` of several plain ok ones."""
+
+
+class HandedBack(NamedTuple):
+    """A host's word that the calls of a run from `id` on (a lane break) will not run there: a call
+    before them ran long, and the other lanes' calls must not wait for it (`Run.breaks`). The
+    sandbox sends them again as a run of their own; nothing else sees this."""
+
+    id: int
 
 
 def is_async(handler: Handler) -> bool:
@@ -214,9 +239,14 @@ def timed_out(id: int, *, timeout: float, duration: float, emitted: tuple[bytes,
     )
 
 
+_CRASH_TYPES = {"memory": "MemoryError", "protocol": "HostProtocolError"}
+"""Error types of a host's death by cause (any other: "HandlerCrashed")."""
+
+
 def crashed(id: int, *, message: str, cause: str = "crash", duration: float = 0.0) -> Outcome:
-    """The outcome of an invocation that took its host process down with it."""
-    error_type = "MemoryError" if cause == "memory" else "HandlerCrashed"
+    """The outcome of an invocation that took its host process down with it (or was on a host killed
+    for breaking the protocol, cause "protocol")."""
+    error_type = _CRASH_TYPES.get(cause, "HandlerCrashed")
     return Outcome(
         id=id, kind="failed", error_type=error_type, message=message, cause=cause, duration=duration
     )

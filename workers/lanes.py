@@ -1,6 +1,7 @@
 """Which consumed records may start now: the worker's ordering rules as a scheduler (pure).
 
-Records are offered as they are consumed and started by `ready(now)`, at most `concurrency` in flight.
+Records are offered as they are consumed and started by `ready(now)`, at most `concurrency` in flight,
+and no more record bytes in flight than `max_bytes` (at least one record, however large).
 Ordering is kept per *lane*: one record of a lane runs at a time, its main-topic records in arrival
 (offset) order. Lanes by `ordering`:
 
@@ -26,14 +27,19 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-__all__ = ["Item", "Lanes", "Ordering"]
+__all__ = ["MAX_IN_FLIGHT_BYTES", "Item", "Lanes", "Ordering"]
 
 Ordering = Literal["none", "partition", "key"]
+
+MAX_IN_FLIGHT_BYTES = 64 << 20
+"""Default bound on the `Item.size` of the records in flight: what a replica and its handler host
+hold of them (a few hundred records of a fast handler, or fewer of 1 MB records, fit in it)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -54,6 +60,8 @@ class Item:
     """Read from a delayed-retry topic."""
     payload: Any = field(default=None, compare=False)
     """The caller's own (the record, its attempt): opaque here."""
+    size: int = 0
+    """Bytes the record holds while in flight (its value's): what `max_bytes` counts."""
 
 
 class _Part:
@@ -115,7 +123,9 @@ class _Lane:
 class Lanes:
     """The records offered and not started, per lane; what is in flight; what may start now."""
 
-    def __init__(self, ordering: Ordering, concurrency: int) -> None:
+    def __init__(self, ordering: Ordering, concurrency: int, *, max_bytes: int = MAX_IN_FLIGHT_BYTES) -> None:
+        """`max_bytes`: no run starts that would take the sizes of the records in flight past it,
+        unless nothing is in flight (a record larger than it runs alone)."""
         if ordering not in get_args(Ordering):
             raise ValueError(f"ordering must be one of none, partition, key; got {ordering!r}")
         if concurrency < 1:
@@ -130,6 +140,8 @@ class Lanes:
         # By identity: after a drop the same record may be offered again while its old copy runs.
         self._flights: dict[int, tuple[Item, _Lane, int]] = {}
         self._busy = 0  # lanes with a run in flight: what `concurrency` counts
+        self._max_bytes = max_bytes
+        self._bytes = 0  # sizes of the records in flight: what `max_bytes` counts
         self._waiting = 0
 
     def allow(self, concurrency: int) -> None:
@@ -207,7 +219,9 @@ class Lanes:
         """Runs to start now, marked in flight: records of one lane to run one after another.
 
         Due retry records first, each a run of its own; then, per lane by turn, up to `longest`
-        of its main records in order. `concurrency` counts runs (lanes in flight).
+        of its main records in order. `concurrency` counts runs (lanes in flight). A run is cut
+        short where its records' sizes would pass `max_bytes`; a lane whose next record does not
+        fit keeps its turn until records in flight finish.
         """
         sleeping = self._sleeping
         while sleeping and sleeping[0][0] <= now:
@@ -217,19 +231,27 @@ class Lanes:
             self._wake(lane)
         started: list[list[Item]] = []
         room = self._concurrency - self._busy
+        flights = self._flights
         runnable = self._runnable_retry
         while room > 0 and runnable:
-            lane = runnable.popleft()
-            lane.queued_retry = False
+            lane = runnable[0]
             if not lane.flying and lane.due:
-                started.append(self._start(lane, [lane.due.popleft()]))
+                item = lane.due[0]
+                if item.size > self._max_bytes - self._bytes and flights:
+                    return started  # it waits, first of all, for bytes in flight to finish
+                lane.due.popleft()
+                started.append(self._start(lane, [item], item.size))
                 room -= 1
+            runnable.popleft()
+            lane.queued_retry = False
         runnable = self._runnable
         while room > 0 and runnable:
-            lane = runnable.popleft()
-            lane.queued = False
+            lane = runnable[0]
             if self._may_start_main(lane):
                 main = lane.main
+                budget = self._max_bytes - self._bytes
+                if main[0].size > budget and flights:
+                    break  # it waits, first in turn, for bytes in flight to finish
                 if longest == 1 or len(main) == 1:
                     run = [main.popleft()]
                 elif len(main) <= longest:
@@ -237,16 +259,22 @@ class Lanes:
                     main.clear()
                 else:
                     run = [main.popleft() for _ in range(longest)]
-                started.append(self._start(lane, run))
+                size = sum(map(_SIZE, run))
+                if size > budget and len(run) > 1:
+                    run, size = _fitting(run, budget, main)
+                started.append(self._start(lane, run, size))
                 room -= 1
+            runnable.popleft()
+            lane.queued = False
         return started
 
-    def _start(self, lane: _Lane, run: list[Item]) -> list[Item]:
+    def _start(self, lane: _Lane, run: list[Item], size: int) -> list[Item]:
         part = lane.part
         generation = part.generation
         lane.flying = len(run)
         lane.flying_generation = generation
         self._busy += 1
+        self._bytes += size
         part.waiting -= len(run)
         self._waiting -= len(run)
         flights = self._flights
@@ -300,6 +328,7 @@ class Lanes:
                     "pass finished() the item ready() returned, once"
                 )
             _, lane, generation = flight
+            self._bytes -= item.size
             lane.flying -= 1
             if lane.ordered and generation == lane.part.generation:
                 if item.retry:
@@ -337,6 +366,7 @@ class Lanes:
                 "pass finished() the item ready() returned, once"
             )
         _, lane, generation = flight
+        self._bytes -= item.size
         lane.flying -= 1
         if not lane.flying:
             self._busy -= 1
@@ -411,3 +441,22 @@ class Lanes:
     def in_flight(self) -> int:
         """Records started and not finished (or unstarted), including those of dropped partitions."""
         return len(self._flights)
+
+    def in_flight_bytes(self) -> int:
+        """The sizes of the records `in_flight` counts, together."""
+        return self._bytes
+
+
+_SIZE = operator.attrgetter("size")
+
+
+def _fitting(run: list[Item], budget: int, main: deque[Item]) -> tuple[list[Item], int]:
+    """The first records of `run` whose sizes fit `budget` (the first one always) and their size;
+    the others go back to the front of their lane's `main`."""
+    size = run[0].size
+    count = 1
+    while count < len(run) and size + run[count].size <= budget:
+        size += run[count].size
+        count += 1
+    main.extendleft(reversed(run[count:]))
+    return run[:count], size

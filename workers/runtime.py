@@ -45,7 +45,7 @@ from bus.manifest import Function
 from bus.metrics import Registry
 from bus.settings import KafkaSettings
 from workers.invocation import Call, Finished, Outcome, Results, Run
-from workers.lanes import Item, Lanes
+from workers.lanes import MAX_IN_FLIGHT_BYTES, Item, Lanes
 from workers.progress import Progress
 from workers.retries import Attempt, attempt_of
 from workers.sandbox import Sandbox
@@ -159,8 +159,12 @@ class Replica:
         metrics: WorkerMetrics,
         instance: str | None = None,
         clock: Callable[[], str] = now_rfc3339,
+        max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
     ) -> None:
         """`sandbox` must deliver its outcomes to `outcomes`.
+
+        `max_in_flight_bytes` bounds the record values in flight (in this process and the host's
+        queue), whatever the lanes allow: no run starts past it, but one record always may.
 
         `instance` names this replica among its group's (unique per live replica, stable across its
         restarts): its transactional id, so a restarted replica aborts the open transaction of the
@@ -194,7 +198,7 @@ class Replica:
         # host runs `concurrency` at a time, first in first out, and the rest wait in its queue,
         # so a handler thread never waits for a round trip through this process.
         self._window = function.concurrency + max(4, function.concurrency)
-        self._lanes = Lanes(function.ordering, self._window)
+        self._lanes = Lanes(function.ordering, self._window, max_bytes=max_in_flight_bytes)
         self._progress: dict[tuple[str, int], Progress] = {}
         self._running: dict[int, tuple[Item, str, CloudEvent | None]] = {}
         """Invocations in the host: their record, when their run was submitted, a typed event read here."""
@@ -346,11 +350,14 @@ class Replica:
                 touched.add(current)  # finished before a crash or rebalance: its outcome is committed
                 continue
             if topic == main:
-                fresh_main.append(Item(topic, partition, offset, message.key(), 0.0, False, message))
+                fresh_main.append(
+                    Item(topic, partition, offset, message.key(), 0.0, False, message, len(message))
+                )
                 continue
             attempt = attempt_of(topic, partition, offset, message.headers())
             due = now + (attempt.due_ms - now_ms) / 1000 if attempt.due_ms else 0.0
-            lanes.offer(Item(topic, partition, offset, message.key(), due, True, _Retry(message, attempt)))
+            retry = _Retry(message, attempt)
+            lanes.offer(Item(topic, partition, offset, message.key(), due, True, retry, len(message)))
         if fresh_main:
             lanes.offer_main(current[1], fresh_main)  # type: ignore[index]  # set with them
         self.records_in += taken
@@ -376,7 +383,6 @@ class Replica:
         started = self._now
         running = self._running
         ids = self._ids
-        timeout = self._function.timeout
         key_order = self._function.ordering == "key"
         by_partition: dict[tuple[str, int], list[list[Call]]] = {}
         for run in runs:
@@ -406,15 +412,10 @@ class Replica:
             if calls:
                 by_partition.setdefault((run[0].topic, run[0].partition), []).append(calls)
         if by_partition:
-            self._sandbox.submit_runs(
-                [
-                    Run(calls=calls, timeout=timeout, stop_on_failure=key_order)
-                    for calls in self._bundle(by_partition)
-                ]
-            )
+            self._sandbox.submit_runs(self._bundle(by_partition, key_order))
         self._metrics.in_flight.set(len(running), function=self._function.name)
 
-    def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]]) -> list[list[Call]]:
+    def _bundle(self, by_partition: dict[tuple[str, int], list[list[Call]]], key_order: bool) -> list[Run]:
         """The host runs for lanes' runs: short ones of one partition's main records put together,
         up to the run length, into as many host runs as keep about BUNDLE_SECONDS of handler time
         each (at most `concurrency`, at least one a partition).
@@ -424,30 +425,42 @@ class Replica:
         few records each (key and none modes) they were most of an event's; with fast handlers,
         fewer runs also keep fewer host threads contending for its interpreter lock. A slow
         handler's lanes stay a run each, up to `concurrency`. A failure in key mode skips the
-        rest of its host run: they go back to their lanes (`Lanes.unstart`).
+        rest of its host run: they go back to their lanes (`Lanes.unstart`). Where each lane's
+        calls begin is sent along (`Run.breaks`): behind a call that runs long the host hands
+        the other lanes' calls back (`workers.host.HAND_BACK_AFTER`), so keys stay independent.
         """
+        timeout = self._function.timeout
         lane_runs = [calls for runs in by_partition.values() for calls in runs]
-        if len(lane_runs) == 1 or self._run_length == 1:
-            return lane_runs
         total = sum(map(len, lane_runs))
         wanted = math.ceil(total * self._mean_duration / BUNDLE_SECONDS)
         runs = max(1, min(self._function.concurrency, wanted))
-        if len(lane_runs) <= runs:
-            return lane_runs  # a slow handler's lanes: each its own run, as many in parallel
+        if len(lane_runs) == 1 or self._run_length == 1 or len(lane_runs) <= runs:
+            # One lane, or a slow handler's lanes: each its own run, as many in parallel.
+            return [Run(calls=calls, timeout=timeout, stop_on_failure=key_order) for calls in lane_runs]
         cap = min(self._run_length, -(-total // runs))
-        bundles: list[list[Call]] = []
+        bundles: list[Run] = []
         for (topic, _), partition_runs in by_partition.items():
             if topic != self._main:
                 # A retry record runs alone: `Lanes.unstart` puts back main records only.
-                bundles.extend(partition_runs)
+                bundles += [
+                    Run(calls=calls, timeout=timeout, stop_on_failure=key_order) for calls in partition_runs
+                ]
                 continue
             bundle: list[Call] = []
+            breaks: list[int] = []
             for calls in partition_runs:
                 if bundle and len(bundle) + len(calls) > cap:
-                    bundles.append(bundle)
+                    bundles.append(
+                        Run(calls=bundle, timeout=timeout, stop_on_failure=key_order, breaks=tuple(breaks))
+                    )
                     bundle = []
+                    breaks = []
+                if bundle:
+                    breaks.append(len(bundle))
                 bundle += calls
-            bundles.append(bundle)
+            bundles.append(
+                Run(calls=bundle, timeout=timeout, stop_on_failure=key_order, breaks=tuple(breaks))
+            )
         return bundles
 
     def _read_typed(self, item: Item) -> tuple[Verdict | None, CloudEvent | None]:

@@ -7,14 +7,16 @@ its own session so a Ctrl-C on the worker's terminal does not cut handlers off m
 
 Invocations travel in runs (`workers.invocation.Run`): a host runs a run's invocations one
 after another on one handler thread and reports each outcome as it ends (several share a write,
-`workers.host.FLUSH_AFTER`). Three threads serve a sandbox: the host thread (starts hosts, reads
-outcomes and sends the next runs as room frees up, restarts after an exit), the sender (sends
-what `submit` queues) and the watchdog (kills a host whose invocation is past its deadline). A
-host is sent up to `concurrency` runs to run plus a few more to queue, so a new one starts
-without a round trip; the sandbox mirrors the host's first-in-first-out queue to know when each
-run started, and takes an invocation of a run to start when the outcome before it arrives, and
-so knows when its deadline falls. Every submitted invocation gets exactly one outcome, unless
-`close` returns first:
+`workers.host.FLUSH_AFTER`). A run that bundles several lanes' calls (`Run.breaks`) may come
+back in part: behind a call that runs long the host hands back the other lanes' calls
+(`workers.invocation.HandedBack`), and they are sent again as a run of their own. Three threads
+serve a sandbox: the host thread (starts hosts, reads outcomes and sends the next runs as room
+frees up, restarts after an exit), the sender (sends what `submit` queues) and the watchdog
+(kills a host whose invocation is past its deadline). A host is sent up to `concurrency` runs
+to run plus a few more to queue, so a new one starts without a round trip; the sandbox mirrors
+the host's first-in-first-out queue to know when each run started, and takes an invocation of a
+run to start when the outcome before it arrives, and so knows when its deadline falls. Every
+submitted invocation gets exactly one outcome, unless `close` returns first:
 
 - timeout: the late invocation fails ("TimeoutError", cause "timeout") and the rest of its run is
   "skipped"; the host is killed and the other runs on it run again on the next host, same
@@ -23,6 +25,8 @@ so knows when its deadline falls. Every submitted invocation gets exactly one ou
   "crash", or "MemoryError"/"memory" when the host ran out of memory); with several, the first
   unanswered one of each run runs again alone (`solo`), the rest are "skipped", and only one
   that takes a host down while alone is charged;
+- protocol: a host that sends a malformed frame or outcome is killed; what it held is settled as
+  for a crash, but charged as "HostProtocolError" (cause "protocol"), naming what was malformed;
 - no host: after `START_FAILURES` failed starts in a row, each further failure fails every
   invocation waiting for a host ("HostStartFailed", cause "crash"); starts go on, backing off.
 
@@ -48,7 +52,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -58,7 +62,18 @@ from bus.errors import HandlerLoadError
 from bus.kafka_binding import STRUCTURED_CONTENT_TYPE
 from bus.logs import log_event
 from workers.host import EXIT_MEMORY, decode_outcomes, encode_runs, read_frame
-from workers.invocation import Call, Finished, Invocation, Outcome, Results, Run, crashed, failed, timed_out
+from workers.invocation import (
+    Call,
+    Finished,
+    HandedBack,
+    Invocation,
+    Outcome,
+    Results,
+    Run,
+    crashed,
+    failed,
+    timed_out,
+)
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -217,7 +232,10 @@ class _Process:
     signal_lock: threading.Lock = field(default_factory=threading.Lock)
     """Held to signal its group and to reap it, so no signal goes to a pid reaped (free for reuse)."""
     killed_for: str = ""
-    """Why the sandbox killed it ("timeout", "start", "close"); "" while it lives or if it died alone."""
+    """Why the sandbox killed it ("timeout", "start", "close", "protocol"); "" while it lives or if it
+    died alone."""
+    broke: str = ""
+    """What it sent that broke the protocol (killed for "protocol"): its invocations' failure says so."""
     progressed: bool = False
     """Whether it delivered an outcome: a host that dies without any counts towards backoff."""
 
@@ -592,14 +610,7 @@ class Sandbox:
             try:
                 outcomes = decode_outcomes(payload)
             except Exception as exc:  # a host that garbles its frames is broken (it is not trusted)
-                log_event(
-                    logger,
-                    "host_protocol_error",
-                    level=logging.ERROR,
-                    function=self._function,
-                    error=repr(exc)[:500],
-                )
-                host.kill("protocol")
+                self._refuse(host, str(exc) or repr(exc))
                 continue
             delivered: list[Finished] = []
             garbled = ""
@@ -607,6 +618,9 @@ class Sandbox:
                 now = time.monotonic()
                 for outcome in outcomes:
                     try:
+                        if isinstance(outcome, HandedBack):
+                            self._hand_back(outcome, host, now)
+                            continue
                         flight = self._answer(outcome, host)
                     except ValueError as exc:
                         garbled = str(exc)
@@ -624,13 +638,17 @@ class Sandbox:
                 if not self._outstanding:
                     self._drained.notify_all()
             if garbled:
-                log_event(
-                    logger, "host_protocol_error", level=logging.ERROR, function=self._function, error=garbled
-                )
-                host.kill("protocol")
+                self._refuse(host, garbled)
             host.progressed = True
             self._send_next()
             self._deliver(delivered)
+
+    def _refuse(self, host: _Process, error: str) -> None:
+        """Kill a host that broke the protocol; `error` (what it sent) becomes its invocations' message."""
+        error = error[:500]
+        log_event(logger, "host_protocol_error", level=logging.ERROR, function=self._function, error=error)
+        host.broke = host.broke or error
+        host.kill("protocol")
 
     def _answer(self, outcome: Finished, host: _Process) -> _Flight | None:
         """Note the calls `outcome` answers (lock held): their flight, or None when it is not
@@ -661,6 +679,33 @@ class Sandbox:
         flight.left -= 1
         return flight
 
+    def _hand_back(self, back: HandedBack, host: _Process, now: float) -> None:
+        """Queue the calls a host handed back as a run of their own, ahead of the rest (lock held);
+        ValueError when that would split a lane's calls.
+
+        They are sent again rather than queued in the host by itself, so the mirror of the host's
+        queue stays exact: the run keeps its clock, the new one starts as any run sent does.
+        """
+        flight = self._flights.get(back.id)
+        if flight is None or flight.host is not host:
+            return  # timed out already, or of a host gone
+        run = flight.run
+        ids = [call[0] for call in run.calls]
+        start = ids.index(back.id, len(ids) - flight.left)  # among the unanswered: the last ones
+        if start not in run.breaks:
+            raise ValueError(f"calls handed back from {back.id} split a lane's calls")
+        tail = run.tail(start)
+        flight.run = run.head(start)
+        flight.left -= len(tail.calls)
+        for call in tail.calls:
+            del self._flights[call[0]]
+        self._pending.appendleft(tail)
+        if not flight.started:  # the host runs it: its mirror lags
+            host.queued.remove(flight)
+            self._begin(flight, now)
+        if not flight.left:
+            self._land(flight, now)
+
     def _unanswered(self, flight: _Flight) -> list[Call]:
         """The calls of a flight still waiting for their outcome, in run order (lock held)."""
         flights = self._flights
@@ -678,6 +723,8 @@ class Sandbox:
     def _settle_exit(self, host: _Process, code: int) -> tuple[list[Finished], str]:
         """Outcomes charged (or skipped) for a host's exit, and its cause; the innocent run again."""
         cause = "memory" if code == EXIT_MEMORY else "crash"
+        if host.killed_for == "protocol":
+            cause = "protocol"  # killed here (SIGKILL) for what it sent, not a crash of its own
         with self._lock:
             if self._host is host:
                 self._host = None
@@ -690,7 +737,7 @@ class Sandbox:
             if host.killed_for == "timeout":
                 # The late one is settled already; the other runs did nothing wrong.
                 reason = "timeout"
-                again = [replace(flight.run, calls=calls) for flight, calls in lost]
+                again = [flight.run.tail(len(flight.run.calls) - len(calls)) for flight, calls in lost]
             elif sum(len(calls) for _, calls in lost) == 1 or any(flight.run.solo for flight, _ in lost):
                 # Alone on the host: nothing else can have done it. (A queued neighbour might have
                 # started unseen, so "alone" counts everything the host held, not what it ran.)
@@ -708,7 +755,7 @@ class Sandbox:
             outcomes: list[Finished] = [
                 crashed(
                     call[0],
-                    message=self._crash_message(code, cause),
+                    message=self._crash_message(host, code, cause),
                     cause=cause,
                     duration=now - flight.started if flight.started else 0.0,
                 )
@@ -723,7 +770,9 @@ class Sandbox:
                 self._drained.notify_all()
         return outcomes, reason
 
-    def _crash_message(self, code: int, cause: str) -> str:
+    def _crash_message(self, host: _Process, code: int, cause: str) -> str:
+        if cause == "protocol":
+            return f"the handler host broke the worker's protocol and was killed: {host.broke}"
         if cause == "memory":
             return f"memory limit of {self._memory_mb} MiB exceeded: the handler host {_exit_text(code)}"
         return f"the handler host {_exit_text(code)} while running this invocation"

@@ -281,6 +281,36 @@ def test_r8_a_failing_key_waits_behind_its_retry_while_other_keys_flow(
     assert (figures.lost, figures.dup_results, figures.order_violations) == (0, 0, 0), figures.line()
 
 
+def test_a_stalled_key_does_not_hold_up_the_keys_bundled_behind_it(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """Once the handler is known to be fast, a partition's keys share host runs; a key whose call
+    then blocks holds up only its own later events: the other keys' finish while it waits."""
+    prefix, manifest, topic = _setup(
+        kafka, tmp_path, "partitions: 1, ordering: key, concurrency: 4, timeout: 90s"
+    )
+    results_topic = naming.result_topic(prefix, FN)
+    gate = tmp_path / "gate"
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    worker.start()
+    try:
+        # Fast events first: the replica learns the handler's duration and bundles keys from then on.
+        acked = publish(
+            kafka, topic, _datas(300, keys=100, key_prefix="warm"), run=unique("warm"), prefix=prefix
+        )
+        kafka.read(results_topic, until=lambda records: len(records) >= 300, timeout=60)
+        stalled = {"key": "stalled", "seq": 0, "wait_for": str(gate)}
+        datas = [*_datas(100, keys=100), stalled, *_datas(200, keys=200, key_prefix="after")]
+        acked |= publish(kafka, topic, datas, run=unique("stall"), prefix=prefix)
+        # Every other event finishes while the stalled one waits for the gate (60 s at most).
+        kafka.read(results_topic, until=lambda records: len(records) >= 600, timeout=30)
+        gate.touch()
+        figures = check(kafka, prefix, FN, acked, exec_log=worker.exec_log, ordered=True)
+    finally:
+        gate.touch()
+        worker.stop()
+    print(f"\nstalled key {figures.line()}")
+    assert (figures.lost, figures.dup_results, figures.order_violations) == (0, 0, 0), figures.line()
+
+
 def test_r9_hang_exit_and_memory_blow_up_each_end_in_the_dlq_with_its_cause(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:

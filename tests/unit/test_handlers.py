@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
+import logging
 import sys
 import textwrap
 import uuid
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bus.errors import HandlerLoadError
-from workers.handlers import load_handler
+from workers.handlers import Context, load_handler, new_context
 
 WriteModule = Callable[[str], str]
 
@@ -155,3 +157,22 @@ def test_handler_that_cannot_take_event_and_ctx_is_reported(
     name = write_module(f"def greet{signature}:\n    return None\n")
     with pytest.raises(HandlerLoadError, match=r"must be callable as handler\(event, ctx\)"):
         load_handler(f"{name}:greet", base_dir=str(tmp_path))
+
+
+def test_new_context_sets_every_field_of_context_as_its_constructor_does() -> None:
+    """`new_context` fills `Context` by hand: a field added to `Context` and missed there fails here."""
+    logger = logging.getLogger("bus.fn.thumbnail")
+    args = ("thumbnail", 3, 12.5, "event-1", logger, "acme")
+    made = new_context(*args)
+    expected = Context(
+        function="thumbnail",
+        attempt=3,
+        deadline=12.5,
+        idempotency_key="event-1",
+        logger=logger,
+        prefix="acme",
+    )
+    for field in dataclasses.fields(Context):
+        # A slot left unset raises AttributeError: the field was not copied.
+        assert getattr(made, field.name) == getattr(expected, field.name), field.name
+    assert made.emitted is not new_context(*args).emitted  # a list of its own per invocation

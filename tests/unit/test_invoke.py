@@ -33,6 +33,7 @@ def test_a_result_of_none_is_json_null() -> None:
         ("TimeoutError", 504),
         ("HandlerCrashed", 502),
         ("MemoryError", 502),
+        ("HostProtocolError", 502),
     ],
 )
 def test_errors_map_to_statuses(error_type: str, status: int) -> None:

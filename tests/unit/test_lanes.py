@@ -14,20 +14,27 @@ from workers.lanes import Item, Lanes, Ordering
 _offsets = itertools.count()
 
 
-def main(partition: int, key: bytes | None = b"k", *, offset: int | None = None) -> Item:
+def main(partition: int, key: bytes | None = b"k", *, offset: int | None = None, size: int = 0) -> Item:
     """A main-topic record (offsets increase across calls unless given)."""
     return Item(
         topic="bus.fn.f",
         partition=partition,
         offset=next(_offsets) if offset is None else offset,
         key=key,
+        size=size,
     )
 
 
-def retry(partition: int, key: bytes | None = b"k", *, due: float = 0.0) -> Item:
+def retry(partition: int, key: bytes | None = b"k", *, due: float = 0.0, size: int = 0) -> Item:
     """A record of the first delayed-retry topic."""
     return Item(
-        topic="bus.fn.f.retry.1", partition=partition, offset=next(_offsets), key=key, due=due, retry=True
+        topic="bus.fn.f.retry.1",
+        partition=partition,
+        offset=next(_offsets),
+        key=key,
+        due=due,
+        retry=True,
+        size=size,
     )
 
 
@@ -292,6 +299,65 @@ def test_finished_takes_only_items_in_flight() -> None:
         lanes.finished(a)
 
 
+def test_no_run_starts_past_the_byte_budget() -> None:
+    """Runs start while their records' sizes fit `max_bytes` beside those in flight; the rest wait."""
+    lanes = Lanes("key", concurrency=10, max_bytes=100)
+    a, b, c = offered(lanes, main(0, b"a", size=60), main(0, b"b", size=30), main(0, b"c", size=30))
+    (d,) = offered(lanes, main(1, b"d"))
+    assert lanes.ready_runs(0) == [[a], [b]]
+    assert lanes.in_flight_bytes() == 90
+    assert lanes.ready_runs(0) == []  # c does not fit, and d, behind it in turn, waits too
+    lanes.finished(a)
+    assert lanes.ready_runs(0) == [[c], [d]]
+    lanes.finished_all([b, c, d])
+    assert lanes.in_flight_bytes() == 0
+
+
+def test_a_record_larger_than_the_byte_budget_runs_alone() -> None:
+    """A record over `max_bytes` waits for what is in flight, then starts alone: one always may."""
+    lanes = Lanes("none", concurrency=10, max_bytes=100)
+    a, huge, b = offered(lanes, main(0, size=10), main(0, size=500), main(0, size=10))
+    assert lanes.ready_runs(0) == [[a]]
+    lanes.finished(a)
+    assert lanes.ready_runs(0) == [[huge]]
+    assert lanes.in_flight_bytes() == 500
+    assert lanes.ready_runs(0) == []
+    lanes.finished(huge)
+    assert lanes.ready_runs(0) == [[b]]
+
+
+def test_a_run_is_cut_where_its_records_pass_the_byte_budget() -> None:
+    """A lane's run takes its records in order only as far as they fit; the rest start in a later run."""
+    lanes = Lanes("partition", concurrency=4, max_bytes=100)
+    a, b, c, d = offered(lanes, *(main(0, size=40) for _ in range(4)))
+    assert lanes.ready_runs(0, longest=4) == [[a, b]]
+    assert lanes.waiting() == 2
+    lanes.finished_all([a, b])
+    assert lanes.ready_runs(0, longest=4) == [[c, d]]
+
+
+def test_a_due_retry_that_does_not_fit_holds_back_later_records() -> None:
+    """A large retry record due waits for bytes in flight to finish; smaller main records do not pass it."""
+    lanes = Lanes("key", concurrency=10, max_bytes=100)
+    (a,) = offered(lanes, main(0, b"a", size=60))
+    assert lanes.ready_runs(0) == [[a]]
+    r, small = offered(lanes, retry(0, b"r", size=90), main(0, b"s", size=10))
+    assert lanes.ready_runs(1.0) == []
+    lanes.finished(a)
+    assert lanes.ready_runs(1.0) == [[r], [small]]
+
+
+def test_unstarted_and_finished_records_give_their_bytes_back() -> None:
+    """Every way a record leaves the flight (finished, unstarted) takes its size off the bytes in flight."""
+    lanes = Lanes("key", concurrency=4, max_bytes=100)
+    a, b, c = offered(lanes, main(0, b"k", size=30), main(0, b"k", size=30), main(0, b"k", size=30))
+    assert lanes.ready_runs(0, longest=3) == [[a, b, c]]
+    lanes.finished(a)
+    lanes.unstart([b, c])
+    assert lanes.in_flight_bytes() == 0
+    assert lanes.ready_runs(0, longest=3) == [[b, c]]
+
+
 def test_settings_are_checked() -> None:
     """An unknown ordering or a concurrency below 1 is refused with the allowed values."""
     with pytest.raises(ValueError, match="none, partition, key"):
@@ -324,8 +390,9 @@ class LanesMachine(RuleBasedStateMachine):
 
     def item(self, partition: int, key: bytes | None, *, retry: bool = False, due: float = 0.0) -> Item:
         topic = "bus.fn.f.retry.1" if retry else "bus.fn.f"
+        offset = next(self.offsets)
         return Item(
-            topic=topic, partition=partition, offset=next(self.offsets), key=key, due=due, retry=retry
+            topic=topic, partition=partition, offset=offset, key=key, due=due, retry=retry, size=offset % 7
         )
 
     def offer(self, item: Item) -> None:
@@ -434,6 +501,7 @@ class LanesMachine(RuleBasedStateMachine):
     def within_limits(self) -> None:
         lanes = self.lanes
         assert lanes.in_flight() == len(self.flights) <= self.concurrency
+        assert lanes.in_flight_bytes() == sum(item.size for item, _ in self.flights.values())
         assert lanes.waiting() == len(self.waiting)
         for partition in (0, 1):
             assert lanes.waiting(partition) == sum(i.partition == partition for i in self.waiting.values())

@@ -23,13 +23,15 @@ from bus.errors import HandlerLoadError
 from bus.events import CloudEvent, to_json_dict
 from workers.host import (
     EXIT_MEMORY,
+    calls_of,
     data_limit,
     decode_outcomes,
     encode_outcome,
     encode_runs,
     read_frame,
+    read_runs,
 )
-from workers.invocation import Finished, Invocation, Outcome, Results, Run
+from workers.invocation import Finished, HandedBack, Invocation, Outcome, Results, Run
 from workers.sandbox import START_FAILURES, TIMEOUT_GRACE, Sandbox, host_environment
 
 HANDLERS = """
@@ -97,6 +99,20 @@ def main(event, ctx):
         if how == "emit":
             ctx.emit("thing.made", {"path": text})
         return text
+    if do == "garble":  # a frame the host would not send, on its protocol pipe, then wait
+        payload = event.data.get("frame", "[[1,2,3,4,5]]").encode()
+        frame = sys._getframe()
+        while "_out_fd" not in dir(frame.f_locals.get("self")):
+            frame = frame.f_back
+        os.write(frame.f_locals["self"]._out_fd, len(payload).to_bytes(4, "big") + payload)
+        time.sleep(60)
+    if do == "wait":  # until the test creates the file
+        deadline = time.monotonic() + 30
+        while not os.path.exists(event.data["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if event.data.get("then") == "raise":
+            raise ValueError("after the wait")
+        return "waited"
     if do == "recurse":  # through C (a __getattr__ slot) at each level: the deepest stack use
         return Deep(event.data["depth"]).bottom
     raise AssertionError(do)
@@ -119,6 +135,11 @@ async def amain(event, ctx):
         return {"echo": event.data}
     if do == "raise":
         raise ValueError("async boom")
+    if do == "wait":
+        deadline = time.monotonic() + 30
+        while not os.path.exists(event.data["gate"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return "waited"
     raise AssertionError(do)
 """
 
@@ -456,6 +477,17 @@ def test_a_crash_among_several_is_charged_to_the_culprit_only(start: Start) -> N
     assert sandbox.restarts >= 2
 
 
+def test_a_host_killed_for_a_malformed_frame_names_the_protocol_error(start: Start) -> None:
+    """A host that sends a malformed outcome is killed, and its invocation says so: not a crash."""
+    sandbox, outcomes = start()
+    sandbox.submit(call(1, {"do": "garble"}))
+    broken = outcomes.wait(1)[1]
+    assert (broken.kind, broken.error_type, broken.cause) == ("failed", "HostProtocolError", "protocol")
+    assert "malformed outcome [1, 2, 3, 4, 5]" in broken.message
+    sandbox.submit(call(2, {"do": "ok"}))
+    assert outcomes.wait(2)[2].kind == "ok"
+
+
 def test_allocating_past_the_memory_limit_is_a_memory_error(start: Start) -> None:
     """A 2 GiB allocation under a 256 MiB limit fails with cause "memory"; the host keeps serving."""
     sandbox, outcomes = start(memory_mb=256)
@@ -607,11 +639,14 @@ def test_a_failing_on_outcome_does_not_stop_the_sandbox(start: Start) -> None:
     assert outcomes.wait(2)[2].kind == "ok"
 
 
-def run_of(*calls: tuple[int, Any], timeout: float = 5.0, stop: bool = False) -> Run:
+def run_of(
+    *calls: tuple[int, Any], timeout: float = 5.0, stop: bool = False, breaks: tuple[int, ...] = ()
+) -> Run:
     return Run(
         calls=[(id, 1, None, event(data, id=f"e-{id}"), STRUCTURED) for id, data in calls],
         timeout=timeout,
         stop_on_failure=stop,
+        breaks=breaks,
     )
 
 
@@ -680,6 +715,94 @@ def test_a_crash_inside_a_run_is_charged_to_its_call_alone(start: Start) -> None
         final.update({names[i]: got[i] for i in ids if got[i].kind != "skipped"})
     assert [final[i].kind for i in (1, 3, 4)] == ["ok", "ok", "ok"]
     assert (final[2].error_type, final[2].cause) == ("HandlerCrashed", "crash")
+
+
+@pytest.mark.parametrize("handler", ["fns:main", "fns:amain"])
+def test_other_lanes_behind_a_stalled_call_are_handed_back_and_run_meanwhile(
+    start: Start, tmp_path: Path, handler: str
+) -> None:
+    """Calls of other lanes bundled behind a call that runs long run on another thread; its own
+    lane's later calls stay behind it, in order."""
+    gate = tmp_path / "gate"
+    sandbox, outcomes = start(handler=handler, concurrency=2)
+    wait, ok = {"do": "wait", "gate": str(gate)}, {"do": "ok"}
+    sandbox.submit_runs([run_of((1, wait), (2, ok), (3, ok), (4, ok), (5, ok), breaks=(2, 3))])
+    got = outcomes.wait(3, 4, 5)
+    assert [got[i].kind for i in (3, 4, 5)] == ["ok", "ok", "ok"]
+    assert 1 not in outcomes.seen  # still waiting
+    assert 2 not in outcomes.seen  # behind it, in its lane
+    gate.touch()
+    got = outcomes.wait(1, 2)
+    assert [got[i].kind for i in (1, 2)] == ["ok", "ok"]
+    assert outcomes.order.index(1) < outcomes.order.index(2)
+    assert sandbox.restarts == 0
+
+
+def test_a_stalled_call_keeps_its_deadline_when_the_rest_of_its_run_is_handed_back(start: Start) -> None:
+    """The hanging call times out on time (its clock is not restarted by the other lanes'
+    outcomes); its lane's next call is skipped, the other lane's call ran long before."""
+    sandbox, outcomes = start(concurrency=2)
+    began = time.monotonic()
+    sandbox.submit_runs(
+        [run_of((1, {"do": "hang"}), (2, {"do": "ok"}), (3, {"do": "ok"}), timeout=2.0, breaks=(2,))]
+    )
+    assert outcomes.wait(3)[3].kind == "ok"
+    assert time.monotonic() - began < 2.0  # before the hanging call's timeout
+    got = outcomes.wait(1, 2)
+    waited = time.monotonic() - began
+    assert (got[1].error_type, got[1].cause, got[2].kind) == ("TimeoutError", "timeout", "skipped")
+    assert 2.0 <= waited < 2.0 + TIMEOUT_GRACE + 1.5
+
+
+def test_a_failure_after_a_hand_back_skips_only_its_own_lane(start: Start, tmp_path: Path) -> None:
+    """With stop_on_failure, a stalled call that then fails skips its lane's later calls; the
+    handed-back lanes ran on their own."""
+    gate = tmp_path / "gate"
+    sandbox, outcomes = start(concurrency=2)
+    fail = {"do": "wait", "gate": str(gate), "then": "raise"}
+    sandbox.submit_runs([run_of((1, fail), (2, {"do": "ok"}), (3, {"do": "ok"}), stop=True, breaks=(2,))])
+    assert outcomes.wait(3)[3].kind == "ok"
+    gate.touch()
+    got = outcomes.wait(1, 2)
+    assert (got[1].kind, got[2].kind) == ("failed", "skipped")
+
+
+def test_a_hand_back_that_splits_a_lane_is_a_protocol_error(start: Start) -> None:
+    """A host may hand back calls only from a lane's first on: otherwise a key could run twice at once."""
+    sandbox, outcomes = start(concurrency=2)
+    garble = {"do": "garble", "frame": '[["back", 1]]'}  # its own call: the middle of its lane
+    sandbox.submit_runs([run_of((1, garble), (2, {"do": "ok"}), (3, {"do": "ok"}), breaks=(2,))])
+    got = outcomes.wait(1, 2, 3)
+    assert (got[1].error_type, got[1].cause) == ("HostProtocolError", "protocol")
+    assert "split a lane's calls" in got[1].message
+    assert (got[2].kind, got[3].kind) == ("skipped", "skipped")
+
+
+def test_runs_travel_to_the_host_with_their_breaks() -> None:
+    """What encode_runs frames, read_runs and calls_of give back: timeout, stop flag, breaks, calls."""
+    run = run_of(
+        (1, {"do": "ok"}), (2, {"do": "ok"}), (3, {"do": "ok"}), timeout=2.5, stop=True, breaks=(1, 2)
+    )
+    [(timeout, stop, breaks, pickled)] = read_runs(encode_runs([run])[4:])
+    assert (timeout, stop, breaks, calls_of(pickled)) == (2.5, True, (1, 2), run.calls)
+
+
+def test_a_runs_tail_and_head_keep_its_breaks_in_place() -> None:
+    """Splitting a run at a break moves the later breaks along with the calls."""
+    run = run_of(*((i, {"do": "ok"}) for i in range(5)), breaks=(2, 3))
+    tail, head = run.tail(2), run.head(2)
+    assert ([call[0] for call in tail.calls], tail.breaks) == ([2, 3, 4], (1,))
+    assert ([call[0] for call in head.calls], head.breaks) == ([0, 1], ())
+    assert run.tail(3).breaks == ()
+    assert run.head(4).breaks == (2, 3)
+
+
+def test_hand_backs_are_read_and_checked() -> None:
+    """`["back", id]` is a hand-back; with anything but an id it is malformed."""
+    assert decode_outcomes(b'[["back", 7]]') == [HandedBack(7)]
+    for bad in (b'[["back", "7"]]', b'[["fwd", 7]]'):
+        with pytest.raises(ValueError, match="malformed outcome"):
+            decode_outcomes(bad)
 
 
 def collector(count: int) -> tuple[list[Finished], threading.Event, Callable[[list[Finished]], None]]:
