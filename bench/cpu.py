@@ -3,7 +3,7 @@
 
 On a machine whose cores the broker shares with the client, a loop's rate is bounded by the CPU
 all of them spend per event, not by the client's alone; these figures show which share grew
-when a figure falls short of its limit (docs/decisions/router.md, "Where the time goes").
+when a figure falls short of its limit (docs/decisions/router-stream-processor.md).
 """
 
 from __future__ import annotations
