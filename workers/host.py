@@ -91,7 +91,8 @@ about 0.75 MiB; pure Python calls need almost none. A handler that raises the re
 and recurses deeper crashes its host (SIGSEGV), which is charged to it like any crash.
 """
 SPARE_THREADS = 8
-"""Threads beyond the handler pool whose stacks the data limit leaves room for (loop, user threads)."""
+"""Threads beyond the handler pool whose stacks the data limit leaves room for (the flush or loop
+thread, the hand-back watch, user threads)."""
 FLUSH_AFTER = 0.003
 """Seconds an outcome may wait to share a write with later ones while the host has more to run
 (a handler thread writes what is held once it is this old, when its invocation ends). Each
@@ -434,6 +435,8 @@ class _Host:
         self._watched: dict[_Progress, None] = {}
         """Runs of several lanes' calls running now (an ordered set, under the lock)."""
         self._watching = threading.Condition(self._lock)
+        self._idle = 0
+        """Handler threads waiting for a run (sync handlers): a hand-back is for one of them."""
         self._clock_ms = -1
         self._clock_text = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -536,7 +539,11 @@ class _Host:
 
     def _work(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             timeout, stop_on_failure, breaks, pickled = self._inbox.get()
+            with self._lock:
+                self._idle -= 1
             try:
                 calls = calls_of(pickled)
                 if not breaks:
@@ -587,6 +594,8 @@ class _Host:
                 n += 1
                 if progress is not None:
                     progress.index = n
+                    if stop:  # the rest was reported skipped: nothing is left to hand back
+                        progress.end = n
                 held = self._hold(urgent=(n == end or stop) and self._inbox.empty())
             if not held:
                 self._flush_sync()
@@ -625,6 +634,8 @@ class _Host:
                     elif now - since >= HAND_BACK_AFTER:
                         if self._loop is not None:
                             self._loop.call_soon_threadsafe(self._hand_back_async, progress, index)
+                        elif not self._idle:
+                            pass  # handed back now, the calls would wait behind the runs queued here
                         elif (first := progress.cut()) is not None:
                             self._outbox.append(orjson.dumps(["back", first]))
                             self._held_count += 1
@@ -636,7 +647,10 @@ class _Host:
             time.sleep(HAND_BACK_AFTER / 4)
 
     def _hand_back_async(self, progress: _Progress, index: int) -> None:
-        """On the loop: hand back the other lanes' calls of a run still at the call `_watch` saw."""
+        """On the loop: hand back the other lanes' calls of a run still at the call `_watch` saw,
+        when a slot is free to run them (else they would wait behind the runs waiting for one)."""
+        if self._slots.locked():
+            return
         if progress.index == index and (first := progress.cut()) is not None:
             self._queue(orjson.dumps(["back", first]))
 
@@ -754,6 +768,8 @@ class _Host:
             if stop_on_failure and not ok:
                 for skipped in _skipped(calls[n + 1 : end]):
                     self._queue(skipped)
+                if progress is not None:  # nothing is left to hand back (a cut already queued finds so)
+                    progress.index = progress.end = n + 1
                 return
             n += 1
             if progress is not None:

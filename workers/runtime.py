@@ -438,6 +438,9 @@ class Replica:
             # One lane, or a slow handler's lanes: each its own run, as many in parallel.
             return [Run(calls=calls, timeout=timeout, stop_on_failure=key_order) for calls in lane_runs]
         cap = min(self._run_length, -(-total // runs))
+        # With one handler thread no other could run what a stalled call's bundle hands back:
+        # it would only queue behind the runs sent meanwhile (later than staying in the bundle).
+        handing_back = self._function.concurrency > 1
         bundles: list[Run] = []
         for (topic, _), partition_runs in by_partition.items():
             if topic != self._main:
@@ -455,7 +458,7 @@ class Replica:
                     )
                     bundle = []
                     breaks = []
-                if bundle:
+                if bundle and handing_back:
                     breaks.append(len(bundle))
                 bundle += calls
             bundles.append(

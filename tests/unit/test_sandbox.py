@@ -23,6 +23,7 @@ from bus.errors import HandlerLoadError
 from bus.events import CloudEvent, to_json_dict
 from workers.host import (
     EXIT_MEMORY,
+    _Progress,
     calls_of,
     data_limit,
     decode_outcomes,
@@ -31,7 +32,7 @@ from workers.host import (
     read_frame,
     read_runs,
 )
-from workers.invocation import Finished, HandedBack, Invocation, Outcome, Results, Run
+from workers.invocation import Call, Finished, HandedBack, Invocation, Outcome, Results, Run
 from workers.sandbox import START_FAILURES, TIMEOUT_GRACE, Sandbox, host_environment
 
 HANDLERS = """
@@ -736,6 +737,28 @@ def test_other_lanes_behind_a_stalled_call_are_handed_back_and_run_meanwhile(
     assert [got[i].kind for i in (1, 2)] == ["ok", "ok"]
     assert outcomes.order.index(1) < outcomes.order.index(2)
     assert sandbox.restarts == 0
+
+
+def test_a_run_ended_by_a_failure_has_nothing_left_to_hand_back() -> None:
+    """After stop_on_failure skipped the rest of a run, a cut the watch had decided on before finds
+    nothing: the skipped calls are never handed back as well (they got their one outcome)."""
+    calls: list[Call] = [(id, 1, None, b"{}", STRUCTURED) for id in range(1, 5)]
+    progress = _Progress(calls, (1, 3))
+    assert progress.cut() == 2  # a stall in the first lane's call: the other lanes go back
+    progress = _Progress(calls, (1, 3))
+    progress.index = progress.end = 1  # what the host's _run leaves after a failure of the first call
+    assert progress.cut() is None
+
+
+def test_no_hand_back_while_every_handler_thread_is_busy(start: Start) -> None:
+    """With no thread free (concurrency 1), the calls behind a stalled one stay in its run: handed
+    back, they would queue behind the runs sent meanwhile and finish later than staying put."""
+    sandbox, outcomes = start(concurrency=1)
+    stalled = run_of((1, {"do": "sleep", "s": 0.4}), (2, {"do": "ok"}), breaks=(1,))
+    queued = [run_of((id, {"do": "ok"})) for id in (3, 4)]
+    sandbox.submit_runs([stalled, *queued])
+    outcomes.wait(1, 2, 3, 4)
+    assert outcomes.order == [1, 2, 3, 4]
 
 
 def test_a_stalled_call_keeps_its_deadline_when_the_rest_of_its_run_is_handed_back(start: Start) -> None:
