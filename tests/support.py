@@ -263,3 +263,19 @@ class RouterProcess(ChildProcess):
             if line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
         return None
+
+
+JOIN_FLOW = """
+functions:
+  a: {handler: 'm:f'}
+  b: {handler: 'm:f'}
+  model: {handler: 'm:f'}
+flows:
+  ml:
+    start: {type: [go]}
+    steps:
+      a: {function: a}
+      b: {function: b}
+      model: {function: model, after: [a, b], timeout: 60s}
+"""
+"""A flow whose `model` step joins `a` and `b` (for tests of the joiner; no prefix: give one)."""

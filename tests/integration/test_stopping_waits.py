@@ -26,21 +26,7 @@ from bus.kafka.config import build, producer_config
 from bus.kafka.reader import read_to_end
 from bus.manifest import parse
 from bus.topology import join_topics
-from tests.support import KafkaEnv, unique, wait_until
-
-MANIFEST = """
-functions:
-  a: {handler: 'm:f'}
-  b: {handler: 'm:f'}
-  model: {handler: 'm:f'}
-flows:
-  ml:
-    start: {type: [go]}
-    steps:
-      a: {function: a}
-      b: {function: b}
-      model: {function: model, after: [a, b], timeout: 60s}
-"""
+from tests.support import JOIN_FLOW, KafkaEnv, unique, wait_until
 
 
 @contextmanager
@@ -86,7 +72,7 @@ def test_a_joiner_stopping_during_its_restore_ends_at_once_without_processing(
     kafka: KafkaEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     prefix = kafka.prefix()
-    manifest = parse(yaml.safe_load(MANIFEST), prefix=prefix)
+    manifest = parse(yaml.safe_load(JOIN_FLOW), prefix=prefix)
     specs = join_topics(prefix)
     ensure_topics(kafka.settings(prefix), specs)
     state = naming.flow_join_state_topic(prefix)

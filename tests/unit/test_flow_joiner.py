@@ -17,22 +17,9 @@ from bus.flow_joins import Waiting, state_key
 from bus.kafka_binding import from_record, to_record
 from bus.manifest import Manifest, parse
 from bus.settings import KafkaSettings
+from tests.support import JOIN_FLOW
 
 NOW = 1_800_000_000.0
-MANIFEST = """
-prefix: p
-functions:
-  a: {handler: 'm:f'}
-  b: {handler: 'm:f'}
-  model: {handler: 'm:f'}
-flows:
-  ml:
-    start: {type: [go]}
-    steps:
-      a: {function: a}
-      b: {function: b}
-      model: {function: model, after: [a, b], timeout: 60s}
-"""
 JOIN_TOPIC = "p.flows.joins"
 
 
@@ -111,7 +98,7 @@ class Producer:
 
 
 def manifest() -> Manifest:
-    return parse(yaml.safe_load(MANIFEST))
+    return parse(yaml.safe_load(JOIN_FLOW), prefix="p")
 
 
 def joiner(

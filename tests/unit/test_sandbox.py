@@ -446,13 +446,24 @@ def test_the_data_limit_counts_small_thread_stacks() -> None:
     assert data_limit(256, 64) == (256 + 64 + 8) << 20
 
 
-def test_a_crash_alone_is_charged_with_its_exit_code(start: Start) -> None:
-    """os._exit with nothing else in flight fails that invocation as HandlerCrashed, naming the exit code."""
+@pytest.mark.parametrize(
+    ("do", "error_type", "cause", "says"),
+    [
+        # os._exit with nothing else in flight: that invocation, naming the exit code.
+        ("crash", "HandlerCrashed", "crash", "exited with code 3"),
+        # A malformed outcome: the host is killed, and the invocation says why, not a crash.
+        ("garble", "HostProtocolError", "protocol", "malformed outcome [1, 2, 3, 4, 5]"),
+    ],
+)
+def test_a_host_that_dies_alone_charges_its_invocation_with_the_cause_and_a_new_one_serves(
+    start: Start, do: str, error_type: str, cause: str, says: str
+) -> None:
+    """A host that dies with one invocation in flight fails it with the cause; the next runs."""
     sandbox, outcomes = start()
-    sandbox.submit(call(1, {"do": "crash"}))
-    crashed = outcomes.wait(1)[1]
-    assert (crashed.kind, crashed.error_type, crashed.cause) == ("failed", "HandlerCrashed", "crash")
-    assert "exited with code 3" in crashed.message
+    sandbox.submit(call(1, {"do": do}))
+    died = outcomes.wait(1)[1]
+    assert (died.kind, died.error_type, died.cause) == ("failed", error_type, cause)
+    assert says in died.message
     sandbox.submit(call(2, {"do": "ok"}))
     assert outcomes.wait(2)[2].kind == "ok"
 
@@ -476,17 +487,6 @@ def test_a_crash_among_several_is_charged_to_the_culprit_only(start: Start) -> N
     assert got[1].error_type == "HandlerCrashed"
     assert [got[i].kind for i in (2, 3, 4)] == ["ok", "ok", "ok"]
     assert sandbox.restarts >= 2
-
-
-def test_a_host_killed_for_a_malformed_frame_names_the_protocol_error(start: Start) -> None:
-    """A host that sends a malformed outcome is killed, and its invocation says so: not a crash."""
-    sandbox, outcomes = start()
-    sandbox.submit(call(1, {"do": "garble"}))
-    broken = outcomes.wait(1)[1]
-    assert (broken.kind, broken.error_type, broken.cause) == ("failed", "HostProtocolError", "protocol")
-    assert "malformed outcome [1, 2, 3, 4, 5]" in broken.message
-    sandbox.submit(call(2, {"do": "ok"}))
-    assert outcomes.wait(2)[2].kind == "ok"
 
 
 def test_allocating_past_the_memory_limit_is_a_memory_error(start: Start) -> None:
