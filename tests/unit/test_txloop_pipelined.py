@@ -107,9 +107,10 @@ def copy(batch: Sequence[InMessage]) -> list[Output]:
     return [Output("out", Record(None, message.value(), ())) for message in batch]
 
 
-def run(
+def pipelined(
     batches: list[list[int]], abort_commits: set[int]
-) -> tuple[TransactionalLoop, FakeConsumer, FakeProducer, list[str]]:
+) -> tuple[TransactionalLoop, FakeConsumer, FakeProducer]:
+    """A pipelined loop over stand-in clients handing out `batches` (offsets of partition 0)."""
     loop = TransactionalLoop(
         KafkaSettings(bootstrap_servers="127.0.0.1:1"),
         group="g",
@@ -121,6 +122,13 @@ def run(
     producer = FakeProducer(abort_commits)
     loop._consumer = cast("Consumer", consumer)  # the fakes stand in for what __enter__ builds
     loop._producer = cast("Producer", producer)
+    return loop, consumer, producer
+
+
+def run(
+    batches: list[list[int]], abort_commits: set[int]
+) -> tuple[TransactionalLoop, FakeConsumer, FakeProducer, list[str]]:
+    loop, consumer, producer = pipelined(batches, abort_commits)
     calls: list[str] = []
     stop = threading.Event()
 
@@ -157,17 +165,7 @@ def test_an_aborted_commit_reads_its_batch_and_the_next_again() -> None:
 
 def test_a_transform_that_raises_rewinds_after_the_commit_in_flight_settles() -> None:
     """The batch ahead still commits; the failing batch's partitions are sought back to it."""
-    loop = TransactionalLoop(
-        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        group="g",
-        topics=["in"],
-        transactional_id="t",
-        pipelined=True,
-    )
-    consumer = FakeConsumer([[0, 1], [2, 3]])
-    producer = FakeProducer(set())
-    loop._consumer = cast("Consumer", consumer)  # the fakes stand in for what __enter__ builds
-    loop._producer = cast("Producer", producer)
+    loop, consumer, producer = pipelined([[0, 1], [2, 3]], abort_commits=set())
 
     def transform(batch: Sequence[InMessage]) -> list[Output]:
         if batch[0].offset() == 2:
