@@ -25,6 +25,7 @@ import orjson
 
 from bus.events import CloudEvent, to_json_dict
 from bus.flows import FLOW, FLOW_RUN, FLOW_STEP, Flow
+from bus.naming import function_source
 
 __all__ = [
     "JOINED_TYPE",
@@ -205,7 +206,7 @@ def join_error(
         partial.pop("data", None)
     return CloudEvent.create(
         id=str(uuid.uuid5(_IDS, f"error\x00{spec.flow}\x00{spec.step}\x00{waiting.run}")),
-        source=f"bus://{prefix}/functions/{spec.function}",
+        source=function_source(prefix, spec.function),
         type=ERROR_TYPE,
         time=time,
         datacontenttype="application/json",

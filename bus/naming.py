@@ -17,6 +17,7 @@ __all__ = [
     "flow_join_topic",
     "flow_joiner_group",
     "function_group",
+    "function_source",
     "function_topic",
     "gateway_transactional_id",
     "ingress_topic",
@@ -154,3 +155,9 @@ def flow_join_state_topic(prefix: str) -> str:
 def flow_joiner_group(prefix: str) -> str:
     """Consumer group of the joiners (one per router process) sharing the join topic's partitions."""
     return f"{prefix}.flows.joiner"
+
+
+def function_source(prefix: str, function: str) -> str:
+    """`source` of the events a function's worker group emits (its results and errors, also the
+    errors a flow join ends a run with on the join function's behalf)."""
+    return f"bus://{prefix}/functions/{function}"

@@ -16,7 +16,7 @@ import orjson
 from bus.clock import now_rfc3339
 from bus.errors import HandlerLoadError
 from bus.events import CloudEvent, Extension, to_json_dict
-from workers.outcome import function_source
+from bus.naming import function_source
 
 __all__ = ["Context", "Handler", "load_handler", "new_context"]
 

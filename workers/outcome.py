@@ -9,8 +9,9 @@ from typing import Any
 
 from bus.events import SPECVERSION, CloudEvent, to_json_dict
 from bus.kafka_binding import Record
+from bus.naming import function_source
 
-__all__ = ["Failure", "error_event", "function_source", "result_event", "result_headers", "result_record"]
+__all__ = ["Failure", "error_event", "result_event", "result_headers", "result_record"]
 
 RESULT_TYPE = "bus.function.result"
 ERROR_TYPE = "bus.function.error"
@@ -36,11 +37,6 @@ class Failure:
 
 CARRIED = ("busflow", "busflowrun", "busflowstep")
 """Extensions a result or error carries on from its input: a flow's run goes on (bus.flows)."""
-
-
-def function_source(prefix: str, function: str) -> str:
-    """`source` of the events a function's worker group emits."""
-    return f"bus://{prefix}/functions/{function}"
 
 
 def _derived_id(kind: str, function: str, cause: CloudEvent) -> str:

@@ -10,12 +10,12 @@ import pytest
 
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import from_record, to_record
+from bus.naming import function_source
 from workers.outcome import (
     ERROR_TYPE,
     RESULT_TYPE,
     Failure,
     error_event,
-    function_source,
     result_event,
     result_record,
 )
