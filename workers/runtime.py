@@ -250,7 +250,7 @@ class Replica:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"bus-commit-{self._function.name}")
         try:
             while not stop.is_set():
-                self._turn()
+                self._turn(stop)
             self._drain(self._all_partitions())
         finally:
             self._committer.shutdown(wait=True)
@@ -260,7 +260,7 @@ class Replica:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _turn(self) -> None:
+    def _turn(self, stop: threading.Event | None = None) -> None:
         consumer = self._need(self._consumer)
         self._now = self._clock()
         messages = consumer.consume(FETCH_BATCH, 0)
@@ -272,6 +272,10 @@ class Replica:
             elif messages := consumer.consume(1, self._idle_wait()):
                 # consume(n, timeout) would wait the whole timeout unless n records arrive.
                 messages += consumer.consume(FETCH_BATCH - 1, 0)
+        if stop is not None and stop.is_set():
+            # Stopping (SIGTERM; a changed function's replicas restart on the new spec): records
+            # fetched now are not started. Never committed, they go to the partitions' next owner.
+            messages = []
         self._accept(messages)
         self._finish(outcomes + self._take_outcomes())
         self._start_ready()
