@@ -68,9 +68,14 @@ MAX_RETRY_WAITING = 10_000
 """Waiting records of one retry partition before it pauses (they are kept in memory until due)."""
 MAX_DRAIN = 240.0
 """Longest wait for in-flight work on a revocation: inside the group's rebalance timeout (300 s)."""
-COMMIT_INTERVAL = 0.05
-"""Seconds between transactions while outcomes keep coming (one transaction covers many)."""
-COMMIT_RECORDS = 2_000
+COMMIT_INTERVAL = 0.1
+"""Seconds between transactions while outcomes keep coming (one transaction covers many): Kafka
+Streams' commit interval under exactly-once. Every transaction costs the broker commit markers
+on each partition it wrote and a write of the offsets: at 0.05 s and 2,000 records the broker
+took 5-10 us per no-op event, at this interval 3-5 us, and the replica ran 5-20% faster
+(docs/decisions/function-runtime.md). Results show up to this much later under load; alone,
+an outcome commits at once (`_maybe_commit`)."""
+COMMIT_RECORDS = 10_000
 """Outcome records that trigger a transaction before the interval is up."""
 OUTCOME_WAIT = 0.005
 """Longest wait for an outcome while invocations are in flight (new records wait at most this)."""
