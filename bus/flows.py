@@ -49,6 +49,7 @@ __all__ = [
     "FLOW_JOIN",
     "FLOW_RUN",
     "FLOW_STEP",
+    "JOIN_TARGET",
     "RESULT_TYPE",
     "Flow",
     "Step",

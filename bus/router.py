@@ -38,7 +38,7 @@ from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, Registry
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
 from bus.fanout import by_target, routed_record
 from bus.flow_joiner import JoinService
-from bus.flows import join_target, result_topics_read
+from bus.flows import JOIN_TARGET, join_target, result_topics_read
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import admin_config, build
@@ -111,6 +111,11 @@ class RouterMetrics:
         self.events = registry.counter("bus_router_events_total", "Ingress events read by the router.")
         self.routed = registry.counter(
             "bus_router_routed_total", "Records written to function topics.", labels=("function",)
+        )
+        self.joining = registry.counter(
+            "bus_router_join_parts_total",
+            "Step results written to the joins topic, for a flow's join.",
+            labels=("join",),
         )
         self.matches = registry.counter(
             "bus_router_rule_matches_total", "Events each rule matched.", labels=("rule",)
@@ -327,8 +332,11 @@ class Router:
         self._metrics.events.inc(size)
         for rule_name, count in tally.matched.items():
             self._metrics.matches.inc(count, rule=rule_name)
-        for function, count in tally.routed.items():
-            self._metrics.routed.inc(count, function=function)
+        for target, count in tally.routed.items():
+            if target.startswith(JOIN_TARGET):  # `flow.step` of a join, not a function
+                self._metrics.joining.inc(count, join=target[len(JOIN_TARGET) :])
+            else:
+                self._metrics.routed.inc(count, function=target)
         for error_type, count in tally.dead.items():
             self._metrics.dead.inc(count, error_type=error_type)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from bus.manifest import Manifest, parse
 from bus.metrics import Registry
 from bus.router import Router, RouterMetrics, _starting_rules, _Tally
 from bus.routing import route
+from tests.support import JOIN_FLOW
 
 
 @dataclass
@@ -29,9 +31,10 @@ class Message:
     value_: bytes | None
     headers_: list[tuple[str, bytes]] = field(default_factory=list)
     key_: bytes | None = b"k"
+    topic_: str = "p.ingress"
 
     def topic(self) -> str:
-        return "p.ingress"
+        return self.topic_
 
     def partition(self) -> int:
         return 0
@@ -147,6 +150,28 @@ def test_an_update_applies_to_the_next_batch_and_is_counted_once_committed() -> 
     assert 'bus_router_rule_matches_total{rule="eu"} 1' in text
     assert 'bus_router_routed_total{function="c"} 1' in text
     assert "bus_router_events_total 2" in text
+
+
+def test_a_step_result_sent_to_a_join_is_counted_by_join_not_as_a_function() -> None:
+    registry = Registry()
+    flows = parse(yaml.safe_load(JOIN_FLOW), prefix="p")
+    router = Router(flows, metrics=RouterMetrics(registry))
+    result = CloudEvent.create(
+        id="res-1",
+        source="bus://p/functions/a",
+        type="bus.function.result",
+        extensions={"busflow": "ml", "busflowstep": "a", "busflowrun": "run-1"},
+        data={"ok": True},
+    )
+    record = to_record(result)
+    results_topic = flows.functions["a"].destinations.on_success
+    assert results_topic is not None
+    outputs = router([Message(record.value, list(record.headers), record.key, topic_=results_topic)])
+    assert [o.topic for o in outputs] == [naming.flow_join_topic("p")]
+    router.committed()
+    text = registry.render()
+    assert 'bus_router_join_parts_total{join="ml.model"} 1' in text
+    assert not [line for line in text.splitlines() if line.startswith("bus_router_routed_total{")]
 
 
 def test_batches_routed_ahead_of_their_commit_are_counted_in_order() -> None:
