@@ -161,6 +161,11 @@ class Decisions:
         if fields is None:
             return None
         key = tuple(attributes.get(name, _MISSING) for name in fields)
+        for value in key:
+            if type(value) is bool:
+                # true == 1 and hashes alike, but a pattern's true never matches the number 1.
+                key = tuple((bool, value) if type(value) is bool else value for value in key)
+                break
         try:
             hash(key)
         except TypeError:  # a list or object extension in a structured event: decide afresh

@@ -40,6 +40,37 @@ def test_the_attribute_part_is_decided_once_per_key() -> None:
     assert [r.name for r in decisions.finish({"type": "a", "data": {"n": 2}}, first)] == ["t"]
 
 
+def test_true_and_one_are_decided_apart() -> None:
+    """True == 1 in Python, and hashes alike; a pattern's true never matches the number 1."""
+    decisions = Decisions(RuleIndex([rule("flag", {"flag": [True]}), rule("zero", {"flag": [0]})]))
+    assert [r.name for r in matching(decisions, {"flag": True})] == ["flag"]
+    assert [r.name for r in matching(decisions, {"flag": 1})] == []
+    assert [r.name for r in matching(decisions, {"flag": 0})] == ["zero"]
+    assert [r.name for r in matching(decisions, {"flag": False})] == []
+
+
+_TWINS: dict[Any, Any] = {True: 1, False: 0, 1: True, 0: False}
+
+
+def _twin(value: Any) -> Any:
+    """A value equal to `value` in Python but not to EventBridge: true for 1, 0 for false."""
+    if type(value) in {bool, int} and value in _TWINS:
+        return _TWINS[value]
+    return value
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(case=cases())
+def test_an_event_and_its_boolean_number_twin_are_each_decided_right(
+    case: tuple[list[Rule], dict[str, Any]],
+) -> None:
+    rules, event = case
+    twin = {name: _twin(value) for name, value in event.items()}
+    decisions = Decisions(RuleIndex(rules))
+    assert list(matching(decisions, event)) == matching_rules(event, rules)
+    assert list(matching(decisions, twin)) == matching_rules(twin, rules)
+
+
 def test_rules_on_unique_attributes_are_never_remembered() -> None:
     decisions = Decisions(RuleIndex([rule("one", {"id": ["1"]})]))
     assert decisions.decide({"id": "1"}) is not decisions.decide({"id": "1"})
