@@ -49,13 +49,12 @@ def test_true_and_one_are_decided_apart() -> None:
     assert [r.name for r in matching(decisions, {"flag": False})] == []
 
 
-_TWINS: dict[Any, Any] = {True: 1, False: 0, 1: True, 0: False}
-
-
 def _twin(value: Any) -> Any:
-    """A value equal to `value` in Python but not to EventBridge: true for 1, 0 for false."""
-    if type(value) in {bool, int} and value in _TWINS:
-        return _TWINS[value]
+    """A value equal to `value` in Python but not to EventBridge: 1 for true, false for 0."""
+    if type(value) is bool:
+        return int(value)
+    if type(value) is int and value in {0, 1}:
+        return value == 1
     return value
 
 
