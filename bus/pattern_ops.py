@@ -278,11 +278,20 @@ def _anything_but(arg: Any, where: str) -> Matcher:
             if not texts:
                 raise PatternError(f"{inner_where}: the list must not be empty")
             return _AnythingBut(tuple(_IgnoreCase(_string(t, inner_where).lower()) for t in texts))
+        if name in ("prefix", "suffix"):
+            # As event-ruler: one string or a list of them, none empty (an empty affix is almost
+            # surely a mistake there: it would refuse every string and accept every number).
+            texts = inner if isinstance(inner, list) else [inner]
+            if not texts:
+                raise PatternError(f"{inner_where}: the list must not be empty")
+            affixes = tuple(_string(t, inner_where) for t in texts)
+            if "" in affixes:
+                raise PatternError(
+                    f"{inner_where}: an empty {name} is not allowed (it would exclude every string)"
+                )
+            make = _Prefix if name == "prefix" else _Suffix
+            return _AnythingBut(tuple(make(affix, False) for affix in affixes))
         text = _string(inner, inner_where)
-        if name == "prefix":
-            return _AnythingBut((_Prefix(text, False),))
-        if name == "suffix":
-            return _AnythingBut((_Suffix(text, False),))
         return _AnythingBut((_Wildcard(_wildcard(text, inner_where)),))
     values = arg if isinstance(arg, list) else [arg]
     if not values:

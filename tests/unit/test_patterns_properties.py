@@ -59,7 +59,9 @@ def value_matches(item: Any, value: Any) -> bool:  # noqa: PLR0911 - one return 
         return numeric(arg, value)
     if op == "anything-but":
         if isinstance(arg, dict):
-            return not value_matches(arg, value)
+            ((inner_op, inner),) = arg.items()
+            inner_args = inner if isinstance(inner, list) else [inner]
+            return not any(value_matches({inner_op: a}, value) for a in inner_args)
         excluded = arg if isinstance(arg, list) else [arg]
         return not any(equal(e, value) for e in excluded)
     if not isinstance(value, str):
@@ -136,6 +138,9 @@ def numeric_specs() -> st.SearchStrategy[list[Any]]:
     return st.one_of(single, ranged.map(list))
 
 
+AFFIXES = STRINGS.filter(bool)
+"""anything-but's prefix and suffix: never empty (event-ruler refuses an empty one)."""
+
 ITEMS: st.SearchStrategy[Any] = st.one_of(
     SCALARS,
     STRINGS.map(lambda s: {"prefix": s}),
@@ -146,8 +151,10 @@ ITEMS: st.SearchStrategy[Any] = st.one_of(
         NUMBERS,
         st.lists(STRINGS, min_size=1, max_size=3),
         st.lists(NUMBERS, min_size=1, max_size=3),
-        STRINGS.map(lambda s: {"prefix": s}),
-        STRINGS.map(lambda s: {"suffix": s}),
+        AFFIXES.map(lambda s: {"prefix": s}),
+        AFFIXES.map(lambda s: {"suffix": s}),
+        st.lists(AFFIXES, min_size=1, max_size=3).map(lambda s: {"prefix": s}),
+        st.lists(AFFIXES, min_size=1, max_size=3).map(lambda s: {"suffix": s}),
     ).map(lambda a: {"anything-but": a}),
     numeric_specs().map(lambda n: {"numeric": n}),
     st.booleans().map(lambda b: {"exists": b}),
