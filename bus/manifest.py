@@ -549,7 +549,10 @@ def _rule(index: int, spec: Any, functions: Mapping[str, Function]) -> Rule:
     tags = _mapping(body.get("tags", {}), f"{path}.tags")
     _known_keys(tags, f"{path}.tags", {"all", "any", "none"})
     selector = TagSelector(
-        **{k: frozenset(str(t) for t in _list(v, f"{path}.tags.{k}")) for k, v in tags.items()}
+        **{
+            k: frozenset(_tag(t, f"{path}.tags.{k}[{n}]") for n, t in enumerate(_list(v, f"{path}.tags.{k}")))
+            for k, v in tags.items()
+        }
     )
     return Rule(
         name=name,
@@ -586,6 +589,21 @@ def _name(value: Any, path: str) -> str:
         return naming.check_name(path.split(".", maxsplit=1)[0], value)
     except ValueError as exc:
         raise ManifestError(path, str(exc)) from exc
+
+
+def _tag(value: Any, path: str) -> str:
+    """One tag of a rule's selector: as an event's `tags` holds it (comma-separated, trimmed)."""
+    if not isinstance(value, str):
+        # YAML reads `on`, `no` and `2024` as a boolean and a number: str() would make a tag
+        # ("True") that no event carries.
+        raise ManifestError(path, f"must be a string, got {value!r}; quote it")
+    if not value or value != value.strip() or "," in value:
+        raise ManifestError(
+            path,
+            f"{value!r} can never equal a tag: an event's tags are split on commas and trimmed;"
+            " give one non-empty tag per entry",
+        )
+    return value
 
 
 def _known_keys(body: Mapping[str, Any], path: str, known: set[str]) -> None:

@@ -407,6 +407,24 @@ def test_rule_tags_must_be_lists() -> None:
     assert error_of({**with_function(), "rules": [rule]}).path == "rules.r.tags.all"
 
 
+@pytest.mark.parametrize(
+    ("tag", "detail"),
+    [
+        (True, "must be a string, got True; quote it"),  # YAML's `on`
+        (2024, "must be a string, got 2024; quote it"),
+        ("", "can never equal a tag"),
+        ("prod, eu", "can never equal a tag"),
+        (" prod", "can never equal a tag"),
+    ],
+)
+def test_a_tag_no_event_could_carry_is_refused_naming_its_entry(tag: object, detail: str) -> None:
+    """Event tags are split on commas and trimmed: a selector entry that no tag can equal is a mistake."""
+    rule = {"name": "r", "targets": ["f"], "tags": {"none": ["test", tag]}}
+    error = error_of({**with_function(), "rules": [rule]})
+    assert error.path == "rules.r.tags.none[1]"
+    assert detail in error.reason
+
+
 # --- reading files ---------------------------------------------------------------------------
 
 
