@@ -40,6 +40,8 @@ class Context:
     logger: logging.Logger
     prefix: str = "bus"
     """The deployment's topic prefix: the default source of emitted events names it."""
+    cause_source: str = ""
+    """The input event's source: with its id (`idempotency_key`), what names it uniquely."""
     emitted: list[bytes] = field(default_factory=list)
     """Events emitted so far by this invocation, in the CloudEvents JSON format, in order."""
 
@@ -55,8 +57,9 @@ class Context:
     ) -> str:
         """Emit an event onto the bus once this invocation succeeds; returns its id.
 
-        The id derives from the function, the input event's id and the emit's position in this
-        invocation, so a re-run that emits the same events in the same order emits the same ids.
+        The id derives from the function, the input event's source and id and the emit's position
+        in this invocation, so a re-run that emits the same events in the same order emits the
+        same ids, and inputs of two sources with one id emit different ones.
         Raises InvalidEvent for a bad attribute and TypeError for data that is not JSON.
         """
         sequence = len(self.emitted)
@@ -65,7 +68,12 @@ class Context:
         if partitionkey is not None:
             merged["partitionkey"] = partitionkey
         event = CloudEvent.create(
-            id=str(uuid.uuid5(_EMIT_IDS, f"{self.function}\x00{self.idempotency_key}\x00{sequence}")),
+            id=str(
+                uuid.uuid5(
+                    _EMIT_IDS,
+                    f"{self.function}\x00{self.cause_source}\x00{self.idempotency_key}\x00{sequence}",
+                )
+            ),
             source=source if source is not None else function_source(self.prefix, self.function),
             type=type,
             time=now_rfc3339(),
@@ -86,7 +94,13 @@ _set = object.__setattr__
 
 
 def new_context(  # noqa: PLR0917 - the fields positional: keywords cost about a call each
-    function: str, attempt: int, deadline: float, idempotency_key: str, logger: logging.Logger, prefix: str
+    function: str,
+    attempt: int,
+    deadline: float,
+    idempotency_key: str,
+    logger: logging.Logger,
+    prefix: str,
+    cause_source: str,
 ) -> Context:
     """`Context(...)` in about half the time (the handler host makes one per invocation): the
     frozen dataclass's own `__init__` looks `object.__setattr__` up again for every field.
@@ -100,6 +114,7 @@ def new_context(  # noqa: PLR0917 - the fields positional: keywords cost about a
     _set(ctx, "idempotency_key", idempotency_key)
     _set(ctx, "logger", logger)
     _set(ctx, "prefix", prefix)
+    _set(ctx, "cause_source", cause_source)
     _set(ctx, "emitted", [])
     return ctx
 

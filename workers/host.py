@@ -469,7 +469,13 @@ class _Host:
         _, attempt, key, value, headers = call
         event = from_record(key, value, headers)
         ctx = new_context(
-            self._function, attempt, time.monotonic() + timeout, event.id, self._logger, self._prefix
+            self._function,
+            attempt,
+            time.monotonic() + timeout,
+            event.id,
+            self._logger,
+            self._prefix,
+            event.source,
         )
         return event, ctx
 

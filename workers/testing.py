@@ -126,6 +126,7 @@ def invoke(
         idempotency_key=cause.id,
         logger=logging.getLogger(f"bus.fn.{function}"),
         prefix=prefix,
+        cause_source=cause.source,
     )
     if is_async(handler):
         outcome: Outcome = run_coroutine(run_async(handler, cause, ctx))

@@ -162,7 +162,7 @@ def test_handler_that_cannot_take_event_and_ctx_is_reported(
 def test_new_context_sets_every_field_of_context_as_its_constructor_does() -> None:
     """`new_context` fills `Context` by hand: a field added to `Context` and missed there fails here."""
     logger = logging.getLogger("bus.fn.thumbnail")
-    args = ("thumbnail", 3, 12.5, "event-1", logger, "acme")
+    args = ("thumbnail", 3, 12.5, "event-1", logger, "acme", "shop/eu")
     made = new_context(*args)
     expected = Context(
         function="thumbnail",
@@ -171,8 +171,21 @@ def test_new_context_sets_every_field_of_context_as_its_constructor_does() -> No
         idempotency_key="event-1",
         logger=logger,
         prefix="acme",
+        cause_source="shop/eu",
     )
     for field in dataclasses.fields(Context):
         # A slot left unset raises AttributeError: the field was not copied.
         assert getattr(made, field.name) == getattr(expected, field.name), field.name
     assert made.emitted is not new_context(*args).emitted  # a list of its own per invocation
+
+
+def test_inputs_of_two_sources_with_one_id_emit_events_of_different_ids() -> None:
+    """source + id name an event (CloudEvents): emits of two such inputs must not collide."""
+    logger = logging.getLogger("bus.fn.audit")
+    ids = set()
+    for source in ("shop-eu", "shop-us"):
+        ctx = new_context("audit", 1, 12.5, "1", logger, "acme", source)
+        ids.add(ctx.emit("audit.seen", {"from": source}))
+    assert len(ids) == 2
+    again = new_context("audit", 2, 12.5, "1", logger, "acme", "shop-eu")
+    assert again.emit("audit.seen", {"from": "shop-eu"}) in ids  # a retry emits the same id
