@@ -39,9 +39,26 @@ CARRIED = ("busflow", "busflowrun", "busflowstep")
 """Extensions a result or error carries on from its input: a flow's run goes on (bus.flows)."""
 
 
+RERUNS = ("redriveid", "replayid")
+"""Extensions marking a later run of an event (`bus dlq redrive`, `bus replay`; bus.dlq.REDRIVE_ID,
+bus.replay.REPLAY_ID): its result or error is another occurrence, with an id of its own."""
+
+
+def _occurrence(function: str, cause: CloudEvent) -> str:
+    """What a result's or error's id is derived from: the function, the input (source and id)
+    and the redrive or replay that ran it again, if one did."""
+    text = f"{function}\x00{cause.source}\x00{cause.id}"
+    extensions = cause.extensions
+    if extensions:
+        for name in RERUNS:
+            if (run := extensions.get(name)) is not None:
+                text += f"\x00{name}={run}"
+    return text
+
+
 def _derived_id(kind: str, function: str, cause: CloudEvent) -> str:
     # Deterministic, so a result re-published after a crash carries the same id as the first.
-    return str(uuid.uuid5(_IDS, f"{kind}\x00{function}\x00{cause.source}\x00{cause.id}"))
+    return str(uuid.uuid5(_IDS, f"{kind}\x00{_occurrence(function, cause)}"))
 
 
 _RESULT_IDS = hashlib.sha1(_IDS.bytes + b"result\x00", usedforsecurity=False)
@@ -50,7 +67,7 @@ _RESULT_IDS = hashlib.sha1(_IDS.bytes + b"result\x00", usedforsecurity=False)
 def _result_id(function: str, cause: CloudEvent) -> str:
     """`_derived_id("result", ...)` without building UUID objects (a third of the time)."""
     hashed = _RESULT_IDS.copy()
-    hashed.update(f"{function}\x00{cause.source}\x00{cause.id}".encode())
+    hashed.update(_occurrence(function, cause).encode())
     h = hashed.hexdigest()
     # Version 5 in the 13th hex digit, the RFC 4122 variant in the 17th.
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"

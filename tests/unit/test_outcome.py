@@ -17,6 +17,7 @@ from workers.outcome import (
     Failure,
     error_event,
     result_event,
+    result_headers,
     result_record,
 )
 
@@ -103,6 +104,25 @@ def test_result_id_is_deterministic() -> None:
 def test_result_id_differs_per_function_and_per_input(function: str, event: CloudEvent) -> None:
     """Another function, another input id or another input source gives another result id."""
     assert result(function, event).id != result().id
+
+
+@pytest.mark.parametrize("make", [result, error])
+def test_a_redriven_or_replayed_run_is_another_occurrence_with_another_id(make: Any) -> None:
+    """A redrive or replay runs an event again: its result or error must not look like a duplicate
+    of the first run's, yet stays deterministic within that run (a crash re-publishes the same)."""
+    first = make("billing", cause())
+    redriven = make("billing", cause(extensions={"redriveid": "r-1"}))
+    replayed = make("billing", cause(extensions={"replayid": "replay-1"}))
+    assert len({first.id, redriven.id, replayed.id}) == 3
+    assert make("billing", cause(extensions={"redriveid": "r-1"})).id == redriven.id
+    assert make("billing", cause(extensions={"redriveid": "r-2"})).id != redriven.id
+
+
+def test_the_hot_paths_result_id_is_the_result_events_id() -> None:
+    """The host's result headers derive the id as result_event does, reruns included."""
+    for event in (cause(), cause(extensions={"redriveid": "r-1", "replayid": "replay-1"})):
+        headers = result_headers(prefix="bus", function="billing", cause=event, time=NOW)
+        assert headers["ce_id"] == result("billing", event).id
 
 
 def test_result_and_error_ids_differ_for_the_same_input() -> None:
@@ -196,3 +216,12 @@ def test_results_and_errors_carry_a_flows_run_on() -> None:
     built = result_record(prefix="p", function="f", cause=cause, value=b"1", time="2026-12-03T00:00:00Z")
     assert from_record(built.key, built.value, built.headers) == made
     assert {k: made.extensions[k] for k in flow} == flow
+
+
+def test_the_rerun_extensions_are_the_ones_redrive_and_replay_set() -> None:
+    """workers.outcome names them itself (the handler host imports no Kafka tooling): they must agree."""
+    from bus.dlq import REDRIVE_ID
+    from bus.replay import REPLAY_ID
+    from workers.outcome import RERUNS
+
+    assert set(RERUNS) == {REDRIVE_ID, REPLAY_ID}
