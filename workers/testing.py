@@ -30,7 +30,7 @@ import orjson
 from bus.clock import now_rfc3339
 from bus.errors import InvalidEvent
 from bus.events import SPECVERSION, CloudEvent, from_json_dict, to_json_dict
-from bus.kafka_binding import to_record
+from bus.kafka_binding import from_record, to_record
 from bus.manifest import RetryPolicy
 from bus.settings import KafkaSettings
 from workers.handlers import Context, Handler
@@ -179,7 +179,9 @@ def run(
 
 
 def _as_event(event: CloudEvent | Mapping[str, Any], prefix: str) -> CloudEvent:
-    """The event as the handler host would see it: through the JSON format and back."""
+    """The event as the handler host would see it: read from the JSON format, then through the
+    Kafka record the router writes (binary mode) and back, as the host reads it; JSON data
+    without a content type gets `application/json` that way, as on the platform."""
     if isinstance(event, CloudEvent):
         doc = to_json_dict(event)
     else:
@@ -187,7 +189,8 @@ def _as_event(event: CloudEvent | Mapping[str, Any], prefix: str) -> CloudEvent:
         doc.setdefault("specversion", SPECVERSION)
         doc.setdefault("id", str(uuid.uuid4()))
         doc.setdefault("source", f"bus://{prefix}/test")
-    return from_json_dict(orjson.loads(orjson.dumps(doc)))
+    record = to_record(from_json_dict(orjson.loads(orjson.dumps(doc))))
+    return from_record(record.key, record.value, record.headers)
 
 
 def _described(

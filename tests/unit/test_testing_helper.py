@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bus.events import CloudEvent
+from bus.kafka_binding import from_record, to_record
 from bus.manifest import RetryPolicy
 from bus.settings import KafkaSettings
 from workers.handlers import Context
@@ -229,3 +230,14 @@ def test_run_caps_retry_after_at_a_week() -> None:
     outcome = run(much_later, {"type": "t"}, retry=RetryPolicy(attempts=2))
     assert outcome.delays == [7 * 24 * 3600]
     assert outcome.attempts[0].retry_after == 30 * 24 * 3600
+
+
+@pytest.mark.parametrize("data", [{"a": 1}, "hello", [1, 2], 5])
+def test_the_handler_sees_the_event_as_the_platform_gives_it(data: Any) -> None:
+    """Through the binary-mode record the router writes: JSON data gets its content type there."""
+    seen: list[CloudEvent] = []
+    invoke(lambda event, ctx: seen.append(event), {"type": "t", "source": "s", "id": "1", "data": data})
+    record = to_record(CloudEvent.create(type="t", source="s", id="1", data=data))
+    on_platform = from_record(record.key, record.value, record.headers)
+    assert seen == [on_platform]
+    assert seen[0].datacontenttype == "application/json"
