@@ -43,6 +43,8 @@ INVOKED_TYPE = "bus.function.invoked"
 """`type` of an invocation whose request body is only the data."""
 RESULT_TYPE = "bus.function.result"
 ERROR_TYPE = "bus.function.error"
+_SIGNAL_STATUS = {"dead_letter": 422, "retry": 503}
+"""Status of an error the handler signalled (the error record's `signal`)."""
 _STATUS = {
     "DeadLetter": 422,
     "Retry": 503,
@@ -91,7 +93,8 @@ def answer(reply: CloudEvent, event_id: str) -> Answer:
         return Answer(200, orjson.dumps(reply.data), headers)
     data: dict[str, Any] = reply.data if isinstance(reply.data, dict) else {}
     error_type = str(data.get("error_type", "Error"))
-    status = _STATUS.get(error_type, 500)
+    # A signal's subclass (`class Busy(Retry)`) is named by its own class: the signal decides.
+    status = _SIGNAL_STATUS.get(str(data.get("signal")), 0) or _STATUS.get(error_type, 500)
     retry_after = data.get("retry_after")
     if status == 503 and isinstance(retry_after, int | float) and math.isfinite(retry_after):
         headers["retry-after"] = str(max(0, math.ceil(retry_after)))

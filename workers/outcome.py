@@ -33,6 +33,9 @@ class Failure:
     offset: int
     retry_after: float | None = None
     """Seconds the handler asked to wait (`Retry`), for a synchronous caller's Retry-After."""
+    signal: str | None = None
+    """"retry" or "dead_letter" when the handler raised `Retry` or `DeadLetter` (or a subclass:
+    `error_type` names the class raised), for a synchronous caller's status."""
 
 
 CARRIED = ("busflow", "busflowrun", "busflowstep")
@@ -173,5 +176,6 @@ def error_event(
             "event": original,
             "event_truncated": not embed_data,
             **({} if failure.retry_after is None else {"retry_after": failure.retry_after}),
+            **({} if failure.signal is None else {"signal": failure.signal}),
         },
     )

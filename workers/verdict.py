@@ -299,7 +299,12 @@ def _failure(outcome: Outcome, attempt: Attempt, *, first_time: str, started: st
         partition=attempt.partition,
         offset=attempt.offset,
         retry_after=outcome.retry_after if outcome.kind == "retry" else None,
+        signal=outcome.kind if outcome.kind in _SIGNALS else None,
     )
+
+
+_SIGNALS = frozenset({"retry", "dead_letter"})
+"""Outcome kinds of the handler's signals (workers.signals), named in the error record."""
 
 
 def retry_delay(after: float | None, *, backoff: float) -> float:

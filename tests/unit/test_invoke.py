@@ -56,6 +56,17 @@ def test_retry_says_when_in_retry_after() -> None:
     assert answer(reply("bus.function.error", data), "e-1").headers["retry-after"] == "3"
 
 
+@pytest.mark.parametrize(
+    ("error_type", "signal", "status"), [("Busy", "retry", 503), ("Rejected", "dead_letter", 422)]
+)
+def test_a_signal_subclass_answers_as_its_signal(error_type: str, signal: str, status: int) -> None:
+    """`class Busy(Retry)` is named by its own class: the record's `signal` decides the status."""
+    data = {"function": "f", "error_type": error_type, "message": "m", "signal": signal, "retry_after": 30}
+    done = answer(reply("bus.function.error", data), "e-1")
+    assert done.status == status
+    assert (done.headers.get("retry-after") == "30") is (signal == "retry")
+
+
 def test_no_reply_is_504_naming_the_event() -> None:
     done = no_reply("e-1", "f", 3.0)
     body = orjson.loads(done.body)

@@ -150,6 +150,21 @@ def test_dead_letter_signals_and_unfixable_results_skip_the_remaining_attempts(
     assert header(verdict.outputs[0].record.headers, "bus_error_type") == error_type.encode()
 
 
+@pytest.mark.parametrize(
+    ("outcome", "signal"),
+    [
+        (Outcome(id=1, kind="dead_letter", error_type="Rejected", message="bad input"), "dead_letter"),
+        (_failed(error_type="ValueError"), None),
+    ],
+)
+def test_the_error_record_names_the_signal_a_subclass_raised(outcome: Outcome, signal: str | None) -> None:
+    """`class Rejected(DeadLetter)` is named by its own class; the record says which signal it is."""
+    error = _decide(outcome, judge=_judge(retry=RetryPolicy(attempts=1, backoff=(1.0,)))).outputs[1]
+    data = from_record(error.record.key, error.record.value, error.record.headers).data
+    assert data["error_type"] == outcome.error_type
+    assert data.get("signal") == signal
+
+
 def test_a_result_over_the_record_limit_is_a_dead_letter_not_a_retry() -> None:
     verdict = _decide(Outcome(id=1, kind="ok", value=orjson.dumps("x" * 20_000)), judge=_judge(limit=8_000))
     assert verdict.label == "dead_letter"
