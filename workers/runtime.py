@@ -34,7 +34,7 @@ from confluent_kafka import KafkaError as ClientError
 
 from bus import naming
 from bus.avro_store import TypedReader
-from bus.clock import now_rfc3339
+from bus.clock import now_rfc3339, rfc3339_at
 from bus.errors import InvalidEvent, KafkaError, RegistryError
 from bus.events import CloudEvent
 from bus.kafka.config import build, consumer_config, producer_config
@@ -599,7 +599,13 @@ class Replica:
             except InvalidEvent as exc:  # not read by a host (none could start), and not an event
                 self._apply(item, self._judge.invalid(record, attempt, str(exc)))
                 return
-        now_ms = int(time.time() * 1000)
+        now = time.time()
+        # The call started when its outcome came less its duration: it may have waited in the
+        # host's queue well past `started` (when its run was sent), and the error record's
+        # attempt times are the handler's (the outcome is written within FLUSH_LATEST of its end).
+        if outcome.duration > 0:
+            started = max(started, rfc3339_at(now - outcome.duration))
+        now_ms = int(now * 1000)
         self._apply(item, self._judge.decide(record, event, attempt, outcome, started=started, now_ms=now_ms))
 
     def _apply(self, item: Item, verdict: Verdict) -> None:

@@ -6,6 +6,7 @@ worker group alone. Run with `-s` to see each scenario's figures; `--events 1000
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +251,33 @@ def test_r8_poison_events_land_in_the_dlq_with_complete_records_while_the_partit
     assert error["event"]["id"] == some
     assert error["traceback"]
     assert error["first_attempt_time"] <= error["last_attempt_time"]
+
+
+def test_r8_attempt_times_are_when_the_handler_ran_not_when_its_run_was_sent(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """Four slow failures of four keys are sent together and start 0.4 s apart in the host's one
+    thread: so do their attempt times."""
+    prefix, manifest, topic = _setup(
+        kafka, tmp_path, "partitions: 1, ordering: key, concurrency: 1, retry: {attempts: 1}"
+    )
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    run = unique("r8t")
+    datas = [{"key": f"k{n}", "seq": 0, "sleep": 0.4, "poison": True} for n in range(4)]
+    ensure_topics(kafka.settings(prefix), [TopicSpec(topic, 1)])
+    acked = publish(kafka, topic, datas, run=run, prefix=prefix)  # waiting before the replica starts
+    assert len(acked) == 4
+    worker.start()
+    try:
+        figures = check(kafka, prefix, FN, acked, poison=set(acked))
+    finally:
+        worker.stop()
+    assert figures.dlq == 4
+    starts = [figures.errors[f"{run}-{n}"]["first_attempt_time"] for n in range(4)]
+    seconds = [datetime.fromisoformat(text).timestamp() for text in starts]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(seconds)]
+    assert all(gap >= 0.3 for gap in gaps), f"attempt times {starts}"
+    assert all(e["first_attempt_time"] == e["last_attempt_time"] for e in figures.errors.values())
 
 
 def test_r8_a_failing_key_waits_behind_its_retry_while_other_keys_flow(
