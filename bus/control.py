@@ -28,6 +28,7 @@ __all__ = [
     "Applied",
     "Change",
     "RuleVersion",
+    "checked_document",
     "decode",
     "encode",
     "next_applied",
@@ -82,6 +83,18 @@ class Change:
             [f"+{n}" for n in self.added] + [f"~{n}" for n in self.changed] + [f"-{n}" for n in self.removed]
         )
         return " ".join(parts) or "no rule changed"
+
+
+def checked_document(document: Any, base_dir: Path, *, prefix: str | None) -> tuple[dict[str, Any], Manifest]:
+    """The document to store for a manifest file's YAML values, and the manifest it validates as.
+
+    The values are validated as written first, as `manifest.read` does for the `-f` readers, so
+    `bus apply` refuses what they refuse (an unquoted date in a constant `input`, say) instead of
+    storing its text; the self-contained copy is then validated again, as it will read back.
+    """
+    parse(document, base_dir=str(base_dir), prefix=prefix)
+    stored = self_contained(document, base_dir)
+    return stored, parse(stored, base_dir=str(base_dir), prefix=prefix)
 
 
 def self_contained(document: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:

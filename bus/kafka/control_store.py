@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from bus import manifest, naming, packages
 from bus.clock import now_rfc3339
-from bus.control import CONTROL_KEY, Applied, decode, encode, next_applied, self_contained
+from bus.control import CONTROL_KEY, Applied, checked_document, decode, encode, next_applied
 from bus.errors import BusError, ConfigError, KafkaError, KafkaUnavailable
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import build, consumer_config, producer_config
@@ -141,12 +141,8 @@ def apply_file(
 ) -> str:
     """Validate `path`, build its packaged functions' environments (in `environments`, default
     `$BUS_HOME/envs`), create its topics and store it as the next version; return a summary."""
-    document = manifest.read_document(path)
     base_dir = path.resolve().parent
-    stored = self_contained(document if isinstance(document, dict) else {}, base_dir)
-    if not isinstance(document, dict):
-        manifest.parse(document)  # raises the ManifestError naming what the top level should be
-    checked = manifest.parse(stored, base_dir=str(base_dir), prefix=prefix)
+    stored, checked = checked_document(manifest.read_document(path), base_dir, prefix=prefix)
     packages.prepare(checked, environments or packages.environments_home(os.environ))
     ensure_topics(settings, manifest_topics(checked))
     previous, _ = read_applied(settings, checked.prefix)
