@@ -10,9 +10,9 @@ from typing import Any, TextIO
 import orjson
 
 from bus import manifest
-from bus.control import Applied
+from bus.control import Applied, Refused
 from bus.errors import BusError, ConfigError
-from bus.kafka.control_store import apply_file, read_applied
+from bus.kafka.control_store import applied_manifest, apply_file, read_applied
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
 from bus.routing import explain
@@ -62,11 +62,7 @@ def run_rules(args: argparse.Namespace, settings: KafkaSettings, out: TextIO | N
         rules = manifest.read(args.file, prefix=settings.prefix).rules
     else:
         applied, _ = read_applied(settings, settings.prefix)
-        if applied is None:
-            raise ConfigError(
-                f"no manifest was applied for prefix {settings.prefix!r}: run `bus apply` or pass -f"
-            )
-        rules = applied.manifest(prefix=settings.prefix).rules
+        rules = applied_manifest(applied, settings.prefix, prefix=settings.prefix).rules
     width = max((len(rule.name) for rule in rules), default=4)
     for rule in rules:
         why = explain(event, rule)
@@ -86,9 +82,11 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if matched else 1
 
 
-def _list(applied: Applied | None, prefix: str, *, as_json: bool, out: TextIO) -> int:
+def _list(applied: Applied | Refused | None, prefix: str, *, as_json: bool, out: TextIO) -> int:
     if applied is None:
         raise ConfigError(f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml`")
+    if isinstance(applied, Refused):  # an older version is not the one a router starting now uses
+        raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply -f bus.yaml`")
     specs = {str(spec["name"]): spec for spec in applied.document.get("rules") or []}
     rows = [
         {

@@ -1,13 +1,18 @@
-"""`bus rules test` and `bus rules explain -f` need no broker (SPEC §5, §9)."""
+"""`bus rules test` and `bus rules explain -f` need no broker (SPEC §5, §9); nor does what `bus
+rules` says of what it read from the control topic."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from bus import cli_rules
 from bus.cli import main
+from bus.control import Applied, Refused
+from bus.settings import KafkaSettings
 
 MANIFEST = """
 prefix: p
@@ -117,3 +122,38 @@ def test_rules_explain_refuses_an_event_that_is_not_an_object(
     assert (code, out) == (1, "")
     assert err.startswith("bus rules: --event: must be a JSON object")
     assert err.endswith("""got '"s"'\n""")
+
+
+def read_as(monkeypatch: pytest.MonkeyPatch, latest: Applied | Refused | None) -> None:
+    """`bus rules` reads `latest` from the control topic, whatever the prefix."""
+
+    def read_applied(
+        _settings: KafkaSettings, _prefix: str, **_: Any
+    ) -> tuple[Applied | Refused | None, int]:
+        return latest, 0
+
+    monkeypatch.setattr(cli_rules, "read_applied", read_applied)
+
+
+def test_rules_list_says_the_latest_record_cannot_be_read_rather_than_show_an_older_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreadable latest record is an error in one line, in text and in JSON alike."""
+    read_as(monkeypatch, Refused(offset=5, reason="format 2 is not 1; upgrade bus", version=3))
+    for extra in ([], ["--json"]):
+        code, out, err = run(capsys, "rules", "list", "--prefix", "p", *extra)
+        assert (code, out) == (1, "")
+        assert err == (
+            "bus rules: the latest manifest applied for prefix 'p' (version 3, offset 5) cannot be read "
+            "(format 2 is not 1; upgrade bus); apply a valid one with `bus apply -f bus.yaml`\n"
+        )
+
+
+def test_rules_explain_without_a_file_says_the_latest_record_cannot_be_read(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_as(monkeypatch, Refused(offset=5, reason="is not an applied manifest", version=None))
+    code, out, err = run(capsys, "rules", "explain", "--prefix", "p", "--event", orjson.dumps(EVENT).decode())
+    assert (code, out) == (1, "")
+    assert "the latest manifest applied for prefix 'p' (offset 5) cannot be read" in err
+    assert err.count("\n") == 1
