@@ -104,16 +104,39 @@ def _list(applied: Applied | Refused | None, prefix: str, *, as_json: bool, out:
         print(orjson.dumps(doc).decode(), file=out)
         return 0
     print(f"prefix {prefix!r}: version {applied.version}, applied {applied.applied_at}", file=out)
-    width = max((len(row["name"]) for row in rows), default=4)
-    print(f"{'RULE':<{width}}  VERSION  CHANGED               TARGETS  PATTERN", file=out)
-    for row in rows:
-        pattern = orjson.dumps(row["pattern"]).decode()
+    cells = [
+        (
+            str(row["name"]),
+            str(row["version"]),
+            str(row["changed_at"]),
+            ",".join(map(str, row["targets"])),
+            _tags(row["tags"]),
+            orjson.dumps(row["pattern"]).decode(),
+        )
+        for row in rows
+    ]
+    header = ("RULE", "VERSION", "CHANGED", "TARGETS", "TAGS", "PATTERN")
+    widths = [max(len(cell) for cell in column) for column in zip(header, *cells, strict=True)]
+    for line in (header, *cells):
+        name, version, changed, targets, tags, pattern = line
         print(
-            f"{row['name']:<{width}}  {row['version']:>7}  {row['changed_at']:<20}  "
-            f"{','.join(map(str, row['targets']))}  {pattern}",
+            f"{name:<{widths[0]}}  {version:>{widths[1]}}  {changed:<{widths[2]}}  "
+            f"{targets:<{widths[3]}}  {tags:<{widths[4]}}  {pattern}",
             file=out,
         )
     return 0
+
+
+def _tags(selector: Any) -> str:
+    """A rule's tag selector in one cell: `all:prod any:eu,us none:test`, `-` when it has none."""
+    if not isinstance(selector, dict):
+        return orjson.dumps(selector).decode() if selector else "-"
+    parts = [
+        f"{key}:{','.join(map(str, values if isinstance(values, list) else [values]))}"
+        for key, values in selector.items()
+        if values
+    ]
+    return " ".join(parts) or "-"
 
 
 def _event_arg(text: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""`bus rules test` and `bus rules explain -f` need no broker (SPEC §5, §9); nor does what `bus
-rules` says of what it read from the control topic."""
+"""`bus rules test` and `bus rules explain -f` need no broker (SPEC §5, §9); nor does `bus rules
+list`'s layout, given what it read from the control topic."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from bus import cli_rules
 from bus.cli import main
-from bus.control import Applied, Refused
+from bus.control import Applied, Refused, next_applied
 from bus.settings import KafkaSettings
 
 MANIFEST = """
@@ -133,6 +134,32 @@ def read_as(monkeypatch: pytest.MonkeyPatch, latest: Applied | Refused | None) -
         return latest, 0
 
     monkeypatch.setattr(cli_rules, "read_applied", read_applied)
+
+
+def applied_manifest_with_tags() -> Applied:
+    step = next_applied(None, yaml.safe_load(MANIFEST), base_dir="/srv", now="2026-11-23T10:00:00.123456Z")
+    assert step is not None
+    return step[0]
+
+
+def test_rules_list_keeps_every_column_under_its_header_and_shows_tag_selectors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Columns are as wide as their widest cell; TAGS shows the selector, `-` for a rule without one."""
+    read_as(monkeypatch, applied_manifest_with_tags())
+    code, out, _ = run(capsys, "rules", "list", "--prefix", "p")
+    assert code == 0
+    header, *rows = out.splitlines()[1:]
+    assert header.split() == ["RULE", "VERSION", "CHANGED", "TARGETS", "TAGS", "PATTERN"]
+    starts = {name: header.index(name) for name in ("CHANGED", "TARGETS", "TAGS", "PATTERN")}
+    for row in rows:
+        assert row[starts["CHANGED"] :].startswith("2026-11-23T10:00:00.123456Z  "), row
+        assert row[starts["TARGETS"] - 2 : starts["TARGETS"]] == "  ", row
+        assert row[starts["TARGETS"]] != " ", row
+        assert row[starts["TAGS"] - 2 : starts["TAGS"]] == "  ", row
+        assert row[starts["PATTERN"] :].startswith("{"), row
+    cells = {row.split()[0]: row[starts["TAGS"] : starts["PATTERN"]].strip() for row in rows}
+    assert cells == {"jpeg-uploads": "all:prod any:eu,us none:test", "everything": "-", "pngs": "-"}
 
 
 def test_rules_list_says_the_latest_record_cannot_be_read_rather_than_show_an_older_one(
