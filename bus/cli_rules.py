@@ -10,9 +10,9 @@ from typing import Any, TextIO
 import orjson
 
 from bus import manifest
-from bus.control import Applied
+from bus.control import Applied, Refused
 from bus.errors import BusError, ConfigError
-from bus.kafka.control_store import apply_file, read_applied
+from bus.kafka.control_store import applied_manifest, apply_file, read_applied
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
 from bus.routing import explain
@@ -62,11 +62,7 @@ def run_rules(args: argparse.Namespace, settings: KafkaSettings, out: TextIO | N
         rules = manifest.read(args.file, prefix=settings.prefix).rules
     else:
         applied, _ = read_applied(settings, settings.prefix)
-        if applied is None:
-            raise ConfigError(
-                f"no manifest was applied for prefix {settings.prefix!r}: run `bus apply` or pass -f"
-            )
-        rules = applied.manifest(prefix=settings.prefix).rules
+        rules = applied_manifest(applied, settings.prefix, prefix=settings.prefix).rules
     width = max((len(rule.name) for rule in rules), default=4)
     for rule in rules:
         why = explain(event, rule)
@@ -86,9 +82,11 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if matched else 1
 
 
-def _list(applied: Applied | None, prefix: str, *, as_json: bool, out: TextIO) -> int:
+def _list(applied: Applied | Refused | None, prefix: str, *, as_json: bool, out: TextIO) -> int:
     if applied is None:
         raise ConfigError(f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml`")
+    if isinstance(applied, Refused):  # an older version is not the one a router starting now uses
+        raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply -f bus.yaml`")
     specs = {str(spec["name"]): spec for spec in applied.document.get("rules") or []}
     rows = [
         {
@@ -106,16 +104,39 @@ def _list(applied: Applied | None, prefix: str, *, as_json: bool, out: TextIO) -
         print(orjson.dumps(doc).decode(), file=out)
         return 0
     print(f"prefix {prefix!r}: version {applied.version}, applied {applied.applied_at}", file=out)
-    width = max((len(row["name"]) for row in rows), default=4)
-    print(f"{'RULE':<{width}}  VERSION  CHANGED               TARGETS  PATTERN", file=out)
-    for row in rows:
-        pattern = orjson.dumps(row["pattern"]).decode()
+    cells = [
+        (
+            str(row["name"]),
+            str(row["version"]),
+            str(row["changed_at"]),
+            ",".join(map(str, row["targets"])),
+            _tags(row["tags"]),
+            orjson.dumps(row["pattern"]).decode(),
+        )
+        for row in rows
+    ]
+    header = ("RULE", "VERSION", "CHANGED", "TARGETS", "TAGS", "PATTERN")
+    widths = [max(len(cell) for cell in column) for column in zip(header, *cells, strict=True)]
+    for line in (header, *cells):
+        name, version, changed, targets, tags, pattern = line
         print(
-            f"{row['name']:<{width}}  {row['version']:>7}  {row['changed_at']:<20}  "
-            f"{','.join(map(str, row['targets']))}  {pattern}",
+            f"{name:<{widths[0]}}  {version:>{widths[1]}}  {changed:<{widths[2]}}  "
+            f"{targets:<{widths[3]}}  {tags:<{widths[4]}}  {pattern}",
             file=out,
         )
     return 0
+
+
+def _tags(selector: Any) -> str:
+    """A rule's tag selector in one cell: `all:prod any:eu,us none:test`, `-` when it has none."""
+    if not isinstance(selector, dict):
+        return orjson.dumps(selector).decode() if selector else "-"
+    parts = [
+        f"{key}:{','.join(map(str, values if isinstance(values, list) else [values]))}"
+        for key, values in selector.items()
+        if values
+    ]
+    return " ".join(parts) or "-"
 
 
 def _event_arg(text: str) -> dict[str, Any]:

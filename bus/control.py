@@ -6,7 +6,8 @@ record at start and follows the topic, so a change takes effect without a restar
 
 Versions: the manifest's version goes up by one whenever its content changes (an unchanged apply
 stores nothing). Each rule carries the version at which it last changed, so `bus rules list`
-shows which rules an apply touched.
+shows which rules an apply touched. A latest record this bus cannot read (a newer format, say) is
+`Refused`: nothing is in force from it, and the next version is numbered above it.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ __all__ = [
     "CONTROL_KEY",
     "Applied",
     "Change",
+    "Refused",
     "RuleVersion",
+    "checked_document",
     "decode",
     "encode",
     "next_applied",
+    "read_record",
     "self_contained",
 ]
 
@@ -68,6 +72,24 @@ class Applied:
         return parse(self.document, base_dir=self.base_dir, prefix=prefix)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """A control record this bus cannot read (a newer format, or not an applied manifest)."""
+
+    offset: int
+    reason: str
+    version: int | None
+    """The version the record states, when it states one as a whole number; else None."""
+
+    def describe(self, prefix: str) -> str:
+        """`the latest manifest applied for prefix 'p' (version 7, offset 12) cannot be read (why)`."""
+        numbered = f"version {self.version}, " if self.version is not None else ""
+        return (
+            f"the latest manifest applied for prefix {prefix!r} ({numbered}offset {self.offset}) "
+            f"cannot be read ({self.reason})"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """What an apply changed, by rule name."""
@@ -82,6 +104,18 @@ class Change:
             [f"+{n}" for n in self.added] + [f"~{n}" for n in self.changed] + [f"-{n}" for n in self.removed]
         )
         return " ".join(parts) or "no rule changed"
+
+
+def checked_document(document: Any, base_dir: Path, *, prefix: str | None) -> tuple[dict[str, Any], Manifest]:
+    """The document to store for a manifest file's YAML values, and the manifest it validates as.
+
+    The values are validated as written first, as `manifest.read` does for the `-f` readers, so
+    `bus apply` refuses what they refuse (an unquoted date in a constant `input`, say) instead of
+    storing its text; the self-contained copy is then validated again, as it will read back.
+    """
+    parse(document, base_dir=str(base_dir), prefix=prefix)
+    stored = self_contained(document, base_dir)
+    return stored, parse(stored, base_dir=str(base_dir), prefix=prefix)
 
 
 def self_contained(document: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -112,17 +146,33 @@ def self_contained(document: Mapping[str, Any], base_dir: Path) -> dict[str, Any
 
 
 def next_applied(
-    previous: Applied | None, document: Mapping[str, Any], *, base_dir: str, now: str
+    previous: Applied | Refused | None, document: Mapping[str, Any], *, base_dir: str, now: str
 ) -> tuple[Applied, Change] | None:
     """The version to store for `document`, with what changed; None when nothing did.
 
-    The document must already be self-contained and valid (`parse` it first).
+    The document must already be self-contained and valid (`parse` it first). After a `Refused`
+    record every rule is new and the version follows the record's; a record without a readable
+    version leaves nothing safe to number from, so that is a ManifestError.
     """
     digest = _digest(document)
-    if previous is not None and previous.digest == digest and previous.base_dir == base_dir:
-        return None
-    version = previous.version + 1 if previous is not None else 1
-    before = {rule.name: rule for rule in previous.rules} if previous is not None else {}
+    if isinstance(previous, Refused):
+        if previous.version is None:
+            raise ManifestError(
+                "control record",
+                f"the latest, at offset {previous.offset}, cannot be read ({previous.reason}) and states "
+                "no version to number the next one from, so nothing was stored; apply with a bus "
+                "that reads it",
+            )
+        version = previous.version + 1
+        before: dict[str, RuleVersion] = {}
+    elif previous is not None:
+        if previous.digest == digest and previous.base_dir == base_dir:
+            return None
+        version = previous.version + 1
+        before = {rule.name: rule for rule in previous.rules}
+    else:
+        version = 1
+        before = {}
     rules: list[RuleVersion] = []
     added: list[str] = []
     changed: list[str] = []
@@ -194,6 +244,23 @@ def decode(value: bytes) -> Applied:
         if isinstance(exc, ManifestError):
             raise
         raise ManifestError("control record", f"is not an applied manifest ({exc!r})") from None
+
+
+def read_record(value: bytes, *, offset: int) -> Applied | Refused:
+    """A control record's value as the applied manifest, or `Refused` with the reason."""
+    try:
+        return decode(value)
+    except ManifestError as exc:
+        return Refused(offset=offset, reason=exc.reason, version=_stated_version(value))
+
+
+def _stated_version(value: bytes) -> int | None:
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    version = raw.get("version") if isinstance(raw, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) and version >= 0 else None
 
 
 def _digest(value: Any) -> str:

@@ -31,7 +31,7 @@ from bus import naming
 from bus.avro_codec import DEFAULT_MAX_BYTES
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
-from bus.control import Applied
+from bus.control import Applied, Refused
 from bus.deadletter import dead_letter
 from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
@@ -532,9 +532,22 @@ def input_topics(prefix: str, manifest: Manifest) -> list[str]:
     return [naming.ingress_topic(prefix), *sorted({topic for topic in destinations if topic is not None})]
 
 
-def _starting_rules(applied: Applied | None, file: Manifest | None, prefix: str) -> tuple[Manifest, int, str]:
+def _starting_rules(
+    applied: Applied | Refused | None, file: Manifest | None, prefix: str
+) -> tuple[Manifest, int, str]:
     """(manifest, version, digest) to start with: the applied one, else the file's (version 0)."""
-    if applied is not None:
+    if isinstance(applied, Refused):
+        log_event(
+            logger,
+            "control_record_refused",
+            offset=applied.offset,
+            version=applied.version,
+            reason=applied.reason,
+            level=logging.ERROR,
+        )
+        if file is None:
+            raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply` or pass -f")
+    elif applied is not None:
         try:
             return applied.manifest(prefix=prefix), applied.version, applied.digest
         except BusError as exc:

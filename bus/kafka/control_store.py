@@ -14,7 +14,16 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from bus import manifest, naming, packages
 from bus.clock import now_rfc3339
-from bus.control import CONTROL_KEY, Applied, decode, encode, next_applied, self_contained
+from bus.control import (
+    CONTROL_KEY,
+    Applied,
+    Refused,
+    checked_document,
+    decode,
+    encode,
+    next_applied,
+    read_record,
+)
 from bus.errors import BusError, ConfigError, KafkaError, KafkaUnavailable
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import build, consumer_config, producer_config
@@ -23,25 +32,33 @@ from bus.logs import log_event
 from bus.settings import KafkaSettings, load_kafka
 from bus.topology import manifest_topics
 
-__all__ = ["ControlWatcher", "apply_file", "manifest_in_force", "read_applied", "store_applied"]
+__all__ = [
+    "ControlWatcher",
+    "applied_manifest",
+    "apply_file",
+    "manifest_in_force",
+    "read_applied",
+    "store_applied",
+]
 
 logger = logging.getLogger("bus.control")
 
 
 def read_applied(
     settings: KafkaSettings, prefix: str, *, timeout: float = 15.0
-) -> tuple[Applied | None, int]:
-    """The latest applied manifest (None if never applied) and the offset after it."""
-    latest: Applied | None = None
+) -> tuple[Applied | Refused | None, int]:
+    """The latest applied manifest (None if never applied) and the offset after it.
+
+    A latest record this bus cannot read is `Refused`, never passed over for an older one: that
+    older version is not the one in force, and numbering from it would reuse a version.
+    """
+    latest: Applied | Refused | None = None
     after = OFFSET_BEGINNING
     for message in read_to_end(settings, naming.control_topic(prefix), timeout=timeout, missing_ok=True):
         after = message.offset() + 1
         if message.key() != CONTROL_KEY or message.value() is None:
             continue
-        try:
-            latest = decode(message.value())
-        except BusError as exc:
-            log_event(logger, "control_record_skipped", offset=message.offset(), reason=str(exc))
+        latest = read_record(message.value(), offset=message.offset())
     return latest, after
 
 
@@ -141,18 +158,14 @@ def apply_file(
 ) -> str:
     """Validate `path`, build its packaged functions' environments (in `environments`, default
     `$BUS_HOME/envs`), create its topics and store it as the next version; return a summary."""
-    document = manifest.read_document(path)
     base_dir = path.resolve().parent
-    stored = self_contained(document if isinstance(document, dict) else {}, base_dir)
-    if not isinstance(document, dict):
-        manifest.parse(document)  # raises the ManifestError naming what the top level should be
-    checked = manifest.parse(stored, base_dir=str(base_dir), prefix=prefix)
+    stored, checked = checked_document(manifest.read_document(path), base_dir, prefix=prefix)
     packages.prepare(checked, environments or packages.environments_home(os.environ))
     ensure_topics(settings, manifest_topics(checked))
     previous, _ = read_applied(settings, checked.prefix)
     step = next_applied(previous, stored, base_dir=str(base_dir), now=now_rfc3339())
     if step is None:
-        assert previous is not None
+        assert isinstance(previous, Applied)
         return f"unchanged: version {previous.version} of prefix {checked.prefix!r} is this manifest"
     applied, change = step
     store_applied(settings, checked.prefix, applied)
@@ -170,8 +183,17 @@ def manifest_in_force(environ: Mapping[str, str], path: Path | None, prefix: str
     chosen = prefix or environ.get("BUS_PREFIX") or None
     if path is not None:
         return manifest.read(path, prefix=chosen)
-    applied, _ = read_applied(load_kafka(environ, prefix=chosen), chosen or naming.DEFAULT_PREFIX)
+    where = chosen or naming.DEFAULT_PREFIX
+    applied, _ = read_applied(load_kafka(environ, prefix=chosen), where)
+    return applied_manifest(applied, where, prefix=chosen)
+
+
+def applied_manifest(
+    applied: Applied | Refused | None, where: str, *, prefix: str | None
+) -> manifest.Manifest:
+    """The manifest `read_applied` found for prefix `where`; ConfigError with the fix when there is none."""
     if applied is None:
-        where = chosen or naming.DEFAULT_PREFIX
         raise ConfigError(f"no manifest was applied for prefix {where!r}: run `bus apply` or pass -f")
-    return applied.manifest(prefix=chosen)
+    if isinstance(applied, Refused):
+        raise ConfigError(f"{applied.describe(where)}; apply a valid one with `bus apply` or pass -f")
+    return applied.manifest(prefix=prefix)

@@ -1,13 +1,19 @@
-"""`bus rules test` and `bus rules explain -f` need no broker (SPEC §5, §9)."""
+"""`bus rules test` and `bus rules explain -f` need no broker (SPEC §5, §9); nor does `bus rules
+list`'s layout, given what it read from the control topic."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import yaml
 
+from bus import cli_rules
 from bus.cli import main
+from bus.control import Applied, Refused, next_applied
+from bus.settings import KafkaSettings
 
 MANIFEST = """
 prefix: p
@@ -117,3 +123,64 @@ def test_rules_explain_refuses_an_event_that_is_not_an_object(
     assert (code, out) == (1, "")
     assert err.startswith("bus rules: --event: must be a JSON object")
     assert err.endswith("""got '"s"'\n""")
+
+
+def read_as(monkeypatch: pytest.MonkeyPatch, latest: Applied | Refused | None) -> None:
+    """`bus rules` reads `latest` from the control topic, whatever the prefix."""
+
+    def read_applied(
+        _settings: KafkaSettings, _prefix: str, **_: Any
+    ) -> tuple[Applied | Refused | None, int]:
+        return latest, 0
+
+    monkeypatch.setattr(cli_rules, "read_applied", read_applied)
+
+
+def applied_manifest_with_tags() -> Applied:
+    step = next_applied(None, yaml.safe_load(MANIFEST), base_dir="/srv", now="2026-11-23T10:00:00.123456Z")
+    assert step is not None
+    return step[0]
+
+
+def test_rules_list_keeps_every_column_under_its_header_and_shows_tag_selectors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Columns are as wide as their widest cell; TAGS shows the selector, `-` for a rule without one."""
+    read_as(monkeypatch, applied_manifest_with_tags())
+    code, out, _ = run(capsys, "rules", "list", "--prefix", "p")
+    assert code == 0
+    header, *rows = out.splitlines()[1:]
+    assert header.split() == ["RULE", "VERSION", "CHANGED", "TARGETS", "TAGS", "PATTERN"]
+    starts = {name: header.index(name) for name in ("CHANGED", "TARGETS", "TAGS", "PATTERN")}
+    for row in rows:
+        assert row[starts["CHANGED"] :].startswith("2026-11-23T10:00:00.123456Z  "), row
+        assert row[starts["TARGETS"] - 2 : starts["TARGETS"]] == "  ", row
+        assert row[starts["TARGETS"]] != " ", row
+        assert row[starts["TAGS"] - 2 : starts["TAGS"]] == "  ", row
+        assert row[starts["PATTERN"] :].startswith("{"), row
+    cells = {row.split()[0]: row[starts["TAGS"] : starts["PATTERN"]].strip() for row in rows}
+    assert cells == {"jpeg-uploads": "all:prod any:eu,us none:test", "everything": "-", "pngs": "-"}
+
+
+def test_rules_list_says_the_latest_record_cannot_be_read_rather_than_show_an_older_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreadable latest record is an error in one line, in text and in JSON alike."""
+    read_as(monkeypatch, Refused(offset=5, reason="format 2 is not 1; upgrade bus", version=3))
+    for extra in ([], ["--json"]):
+        code, out, err = run(capsys, "rules", "list", "--prefix", "p", *extra)
+        assert (code, out) == (1, "")
+        assert err == (
+            "bus rules: the latest manifest applied for prefix 'p' (version 3, offset 5) cannot be read "
+            "(format 2 is not 1; upgrade bus); apply a valid one with `bus apply -f bus.yaml`\n"
+        )
+
+
+def test_rules_explain_without_a_file_says_the_latest_record_cannot_be_read(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_as(monkeypatch, Refused(offset=5, reason="is not an applied manifest", version=None))
+    code, out, err = run(capsys, "rules", "explain", "--prefix", "p", "--event", orjson.dumps(EVENT).decode())
+    assert (code, out) == (1, "")
+    assert "the latest manifest applied for prefix 'p' (offset 5) cannot be read" in err
+    assert err.count("\n") == 1

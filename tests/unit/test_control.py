@@ -9,8 +9,18 @@ from typing import Any
 import orjson
 import pytest
 
-from bus.control import Applied, decode, encode, next_applied, self_contained
+from bus.control import (
+    Applied,
+    Refused,
+    checked_document,
+    decode,
+    encode,
+    next_applied,
+    read_record,
+    self_contained,
+)
 from bus.errors import ManifestError
+from bus.manifest import read, read_document
 
 ORDER = {"type": "record", "name": "Order", "fields": [{"name": "order", "type": "string"}]}
 
@@ -121,3 +131,71 @@ def test_rule_names_can_be_listed_in_the_matchedrules_extension(name: str) -> No
 def test_a_yaml_value_json_cannot_carry_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="holds a value JSON cannot carry"):
         self_contained({"prefix": "p", "sources": {"x": 10**30}}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "version"),
+    [
+        (orjson.dumps({"format": 2, "version": 7, "document": {}}), 7),
+        (orjson.dumps({"format": 2, "version": "7"}), None),
+        (orjson.dumps({"format": 2, "version": True}), None),
+        (orjson.dumps([1]), None),
+        (b"not json", None),
+    ],
+)
+def test_a_record_it_cannot_read_is_refused_with_the_version_it_states(
+    value: bytes, version: int | None
+) -> None:
+    """read_record never raises: an unreadable record is Refused, with its version when it is a number."""
+    refused = read_record(value, offset=12)
+    assert isinstance(refused, Refused)
+    assert (refused.offset, refused.version) == (12, version)
+    assert refused.reason
+
+
+def test_a_readable_record_reads_as_the_applied_manifest() -> None:
+    applied = apply(None, document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]}))
+    assert read_record(encode(applied), offset=0) == applied
+
+
+def test_the_version_after_a_refused_record_is_above_its_own_and_every_rule_is_new() -> None:
+    """After an unreadable record stating version 7, the next is 8: no version number is used twice."""
+    doc = document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]})
+    step = next_applied(Refused(offset=3, reason="r", version=7), doc, base_dir="/srv", now="n")
+    assert step is not None
+    applied, change = step
+    assert applied.version == 8
+    assert [(r.name, r.version) for r in applied.rules] == [("r1", 8)]
+    assert change.describe() == "+r1"
+
+
+def test_a_refused_record_stating_no_version_refuses_the_next_version() -> None:
+    doc = document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]})
+    with pytest.raises(ManifestError, match=r"offset 3, .*states no version"):
+        next_applied(Refused(offset=3, reason="r", version=None), doc, base_dir="/srv", now="n")
+
+
+def test_apply_refuses_an_unquoted_date_in_a_constant_input_as_the_file_readers_do(tmp_path: Path) -> None:
+    """`bus apply` validates the YAML as written, so it refuses what `-f` readers refuse."""
+    path = tmp_path / "bus.yaml"
+    path.write_text(
+        "functions:\n  a: {handler: 'handlers:h'}\n"
+        "rules:\n  - {name: r, pattern: {type: [x]}, targets: [{function: a, input: {day: 2026-01-31}}]}\n"
+    )
+    with pytest.raises(ManifestError) as by_file:
+        read(path)
+    with pytest.raises(ManifestError) as by_apply:
+        checked_document(read_document(path), tmp_path, prefix=None)
+    assert str(by_apply.value) == str(by_file.value)
+    assert by_apply.value.path == "rules.r.targets[0].input.day"
+    assert "got date; quote it" in by_apply.value.reason
+
+
+def test_apply_turns_a_timestamp_the_file_readers_take_into_its_json_text(tmp_path: Path) -> None:
+    """Values JSON lacks that validation allows (an unquoted `at:`) are stored as their text."""
+    path = tmp_path / "bus.yaml"
+    path.write_text("schedules:\n  - {name: once, at: 2026-12-01T09:00:00, event: {type: t}}\n")
+    stored, checked = checked_document(read_document(path), tmp_path, prefix="p")
+    assert stored["schedules"][0]["at"] == "2026-12-01T09:00:00"
+    assert checked.prefix == "p"
+    assert checked.schedules == read(path, prefix="p").schedules

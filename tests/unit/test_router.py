@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus import naming
-from bus.control import Applied
+from bus.control import Applied, Refused
 from bus.errors import BusError, ConfigError
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka.txloop import Output
@@ -290,6 +290,19 @@ def test_a_router_starts_from_its_file_when_the_applied_manifest_cannot_be_used(
         _starting_rules(broken, None, "p")
     with pytest.raises(ConfigError, match=r"run `bus apply -f bus\.yaml` or pass -f"):
         _starting_rules(None, None, "p")
+
+
+def test_a_router_starts_from_its_file_when_the_latest_record_cannot_be_read() -> None:
+    """An unreadable latest record takes the refusal path: the `-f` file, else a one-line error."""
+    newer = Refused(offset=3, reason="format 2 is not 1; upgrade bus", version=2)
+    fallback = manifest(RULES)
+    assert _starting_rules(newer, fallback, "p") == (fallback, 0, "")
+    with pytest.raises(ConfigError) as caught:
+        _starting_rules(newer, None, "p")
+    assert str(caught.value) == (
+        "the latest manifest applied for prefix 'p' (version 2, offset 3) cannot be read "
+        "(format 2 is not 1; upgrade bus); apply a valid one with `bus apply` or pass -f"
+    )
 
 
 def test_an_input_at_the_limit_goes_to_the_dlq_once_matchedrules_would_push_it_over() -> None:
