@@ -24,6 +24,7 @@ __all__ = [
     "reader_group",
     "reply_topic",
     "result_topic",
+    "retry_level",
     "retry_topic",
     "router_dlq_topic",
     "router_group",
@@ -80,6 +81,15 @@ def dlq_topic(prefix: str, function: str) -> str:
 def retry_topic(prefix: str, function: str, level: int) -> str:
     """Delayed-retry topic of a function's backoff step `level` (1-based): `<prefix>.fn.<name>.retry.<n>`."""
     return f"{function_topic(prefix, function)}.retry.{level}"
+
+
+def retry_level(prefix: str, function: str, topic: str) -> int | None:
+    """The backoff step `topic` is the retry topic of (`retry_topic` read back); None for other topics."""
+    head = f"{function_topic(prefix, function)}.retry."
+    level = topic[len(head) :] if topic.startswith(head) else ""
+    if not level.isascii() or not level.isdigit() or level.startswith("0"):
+        return None
+    return int(level)
 
 
 def scaling_topic(prefix: str) -> str:

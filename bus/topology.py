@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bus import naming
@@ -16,6 +16,7 @@ __all__ = [
     "ingress_topics",
     "join_topics",
     "manifest_topics",
+    "retry_topics",
 ]
 
 
@@ -67,6 +68,20 @@ def function_topics(prefix: str, function: Function) -> list[TopicSpec]:
         if topic is not None:
             specs.append(TopicSpec(topic, function.partitions))
     return specs
+
+
+def retry_topics(prefix: str, function: Function, existing: Iterable[str]) -> list[str]:
+    """The retry topics a function's worker group reads, by level: its policy's, and any other
+    of its retry topics among `existing` (the broker's topics).
+
+    A policy changed to fewer levels leaves retries waiting in the topics it no longer uses; they
+    are still read (and judged by the policy then in force), never left behind.
+    """
+    levels = set(range(1, function.retry.levels + 1))
+    levels.update(
+        level for topic in existing if (level := naming.retry_level(prefix, function.name, topic)) is not None
+    )
+    return [naming.retry_topic(prefix, function.name, level) for level in sorted(levels)]
 
 
 def join_topics(prefix: str) -> list[TopicSpec]:

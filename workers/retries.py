@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bus.kafka_binding import Headers, Record, header
 
-__all__ = ["Attempt", "attempt_of", "original", "retry_record"]
+__all__ = ["Attempt", "attempt_of", "last_error", "original", "retry_record"]
 
 ATTEMPT = "bus_attempt"
 DUE = "bus_due"
@@ -60,6 +60,11 @@ def attempt_of(topic: str, partition: int, offset: int, headers: Headers | None)
         offset=origin[2],
         due_ms=_int(header(headers, DUE)) or 0,
     )
+
+
+def last_error(headers: Headers | None) -> tuple[str, str]:
+    """(error type, message) of the failed attempt a retry record follows; ("", "") if it says none."""
+    return _text(header(headers, LAST_ERROR_TYPE)), _text(header(headers, LAST_ERROR))
 
 
 def original(record: Record) -> Record:

@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,6 +158,7 @@ class Replica:
         *,
         prefix: str,
         function: Function,
+        retry_topics: Sequence[str],
         sandbox: Sandbox,
         outcomes: queue.SimpleQueue[list[Finished]],
         reader: TypedReader,
@@ -167,6 +168,9 @@ class Replica:
         max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
     ) -> None:
         """`sandbox` must deliver its outcomes to `outcomes`.
+
+        `retry_topics` are the function's retry topics to read (`bus.topology.retry_topics`): its
+        policy's and those an earlier policy left on the broker.
 
         `max_in_flight_bytes` bounds the record values in flight (in this process and the host's
         queue), whatever the lanes allow: no run starts past it, but one record always may.
@@ -188,9 +192,7 @@ class Replica:
         """The time as RFC 3339 text, read once per loop turn (milliseconds; ~6 µs a read)."""
         self._group = naming.function_group(prefix, function.name)
         self._main = naming.function_topic(prefix, function.name)
-        self._retry_topics = [
-            naming.retry_topic(prefix, function.name, level) for level in range(1, function.retry.levels + 1)
-        ]
+        self._retry_topics = list(retry_topics)
         self._replies = naming.reply_topic(prefix, "")
         self._reply_topics: set[str] = set()
         self._judge = Judge(
@@ -364,12 +366,19 @@ class Replica:
                 )
                 continue
             attempt = attempt_of(topic, partition, offset, message.headers())
-            due = now + (attempt.due_ms - now_ms) / 1000 if attempt.due_ms else 0.0
+            due = self._due(attempt, now, now_ms)
             retry = _Retry(message, attempt)
             lanes.offer(Item(topic, partition, offset, message.key(), due, True, retry, len(message)))
         if fresh_main:
             lanes.offer_main(current[1], fresh_main)  # type: ignore[index]  # set with them
         self.records_in += taken
+
+    def _due(self, attempt: Attempt, now: float, now_ms: float) -> float:
+        """The monotonic time a retry may start: when due, but at once if it will not run because
+        the policy no longer allows it (`_spent`): it ends now, not after the old backoff."""
+        if not attempt.due_ms or not self._judge.allows(attempt):
+            return 0.0
+        return now + (attempt.due_ms - now_ms) / 1000
 
     def _consumer_error(self, message: Any, error: ClientError) -> None:
         if error.fatal():
@@ -400,6 +409,9 @@ class Replica:
                 payload = item.payload
                 if type(payload) is _Retry:
                     message, attempt = payload.message, payload.attempt.number
+                    if not self._judge.allows(payload.attempt):
+                        self._apply(item, self._spent(item))  # the policy was changed to fewer attempts
+                        continue
                 else:
                     message, attempt = payload, 1
                 key, value, headers = item.key, message.value(), message.headers()
@@ -486,6 +498,15 @@ class Replica:
         except (RegistryError, KafkaError) as exc:
             # The schema store is unreachable: a failure of this attempt, retried per the policy.
             return self._judge.unreadable(record, attempt, exc, started=self._now), None
+
+    def _spent(self, item: Item) -> Verdict:
+        """The end of a retry whose attempt the retry policy no longer allows."""
+        record, attempt = _record(item), _attempt(item)
+        try:
+            event = from_record(record.key, record.value, record.headers)
+        except InvalidEvent as exc:
+            return self._judge.invalid(record, attempt, str(exc))
+        return self._judge.spent(record, event, attempt, started=self._now)
 
     def _finish(self, delivered: list[list[Finished]]) -> None:
         """Apply outcomes: plain ok ones (`Results`) here, in a few C-level list operations a run."""

@@ -9,7 +9,9 @@ outcome is published exactly once. Every decision is here and nowhere else:
   due after the step's delay (or `Retry(after=...)`);
 - `DeadLetter`, the last attempt, or a failure no retry can fix (a result too large, a record
   that is not a CloudEvent): the original record to the DLQ and the error event (RELIABILITY R8)
-  to the failure destination.
+  to the failure destination;
+- a retry whose attempt the policy no longer allows (its `attempts` were lowered while it
+  waited): not run, it ends as its last attempt's failure would have.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from bus.kafka_binding import Record, record_size, to_record
 from bus.manifest import Function
 from workers.invocation import Outcome
 from workers.outcome import Failure, error_event, result_event
-from workers.retries import Attempt, original, retry_record
+from workers.retries import Attempt, last_error, original, retry_record
 
 __all__ = ["Judge", "Send", "Verdict", "check_fits", "retry_delay"]
 
@@ -112,6 +114,28 @@ class Judge:
         if retriable and attempt.number < self._function.retry.attempts:
             return self._retry(record, attempt, outcome, first_time=first_time, now_ms=now_ms)
         failure = _failure(outcome, attempt, first_time=first_time, started=started)
+        return self._final(
+            "dead_letter", event, outcome, failure, first=[self._dead_letter(record, attempt, failure)]
+        )
+
+    def allows(self, attempt: Attempt) -> bool:
+        """Whether the retry policy in force allows `attempt` (it may have been changed since the
+        attempt was scheduled); a retry it does not allow ends by `spent`."""
+        return attempt.number <= self._function.retry.attempts
+
+    def spent(self, record: Record, event: CloudEvent, attempt: Attempt, *, started: str) -> Verdict:
+        """The dead letter and error event of a retry `allows` refuses: the attempts before it
+        failed, as many as the policy now allows or more, so it ends as the last of them would
+        have (with that one's error; its traceback is not kept). `started`: the time it ends."""
+        error_type, message = last_error(record.headers)
+        made = attempt.number - 1
+        reason = (
+            f"retry policy changed to {self._function.retry.attempts} attempts after {made} were made; "
+            f"last error: {message or 'unknown'}"
+        )
+        outcome = _failed(error_type or "RetryPolicyChanged", reason, cause="exception")
+        failure = _failure(outcome, attempt, first_time=attempt.first_time or started, started=started)
+        failure = dataclasses.replace(failure, attempts=made)
         return self._final(
             "dead_letter", event, outcome, failure, first=[self._dead_letter(record, attempt, failure)]
         )

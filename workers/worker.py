@@ -7,21 +7,21 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bus import naming
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
 from bus.errors import ConfigError
-from bus.kafka.admin import ensure_topics, partition_counts
+from bus.kafka.admin import ensure_topics, partition_counts, topic_names
 from bus.logs import log_event
 from bus.manifest import Function, Manifest
 from bus.metrics import Registry
 from bus.metrics_http import MetricsServer
 from bus.packages import environments_home, handler_dir, host_python
 from bus.settings import KafkaSettings
-from bus.topology import function_topics
+from bus.topology import function_topics, retry_topics
 from workers.invocation import Finished
 from workers.runtime import Replica, WorkerMetrics
 from workers.sandbox import Sandbox
@@ -40,16 +40,15 @@ def secret_names(manifest: Manifest) -> set[str]:
     return names
 
 
-def check_copartitioned(settings: KafkaSettings, prefix: str, function: Function) -> None:
-    """Refuse to start when a retry topic's partitions differ from the function topic's.
+def check_copartitioned(
+    settings: KafkaSettings, prefix: str, function: Function, retries: Sequence[str]
+) -> None:
+    """Refuse to start when a retry topic's partitions (of `retries`) differ from the function topic's.
 
     A retry goes back to its event's partition number and the replica owning a function
     partition must own its retry partitions (key order): both need equal partition counts.
     """
     main = naming.function_topic(prefix, function.name)
-    retries = [
-        naming.retry_topic(prefix, function.name, level) for level in range(1, function.retry.levels + 1)
-    ]
     counts = partition_counts(settings, [main, *retries])
     wrong = {name: n for name, n in counts.items() if n != counts.get(main)}
     if wrong:
@@ -76,9 +75,11 @@ def serve(
     `BUS_INSTANCE` in the environment names the replica (see Replica); supervisors set it per slot.
     """
     function = manifest.functions[function_name]
-    topics = function_topics(manifest.prefix, function)
-    ensure_topics(settings, topics)
-    check_copartitioned(settings, manifest.prefix, function)
+    ensure_topics(settings, function_topics(manifest.prefix, function))
+    # Read every retry topic of the function on the broker, not only the policy's: retries wait
+    # in the levels a policy used before it was changed to fewer.
+    retries = retry_topics(manifest.prefix, function, topic_names(settings))
+    check_copartitioned(settings, manifest.prefix, function, retries)
     outcomes: queue.SimpleQueue[list[Finished]] = queue.SimpleQueue()
     registry = Registry()
     metrics = WorkerMetrics(registry)
@@ -102,6 +103,7 @@ def serve(
         settings,
         prefix=manifest.prefix,
         function=function,
+        retry_topics=retries,
         sandbox=sandbox,
         outcomes=outcomes,
         reader=TypedReader(

@@ -15,7 +15,14 @@ from bus.kafka.config import admin_config, build
 from bus.settings import KafkaSettings
 from bus.topology import TopicSpec
 
-__all__ = ["TopicSpec", "ensure_topics", "partition_counts", "wait_for_broker", "wait_settled"]
+__all__ = [
+    "TopicSpec",
+    "ensure_topics",
+    "partition_counts",
+    "topic_names",
+    "wait_for_broker",
+    "wait_settled",
+]
 
 
 def wait_for_broker(settings: KafkaSettings, *, timeout: float = 30.0) -> None:
@@ -87,6 +94,15 @@ def partition_counts(
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
     return {name: len(topics[name].partitions) for name in names if name in topics}
+
+
+def topic_names(settings: KafkaSettings, *, timeout: float = 30.0) -> set[str]:
+    """The names of every topic on the broker (one Metadata request)."""
+    admin = build(AdminClient, admin_config(settings))
+    try:
+        return set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
 
 
 def wait_settled(

@@ -34,7 +34,6 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaException,
-    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka import KafkaError as ClientError
@@ -60,6 +59,7 @@ from bus.status import (
     latest_decisions,
     resolve,
 )
+from bus.topology import retry_topics
 
 __all__ = ["DeadLetterCounter", "DecisionLog", "LagMonitor"]
 
@@ -93,16 +93,16 @@ class _Group:
     """The function topic, then its retry topics."""
 
 
-def _groups(prefix: str, functions: Mapping[str, Function]) -> list[_Group]:
+def _groups(prefix: str, functions: Mapping[str, Function], existing: Iterable[str] = ()) -> list[_Group]:
+    """The groups of `functions`, each reading its policy's retry topics and those of them among
+    `existing` an earlier policy left (retries pending there are lag too: a replica must run)."""
+    names = list(existing)
     return [
         _Group(
             function=name,
             group=naming.function_group(prefix, name),
             topic=naming.function_topic(prefix, name),
-            topics=(
-                naming.function_topic(prefix, name),
-                *(naming.retry_topic(prefix, name, n) for n in range(1, function.retry.levels + 1)),
-            ),
+            topics=(naming.function_topic(prefix, name), *retry_topics(prefix, function, names)),
         )
         for name, function in functions.items()
     ]
@@ -129,6 +129,7 @@ class LagMonitor:
         timeout: float = 5.0,
     ) -> None:
         self._prefix = prefix or settings.prefix
+        self._functions = functions
         self._groups = _groups(self._prefix, functions)
         self._bootstrap = settings.bootstrap_servers
         self._timeout = timeout
@@ -156,6 +157,7 @@ class LagMonitor:
 
     def watch(self, functions: Mapping[str, Function]) -> None:
         """Sample these functions' groups from now on (the applied manifest changed)."""
+        self._functions = functions
         self._groups = _groups(self._prefix, functions)
         self._metadata_at = -math.inf  # new functions' partitions are read at the next sample
 
@@ -214,20 +216,21 @@ class LagMonitor:
         return samples
 
     def _refresh_partitions(self) -> None:
-        """Partition counts of the monitored topics (0 for those not created yet): one Metadata request."""
-        names = sorted({topic for group in self._groups for topic in group.topics})
-        if not names:
+        """Partition counts of the monitored topics (0 for those not created yet), and the retry
+        topics the groups read beyond their policy's (`bus.topology.retry_topics`): one Metadata
+        request for all topics."""
+        if not self._functions:
             return
-        futures = self._admin.describe_topics(TopicCollection(names), request_timeout=self._timeout)
-        counts: dict[str, int] = {}
-        for name, future in futures.items():
-            try:
-                counts[name] = len(future.result().partitions)
-            except KafkaException as exc:
-                if exc.args[0].code() not in _GONE:
-                    raise self._wrapped("cannot describe topics", exc) from exc
-                counts[name] = 0
-        self._partitions = counts
+        try:
+            topics = self._admin.list_topics(timeout=self._timeout).topics
+        except KafkaException as exc:
+            raise self._wrapped("cannot list topics", exc) from exc
+        self._groups = _groups(self._prefix, self._functions, topics)
+        names = {topic for group in self._groups for topic in group.topics}
+        self._partitions = {
+            name: len(found.partitions) if (found := topics.get(name)) and found.error is None else 0
+            for name in names
+        }
 
     def _offsets(self, keys: list[Key]) -> tuple[dict[Key, int], dict[Key, int], dict[Key, int]]:
         """(log start, last stable offset, committed offset) of each partition, from requests sent together.

@@ -194,6 +194,21 @@ def test_retry_topics_are_counted_separately(kafka: KafkaEnv, tmp_path: Path) ->
     assert a.oldest_age is None  # ages are the function topic's: retries wait on purpose
 
 
+def test_retries_waiting_in_a_retry_topic_the_policy_no_longer_uses_are_lag(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """b's policy has no retries now, but the retry topic an earlier one used still holds some:
+    its replicas read them, so they are b's retry lag (a group at zero replicas scales up)."""
+    parsed, _ = _setup(kafka, tmp_path)
+    retry = naming.retry_topic(parsed.prefix, "b", 1)
+    ensure_topics(kafka.settings(parsed.prefix), [TopicSpec(retry, 2)])
+    _produce(kafka, retry, {1: 3}, transactional=False)
+    with _monitor(kafka, parsed) as monitor:
+        b = monitor.sample()["b"]
+    assert (b.lag, b.retry_lag, b.total_lag) == (0, 3, 3)
+    assert _part(b, retry, 1).end == 3
+
+
 def test_topics_not_created_yet_have_no_partitions(kafka: KafkaEnv, tmp_path: Path) -> None:
     """A function whose topics do not exist yet samples as no partitions, without an error."""
     path = write_manifest(tmp_path, kafka.prefix(), MANIFEST)

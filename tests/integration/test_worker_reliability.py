@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 from bus import naming
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import consumer_config
+from bus.kafka_binding import from_record
 from bus.topology import TopicSpec
 from tests.support import KafkaEnv, unique, wait_until
 from tests.worker_harness import WorkerProcess, check, publish, write_function
@@ -298,8 +299,6 @@ def test_r8_a_failing_key_waits_behind_its_retry_while_other_keys_flow(
         results = kafka.read_all(naming.result_topic(prefix, FN))
     finally:
         worker.stop()
-    from bus.kafka_binding import from_record
-
     order = [from_record(m.key(), m.value(), m.headers()).data for m in results]
     slow = [d["seq"] for d in order if d["key"] == "slow"]
     assert slow == sorted(slow), slow
@@ -439,3 +438,71 @@ def test_a_retry_topic_with_other_partitions_than_its_function_topic_stops_the_w
     done = _run_worker(kafka, manifest)
     assert done.returncode == 1
     assert f"{naming.retry_topic(prefix, FN, 1)} has 3" in done.stderr
+
+
+def _shrink_retries_while_one_waits(
+    kafka: KafkaEnv, tmp_path: Path, before: str, after: str, data: dict[str, object]
+) -> tuple[str, str, dict[str, dict[str, Any]], WorkerProcess]:
+    """Run `data`'s event under the policy `before` until its retry waits in `retry.2`, stop the
+    worker, change the policy to `after` (fewer levels), and start the worker again."""
+    prefix, manifest, topic = _setup(kafka, tmp_path, f"partitions: 1, ordering: key, retry: {before}")
+    worker = WorkerProcess(kafka, manifest, FN, tmp_path)
+    worker.start()
+    try:
+        acked = publish(kafka, topic, [data], run=unique("shrink"), prefix=prefix)
+        kafka.read(naming.retry_topic(prefix, FN, 2), until=lambda records: len(records) >= 1, timeout=60)
+    finally:
+        worker.stop()
+    write_function(tmp_path, prefix, FN, f"partitions: 1, ordering: key, retry: {after}")
+    worker.start()
+    return prefix, next(iter(acked)), acked, worker
+
+
+def test_a_retry_waiting_in_a_level_the_changed_policy_dropped_ends_in_the_dlq(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """attempts 3 → 2 while attempt 3 waits (60 s) in retry.2: at once, the dead letter and the
+    complete error record of the 2 attempts made, saying the retry policy changed."""
+    prefix, event_id, acked, worker = _shrink_retries_while_one_waits(
+        kafka,
+        tmp_path,
+        "{attempts: 3, backoff: [200ms, 60s]}",
+        "{attempts: 2, backoff: [200ms]}",
+        {"key": "a", "seq": 0, "poison": True},
+    )
+    try:
+        figures = check(kafka, prefix, FN, acked, poison={event_id}, timeout=40)
+    finally:
+        worker.stop()
+    assert (figures.lost, figures.dlq, figures.dlq_wrong) == (0, 1, 0), figures.line()
+    error_type, reason = figures.dead_letters[event_id]
+    assert error_type == "ValueError"
+    assert "retry policy changed" in reason
+    error = figures.errors[event_id]
+    assert error["attempts"] == 2
+    assert error["topic"] == naming.function_topic(prefix, FN)
+    assert error["event"]["id"] == event_id
+    assert error["first_attempt_time"] <= error["last_attempt_time"]
+    assert f"{event_id} 3 " not in worker.exec_log.read_text()  # the third attempt never ran
+
+
+def test_a_retry_waiting_in_a_level_the_changed_policy_dropped_still_runs_when_attempts_are_left(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """backoff [200ms, 2s] → [200ms] with 3 attempts kept: the retry waiting in retry.2 runs its
+    third attempt, which succeeds."""
+    prefix, _, acked, worker = _shrink_retries_while_one_waits(
+        kafka,
+        tmp_path,
+        "{attempts: 3, backoff: [200ms, 2s]}",
+        "{attempts: 3, backoff: [200ms]}",
+        {"key": "a", "seq": 0, "fail_attempts": 2},
+    )
+    try:
+        figures = check(kafka, prefix, FN, acked, timeout=40)
+        results = kafka.read_all(naming.result_topic(prefix, FN))
+    finally:
+        worker.stop()
+    assert (figures.lost, figures.dup_results) == (0, 0), figures.line()
+    [result] = results
+    assert from_record(result.key(), result.value(), result.headers()).data["attempt"] == 3

@@ -291,3 +291,70 @@ def test_an_emitted_event_cannot_carry_a_reply_topic() -> None:
     outcome = Outcome(id=1, kind="ok", value=b"null", emitted=(orjson.dumps(to_json_dict(emitted)),))
     [send, _] = _decide(outcome).outputs
     assert "busreplyto" not in from_record(send.record.key, send.record.value, send.record.headers).extensions
+
+
+def _waiting(number: int, **headers: bytes) -> tuple[Record, Attempt]:
+    """A retry record of EVENT for attempt `number`, as an earlier policy scheduled it."""
+    first = "2026-12-03T00:00:00.000Z"
+    extra = {
+        "bus_attempt": str(number).encode(),
+        "bus_due": str(NOW_MS).encode(),
+        "bus_first_attempt_time": first.encode(),
+        "bus_origin": b"t.fn.f/2/7",
+        "bus_error_type": b"ValueError",
+        "bus_error_message": b"boom 2",
+        **headers,
+    }
+    record = Record(RECORD.key, RECORD.value, (*RECORD.headers, *extra.items()))
+    return record, attempt_of("t.fn.f.retry.2", 2, 0, record.headers)
+
+
+@pytest.mark.parametrize(("number", "allowed"), [(2, True), (3, True), (4, False), (9, False)])
+def test_a_retry_is_allowed_up_to_the_policys_attempts(number: int, allowed: bool) -> None:
+    """The policy in force judges a waiting retry: attempt 3 of 3 may run, attempt 4 may not."""
+    assert _judge().allows(_waiting(number)[1]) is allowed
+
+
+def test_a_retry_the_changed_policy_no_longer_allows_ends_as_its_last_attempt_would_have() -> None:
+    """Attempts lowered to 2 while attempt 3 waited: the dead letter and the complete error record
+    of the 2 attempts made, with the last error and the reason."""
+    record, attempt = _waiting(3)
+    judge = _judge(retry=RetryPolicy(attempts=2, backoff=(1.0,)))
+    assert not judge.allows(attempt)
+    verdict = judge.spent(record, EVENT, attempt, started="2026-12-03T00:00:30.000Z")
+    assert (verdict.label, verdict.retrying, verdict.error_type) == ("dead_letter", False, "ValueError")
+    assert "retry policy changed" in verdict.reason
+    dlq, error = verdict.outputs
+    assert dlq.topic == naming.dlq_topic(PREFIX, "f")
+    assert original(dlq.record).value == RECORD.value
+    assert header(dlq.record.headers, "bus_attempt") is None  # retry bookkeeping removed
+    assert header(dlq.record.headers, "bus_attempts") == b"2"
+    assert header(dlq.record.headers, "bus_origin") == b"t.fn.f/2/7"
+    assert header(dlq.record.headers, "bus_error_type") == b"ValueError"
+    assert b"retry policy changed" in (header(dlq.record.headers, "bus_error_message") or b"")
+    data = from_record(error.record.key, error.record.value, error.record.headers).data
+    assert error.topic == "t.fn.f.errors"
+    assert {k: data[k] for k in ("error_type", "attempts", "topic", "partition", "offset")} == {
+        "error_type": "ValueError",
+        "attempts": 2,
+        "topic": "t.fn.f",
+        "partition": 2,
+        "offset": 7,
+    }
+    assert "retry policy changed" in data["message"]
+    assert "boom 2" in data["message"]
+    assert (data["first_attempt_time"], data["last_attempt_time"]) == (
+        "2026-12-03T00:00:00.000Z",
+        "2026-12-03T00:00:30.000Z",
+    )
+    assert data["event"]["id"] == "in-1"
+
+
+def test_a_spent_retry_without_its_last_error_still_names_why_it_ended() -> None:
+    """Retry headers without the last error (written by hand): the type says the policy changed."""
+    record, attempt = _waiting(4, bus_error_type=b"", bus_error_message=b"")
+    verdict = _judge(retry=RetryPolicy(attempts=1, backoff=(1.0,))).spent(
+        record, EVENT, attempt, started="2026-12-03T00:00:30.000Z"
+    )
+    assert verdict.error_type == "RetryPolicyChanged"
+    assert header(verdict.outputs[0].record.headers, "bus_attempts") == b"3"
