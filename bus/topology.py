@@ -9,8 +9,10 @@ from bus import naming
 from bus.manifest import Function, Manifest
 
 __all__ = [
+    "DLQ_RETENTION_MS",
     "INGRESS_PARTITIONS",
     "JOIN_PARTITIONS",
+    "RETRY_RETENTION_MS",
     "TopicSpec",
     "function_topics",
     "ingress_topics",
@@ -36,11 +38,20 @@ JOIN_PARTITIONS = 6
 """Partitions of the flow join topic and its state topic (same-numbered partitions belong together)."""
 
 
+RETRY_RETENTION_MS = 14 * 24 * 3600 * 1000
+"""Retention of retry topics: twice the longest `Retry(after=...)` (a week, workers.verdict), so a
+retry waiting its whole delay is never deleted by the broker's default of a week before it is due."""
+
+DLQ_RETENTION_MS = 14 * 24 * 3600 * 1000
+"""Retention of the DLQs (functions' and the router's): two weeks, SQS's longest, to look at
+and re-drive dead letters (the broker's default is one week)."""
+
+
 def ingress_topics(prefix: str) -> list[TopicSpec]:
     """What the gateway, `bus publish` and the router need."""
     return [
         TopicSpec(naming.ingress_topic(prefix), INGRESS_PARTITIONS),
-        TopicSpec(naming.router_dlq_topic(prefix), 1),
+        TopicSpec(naming.router_dlq_topic(prefix), 1, {"retention.ms": str(DLQ_RETENTION_MS)}),
         # One partition: its owner in the timer group is the one replica that fires schedules.
         TopicSpec(naming.timer_topic(prefix), 1, {"cleanup.policy": "compact"}),
         # Compacted: the latest record of each (type, schema) is the registration; readers read it all.
@@ -59,10 +70,14 @@ def function_topics(prefix: str, function: Function) -> list[TopicSpec]:
     specs = [
         TopicSpec(naming.function_topic(prefix, function.name), function.partitions),
         *(
-            TopicSpec(naming.retry_topic(prefix, function.name, level), function.partitions)
+            TopicSpec(
+                naming.retry_topic(prefix, function.name, level),
+                function.partitions,
+                {"retention.ms": str(RETRY_RETENTION_MS)},
+            )
             for level in range(1, function.retry.levels + 1)
         ),
-        TopicSpec(naming.dlq_topic(prefix, function.name), 1),
+        TopicSpec(naming.dlq_topic(prefix, function.name), 1, {"retention.ms": str(DLQ_RETENTION_MS)}),
     ]
     for topic in (function.destinations.on_success, function.destinations.on_failure):
         if topic is not None:
