@@ -302,7 +302,31 @@ def _returned(id: int, value: Any, ctx: Context, duration: float) -> Outcome:
     return Outcome(id=id, kind="ok", value=encoded, emitted=emitted, duration=duration)
 
 
+def _signal_of(group: BaseExceptionGroup[BaseException]) -> Retry | DeadLetter | None:
+    """The signal an exception group of signals only stands for (an `asyncio.TaskGroup` wraps
+    what its tasks raise): a `DeadLetter` if one is there, else the `Retry` asking to wait longest;
+    None when anything else is in it (a failure)."""
+    signals, rest = group.split((Retry, DeadLetter))
+    if signals is None or rest is not None:
+        return None
+    found = _leaves(signals)
+    letters = [exc for exc in found if isinstance(exc, DeadLetter)]
+    if letters:
+        return letters[0]
+    retries = [exc for exc in found if isinstance(exc, Retry)]
+    return max(retries, key=lambda exc: -1.0 if exc.after is None else exc.after)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
 def _raised(id: int, exc: BaseException, ctx: Context, duration: float, memory_mb: int | None) -> Outcome:
+    if isinstance(exc, BaseExceptionGroup) and (signal := _signal_of(exc)) is not None:
+        exc = signal
     error_type, message, trace = describe(exc)
     emitted = tuple(ctx.emitted)
     if isinstance(exc, Retry):

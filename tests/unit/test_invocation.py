@@ -91,6 +91,35 @@ def test_retry_refuses_a_delay_that_is_not_a_finite_number(after: Any) -> None:
         Retry(after=after)
 
 
+async def _in_task_group(*signals: BaseException) -> None:
+    async def raising(exc: BaseException) -> None:
+        raise exc
+
+    async with asyncio.TaskGroup() as group:
+        for exc in signals:
+            group.create_task(raising(exc))
+
+
+@pytest.mark.parametrize(
+    ("signals", "kind", "after"),
+    [
+        ((Retry(after=1.0), Retry(after=3.0)), "retry", 3.0),
+        ((Retry(after=1.0), DeadLetter("bad")), "dead_letter", None),
+        ((Retry(after=1.0), ValueError("boom")), "failed", None),
+    ],
+)
+def test_signals_raised_in_a_task_group_keep_their_meaning(
+    signals: tuple[BaseException, ...], kind: str, after: float | None
+) -> None:
+    """asyncio.TaskGroup wraps its tasks' exceptions in a group: signals alone are still signals."""
+
+    async def handler(event: CloudEvent, ctx: Context) -> None:
+        await _in_task_group(*signals)
+
+    outcome = asyncio.run(run_async(handler, EVENT, context(), id=7))
+    assert (outcome.kind, outcome.retry_after) == (kind, after)
+
+
 def test_dead_letter_gives_up_with_its_reason() -> None:
     """DeadLetter(reason) is kind "dead_letter" whose message is the reason."""
 
