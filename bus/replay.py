@@ -298,7 +298,12 @@ def replay_sources(manifest: Manifest, function: str) -> dict[str, tuple[Rule, .
             f"function {function!r} runs as the join {joins[0]} on the results of its steps: "
             "replay those steps' functions instead"
         )
-    return {topic: tuple(rules) for topic, rules in sources.items()} or {ingress: ()}
+    if not sources:
+        raise ConfigError(
+            f"no rule targets function {function!r}: a replay would send it nothing;"
+            " apply a rule that targets it first"
+        )
+    return {topic: tuple(rules) for topic, rules in sources.items()}
 
 
 def selecting_rules(record: Record, plan: Plan, reader: TypedReader) -> tuple[dict[str, Any], list[Rule]]:

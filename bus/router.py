@@ -317,7 +317,8 @@ class Router:
                     if topic is None
                     else f"target topic {topic!r} does not exist"
                 )
-                reason = f"{why}; apply a manifest that declares it"
+                fix = "apply a manifest that declares it" if topic is None else "`bus apply` creates it again"
+                reason = f"{why}; {fix}"
                 outputs.append(self._dead_letter(message, record, "UnknownTarget", reason, tally))
                 continue
             routed = (event, binary, target, by)

@@ -401,3 +401,6 @@ flows:
     with pytest.raises(ConfigError, match=r"runs as the join f\.both"):
         replay_sources(parsed, "stats")
     assert replay_sources(parsed, "nope") == {"p.ingress": ()}
+    idle = parse_manifest({"prefix": "p", "functions": {"idle": {"handler": "m:f"}}})
+    with pytest.raises(ConfigError, match=r"no rule targets function 'idle': a replay would send it nothing"):
+        replay_sources(idle, "idle")
