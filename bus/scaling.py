@@ -53,7 +53,7 @@ SATURATED_FOR = 1.0
 HEADROOM = 0.9
 """The share of its measured capacity a replica may be given when scaling in (rule 8)."""
 
-__all__ = ["Decision", "Observation", "PartitionLag", "ScalerState", "decide", "lag_of"]
+__all__ = ["Decision", "Observation", "PartitionLag", "ScalerState", "decide", "lag_of", "partitions_cap"]
 
 Reset = Literal["earliest", "latest"]
 
@@ -138,6 +138,13 @@ def lag_of(p: PartitionLag, *, reset: Reset = "earliest") -> int:
     if p.committed is None or p.committed < p.start:
         return max(p.end - p.start, 0) if reset == "earliest" else 1
     return max(p.end - p.committed, 0)
+
+
+def partitions_cap(declared: int, found: int) -> int:
+    """The most replicas lag may ask for: the manifest's `partitions`, or the partitions the topic
+    really has when fewer (raising `partitions` does not grow a topic that exists; KEDA caps at the
+    topic's own count too). `found` 0: not sampled yet."""
+    return min(declared, found) if found else declared
 
 
 def decide(

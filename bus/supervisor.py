@@ -40,7 +40,7 @@ from bus.localkafka import free_port
 from bus.logs import log_event
 from bus.manifest import Function, Manifest
 from bus.metrics import Registry
-from bus.scaling import Decision, Observation, PartitionLag, ScalerState, decide
+from bus.scaling import Decision, Observation, PartitionLag, ScalerState, decide, partitions_cap
 from bus.settings import KafkaSettings
 from bus.status import SCALING_DECISION, GroupSample
 from bus.topology import TopicSpec, function_topics
@@ -265,6 +265,8 @@ class Supervisor:
         self._pools: dict[str, WorkerPool] = {}
         self._states: dict[str, ScalerState] = {}
         self._latencies: dict[str, LatencyWindow] = {}
+        self._fewer_partitions: set[str] = set()
+        """Functions whose topic has fewer partitions than declared (warned about once)."""
         for function in manifest.functions.values():
             self._add(function, ["-f", str(manifest_path)])
         self._retired: list[WorkerPool] = []
@@ -398,8 +400,24 @@ class Supervisor:
             processed_rate=sample.consume_rate,
             rates_span=self._monitor.rate_window,
         )
+        found = len(sample.inputs)
+        if 0 < found < function.partitions and function.name not in self._fewer_partitions:
+            self._fewer_partitions.add(function.name)
+            log_event(
+                logger,
+                "partitions_fewer_than_declared",
+                function=function.name,
+                declared=function.partitions,
+                found=found,
+                reason="bus does not add partitions to an existing topic (it would move keys);"
+                " scaling is capped at the topic's own count",
+                level=logging.WARNING,
+            )
         decision, self._states[function.name] = decide(
-            function.scaling, observation, self._states[function.name], partitions_cap=function.partitions
+            function.scaling,
+            observation,
+            self._states[function.name],
+            partitions_cap=partitions_cap(function.partitions, found),
         )
         if decision.desired == 0 and sample.retry_lag > 0:
             # Retries wait in their topics: a replica must be there when they fall due.

@@ -109,7 +109,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "workers": {"Context", "DeadLetter", "Retry", "load_handler"},
     "workers.signals": {"DeadLetter", "Retry"},
-    "bus.scaling": {"Decision", "Observation", "PartitionLag", "ScalerState", "decide", "lag_of"},
+    "bus.scaling": {"Decision", "Observation", "PartitionLag", "ScalerState", "decide", "lag_of", "partitions_cap"},
     "workers.testing": {"HandlerError", "TestInvocation", "TestRun", "invoke", "run"},
 }
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus.manifest import Scaling
-from bus.scaling import Decision, Observation, PartitionLag, ScalerState, decide, lag_of
+from bus.scaling import Decision, Observation, PartitionLag, ScalerState, decide, lag_of, partitions_cap
 
 
 def part(partition: int, lag: int, *, committed: int | None = 1000, start: int = 0) -> PartitionLag:
@@ -95,6 +95,17 @@ def test_no_overshoot_by_one_near_the_partition_count(lag: int) -> None:
     """KEDA caps only when floor(lag / threshold) > partitions, so lag 26-29 at threshold 5 on 5
     partitions asks for 6 replicas (kedacore/keda#4483); bus asks for 5."""
     assert once(Scaling(max=10, lag_threshold=5), group(0, 1, lag, 0, 0, 0, 0)).desired == 5
+
+
+def test_the_cap_is_the_partitions_the_topic_really_has_when_fewer_than_declared() -> None:
+    """`partitions: 8` on a topic created with 3 (bus never adds partitions): 3 replicas at most."""
+    assert partitions_cap(8, 3) == 3
+    assert partitions_cap(3, 8) == 3
+    assert partitions_cap(8, 0) == 8  # not sampled yet
+    decision = once(
+        Scaling(max=10, lag_threshold=100), group(0, 1, 300, 300, 300), partitions_cap=partitions_cap(8, 3)
+    )
+    assert decision.desired == 3
 
 
 def test_partitions_cap_replaces_the_partition_count() -> None:
