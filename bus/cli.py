@@ -26,6 +26,7 @@ from bus import (
     replay,
 )
 from bus.avro_store import TypedReader
+from bus.cli_args import positive
 from bus.clock import now_rfc3339
 from bus.dashboard_server import pick_port
 from bus.errors import BusError, InvalidEvent
@@ -85,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     tail = sub.add_parser("tail", help="print the events of a topic, one per line")
     tail.add_argument("topic")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest event")
-    tail.add_argument("--max", type=int, help="stop after N events (exit 1 if fewer came)")
+    tail.add_argument(
+        "--max", type=positive(), metavar="N", help="stop after N events (exit 1 if fewer came)"
+    )
     tail.add_argument("--timeout", type=float, help="stop after S seconds")
     tail.add_argument("--json", action="store_true", help="CloudEvents JSON format")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bus import manifest
+from bus.cli_args import positive
 from bus.deploy_k8s import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_IMAGE,
@@ -28,11 +29,8 @@ from bus.errors import ConfigError
 __all__ = ["add_commands", "run"]
 
 
-def _replicas(text: str) -> int:
-    """An argparse type: a number of pods, at least 1."""
-    if not text.isdecimal() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of replicas")
-    return int(text)
+_replicas = positive("replicas")
+"""An argparse type: a number of pods, at least 1."""
 
 
 def _namespace(text: str) -> str:

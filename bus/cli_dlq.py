@@ -17,6 +17,7 @@ import orjson
 from bus import dlq, naming
 from bus.avro_schema import load_book
 from bus.avro_store import TypedReader
+from bus.cli_args import positive
 from bus.cli_rules import _json_arg  # the same JSON-or-@file reading as `bus rules test --pattern`
 from bus.clock import now_rfc3339
 from bus.errors import ConfigError, ManifestError
@@ -32,11 +33,8 @@ MESSAGE_WIDTH = 80
 """Characters of the error message `bus dlq list` shows (the full one is in `--json`)."""
 
 
-def _count(text: str) -> int:
-    """An argparse type: a positive number of dead letters."""
-    if not text.isdecimal() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return int(text)
+_count = positive()
+"""An argparse type: a positive number of dead letters."""
 
 
 def add_commands(sub: Any) -> None:
