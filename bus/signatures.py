@@ -136,7 +136,8 @@ class ReplayCache:
 
     For one asyncio process: no locks. An id is reserved while its events are being published, then
     accepted (kept for `ttl` seconds from then) or released (so the sender's retry gets through).
-    A reservation that is never settled lapses after `ttl` seconds, like an acceptance.
+    A reservation that is never settled lapses after `ttl` seconds, like an acceptance. `in_flight`
+    tells a refused reservation (retry later: the publish may still fail) from an acceptance (a replay).
     """
 
     __slots__ = ("_entries", "max_entries", "ttl")
@@ -162,6 +163,11 @@ class ReplayCache:
             return False
         self._put(delivery_id, now, accepted=False)
         return True
+
+    def in_flight(self, delivery_id: str, now: float) -> bool:
+        """True while `delivery_id` is reserved, not yet accepted nor released (and not lapsed)."""
+        entry = self._entries.get(delivery_id)
+        return entry is not None and entry[0] > now and not entry[1]
 
     def release(self, delivery_id: str) -> None:
         """Forget a reservation whose publish failed; an accepted id stays remembered."""

@@ -441,16 +441,26 @@ class Gateway:
         except SignatureError as exc:
             log_event(logger, "signature_rejected", provider=provider, reason=str(exc))
             return _problem(401, "invalid_signature", str(exc))
-        if not self._replays.reserve(delivery.id, time.time()):
-            log_event(logger, "replay_rejected", provider=provider, delivery=delivery.id)
-            reason = f"delivery {delivery.id!r} was accepted already or is being published"
-            return _problem(409, "duplicate_delivery", reason)
+        key = delivery.id
+        if not self._replays.reserve(key, time.time()):
+            return self._refuse_replay(provider, delivery.id)
         response = await self._publish_notification(provider, body)
         if response.status_code == 202:
-            self._replays.accept(delivery.id, time.time())
+            self._replays.accept(key, time.time())
         else:
-            self._replays.release(delivery.id)  # nothing was published: the sender's retry must get through
+            self._replays.release(key)  # nothing was published: the sender's retry must get through
         return response
+
+    def _refuse_replay(self, provider: str, delivery: str) -> Response:
+        """409 for a delivery id already published; 503 while its publish is in flight."""
+        if self._replays.in_flight(delivery, time.time()):
+            # Not a replay yet: the first attempt may still fail, and then only this retry would
+            # deliver it; a 409 would make the sender drop it.
+            log_event(logger, "delivery_in_flight", provider=provider, delivery=delivery)
+            reason = f"delivery {delivery!r} is being published; retry to learn whether it was stored"
+            return _problem(503, "delivery_in_flight", reason)
+        log_event(logger, "replay_rejected", provider=provider, delivery=delivery)
+        return _problem(409, "duplicate_delivery", f"delivery {delivery!r} was accepted already")
 
     async def healthz(self, request: Request) -> Response:
         """Liveness."""

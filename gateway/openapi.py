@@ -24,6 +24,7 @@ ERRORS = (
     "invalid_signature",
     "unknown_provider",
     "duplicate_delivery",
+    "delivery_in_flight",
     "kafka_unavailable",
     "kafka_error",
     "not_ready",
@@ -210,10 +211,15 @@ def _notifications(max_body_bytes: int) -> dict[str, Any]:
             "400": _problem("Not a notification body of this provider (`invalid_event`)."),
             "401": _problem("Missing, invalid or stale signature (`invalid_signature`)."),
             "404": _problem("No such provider (`unknown_provider`)."),
-            "409": _problem("This delivery id was accepted already (`duplicate_delivery`)."),
+            "409": _problem(
+                "This delivery id was published already (`duplicate_delivery`): the sender may stop retrying."
+            ),
             **_connection_refusals(body=True),
             "413": _too_large(max_body_bytes),
-            "503": _unavailable(_KAFKA_DOWN),
+            "503": _unavailable(
+                f"{_KAFKA_DOWN} Or this delivery id is being published by an earlier attempt "
+                "(`delivery_in_flight`): retry, and a 409 then says it was stored."
+            ),
         },
     }
 
