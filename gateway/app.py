@@ -441,7 +441,8 @@ class Gateway:
         except SignatureError as exc:
             log_event(logger, "signature_rejected", provider=provider, reason=str(exc))
             return _problem(401, "invalid_signature", str(exc))
-        key = delivery.id
+        # Delivery ids are unique per sender: another provider's "42" is another delivery.
+        key = (provider, delivery.id)
         if not self._replays.reserve(key, time.time()):
             return self._refuse_replay(provider, delivery.id)
         response = await self._publish_notification(provider, body)
@@ -452,8 +453,8 @@ class Gateway:
         return response
 
     def _refuse_replay(self, provider: str, delivery: str) -> Response:
-        """409 for a delivery id already published; 503 while its publish is in flight."""
-        if self._replays.in_flight(delivery, time.time()):
+        """409 for a (provider, delivery id) already published; 503 while its publish is in flight."""
+        if self._replays.in_flight((provider, delivery), time.time()):
             # Not a replay yet: the first attempt may still fail, and then only this retry would
             # deliver it; a 409 would make the sender drop it.
             log_event(logger, "delivery_in_flight", provider=provider, delivery=delivery)

@@ -1,5 +1,5 @@
 """Signed notifications at the gateway, without a broker: a delivery id is refused as a replay (409)
-only once its publish was acknowledged."""
+only once its publish was acknowledged, and only for the sender that used it."""
 
 from __future__ import annotations
 
@@ -88,3 +88,24 @@ def test_a_retry_while_the_first_attempt_is_publishing_gets_503_and_the_delivery
 
     asyncio.run(scenario())
     assert len(publisher.published) == 1
+
+
+def test_two_providers_may_use_the_same_delivery_id() -> None:
+    """Delivery ids are unique per sender: s3's "42" and minio's "42" are two deliveries, both published."""
+    publisher = _Stalling()
+    publisher.calls = 1  # no stall: every publish succeeds
+    now = int(time.time())
+
+    async def scenario() -> None:
+        settings = GatewaySettings(webhook_secrets={"s3": (S3_SECRET,), "minio": (MINIO_SECRET,)})
+        async with _serving(publisher, settings) as client:
+            s3 = sign(S3_SECRET, S3_BODY, timestamp=now, delivery="42")
+            minio = sign(MINIO_SECRET, MINIO_BODY, timestamp=now, delivery="42")
+            assert (await client.post("/notifications/s3", content=S3_BODY, headers=s3)).status_code == 202
+            response = await client.post("/notifications/minio", content=MINIO_BODY, headers=minio)
+            assert response.status_code == 202, response.text
+            replay = await client.post("/notifications/minio", content=MINIO_BODY, headers=minio)
+            assert replay.status_code == 409
+
+    asyncio.run(scenario())
+    assert len(publisher.published) == 2

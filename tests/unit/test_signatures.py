@@ -493,6 +493,14 @@ def test_in_flight_tells_a_reservation_from_an_acceptance() -> None:
     assert not cache.in_flight("d-2", NOW)
 
 
+def test_keys_may_be_provider_and_delivery_id() -> None:
+    """The same delivery id from two providers is two entries."""
+    cache = ReplayCache()
+    assert cache.reserve(("s3", "42"), NOW)
+    assert cache.reserve(("minio", "42"), NOW)
+    assert not cache.reserve(("s3", "42"), NOW)
+
+
 def test_release_lets_the_senders_retry_through() -> None:
     """After a failed publish the id is released, so the sender's retry is reserved again."""
     cache = ReplayCache()
