@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaException
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -543,6 +544,17 @@ class Gateway:
         return refusal if refusal is not None else records
 
 
+async def _unrouted(request: Request, exc: Exception) -> Response:
+    """A problem body, like every other error, for a path no route serves (404) or a method it does
+    not take (405, with `Allow`)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        reason = f"{request.method} is not allowed on {request.url.path}; use {allow}"
+        return _problem(405, "method_not_allowed", reason, headers={"allow": allow})
+    return _problem(404, "not_found", f"no route {request.url.path}; see /openapi.json")
+
+
 def create_app(
     settings: GatewaySettings, publisher: PublisherFactory | None = None, *, follow: Follow | None = None
 ) -> Starlette:
@@ -568,4 +580,5 @@ def create_app(
             route("/openapi.json", "GET", gateway.openapi),
         ],
         lifespan=gateway.lifespan,
+        exception_handlers={404: _unrouted, 405: _unrouted},
     )

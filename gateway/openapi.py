@@ -41,10 +41,13 @@ ERRORS = (
     "function_error",
     "no_reply",
     "duplicate_invocation",
+    "not_found",
+    "method_not_allowed",
 )
 """Every `error` code a problem response of the gateway carries. `headers_too_large`, `invalid_http`
 and a `request_timeout` for headers come from its HTTP server (`gateway/server.py`), before any route
-runs; `incomplete_body` answers a client already gone and is only counted."""
+runs; `incomplete_body` answers a client already gone and is only counted. `not_found` and
+`method_not_allowed` answer a path or method no operation has (`components.responses`)."""
 # bus.events' check of datacontenttype, in the ECMA-262 dialect JSON Schema patterns use.
 _MEDIA_TYPE = r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+([ \t]*;[\t\x20-\x7e]*)?$"
 
@@ -400,6 +403,16 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
         },
         "components": {
             "schemas": _schemas(),
+            # No operation answers these: a path not in `paths` or a method its path lacks does.
+            "responses": {
+                "NotFound": _problem("No operation has this path (`not_found`)."),
+                "MethodNotAllowed": {
+                    **_problem("The path has no operation for this method (`method_not_allowed`)."),
+                    "headers": {
+                        "Allow": {"description": "The methods the path takes.", "schema": {"type": "string"}}
+                    },
+                },
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key or an HS256 JWT."},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
