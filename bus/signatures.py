@@ -19,6 +19,7 @@ The receiver accepts a delivery when some `v1` equals the HMAC under some config
 pairs are compared in constant time, without stopping at the first mismatch) and `t` is within
 ±tolerance (300 s) of its clock. A `ReplayCache` then refuses a delivery id seen within the last
 twice the tolerance: that is how long a captured request keeps a timestamp the window accepts.
+Delivery ids are unique per sender only, so the gateway keys the cache by (provider, delivery id).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import hashlib
 import hmac
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bus.errors import ConfigError, SignatureError
@@ -134,9 +135,11 @@ def verify(
 class ReplayCache:
     """Delivery ids seen in the last `ttl` seconds, at most `max_entries` (the oldest go first).
 
-    For one asyncio process: no locks. An id is reserved while its events are being published, then
-    accepted (kept for `ttl` seconds from then) or released (so the sender's retry gets through).
-    A reservation that is never settled lapses after `ttl` seconds, like an acceptance.
+    An id is any hashable key: the gateway's is (provider, delivery id). For one asyncio process: no
+    locks. An id is reserved while its events are being published, then accepted (kept for `ttl`
+    seconds from then) or released (so the sender's retry gets through). A reservation that is never
+    settled lapses after `ttl` seconds, like an acceptance. `in_flight` tells a refused reservation
+    (retry later: the publish may still fail) from an acceptance (a replay).
     """
 
     __slots__ = ("_entries", "max_entries", "ttl")
@@ -152,9 +155,9 @@ class ReplayCache:
         """Most ids remembered; past it the oldest are forgotten (memory stays bounded under a flood)."""
         # id -> (expires at, accepted). Kept in the order of the last change, so (for a clock that does
         # not go back) the entries that expire first are at the front.
-        self._entries: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, bool]] = OrderedDict()
 
-    def reserve(self, delivery_id: str, now: float) -> bool:
+    def reserve(self, delivery_id: Hashable, now: float) -> bool:
         """Reserve `delivery_id` for publishing: False if it is reserved or accepted and not expired."""
         self._expire(now)
         entry = self._entries.get(delivery_id)
@@ -163,13 +166,18 @@ class ReplayCache:
         self._put(delivery_id, now, accepted=False)
         return True
 
-    def release(self, delivery_id: str) -> None:
+    def in_flight(self, delivery_id: Hashable, now: float) -> bool:
+        """True while `delivery_id` is reserved, not yet accepted nor released (and not lapsed)."""
+        entry = self._entries.get(delivery_id)
+        return entry is not None and entry[0] > now and not entry[1]
+
+    def release(self, delivery_id: Hashable) -> None:
         """Forget a reservation whose publish failed; an accepted id stays remembered."""
         entry = self._entries.get(delivery_id)
         if entry is not None and not entry[1]:
             del self._entries[delivery_id]
 
-    def accept(self, delivery_id: str, now: float) -> None:
+    def accept(self, delivery_id: Hashable, now: float) -> None:
         """Remember `delivery_id` as published, for `ttl` seconds from `now`."""
         self._expire(now)
         self._put(delivery_id, now, accepted=True)
@@ -178,7 +186,7 @@ class ReplayCache:
         """How many ids are remembered (expired ones may linger until the next reserve or accept)."""
         return len(self._entries)
 
-    def _put(self, delivery_id: str, now: float, *, accepted: bool) -> None:
+    def _put(self, delivery_id: Hashable, now: float, *, accepted: bool) -> None:
         self._entries.pop(delivery_id, None)
         while len(self._entries) >= self.max_entries:
             self._entries.popitem(last=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,12 +13,12 @@ from pathlib import Path
 
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore
-from bus.control import Applied
-from bus.errors import BusError
+from bus.control import Applied, Refused
+from bus.errors import BusError, ConfigError
 from bus.kafka.admin import ensure_topics
 from bus.kafka.control_store import ControlWatcher, read_applied
 from bus.kafka.schema_store import open_store
-from bus.logs import configure
+from bus.logs import configure, log_event
 from bus.manifest import Manifest, read
 from bus.registry import SchemaRegistry
 from bus.settings import load_kafka
@@ -28,22 +29,26 @@ from gateway.settings import GatewaySettings, invoke_targets, load
 from gateway.timers import check_templates
 from gateway.typed import register_book
 
+logger = logging.getLogger("bus.gateway")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Load settings, create the ingress topics, register the typed events' schemas, serve HTTP.
 
-    A schema incompatible with its type's registered version stops the gateway (exit 1) before it
-    accepts anything: the new version is refused when it is registered. Manifests applied later
-    (`bus apply`) are followed: a change the gateway cannot take is logged and the last one kept.
+    The gateway starts from the applied manifest (`bus apply`) when there is one, else from its
+    `-f` file: a restart never undoes an apply (a revoked key stays revoked). A schema incompatible
+    with its type's registered version stops the gateway (exit 1) before it accepts anything: the new
+    version is refused when it is registered. Manifests applied later are followed: a change the
+    gateway cannot take is logged and the last one kept.
     """
     parser = argparse.ArgumentParser(prog="python -m gateway")
     parser.add_argument("--port", type=int, help="HTTP port (default $BUS_HTTP_PORT or 8080)")
     parser.add_argument("--host", help="interface (default $BUS_HTTP_HOST or 127.0.0.1)")
-    parser.add_argument("-f", "--manifest", help="bus.yaml: its object stores' webhook secrets are enforced")
+    parser.add_argument("-f", "--manifest", help="bus.yaml, used only while none was applied (`bus apply`)")
     args = parser.parse_args(argv)
     configure(os.environ.get("BUS_LOG_LEVEL", "INFO"))
     try:
-        manifest = read(args.manifest) if args.manifest else Manifest()
+        file = read(args.manifest) if args.manifest else None
         kafka = load_kafka(os.environ)
         ensure_topics(kafka, ingress_topics(kafka.prefix))
         store = open_store(kafka, os.environ)
@@ -51,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         def configured(manifest: Manifest) -> GatewaySettings:
             return _settings(manifest, store, port=args.port, host=args.host)
 
-        settings = configured(manifest)
-        _, after = read_applied(kafka, kafka.prefix)
+        applied, after = read_applied(kafka, kafka.prefix)
+        settings = configured(_starting_manifest(applied, file, kafka.prefix))
     except BusError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
@@ -65,6 +70,46 @@ def main(argv: list[str] | None = None) -> int:
 
     serve(create_app(settings, follow=follow), settings)
     return 0
+
+
+def _starting_manifest(applied: Applied | Refused | None, file: Manifest | None, prefix: str) -> Manifest:
+    """The manifest to start with: the applied one, else the `-f` file's, else an empty one.
+
+    As the router's `_starting_rules`: a latest record that cannot be used is logged and the file
+    taken instead; without a file that is a ConfigError, never an empty manifest (no credentials).
+    """
+    if isinstance(applied, Refused):
+        log_event(
+            logger,
+            "control_record_refused",
+            offset=applied.offset,
+            version=applied.version,
+            reason=applied.reason,
+            level=logging.ERROR,
+        )
+        if file is None:
+            raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply` or pass -f")
+    elif applied is not None:
+        try:
+            manifest = applied.manifest(prefix=prefix)
+        except BusError as exc:
+            log_event(
+                logger,
+                "control_record_refused",
+                version=applied.version,
+                reason=str(exc),
+                level=logging.ERROR,
+            )
+            if file is None:
+                raise ConfigError(
+                    f"applied manifest version {applied.version} of prefix {prefix!r} cannot be used "
+                    f"({exc}); apply a valid one with `bus apply` or pass -f"
+                ) from None
+        else:
+            if file is not None:
+                log_event(logger, "manifest_file_ignored", version=applied.version)
+            return manifest
+    return file if file is not None else Manifest()
 
 
 def _settings(

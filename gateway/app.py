@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaException
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -441,16 +442,27 @@ class Gateway:
         except SignatureError as exc:
             log_event(logger, "signature_rejected", provider=provider, reason=str(exc))
             return _problem(401, "invalid_signature", str(exc))
-        if not self._replays.reserve(delivery.id, time.time()):
-            log_event(logger, "replay_rejected", provider=provider, delivery=delivery.id)
-            reason = f"delivery {delivery.id!r} was accepted already or is being published"
-            return _problem(409, "duplicate_delivery", reason)
+        # Delivery ids are unique per sender: another provider's "42" is another delivery.
+        key = (provider, delivery.id)
+        if not self._replays.reserve(key, time.time()):
+            return self._refuse_replay(provider, delivery.id)
         response = await self._publish_notification(provider, body)
         if response.status_code == 202:
-            self._replays.accept(delivery.id, time.time())
+            self._replays.accept(key, time.time())
         else:
-            self._replays.release(delivery.id)  # nothing was published: the sender's retry must get through
+            self._replays.release(key)  # nothing was published: the sender's retry must get through
         return response
+
+    def _refuse_replay(self, provider: str, delivery: str) -> Response:
+        """409 for a (provider, delivery id) already published; 503 while its publish is in flight."""
+        if self._replays.in_flight((provider, delivery), time.time()):
+            # Not a replay yet: the first attempt may still fail, and then only this retry would
+            # deliver it; a 409 would make the sender drop it.
+            log_event(logger, "delivery_in_flight", provider=provider, delivery=delivery)
+            reason = f"delivery {delivery!r} is being published; retry to learn whether it was stored"
+            return _problem(503, "delivery_in_flight", reason)
+        log_event(logger, "replay_rejected", provider=provider, delivery=delivery)
+        return _problem(409, "duplicate_delivery", f"delivery {delivery!r} was accepted already")
 
     async def healthz(self, request: Request) -> Response:
         """Liveness."""
@@ -532,6 +544,17 @@ class Gateway:
         return refusal if refusal is not None else records
 
 
+async def _unrouted(request: Request, exc: Exception) -> Response:
+    """A problem body, like every other error, for a path no route serves (404) or a method it does
+    not take (405, with `Allow`)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        reason = f"{request.method} is not allowed on {request.url.path}; use {allow}"
+        return _problem(405, "method_not_allowed", reason, headers={"allow": allow})
+    return _problem(404, "not_found", f"no route {request.url.path}; see /openapi.json")
+
+
 def create_app(
     settings: GatewaySettings, publisher: PublisherFactory | None = None, *, follow: Follow | None = None
 ) -> Starlette:
@@ -557,4 +580,5 @@ def create_app(
             route("/openapi.json", "GET", gateway.openapi),
         ],
         lifespan=gateway.lifespan,
+        exception_handlers={404: _unrouted, 405: _unrouted},
     )

@@ -24,6 +24,7 @@ ERRORS = (
     "invalid_signature",
     "unknown_provider",
     "duplicate_delivery",
+    "delivery_in_flight",
     "kafka_unavailable",
     "kafka_error",
     "not_ready",
@@ -40,10 +41,13 @@ ERRORS = (
     "function_error",
     "no_reply",
     "duplicate_invocation",
+    "not_found",
+    "method_not_allowed",
 )
 """Every `error` code a problem response of the gateway carries. `headers_too_large`, `invalid_http`
 and a `request_timeout` for headers come from its HTTP server (`gateway/server.py`), before any route
-runs; `incomplete_body` answers a client already gone and is only counted."""
+runs; `incomplete_body` answers a client already gone and is only counted. `not_found` and
+`method_not_allowed` answer a path or method no operation has (`components.responses`)."""
 # bus.events' check of datacontenttype, in the ECMA-262 dialect JSON Schema patterns use.
 _MEDIA_TYPE = r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+([ \t]*;[\t\x20-\x7e]*)?$"
 
@@ -210,10 +214,15 @@ def _notifications(max_body_bytes: int) -> dict[str, Any]:
             "400": _problem("Not a notification body of this provider (`invalid_event`)."),
             "401": _problem("Missing, invalid or stale signature (`invalid_signature`)."),
             "404": _problem("No such provider (`unknown_provider`)."),
-            "409": _problem("This delivery id was accepted already (`duplicate_delivery`)."),
+            "409": _problem(
+                "This delivery id was published already (`duplicate_delivery`): the sender may stop retrying."
+            ),
             **_connection_refusals(body=True),
             "413": _too_large(max_body_bytes),
-            "503": _unavailable(_KAFKA_DOWN),
+            "503": _unavailable(
+                f"{_KAFKA_DOWN} Or this delivery id is being published by an earlier attempt "
+                "(`delivery_in_flight`): retry, and a 409 then says it was stored."
+            ),
         },
     }
 
@@ -394,6 +403,16 @@ def document(*, max_body_bytes: int) -> dict[str, Any]:
         },
         "components": {
             "schemas": _schemas(),
+            # No operation answers these: a path not in `paths` or a method its path lacks does.
+            "responses": {
+                "NotFound": _problem("No operation has this path (`not_found`)."),
+                "MethodNotAllowed": {
+                    **_problem("The path has no operation for this method (`method_not_allowed`)."),
+                    "headers": {
+                        "Allow": {"description": "The methods the path takes.", "schema": {"type": "string"}}
+                    },
+                },
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key or an HS256 JWT."},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},

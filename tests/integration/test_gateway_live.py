@@ -63,3 +63,47 @@ def test_a_running_gateway_takes_new_functions_and_schedules_from_bus_apply(
         assert invoke("b") == 202  # still serving the last manifest it could take, without credentials
     finally:
         gateway.stop()
+
+
+KEYS = """
+sources:
+  http:
+    auth: api_keys
+    keys:
+"""
+ALICE = "alice-key-0123456789abcdef"
+BOB = "bob-key-0123456789abcdef01"
+
+
+def test_a_restarted_gateway_keeps_a_key_revoked_by_bus_apply(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """A gateway restarted with its old `-f` file still refuses the key `bus apply` removed (401)."""
+    prefix = kafka.prefix()
+    started_with = tmp_path / "v1.yaml"
+    started_with.write_text(
+        f"prefix: {prefix}\n{KEYS}      - {{id: alice, secret_env: ALICE_KEY}}\n"
+        "      - {id: bob, secret_env: BOB_KEY}\n"
+    )
+    revoked = tmp_path / "v2.yaml"
+    revoked.write_text(f"prefix: {prefix}\n{KEYS}      - {{id: bob, secret_env: BOB_KEY}}\n")
+    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": None}
+    assert run_bus("apply", "-f", str(started_with), env=env).returncode == 0
+    gateway = GatewayProcess(
+        kafka, prefix, tmp_path / "home", manifest=started_with, env={"ALICE_KEY": ALICE, "BOB_KEY": BOB}
+    )
+
+    def post(key: str) -> int:
+        event = {"specversion": "1.0", "id": unique("ev"), "source": "s", "type": "t"}
+        headers = {"authorization": f"Bearer {key}", "content-type": "application/cloudevents+json"}
+        return httpx.post(f"{gateway.url}/events", json=event, headers=headers, timeout=30).status_code
+
+    gateway.start()
+    try:
+        assert post(ALICE) == 202
+        assert run_bus("apply", "-f", str(revoked), env=env).returncode == 0
+        wait_until(lambda: post(ALICE) == 401, timeout=30, what="alice's key revoked")
+        gateway.kill()  # crashed; bus up (or Kubernetes) starts it again with the same -f file
+        gateway.start()
+        assert post(ALICE) == 401
+        assert post(BOB) == 202
+    finally:
+        gateway.stop()

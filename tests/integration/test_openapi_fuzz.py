@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import schemathesis
 from schemathesis import Case
@@ -65,6 +66,31 @@ def test_every_answer_is_documented_and_none_is_a_server_error(
 ) -> None:
     """Generated requests get no 5xx, and only documented statuses, content types and bodies."""
     case.call_and_validate(base_url=gateway.url, checks=CHECKS, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "response"),
+    [
+        ("GET", "/events", "MethodNotAllowed"),
+        ("PUT", "/notifications/s3", "MethodNotAllowed"),
+        ("DELETE", "/healthz", "MethodNotAllowed"),
+        ("GET", "/nope", "NotFound"),
+        ("POST", "/functions/f/invoke/extra", "NotFound"),
+    ],
+)
+def test_unknown_paths_and_methods_get_the_documented_problem(
+    gateway: GatewayProcess, method: str, path: str, response: str
+) -> None:
+    """A path or method no operation has is answered as `components.responses` says: a JSON problem."""
+    answer = httpx.request(method, f"{gateway.url}{path}", timeout=10)
+    declared = DOCUMENT["components"]["responses"][response]
+    assert answer.status_code == {"NotFound": 404, "MethodNotAllowed": 405}[response]
+    assert answer.headers["content-type"] == "application/json"
+    jsonschema.validate(answer.json(), DOCUMENT["components"]["schemas"]["Problem"])  # error codes listed
+    assert declared["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    if answer.status_code == 405:
+        assert set(declared["headers"]) == {"Allow"}
+        assert answer.headers["allow"]
 
 
 def test_the_gateway_logged_no_error(gateway: GatewayProcess) -> None:

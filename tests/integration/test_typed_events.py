@@ -17,6 +17,7 @@ from bus import naming
 from bus.avro_codec import AVRO_CONTENT_TYPE, decode, schema_uri
 from bus.avro_schema import load_schema
 from bus.errors import ManifestError
+from bus.kafka.control_store import apply_file
 from bus.kafka.producer import AsyncProducer
 from bus.kafka.schema_store import KafkaSchemaStore
 from bus.kafka_binding import Record, from_record, header
@@ -108,7 +109,7 @@ rules:
 
 
 def test_a_v1_worker_reads_events_a_v2_gateway_writes(kafka: KafkaEnv, tmp_path: Path) -> None:
-    """v2 adds a defaulted field and is accepted; the v1 router and worker find the v2 writer in the
+    """v2 adds a defaulted field and is accepted; the worker started on v1 finds the v2 writer in the
     schemas topic, and the v1 handler gets the data without the new field (Avro resolution)."""
     prefix = kafka.prefix()
     rules = """
@@ -118,8 +119,11 @@ rules:
   - {name: orders, pattern: {type: [order.placed], data: {currency: [EUR]}}, targets: [echo]}
 """
     v1_path = typed_manifest(tmp_path / "v1", prefix, V1, rules)
-    v2_path = typed_manifest(tmp_path / "v2", prefix, V2)
+    v2_path = typed_manifest(tmp_path / "v2", prefix, V2, rules)
     with running_platform(kafka, v1_path, tmp_path / "home"):
+        # Gateways start from the applied manifest, so v2 is applied; the function is unchanged, so
+        # its worker keeps running on v1.
+        apply_file(kafka.settings(prefix), v2_path, prefix=prefix)
         gateway = GatewayProcess(kafka, prefix, tmp_path / "home", manifest=v2_path, name="gateway-v2")
         gateway.start()  # registers v2 next to v1: compatible, so it starts
         try:

@@ -479,6 +479,28 @@ def test_an_accepted_id_is_refused_until_it_expires() -> None:
     assert cache.reserve("d-1", NOW + 610)
 
 
+def test_in_flight_tells_a_reservation_from_an_acceptance() -> None:
+    """A reserved id is in flight (the sender should retry later); accepted or released, it is not."""
+    cache = ReplayCache(ttl=600)
+    assert not cache.in_flight("d-1", NOW)
+    assert cache.reserve("d-1", NOW)
+    assert cache.in_flight("d-1", NOW + 1)
+    assert not cache.in_flight("d-1", NOW + 600), "a lapsed reservation is not in flight"
+    cache.accept("d-1", NOW + 1)
+    assert not cache.in_flight("d-1", NOW + 2)
+    assert cache.reserve("d-2", NOW)
+    cache.release("d-2")
+    assert not cache.in_flight("d-2", NOW)
+
+
+def test_keys_may_be_provider_and_delivery_id() -> None:
+    """The same delivery id from two providers is two entries."""
+    cache = ReplayCache()
+    assert cache.reserve(("s3", "42"), NOW)
+    assert cache.reserve(("minio", "42"), NOW)
+    assert not cache.reserve(("s3", "42"), NOW)
+
+
 def test_release_lets_the_senders_retry_through() -> None:
     """After a failed publish the id is released, so the sender's retry is reserved again."""
     cache = ReplayCache()
