@@ -36,6 +36,20 @@ CASES: list[tuple[str, dict[str, str], bytes, str, str]] = [
     ("deep nesting", STRUCTURED, DEEP, "body", "deeper"),
     ("very deep nesting", STRUCTURED, VERY_DEEP, "body", "JSON"),
     ("huge number", STRUCTURED, b"{" + BASE + b',"data":' + b"9" * 400 + b"}", "body", "not valid JSON"),
+    (
+        "integer beyond 64 bits in binary data",
+        BINARY,
+        b'{"order_id": 123456789012345678901234567890}',
+        "data.order_id",
+        "outside the 64-bit range",
+    ),
+    (
+        "integer below -2**63",
+        STRUCTURED,
+        b"{" + BASE + b',"data":{"n":[1,-9223372036854775809]}}',
+        "data.n[1]",
+        "outside the 64-bit range",
+    ),
     ("lone surrogate", STRUCTURED, b"{" + BASE + b',"data":"\\ud800"}', "body", "surrogate"),
     ("truncated", STRUCTURED, b"{" + BASE + b',"data":{"a"', "body", "not valid JSON"),
 ]
