@@ -66,6 +66,12 @@ def _from_binary(headers: Mapping[str, str], content_type: str | None, body: byt
         if not name.startswith(_PREFIX):
             continue
         attr = name[len(_PREFIX) :]
+        if not raw.isascii():  # HTTP servers read header bytes as latin-1: UTF-8 would be mojibake
+            raise InvalidEvent(
+                name,
+                "header value has non-ASCII characters; percent-encode them as UTF-8 "
+                "(e.g. caf%C3%A9 for café), as the CloudEvents HTTP binding requires",
+            )
         try:
             value = unquote(raw, errors="strict")
         except UnicodeDecodeError as exc:

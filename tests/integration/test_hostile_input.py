@@ -87,6 +87,18 @@ def test_duplicate_keys_in_a_notification_are_refused(gateway: tuple[TestClient,
     assert "'Records' twice" in response.json()["reason"]
 
 
+def test_raw_utf8_in_a_ce_header_is_refused_asking_for_percent_encoding(
+    gateway: tuple[TestClient, str],
+) -> None:
+    """`ce-subject: café` sent as raw UTF-8 would be stored as `cafÃ©`: 400 naming the header."""
+    client, _ = gateway
+    headers = [(k.encode(), v.encode()) for k, v in BINARY.items()] + [(b"ce-subject", "café".encode())]
+    response = client.post("/events", content=b"{}", headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "ce-subject"
+    assert "percent-encode" in response.json()["reason"]
+
+
 def test_nothing_hostile_reached_kafka(kafka: KafkaEnv, gateway: tuple[TestClient, str]) -> None:
     """After every hostile request of this module, the ingress topic is still empty."""
     client, ingress = gateway
