@@ -387,8 +387,12 @@ def to_json_dict(event: CloudEvent) -> dict[str, Any]:
     return out
 
 
-def from_json_dict(doc: Any) -> CloudEvent:
-    """Build and validate an event from the CloudEvents JSON format."""
+def from_json_dict(doc: Any, *, strict: bool = False) -> CloudEvent:
+    """Build and validate an event from the CloudEvents JSON format.
+
+    `strict` (untrusted input at the edge) parses JSON carried in `data_base64` as `parse_json` does
+    with `strict`, so it is refused as the same JSON in `data` is.
+    """
     if not isinstance(doc, dict):
         raise InvalidEvent("body", "a structured CloudEvent must be a JSON object")
     if "data" in doc and "data_base64" in doc:
@@ -405,11 +409,11 @@ def from_json_dict(doc: Any) -> CloudEvent:
     for name in REQUIRED:
         if name not in attributes:
             raise InvalidEvent(name, "required attribute is missing")
-    data = _json_format_data(doc, attributes.get("datacontenttype"))
+    data = _json_format_data(doc, attributes.get("datacontenttype"), strict=strict)
     return CloudEvent.create(**attributes, extensions=extensions, data=data)
 
 
-def _json_format_data(doc: dict[str, Any], content_type: Any) -> Any:
+def _json_format_data(doc: dict[str, Any], content_type: Any, *, strict: bool) -> Any:
     """The data of a JSON-format event: `data_base64` as bytes, JSON as is, other text as bytes."""
     if "data_base64" in doc:
         encoded = doc["data_base64"]
@@ -421,7 +425,7 @@ def _json_format_data(doc: dict[str, Any], content_type: Any) -> Any:
             raise InvalidEvent("data_base64", "is not valid base64") from exc
         if is_json_content_type(content_type if isinstance(content_type, str) else None):
             # The model holds JSON data decoded; the JSON format allows base64-carried JSON.
-            return parse_json(decoded, field_name="data_base64") if decoded else None
+            return parse_json(decoded, field_name="data_base64", strict=strict) if decoded else None
         return decoded
     data = doc.get("data")
     if data is None or is_json_content_type(content_type if isinstance(content_type, str) else None):

@@ -33,6 +33,20 @@ CASES: list[tuple[str, dict[str, str], bytes, str, str]] = [
     ("NaN", STRUCTURED, b"{" + BASE + b',"data":NaN}', "body", "not valid JSON"),
     ("duplicate keys", STRUCTURED, b"{" + BASE + b',"id":"2"}', "body", "'id' twice"),
     ("duplicate keys in binary data", BINARY, b'{"a":1,"a":2}', "data", "'a' twice"),
+    (
+        "duplicate keys in data_base64",
+        STRUCTURED,
+        b"{" + BASE + b',"data_base64":"eyJhIjoxLCJhIjoyfQ=="}',  # {"a":1,"a":2}
+        "data_base64",
+        "'a' twice",
+    ),
+    (
+        "integer beyond 64 bits in data_base64",
+        STRUCTURED,
+        b"{" + BASE + b',"data_base64":"eyJuIjogMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NX0="}',
+        "data_base64.n",
+        "outside the 64-bit range",
+    ),
     ("deep nesting", STRUCTURED, DEEP, "body", "deeper"),
     ("very deep nesting", STRUCTURED, VERY_DEEP, "body", "JSON"),
     ("huge number", STRUCTURED, b"{" + BASE + b',"data":' + b"9" * 400 + b"}", "body", "not valid JSON"),

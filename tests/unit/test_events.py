@@ -431,6 +431,15 @@ def test_json_format_decodes_base64_carried_json(content_type: str | None) -> No
     assert event.data == {"a": 1}
 
 
+def test_strict_json_format_refuses_duplicate_keys_in_base64_carried_json() -> None:
+    """At the edge, JSON in data_base64 is held to the same rules as JSON in data."""
+    encoded = base64.b64encode(b'{"a": 1, "a": 2}').decode()
+    with pytest.raises(InvalidEvent) as caught:
+        from_json_dict(doc(data_base64=encoded), strict=True)
+    assert caught.value.field == "data_base64"
+    assert "'a' twice" in caught.value.reason
+
+
 def test_json_format_reads_text_data_as_a_string_and_keeps_its_bytes() -> None:
     """Non-JSON data given as a JSON string (e.g. text/plain) is held as its UTF-8 bytes."""
     event = from_json_dict(doc(datacontenttype="text/plain", data="caf\u00e9"))
