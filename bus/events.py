@@ -253,7 +253,8 @@ def parse_json(
     """Parse JSON text, refusing invalid JSON and nesting deeper than `max_depth`.
 
     `strict` (for untrusted input at the edge) also refuses duplicate object keys, which orjson
-    would silently resolve to the last value; it costs a second parse, so bus's own records skip it.
+    would silently resolve to the last value, and integers beyond 64 bits, which orjson would
+    silently round to floats; it costs a second parse, so bus's own records skip it.
     """
     try:
         value = orjson.loads(body)
@@ -263,22 +264,74 @@ def parse_json(
     if raw.count(b"[") + raw.count(b"{") >= max_depth:  # fewer brackets cannot nest that deep
         _check_depth(value, field_name, max_depth)
     if strict:
-        _check_unique_keys(raw, field_name)
+        _check_strictly(raw, field_name)
     return value
 
 
-def _check_unique_keys(body: bytes, field_name: str) -> None:
-    def pairs(items: list[tuple[str, Any]]) -> None:
-        if len(dict(items)) == len(items):  # the common case, at C speed
-            return
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+"""A run of digits as long as the largest 64-bit integers; shorter ones are always in range."""
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class _HugeInteger:
+    """Stands in for an integer literal out of 64-bit range while the strict parse looks for it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _check_strictly(body: bytes, field_name: str) -> None:
+    """Refuse duplicate object keys and integers outside the signed and unsigned 64-bit ranges."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        made = dict(items)
+        if len(made) == len(items):  # the common case, at C speed
+            return made
         seen: set[str] = set()
         for key, _ in items:
             if key in seen:
                 raise InvalidEvent(field_name, f"JSON object has the key {key!r} twice; send each key once")
             seen.add(key)
+        return made
+
+    huge: list[str] = []
+
+    def integer(text: str) -> int | _HugeInteger:
+        if len(text) <= 21:  # longer is past any 64-bit integer, and int() refuses very long text
+            number = int(text)
+            if _INT64_MIN <= number <= _UINT64_MAX:
+                return number
+        huge.append(text)
+        return _HugeInteger(text)
 
     # Only reached after orjson accepted the text, so the stdlib parser sees valid, bounded JSON.
-    json.loads(body, object_pairs_hook=pairs)
+    if _LONG_DIGITS.search(body) is None:  # no integer can be out of range: skip the int hook
+        json.loads(body, object_pairs_hook=pairs)
+        return
+    value = json.loads(body, object_pairs_hook=pairs, parse_int=integer)
+    found = _find_huge(value, "") if huge else None  # walked only to name the field
+    if found is not None:
+        path, text = found
+        shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
+        reason = f"integer {shown} is outside the 64-bit range; send it as a string"
+        # A field of the whole body is named as the API names fields: data.n, Records[0].s3.object.size.
+        raise InvalidEvent(path.removeprefix(".") if field_name == "body" else f"{field_name}{path}", reason)
+
+
+def _find_huge(value: Any, path: str) -> tuple[str, str] | None:
+    """The path and text of the first out-of-range integer in a strictly parsed value, if any."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, _HugeInteger):
+            return where, item.text
+        if isinstance(item, dict):
+            pending.extend((child, f"{where}.{key}") for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}[{index}]") for index, child in reversed(list(enumerate(item))))
+    return None
 
 
 def _check_depth(value: Any, field_name: str, max_depth: int) -> None:
@@ -334,8 +387,12 @@ def to_json_dict(event: CloudEvent) -> dict[str, Any]:
     return out
 
 
-def from_json_dict(doc: Any) -> CloudEvent:
-    """Build and validate an event from the CloudEvents JSON format."""
+def from_json_dict(doc: Any, *, strict: bool = False) -> CloudEvent:
+    """Build and validate an event from the CloudEvents JSON format.
+
+    `strict` (untrusted input at the edge) parses JSON carried in `data_base64` as `parse_json` does
+    with `strict`, so it is refused as the same JSON in `data` is.
+    """
     if not isinstance(doc, dict):
         raise InvalidEvent("body", "a structured CloudEvent must be a JSON object")
     if "data" in doc and "data_base64" in doc:
@@ -352,11 +409,11 @@ def from_json_dict(doc: Any) -> CloudEvent:
     for name in REQUIRED:
         if name not in attributes:
             raise InvalidEvent(name, "required attribute is missing")
-    data = _json_format_data(doc, attributes.get("datacontenttype"))
+    data = _json_format_data(doc, attributes.get("datacontenttype"), strict=strict)
     return CloudEvent.create(**attributes, extensions=extensions, data=data)
 
 
-def _json_format_data(doc: dict[str, Any], content_type: Any) -> Any:
+def _json_format_data(doc: dict[str, Any], content_type: Any, *, strict: bool) -> Any:
     """The data of a JSON-format event: `data_base64` as bytes, JSON as is, other text as bytes."""
     if "data_base64" in doc:
         encoded = doc["data_base64"]
@@ -368,7 +425,7 @@ def _json_format_data(doc: dict[str, Any], content_type: Any) -> Any:
             raise InvalidEvent("data_base64", "is not valid base64") from exc
         if is_json_content_type(content_type if isinstance(content_type, str) else None):
             # The model holds JSON data decoded; the JSON format allows base64-carried JSON.
-            return parse_json(decoded, field_name="data_base64") if decoded else None
+            return parse_json(decoded, field_name="data_base64", strict=strict) if decoded else None
         return decoded
     data = doc.get("data")
     if data is None or is_json_content_type(content_type if isinstance(content_type, str) else None):

@@ -44,7 +44,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     content_type = headers.get("content-type")
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media == STRUCTURED_CONTENT_TYPE:
-        return [from_json_dict(parse_json(body, strict=True))]
+        return [from_json_dict(parse_json(body, strict=True), strict=True)]
     if media == BATCH_CONTENT_TYPE:
         docs = parse_json(body, strict=True)
         if not isinstance(docs, list):
@@ -52,7 +52,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
         events = []
         for index, doc in enumerate(docs):
             try:
-                events.append(from_json_dict(doc))
+                events.append(from_json_dict(doc, strict=True))
             except InvalidEvent as exc:
                 raise InvalidEvent(f"[{index}].{exc.field}", exc.reason) from exc
         return events
@@ -66,6 +66,12 @@ def _from_binary(headers: Mapping[str, str], content_type: str | None, body: byt
         if not name.startswith(_PREFIX):
             continue
         attr = name[len(_PREFIX) :]
+        if not raw.isascii():  # HTTP servers read header bytes as latin-1: UTF-8 would be mojibake
+            raise InvalidEvent(
+                name,
+                "header value has non-ASCII characters; percent-encode them as UTF-8 "
+                "(e.g. caf%C3%A9 for café), as the CloudEvents HTTP binding requires",
+            )
         try:
             value = unquote(raw, errors="strict")
         except UnicodeDecodeError as exc:

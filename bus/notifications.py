@@ -197,6 +197,10 @@ def _optional_text(parent: dict[str, Any], name: str, path: str, what: str) -> s
     return value
 
 
+_MAX_SIZE = 2**63 - 1
+"""The largest size the `bus.object.event` schema holds (an Avro long)."""
+
+
 def _size(parent: dict[str, Any], path: str) -> int | None:
     """The object size in bytes; None when the provider leaves it out (removals)."""
     value = parent.get("size")
@@ -204,6 +208,8 @@ def _size(parent: dict[str, Any], path: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidEvent(f"{path}.size", _expected("the size in bytes as a non-negative integer", value))
+    if value > _MAX_SIZE:  # named here, in the sender's terms, not as the event's `data.size`
+        raise InvalidEvent(f"{path}.size", f"expected a size in bytes up to {_MAX_SIZE}, got {value}")
     return value
 
 

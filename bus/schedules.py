@@ -15,6 +15,7 @@ must follow elapsed time rather than the wall clock is a `rate`, which ignores t
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,14 +34,17 @@ from bus.events import JSON_CONTENT_TYPE, CloudEvent
 __all__ = [
     "DEFAULT_GRACE",
     "TIMER_FIRED",
+    "Checkpoint",
     "Due",
     "EventTemplate",
     "Schedule",
     "due",
     "fired_event",
+    "last_fired",
     "last_tick",
     "next_tick",
     "parse_schedule",
+    "timing_digest",
 ]
 
 Kind = Literal["cron", "rate", "at"]
@@ -106,6 +110,15 @@ class Due:
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """A schedule's fired history: every tick up to `through` fired, for the timing `digest` names."""
+
+    through: datetime
+    digest: str
+    """`timing_digest` of the schedule as it was when the checkpoint was made; "" if unknown."""
+
+
 def parse_schedule(index: int, spec: Any, *, duration: Callable[[Any, str], float]) -> Schedule:
     """Validate `schedules[index]`; `duration` is the manifest's parser (the manifest imports this)."""
     path = f"schedules[{index}]"
@@ -145,6 +158,33 @@ def parse_schedule(index: int, spec: Any, *, duration: Callable[[Any, str], floa
     except InvalidEvent as exc:
         raise ManifestError(f"{path}.event.{exc.field}", exc.reason) from exc
     return schedule
+
+
+def timing_digest(schedule: Schedule) -> str:
+    """A digest of which ticks `schedule` has: its kind, normalised timing and time zone.
+
+    The template and the catch-up policy are left out: they do not change which ticks exist, so
+    editing them keeps a schedule's history (and its catch-up after downtime).
+    """
+    if schedule.every is not None:
+        timing = f"rate {schedule.every.total_seconds()!r}"  # 1h and 60m are the same ticks
+    elif schedule.at is not None:
+        timing = f"at {schedule.at.isoformat()}"  # the instant, however it was written
+    else:
+        timing = f"cron {' '.join(schedule.expression.split())} {schedule.timezone}"
+    return hashlib.sha256(timing.encode()).hexdigest()[:16]
+
+
+def last_fired(schedule: Schedule, checkpoint: Checkpoint | None) -> datetime | None:
+    """What `due` resumes from: the checkpoint's time if it was made for this timing, else None.
+
+    A checkpoint of another timing (the schedule was changed, or removed and added again later)
+    or none at all is a first run: the schedule starts from now and no stale tick is caught up,
+    as EventBridge Scheduler never backfires after an update.
+    """
+    if checkpoint is None or checkpoint.digest != timing_digest(schedule):
+        return None
+    return checkpoint.through
 
 
 def next_tick(schedule: Schedule, after: datetime) -> datetime | None:

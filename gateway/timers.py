@@ -30,31 +30,54 @@ from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
 from bus.metrics import Registry
-from bus.schedules import Schedule, due, fired_event, next_tick
+from bus.schedules import Checkpoint, Schedule, due, fired_event, last_fired, next_tick, timing_digest
 from bus.settings import KafkaSettings
 from gateway.typed import EdgeSchemas, typed
 
-__all__ = ["Scheduler", "TimerMetrics", "check_templates", "checkpoint_record", "read_checkpoint"]
+__all__ = [
+    "Scheduler",
+    "TimerMetrics",
+    "check_templates",
+    "checkpoint_record",
+    "read_checkpoint",
+    "tombstone_record",
+]
 
 logger = logging.getLogger("bus.timers")
 
 Clock = Callable[[], float]
 
 
-def checkpoint_record(schedule: str, through: datetime) -> Record:
-    """The compacted-topic record saying `schedule` has fired every tick up to `through`."""
-    value = orjson.dumps({"through": through.astimezone(UTC).isoformat()})
+def checkpoint_record(schedule: str, checkpoint: Checkpoint) -> Record:
+    """The compacted-topic record saying `schedule` has fired every tick up to the checkpoint's time."""
+    value = orjson.dumps(
+        {"through": checkpoint.through.astimezone(UTC).isoformat(), "digest": checkpoint.digest}
+    )
     return Record(key=schedule.encode(), value=value, headers=())
 
 
-def read_checkpoint(value: bytes | None) -> datetime | None:
-    """The `through` time of a checkpoint record's value; None for a tombstone or an unreadable one."""
+def tombstone_record(schedule: str) -> Record:
+    """The compacted-topic record deleting the checkpoint of a schedule no longer in the manifest."""
+    return Record(key=schedule.encode(), value=None, headers=())
+
+
+def read_checkpoint(value: bytes | None) -> Checkpoint | None:
+    """A checkpoint record's value; None for a tombstone or an unreadable one.
+
+    A checkpoint written before digests were recorded has digest "": it matches no schedule, so
+    that schedule starts from now, once, rather than risk firing a stale tick.
+    """
     if not value:
         return None
     try:
-        return datetime.fromisoformat(orjson.loads(value)["through"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        body = orjson.loads(value)
+        digest = body.get("digest", "")
+        through = datetime.fromisoformat(body["through"])
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
+    if not isinstance(digest, str) or through.tzinfo is None:
+        return None
+    return Checkpoint(through=through, digest=digest)
 
 
 def check_templates(
@@ -116,7 +139,7 @@ class Scheduler:
         self._transactional_id = naming.transactional_id(self._group, "leader")
         self._assigned = False
         self._producer: Producer | None = None
-        self._through: dict[str, datetime] = {}
+        self._checkpoints: dict[str, Checkpoint] = {}
         self._failures = 0
         self._stop: threading.Event | None = None
         """Set while `running()`'s block runs: then the election thread runs while there are schedules."""
@@ -150,7 +173,8 @@ class Scheduler:
     def update(self, schedules: Sequence[Schedule], schemas: EdgeSchemas) -> None:
         """Fire these schedules from the next round on (any thread; a newly applied manifest).
 
-        A new schedule starts from now, as at first start; a dropped one fires no more.
+        A new schedule starts from now, as at first start, and so does a changed one (its checkpoint
+        was made for another timing); a dropped one fires no more and its checkpoint is deleted.
         """
         self._schemas = schemas
         self._schedules = tuple(schedules)
@@ -217,18 +241,20 @@ class Scheduler:
         except (KafkaException, KafkaError) as exc:
             log_event(logger, "timer_lead_deferred", reason=str(exc), level=logging.WARNING)
             return
-        self._through = {}
+        self._checkpoints = {}
         for record in records:
-            through = read_checkpoint(record.value())
+            checkpoint = read_checkpoint(record.value())
             key = (record.key() or b"").decode()
-            if through is None:
-                self._through.pop(key, None)
+            if checkpoint is None:
+                self._checkpoints.pop(key, None)
             else:
-                self._through[key] = through
+                self._checkpoints[key] = checkpoint
         self._producer = producer
         self._metrics.leading.set(1)
         self._metrics.leads.inc()
-        log_event(logger, "timer_lead_taken", schedules=len(self._schedules), checkpoints=len(self._through))
+        log_event(
+            logger, "timer_lead_taken", schedules=len(self._schedules), checkpoints=len(self._checkpoints)
+        )
 
     def _drop_lead(self, reason: str) -> None:
         if self._producer is None:
@@ -241,21 +267,26 @@ class Scheduler:
         """Fire every due tick in one transaction; return the seconds until the next one (capped)."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         outputs: list[tuple[str, Record]] = []
-        through: dict[str, datetime] = {}
+        through: dict[str, Checkpoint] = {}
         decisions = {}
         for schedule in self._schedules:
-            decision = decisions[schedule.name] = due(schedule, self._through.get(schedule.name), now)
+            last = self._last_fired(schedule)
+            decision = decisions[schedule.name] = due(schedule, last, now)
             if decision.skipped:
                 log_event(logger, "timer_ticks_skipped", schedule=schedule.name, reason=decision.reason)
             events = [fired_event(schedule, tick, now) for tick in decision.ticks]
             outputs.extend((self._ingress, to_record(event)) for event in typed(events, self._schemas))
             if decision.ticks:
-                through[schedule.name] = max(decision.ticks)
-            elif decision.skipped or schedule.name not in self._through:
-                # Skipped ticks are handled; with no checkpoint yet, one starts now, so that a new
-                # leader catches up from here.
-                through[schedule.name] = now
-        if through and not self._commit(outputs, through):
+                through[schedule.name] = Checkpoint(
+                    through=max(decision.ticks), digest=timing_digest(schedule)
+                )
+            elif decision.skipped or last is None:
+                # Skipped ticks are handled; with no checkpoint for this timing yet (a new or changed
+                # schedule), one starts now, so that a new leader catches up from here.
+                through[schedule.name] = Checkpoint(through=now, digest=timing_digest(schedule))
+        names = {schedule.name for schedule in self._schedules}
+        dropped = [name for name in self._checkpoints if name not in names]
+        if (through or dropped) and not self._commit(outputs, through, dropped):
             self._failures += 1
             return min(5.0, self._max_wait * 2.0**self._failures)  # back off while Kafka refuses
         self._failures = 0
@@ -266,7 +297,12 @@ class Scheduler:
                 self._metrics.skipped.inc(decision.skipped, schedule=name)
         return self._until_next(now)
 
-    def _commit(self, outputs: Sequence[tuple[str, Record]], through: Mapping[str, datetime]) -> bool:
+    def _commit(
+        self,
+        outputs: Sequence[tuple[str, Record]],
+        through: Mapping[str, Checkpoint],
+        dropped: Sequence[str] = (),
+    ) -> bool:
         producer = self._producer
         assert producer is not None
         timeout = self._settings.delivery_timeout
@@ -274,8 +310,10 @@ class Scheduler:
             producer.begin_transaction()
             for topic, record in outputs:
                 produce_waiting(producer, topic, record)
-            for name, time_ in through.items():
-                produce_waiting(producer, self._topic, checkpoint_record(name, time_))
+            for name, checkpoint in through.items():
+                produce_waiting(producer, self._topic, checkpoint_record(name, checkpoint))
+            for name in dropped:  # the topic is compacted: a re-added schedule finds no checkpoint
+                produce_waiting(producer, self._topic, tombstone_record(name))
             retrying(lambda: producer.commit_transaction(timeout))
         except KafkaException as exc:
             error = exc.args[0]
@@ -284,17 +322,24 @@ class Scheduler:
             # Fenced (a new leader) or unsure: take the lead afresh, from the committed checkpoints.
             self._drop_lead(error.str())
             return False
-        self._through.update(through)
+        self._checkpoints.update(through)
+        for name in dropped:
+            self._checkpoints.pop(name, None)
         self.fired += len(outputs)
         if outputs:
             log_event(logger, "timer_fired", ticks=len(outputs), schedules=sorted(through))
+        if dropped:
+            log_event(logger, "timer_checkpoints_deleted", schedules=sorted(dropped))
         return True
+
+    def _last_fired(self, schedule: Schedule) -> datetime | None:
+        return last_fired(schedule, self._checkpoints.get(schedule.name))
 
     def _until_next(self, now: datetime) -> float:
         upcoming = [
             tick
             for schedule in self._schedules
-            if (tick := next_tick(schedule, max(now, self._through.get(schedule.name, now)))) is not None
+            if (tick := next_tick(schedule, max(now, self._last_fired(schedule) or now))) is not None
         ]
         if not upcoming:
             return self._max_wait

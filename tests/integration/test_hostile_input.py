@@ -33,9 +33,37 @@ CASES: list[tuple[str, dict[str, str], bytes, str, str]] = [
     ("NaN", STRUCTURED, b"{" + BASE + b',"data":NaN}', "body", "not valid JSON"),
     ("duplicate keys", STRUCTURED, b"{" + BASE + b',"id":"2"}', "body", "'id' twice"),
     ("duplicate keys in binary data", BINARY, b'{"a":1,"a":2}', "data", "'a' twice"),
+    (
+        "duplicate keys in data_base64",
+        STRUCTURED,
+        b"{" + BASE + b',"data_base64":"eyJhIjoxLCJhIjoyfQ=="}',  # {"a":1,"a":2}
+        "data_base64",
+        "'a' twice",
+    ),
+    (
+        "integer beyond 64 bits in data_base64",
+        STRUCTURED,
+        b"{" + BASE + b',"data_base64":"eyJuIjogMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NX0="}',
+        "data_base64.n",
+        "outside the 64-bit range",
+    ),
     ("deep nesting", STRUCTURED, DEEP, "body", "deeper"),
     ("very deep nesting", STRUCTURED, VERY_DEEP, "body", "JSON"),
     ("huge number", STRUCTURED, b"{" + BASE + b',"data":' + b"9" * 400 + b"}", "body", "not valid JSON"),
+    (
+        "integer beyond 64 bits in binary data",
+        BINARY,
+        b'{"order_id": 123456789012345678901234567890}',
+        "data.order_id",
+        "outside the 64-bit range",
+    ),
+    (
+        "integer below -2**63",
+        STRUCTURED,
+        b"{" + BASE + b',"data":{"n":[1,-9223372036854775809]}}',
+        "data.n[1]",
+        "outside the 64-bit range",
+    ),
     ("lone surrogate", STRUCTURED, b"{" + BASE + b',"data":"\\ud800"}', "body", "surrogate"),
     ("truncated", STRUCTURED, b"{" + BASE + b',"data":{"a"', "body", "not valid JSON"),
 ]
@@ -71,6 +99,18 @@ def test_duplicate_keys_in_a_notification_are_refused(gateway: tuple[TestClient,
     response = client.post("/notifications/s3", content=b'{"Records":[],"Records":[]}')
     assert response.status_code == 400
     assert "'Records' twice" in response.json()["reason"]
+
+
+def test_raw_utf8_in_a_ce_header_is_refused_asking_for_percent_encoding(
+    gateway: tuple[TestClient, str],
+) -> None:
+    """`ce-subject: café` sent as raw UTF-8 would be stored as `cafÃ©`: 400 naming the header."""
+    client, _ = gateway
+    headers = [(k.encode(), v.encode()) for k, v in BINARY.items()] + [(b"ce-subject", "café".encode())]
+    response = client.post("/events", content=b"{}", headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "ce-subject"
+    assert "percent-encode" in response.json()["reason"]
 
 
 def test_nothing_hostile_reached_kafka(kafka: KafkaEnv, gateway: tuple[TestClient, str]) -> None:

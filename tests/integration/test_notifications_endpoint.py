@@ -93,6 +93,11 @@ def test_invalid_notifications_get_400_or_404_and_publish_nothing(
     assert (status, answer["field"]) == (400, "Records")
     status, answer = _post(client, "oss", (FIXTURES / "s3_put.json").read_bytes())
     assert (status, answer["field"]) == (400, "events")
+    too_big = b'"size":9223372036854775808'  # 2**63: more than the event schema's long holds
+    body = (FIXTURES / "s3_put.json").read_bytes().replace(b'"size":1024', too_big)
+    assert too_big in body
+    status, answer = _post(client, "s3", body)
+    assert (status, answer["field"]) == (400, "Records[0].s3.object.size"), answer
     status, answer = _post(client, "gcs", b"{}")
     assert (status, answer["error"]) == (404, "unknown_provider")
     assert kafka.read_all(ingress) == []

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
 from bus import naming
+from bus.kafka.admin import ensure_topics
 from bus.kafka_binding import header
+from bus.manifest import parse_duration
+from bus.schedules import Schedule, parse_schedule
+from bus.topology import ingress_topics
+from gateway.timers import Scheduler, read_checkpoint
+from gateway.typed import EdgeSchemas
 from tests.support import GatewayProcess, KafkaEnv, run_bus, wait_until, write_manifest
 
 EVERY_SECOND = """
@@ -155,3 +163,76 @@ def test_r16_each_tick_fires_once_while_the_leader_is_killed_three_times(
     print(f"recovery_s={late:.1f}")
     assert duplicates == 0
     assert gaps == [], "catch_up: all fires every missed tick"
+
+
+def _schedule(**spec: Any) -> Schedule:
+    return parse_schedule(
+        0, {"name": "report", "event": {"type": "report.requested"}, **spec}, duration=parse_duration
+    )
+
+
+def _checkpoint_values(kafka: KafkaEnv, prefix: str) -> list[bytes | None]:
+    return [r.value() for r in kafka.read_all(naming.timer_topic(prefix), idle=1.0) if r.key() == b"report"]
+
+
+def _run_until(scheduler: Scheduler, done: Any, what: str) -> None:
+    """Run `scheduler` (it leads alone) until `done()` holds."""
+
+    async def main() -> None:
+        async with scheduler.running():
+            await asyncio.to_thread(wait_until, done, timeout=60, what=what)
+
+    asyncio.run(main())
+
+
+def test_a_changed_or_dropped_schedule_fires_no_stale_tick_and_an_unchanged_one_catches_up(
+    kafka: KafkaEnv,
+) -> None:
+    """`0 2 * * *` fires 02:00; changed at 10:00 to `0 9 * * *` it fires nothing then, and after a
+    day's downtime its missed 09:00 once; dropped, its checkpoint is tombstoned."""
+    prefix = kafka.prefix()
+    settings = kafka.settings(prefix)
+    ensure_topics(settings, ingress_topics(prefix))
+    clock = [datetime(2026, 5, 4, 2, 0, 0, 500_000, tzinfo=UTC).timestamp()]
+    nightly = Scheduler(settings, [_schedule(cron="0 2 * * *")], clock=lambda: clock[0])
+    _run_until(nightly, lambda: nightly.fired == 1 or None, "the 02:00 tick")
+
+    changed = Scheduler(settings, [_schedule(cron="0 2 * * *")], clock=lambda: clock[0])
+
+    async def change() -> None:
+        async with changed.running():
+            await asyncio.to_thread(wait_until, lambda: changed.leading or None, timeout=60, what="the lead")
+            clock[0] = datetime(2026, 5, 4, 10, tzinfo=UTC).timestamp()
+            changed.update([_schedule(cron="0 9 * * *")], EdgeSchemas())
+            await asyncio.to_thread(
+                wait_until,
+                lambda: len(_checkpoint_values(kafka, prefix)) >= 2 or None,
+                timeout=30,
+                what="a checkpoint",
+            )
+
+    asyncio.run(change())
+    assert changed.fired == 0, "the 09:00 tick of the changed schedule is not fired at 10:00"
+
+    clock[0] = datetime(2026, 5, 5, 10, tzinfo=UTC).timestamp()  # down from 10:00 to 10:00 next day
+    resumed = Scheduler(settings, [_schedule(cron="0 9 * * *")], clock=lambda: clock[0])
+    _run_until(resumed, lambda: resumed.fired == 1 or None, "the missed 09:00 tick")
+
+    dropped = Scheduler(settings, [_schedule(cron="0 9 * * *")], clock=lambda: clock[0])
+
+    async def drop() -> None:
+        async with dropped.running():
+            await asyncio.to_thread(wait_until, lambda: dropped.leading or None, timeout=60, what="the lead")
+            dropped.update([], EdgeSchemas())
+            await asyncio.to_thread(
+                wait_until,
+                lambda: _checkpoint_values(kafka, prefix)[-1] is None or None,
+                timeout=30,
+                what="a tombstone",
+            )
+
+    asyncio.run(drop())
+    checkpoints = [read_checkpoint(value) for value in _checkpoint_values(kafka, prefix)]
+    assert [c.through.hour if c else None for c in checkpoints] == [2, 10, 9, None]
+    ticks = [header(r.headers(), "ce_scheduledtime") for r in kafka.read_all(naming.ingress_topic(prefix))]
+    assert ticks == [b"2026-05-04T02:00:00Z", b"2026-05-05T09:00:00Z"], "nothing else, nothing stale"

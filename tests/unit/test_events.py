@@ -431,6 +431,15 @@ def test_json_format_decodes_base64_carried_json(content_type: str | None) -> No
     assert event.data == {"a": 1}
 
 
+def test_strict_json_format_refuses_duplicate_keys_in_base64_carried_json() -> None:
+    """At the edge, JSON in data_base64 is held to the same rules as JSON in data."""
+    encoded = base64.b64encode(b'{"a": 1, "a": 2}').decode()
+    with pytest.raises(InvalidEvent) as caught:
+        from_json_dict(doc(data_base64=encoded), strict=True)
+    assert caught.value.field == "data_base64"
+    assert "'a' twice" in caught.value.reason
+
+
 def test_json_format_reads_text_data_as_a_string_and_keeps_its_bytes() -> None:
     """Non-JSON data given as a JSON string (e.g. text/plain) is held as its UTF-8 bytes."""
     event = from_json_dict(doc(datacontenttype="text/plain", data="caf\u00e9"))
@@ -578,3 +587,27 @@ def test_an_attribute_of_the_wrong_type_is_an_invalid_event_not_a_crash(member: 
     doc = {"specversion": "1.0", "id": "1", "source": "s", "type": "t", member: value}
     with pytest.raises(InvalidEvent):
         from_json_dict(doc)
+
+
+def test_strict_parsing_refuses_integers_beyond_64_bits_naming_their_path() -> None:
+    """orjson would round them to floats; at the edge they are refused, naming where they are."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse_json(b'{"order_id": 123456789012345678901234567890}', field_name="data", strict=True)
+    assert caught.value.field == "data.order_id"
+    assert "64-bit" in caught.value.reason
+    with pytest.raises(InvalidEvent) as caught:
+        parse_json(b'[1, {"a": [2, -9223372036854775809]}]', field_name="data", strict=True)
+    assert caught.value.field == "data[1].a[1]"
+    with pytest.raises(InvalidEvent) as caught:
+        parse_json(b'{"n": 1' + b"0" * 300 + b"}", strict=True)
+    assert caught.value.field == "n", "a field of the whole body is named by its path alone"
+
+
+def test_strict_parsing_keeps_every_64_bit_integer_and_long_digit_strings() -> None:
+    """The extremes of signed and unsigned 64 bits, and digits inside strings, are accepted exactly."""
+    body = b'{"max": 18446744073709551615, "min": -9223372036854775808, "s": "123456789012345678901234"}'
+    assert parse_json(body, strict=True) == {
+        "max": 18446744073709551615,
+        "min": -9223372036854775808,
+        "s": "123456789012345678901234",
+    }

@@ -94,6 +94,15 @@ def test_binary_mode_refuses_percent_encoded_bytes_that_are_not_utf8(raw: str) -
     assert "UTF-8" in caught.value.reason
 
 
+@pytest.mark.parametrize("raw", ["caf\u00c3\u00a9", "caf\u00e9", "\u20ac"])
+def test_binary_mode_refuses_header_values_that_are_not_ascii(raw: str) -> None:
+    """Raw UTF-8 in a header (read as latin-1, `cafÃ©`) is refused by name, asking for percent-encoding."""
+    with pytest.raises(InvalidEvent) as caught:
+        from_http({**BINARY, "ce-subject": raw}, b"")
+    assert caught.value.field == "ce-subject"
+    assert "percent-encode" in caught.value.reason
+
+
 def test_binary_mode_without_content_type_reads_the_body_as_json() -> None:
     """No content-type means JSON data, and no datacontenttype is invented."""
     event = one(BINARY, b"[1, 2]")

@@ -391,6 +391,7 @@ INVALID: list[tuple[str, Any, str]] = [
     ("s3", s3(((*S3_OBJECT, "size"), -1)), "Records[0].s3.object.size"),
     ("s3", s3(((*S3_OBJECT, "size"), True)), "Records[0].s3.object.size"),
     ("s3", s3(((*S3_OBJECT, "size"), 1.5)), "Records[0].s3.object.size"),
+    ("s3", s3(((*S3_OBJECT, "size"), 2**63)), "Records[0].s3.object.size"),
     ("s3", s3(((*S3_OBJECT, "eTag"), 5)), "Records[0].s3.object.eTag"),
     ("s3", s3(((*S3_OBJECT, "eTag"), "\ud800")), "Records[0].s3.object.eTag"),
     ("s3", s3(((*S3_OBJECT, "versionId"), [])), "Records[0].s3.object.versionId"),

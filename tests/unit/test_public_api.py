@@ -25,14 +25,17 @@ EXPECTED: dict[str, set[str]] = {
     "bus.schedules": {
         "DEFAULT_GRACE",
         "TIMER_FIRED",
+        "Checkpoint",
         "Due",
         "EventTemplate",
         "Schedule",
         "due",
         "fired_event",
+        "last_fired",
         "last_tick",
         "next_tick",
         "parse_schedule",
+        "timing_digest",
     },
     "bus.avro": {
         "AVRO_CONTENT_TYPE",

@@ -14,7 +14,18 @@ from hypothesis import strategies as st
 
 from bus.errors import ManifestError
 from bus.manifest import parse, parse_duration
-from bus.schedules import TIMER_FIRED, Schedule, due, fired_event, last_tick, next_tick, parse_schedule
+from bus.schedules import (
+    TIMER_FIRED,
+    Checkpoint,
+    Schedule,
+    due,
+    fired_event,
+    last_fired,
+    last_tick,
+    next_tick,
+    parse_schedule,
+    timing_digest,
+)
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"
@@ -612,3 +623,68 @@ def test_yaml_dates_in_the_payload_become_text() -> None:
     """Payload values YAML reads as dates are carried as ISO text, as every consumer will see them."""
     timer = schedule(rate="1m", event={"data": {"from": datetime(2026, 1, 1).date()}})
     assert timer.event.data == {"from": "2026-01-01"}
+
+
+def _daily(cron: str = "0 2 * * *", **spec: Any) -> Schedule:
+    return parse_schedule(0, {"name": "report", "cron": cron, **spec}, duration=parse_duration)
+
+
+def test_a_checkpoint_of_the_same_timing_resumes_where_it_stopped() -> None:
+    """Catch-up after downtime needs the checkpoint of an unchanged schedule, template edits included."""
+    fired = datetime(2026, 5, 4, 2, tzinfo=UTC)
+    checkpoint = Checkpoint(through=fired, digest=timing_digest(_daily()))
+    edited = _daily(event={"data": {"kind": "new"}})
+    assert last_fired(edited, checkpoint) == fired
+    assert due(edited, last_fired(edited, checkpoint), datetime(2026, 5, 6, 10, tzinfo=UTC)).ticks == (
+        datetime(2026, 5, 6, 2, tzinfo=UTC),
+    )
+
+
+def test_a_changed_schedule_starts_from_now_without_a_stale_tick() -> None:
+    """`0 2 * * *` fired at 02:00, changed at 10:00 to `0 9 * * *`: the 09:00 tick is not fired at once."""
+    old = Checkpoint(through=datetime(2026, 5, 4, 2, tzinfo=UTC), digest=timing_digest(_daily()))
+    changed = _daily("0 9 * * *")
+    assert last_fired(changed, old) is None
+    decision = due(changed, last_fired(changed, old), datetime(2026, 5, 4, 10, tzinfo=UTC))
+    assert decision.ticks == ()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"cron": "0 2 * * *"}, {"cron": "0 3 * * *"}),
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "timezone": "Europe/Berlin"}),
+        ({"rate": "1h"}, {"rate": "2h"}),
+        ({"at": "2026-12-01T09:00:00"}, {"at": "2026-12-01T10:00:00"}),
+        ({"rate": "1h"}, {"cron": "0 * * * *"}),
+    ],
+)
+def test_the_timing_digest_changes_with_the_ticks(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Another expression, zone, period, instant or kind is another schedule."""
+    one, other = (
+        parse_schedule(0, {"name": "s", **spec}, duration=parse_duration) for spec in (before, after)
+    )
+    assert timing_digest(one) != timing_digest(other)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ({"rate": "1h"}, {"rate": "60m"}),
+        ({"cron": "0 2 * * *"}, {"cron": "0  2 * * *", "catch_up": "none"}),
+        ({"at": "2026-12-01T09:00:00+00:00"}, {"at": "2026-12-01T10:00:00+01:00"}),
+    ],
+)
+def test_the_timing_digest_ignores_spelling_and_policy(one: dict[str, Any], other: dict[str, Any]) -> None:
+    """The same ticks written differently, or another catch-up policy, keep the schedule's history."""
+    first, second = (
+        parse_schedule(0, {"name": "s", **spec}, duration=parse_duration) for spec in (one, other)
+    )
+    assert timing_digest(first) == timing_digest(second)
+
+
+def test_no_checkpoint_or_one_without_a_digest_is_a_first_run() -> None:
+    """A checkpoint from before digests were kept matches no schedule: it starts from now, once."""
+    through = datetime(2026, 5, 4, 2, tzinfo=UTC)
+    assert last_fired(_daily(), None) is None
+    assert last_fired(_daily(), Checkpoint(through=through, digest="")) is None
