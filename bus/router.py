@@ -42,7 +42,7 @@ from bus.flows import JOIN_TARGET, join_target, result_topics_read
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
 from bus.kafka.admin import ensure_topics
 from bus.kafka.config import admin_config, build
-from bus.kafka.control_store import ControlWatcher, read_applied
+from bus.kafka.control_store import ControlWatcher, read_applied, starting_manifest
 from bus.kafka.schema_store import open_store
 from bus.kafka.txloop import InMessage, Output, TransactionalLoop
 from bus.kafka_binding import Record, attributes_of, from_record, record_size, routable_headers
@@ -537,33 +537,10 @@ def _starting_rules(
     applied: Applied | Refused | None, file: Manifest | None, prefix: str
 ) -> tuple[Manifest, int, str]:
     """(manifest, version, digest) to start with: the applied one, else the file's (version 0)."""
-    if isinstance(applied, Refused):
-        log_event(
-            logger,
-            "control_record_refused",
-            offset=applied.offset,
-            version=applied.version,
-            reason=applied.reason,
-            level=logging.ERROR,
-        )
-        if file is None:
-            raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply` or pass -f")
-    elif applied is not None:
-        try:
-            return applied.manifest(prefix=prefix), applied.version, applied.digest
-        except BusError as exc:
-            log_event(
-                logger,
-                "control_record_refused",
-                version=applied.version,
-                reason=str(exc),
-                level=logging.ERROR,
-            )
-            if file is None:
-                raise ConfigError(
-                    f"applied manifest version {applied.version} of prefix {prefix!r} cannot be used "
-                    f"({exc}); apply a valid one with `bus apply` or pass -f"
-                ) from None
+    started = starting_manifest(applied, prefix, has_file=file is not None)
+    if started is not None:
+        manifest, used = started
+        return manifest, used.version, used.digest
     if file is None:
         raise ConfigError(
             f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml` or pass -f"

@@ -14,9 +14,9 @@ from pathlib import Path
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore
 from bus.control import Applied, Refused
-from bus.errors import BusError, ConfigError
+from bus.errors import BusError
 from bus.kafka.admin import ensure_topics
-from bus.kafka.control_store import ControlWatcher, read_applied
+from bus.kafka.control_store import ControlWatcher, read_applied, starting_manifest
 from bus.kafka.schema_store import open_store
 from bus.logs import configure, log_event
 from bus.manifest import Manifest, read
@@ -73,43 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _starting_manifest(applied: Applied | Refused | None, file: Manifest | None, prefix: str) -> Manifest:
-    """The manifest to start with: the applied one, else the `-f` file's, else an empty one.
-
-    As the router's `_starting_rules`: a latest record that cannot be used is logged and the file
-    taken instead; without a file that is a ConfigError, never an empty manifest (no credentials).
-    """
-    if isinstance(applied, Refused):
-        log_event(
-            logger,
-            "control_record_refused",
-            offset=applied.offset,
-            version=applied.version,
-            reason=applied.reason,
-            level=logging.ERROR,
-        )
-        if file is None:
-            raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply` or pass -f")
-    elif applied is not None:
-        try:
-            manifest = applied.manifest(prefix=prefix)
-        except BusError as exc:
-            log_event(
-                logger,
-                "control_record_refused",
-                version=applied.version,
-                reason=str(exc),
-                level=logging.ERROR,
-            )
-            if file is None:
-                raise ConfigError(
-                    f"applied manifest version {applied.version} of prefix {prefix!r} cannot be used "
-                    f"({exc}); apply a valid one with `bus apply` or pass -f"
-                ) from None
-        else:
-            if file is not None:
-                log_event(logger, "manifest_file_ignored", version=applied.version)
-            return manifest
-    return file if file is not None else Manifest()
+    """The manifest to start with: the applied one, else the `-f` file's, else an empty one
+    (never an empty one in place of an applied record that cannot be used: no credentials)."""
+    started = starting_manifest(applied, prefix, has_file=file is not None)
+    if started is None:
+        return file if file is not None else Manifest()
+    manifest, used = started
+    if file is not None:
+        log_event(logger, "manifest_file_ignored", version=used.version)
+    return manifest
 
 
 def _settings(

@@ -38,10 +38,44 @@ __all__ = [
     "apply_file",
     "manifest_in_force",
     "read_applied",
+    "starting_manifest",
     "store_applied",
 ]
 
 logger = logging.getLogger("bus.control")
+
+
+def starting_manifest(
+    applied: Applied | Refused | None, prefix: str, *, has_file: bool
+) -> tuple[manifest.Manifest, Applied] | None:
+    """The applied manifest a process starts with (the router, a gateway), when it can be used.
+
+    None when nothing was applied, or when the latest record cannot be used and the process has
+    a `-f` file to fall back to (logged: `control_record_refused`). Without a file such a record
+    is a ConfigError naming the fix: never start on an older version, nor on nothing.
+    """
+    if applied is None:
+        return None
+    if isinstance(applied, Refused):
+        reason = applied.reason
+        log_event(
+            logger, "control_record_refused", offset=applied.offset, version=applied.version, reason=reason
+        )
+        if not has_file:
+            raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply` or pass -f")
+        return None
+    try:
+        return applied.manifest(prefix=prefix), applied
+    except BusError as exc:
+        log_event(
+            logger, "control_record_refused", version=applied.version, reason=str(exc), level=logging.ERROR
+        )
+        if not has_file:
+            raise ConfigError(
+                f"applied manifest version {applied.version} of prefix {prefix!r} cannot be used "
+                f"({exc}); apply a valid one with `bus apply` or pass -f"
+            ) from None
+        return None
 
 
 def read_applied(
