@@ -36,7 +36,7 @@ from bus.deadletter import dead_letter
 from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
-from bus.fanout import by_target, routed_record
+from bus.fanout import deliveries, routed_record
 from bus.flow_joiner import JoinService
 from bus.flows import JOIN_TARGET, join_target, result_topics_read
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
@@ -309,9 +309,13 @@ class Router:
             return
         tally.matched.update(rule.name for rule in rules)
         size = record_size(record) if rules else 0
-        for target, by in by_target(rules).items():
+        unroutable: set[str] = set()
+        for target, by in deliveries(rules):
             topic = table.topics.get(target)
             if topic is None or topic in missing:
+                if target in unroutable:  # one dead letter per target, however many flows run it
+                    continue
+                unroutable.add(target)
                 why = (
                     f"unknown target {target!r}"
                     if topic is None
