@@ -2,7 +2,8 @@
 
 Reads the success and failure destinations of every step's function (from their start, within
 retention) and prints one line per run: its id, state (done, running, failed), the steps done and
-pending, and the failed step's error. Exit status: 0 done; 1 Kafka failed; 2 no such flow or manifest.
+pending (a step whose function publishes no results is `unknown`, never pending), and the failed
+step's error. Exit status: 0 done; 1 Kafka failed; 2 no such flow or manifest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import orjson
 
 from bus.errors import ConfigError, InvalidEvent, KafkaError, ManifestError
 from bus.events import CloudEvent
-from bus.flow_runs import Run, runs
+from bus.flow_runs import Run, runs, untracked_steps
 from bus.flows import Flow
 from bus.kafka.control_store import manifest_in_force
 from bus.kafka.reader import read_topic
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
         return 2
     settings = load_kafka(environ, prefix=parsed.prefix)
     for flow in flows:
-        found = runs(flow, _events(settings, parsed, flow))
+        found = runs(flow, _events(settings, parsed, flow), untracked=untracked_steps(flow, parsed.functions))
         for one in found:
             line = (
                 orjson.dumps({"flow": flow.name, **one.to_json()}).decode() if args.json else _line(flow, one)
@@ -97,12 +98,19 @@ def _events(settings: KafkaSettings, parsed: Manifest, flow: Flow) -> list[Cloud
 
 
 def _line(flow: Flow, one: Run) -> str:
-    steps = " ".join(
-        f"{name}:{'ok' if name in one.done else 'FAILED' if name in one.failed else 'pending'}"
-        for name in flow.steps
-        if name in one.done or name in one.failed or name in one.pending
-    )
+    steps = " ".join(f"{name}:{_step_state(one, name)}" for name in flow.steps if _step_state(one, name))
     line = f"{flow.name}  {one.id}  {one.state}  {steps}"
     for name, error in one.failed.items():
         line += f"  [{name}: {error.get('error_type')}: {error.get('message')}]"
     return line
+
+
+def _step_state(one: Run, name: str) -> str:
+    """ok, FAILED, pending, unknown (due, but its function publishes no results) or ''."""
+    if name in one.done:
+        return "ok"
+    if name in one.failed:
+        return "FAILED"
+    if name in one.pending:
+        return "pending"
+    return "unknown" if name in one.untracked else ""

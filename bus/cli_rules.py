@@ -12,6 +12,7 @@ import orjson
 from bus import manifest
 from bus.control import Applied, Refused
 from bus.errors import BusError, ConfigError
+from bus.flows import rule_documents
 from bus.kafka.control_store import applied_manifest, apply_file, read_applied
 from bus.patterns import PatternError
 from bus.patterns import compile as compile_pattern
@@ -87,7 +88,8 @@ def _list(applied: Applied | Refused | None, prefix: str, *, as_json: bool, out:
         raise ConfigError(f"no manifest was applied for prefix {prefix!r}: run `bus apply -f bus.yaml`")
     if isinstance(applied, Refused):  # an older version is not the one a router starting now uses
         raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply -f bus.yaml`")
-    specs = {str(spec["name"]): spec for spec in applied.document.get("rules") or []}
+    documents = [*(applied.document.get("rules") or []), *rule_documents(applied.document.get("flows"))]
+    specs = {str(spec["name"]): spec for spec in documents}
     rows = [
         {
             "name": rule.name,

@@ -22,6 +22,7 @@ import orjson
 
 from bus.avro_schema import load_schema
 from bus.errors import ManifestError
+from bus.flows import rule_documents
 from bus.manifest import Manifest, parse
 
 __all__ = [
@@ -176,7 +177,8 @@ def next_applied(
     rules: list[RuleVersion] = []
     added: list[str] = []
     changed: list[str] = []
-    for spec in document.get("rules") or []:
+    # A flow's steps are rules too (`flow.<flow>.<step>`), versioned by what they compile to.
+    for spec in [*(document.get("rules") or []), *rule_documents(document.get("flows"))]:
         name = str(spec["name"])
         rule_digest = _digest(spec)
         old = before.get(name)

@@ -1,6 +1,8 @@
 """What a routed target receives (pure): shared by the router and `bus replay`.
 
-Each target of the matched rules gets the event once. Its record is the original (key, value and
+Each target of the matched rules gets the event once per flow that runs it (`deliveries`): two
+flows whose steps run one function on the same event are two runs, each on a record of its own,
+as EventBridge delivers to each rule's target. A record is the original (key, value and
 headers unchanged) plus the `matchedrules` extension naming the rules that chose the target; when
 one of those rules has an input transformer for the target, the event's data is reshaped by the
 first such rule, in rule order.
@@ -17,7 +19,7 @@ from bus.kafka_binding import Record, to_record, with_extensions
 from bus.routing import Rule
 from bus.rule_index import DATA
 
-__all__ = ["MATCHED_RULES", "by_target", "needs_data", "routed_record"]
+__all__ = ["MATCHED_RULES", "by_target", "deliveries", "needs_data", "routed_record"]
 
 MATCHED_RULES = "matchedrules"
 """Extension naming the rules that sent the event to this function, comma-separated."""
@@ -30,6 +32,27 @@ def by_target(rules: Sequence[Rule]) -> dict[str, list[Rule]]:
         for target in rule.targets:
             targets.setdefault(target, []).append(rule)
     return targets
+
+
+def deliveries(rules: Sequence[Rule]) -> list[tuple[str, list[Rule]]]:
+    """Each record the matched rules send, in rule order: per target, one with the ordinary rules
+    and the steps of the first flow choosing it, then one per further flow with its steps.
+
+    Without flow steps of several flows on one target this is `by_target`: a record per target.
+    """
+    out: list[tuple[str, list[Rule]]] = []
+    for target, by in by_target(rules).items():
+        flows = list(dict.fromkeys(rule.flow.flow for rule in by if rule.flow is not None))
+        if len(flows) < 2:
+            out.append((target, by))
+            continue
+        first = [rule for rule in by if rule.flow is None or rule.flow.flow == flows[0]]
+        out.append((target, first))
+        out.extend(
+            (target, [rule for rule in by if rule.flow is not None and rule.flow.flow == flow])
+            for flow in flows[1:]
+        )
+    return out
 
 
 def needs_data(rules: Sequence[Rule]) -> bool:

@@ -3,13 +3,15 @@
 A run is known by the events that carry its `busflowrun`: each step's result (the step is done)
 or error (the step failed after its retries, which ends the run). A step is pending when the step
 it follows is done and its `when` pattern matches that result (a join: when one of its steps is
-done), but it has neither result nor error yet. A run is `failed` with its first error, `running`
-while a step is pending, else `done`.
+done), but it has neither result nor error yet. A step whose function publishes no results
+(`destinations.on_success: none`, `untracked_steps`) can never be seen done: once due it is
+`untracked`, not pending (it still fails, when its function's errors are published). A run is
+`failed` with its first error, `running` while a step is pending, else `done`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,7 @@ from bus.events import CloudEvent, to_json_dict
 from bus.flows import FLOW, FLOW_RUN, FLOW_STEP, RESULT_TYPE, Flow
 from bus.patterns import compile as compile_pattern
 
-__all__ = ["Run", "runs"]
+__all__ = ["Run", "runs", "untracked_steps"]
 
 ERROR_TYPE = "bus.function.error"
 
@@ -32,6 +34,8 @@ class Run:
     failed: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     """Step -> its error: error_type, message, attempts, time."""
     pending: list[str] = field(default_factory=list)
+    untracked: list[str] = field(default_factory=list)
+    """Steps due whose functions publish no results: whether they ran is not known here."""
     first: str = ""
     """Time of the earliest event of the run seen."""
     last: str = ""
@@ -50,14 +54,26 @@ class Run:
             "state": self.state,
             "done": sorted(self.done),
             "pending": self.pending,
+            "untracked": self.untracked,
             "failed": dict(self.failed),
             "first": self.first,
             "last": self.last,
         }
 
 
-def runs(flow: Flow, events: Iterable[CloudEvent]) -> list[Run]:
-    """The runs of `flow` seen in `events` (its steps' results and errors), oldest first."""
+def untracked_steps(flow: Flow, functions: Mapping[str, Any]) -> frozenset[str]:
+    """The steps of `flow` whose functions publish no results (`destinations.on_success: none`)."""
+    return frozenset(
+        name
+        for name, step in flow.steps.items()
+        if getattr(functions[step.function].destinations, "on_success", "") is None
+    )
+
+
+def runs(flow: Flow, events: Iterable[CloudEvent], *, untracked: Collection[str] = ()) -> list[Run]:
+    """The runs of `flow` seen in `events` (its steps' results and errors), oldest first.
+
+    `untracked`: steps that never publish a result (`untracked_steps`), never pending."""
     found: dict[str, Run] = {}
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for event in events:
@@ -94,7 +110,9 @@ def runs(flow: Flow, events: Iterable[CloudEvent]) -> list[Run]:
         return all(result is not None and conditions[name].matches(result) for result in found)
 
     for run in found.values():
-        run.pending = [
+        waiting = [
             name for name in flow.steps if name not in run.done and name not in run.failed and due(run, name)
         ]
+        run.pending = [name for name in waiting if name not in untracked]
+        run.untracked = [name for name in waiting if name in untracked]
     return sorted(found.values(), key=lambda run: (run.first, run.id))

@@ -57,6 +57,7 @@ __all__ = [
     "join_target",
     "parse_flows",
     "result_topics_read",
+    "rule_documents",
 ]
 
 FLOW = "busflow"
@@ -254,6 +255,29 @@ def compile_flows(flows: Sequence[Flow]) -> tuple[Rule, ...]:
                 )
             )
     return tuple(rules)
+
+
+def rule_documents(spec: Any) -> list[dict[str, Any]]:
+    """The rules a valid manifest's `flows:` compiles to (`compile_flows`), each as a JSON document
+    like an entry of `rules:` (name, pattern, targets) plus the step as written: `bus apply`
+    versions them with the manifest's rules and `bus rules list` lists them."""
+    documents: list[dict[str, Any]] = []
+    for flow, body in (spec or {}).items():
+        for step, step_spec in body["steps"].items():
+            after = _after(step_spec.get("after"), f"flows.{flow}.steps.{step}.after")
+            if not after:
+                pattern: Mapping[str, Any] = body["start"]
+            else:
+                pattern = {
+                    **step_spec.get("when", {}),
+                    "type": [RESULT_TYPE],
+                    FLOW: [str(flow)],
+                    FLOW_STEP: list(after),
+                }
+            target = join_target(str(flow), str(step)) if len(after) > 1 else step_spec["function"]
+            name = f"flow.{flow}.{step}"
+            documents.append({"name": name, "pattern": dict(pattern), "targets": [target], "step": step_spec})
+    return documents
 
 
 def join_target(flow: str, step: str) -> str:

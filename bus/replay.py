@@ -45,7 +45,7 @@ from bus.avro_schema import load_book
 from bus.avro_store import TypedReader
 from bus.errors import ConfigError, InvalidEvent, PublishError
 from bus.events import to_json_dict
-from bus.fanout import needs_data, routed_record
+from bus.fanout import deliveries, needs_data, routed_record
 from bus.kafka.admin import ensure_topics
 from bus.kafka.control_store import manifest_in_force
 from bus.kafka.schema_store import open_store
@@ -464,9 +464,11 @@ def replay(
             if bucket is not None and not _paced(bucket, sink, stop, clock):
                 break
             origin = f"{plan.source}/{item.partition}/{item.offset}"
-            routed = routed_record(item.record, event, plan.function, rules)
-            sink.send(plan.target, mark(routed, plan.replay_id, origin))
-            tally.sent += 1
+            for target, by in deliveries(rules):  # once per flow running the function on this event
+                if target == plan.function:
+                    routed = routed_record(item.record, event, plan.function, by)
+                    sink.send(plan.target, mark(routed, plan.replay_id, origin))
+                    tally.sent += 1
         tally.match(item, [rule.name for rule in rules])
     tally.interrupted = stop()
 

@@ -34,13 +34,13 @@ from bus.avro_store import SchemaStore, TypedReader
 from bus.control import Applied, Refused
 from bus.deadletter import dead_letter
 from bus.decisions import Decisions
-from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, RegistryError
+from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, KafkaUnavailable, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
-from bus.fanout import by_target, routed_record
+from bus.fanout import deliveries, routed_record
 from bus.flow_joiner import JoinService
 from bus.flows import JOIN_TARGET, join_target, result_topics_read
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
-from bus.kafka.admin import ensure_topics
+from bus.kafka.admin import end_offsets, ensure_topics
 from bus.kafka.config import admin_config, build
 from bus.kafka.control_store import ControlWatcher, read_applied, starting_manifest
 from bus.kafka.schema_store import open_store
@@ -309,9 +309,13 @@ class Router:
             return
         tally.matched.update(rule.name for rule in rules)
         size = record_size(record) if rules else 0
-        for target, by in by_target(rules).items():
+        unroutable: set[str] = set()
+        for target, by in deliveries(rules):
             topic = table.topics.get(target)
             if topic is None or topic in missing:
+                if target in unroutable:  # one dead letter per target, however many flows run it
+                    continue
+                unroutable.add(target)
                 why = (
                     f"unknown target {target!r}"
                     if topic is None
@@ -485,7 +489,10 @@ def serve(
             joins.update(changed)
             current[0] = changed
             for loop in loops:  # flows may read other functions' results now
-                loop.subscribe(input_topics(prefix, changed))
+                topics = input_topics(prefix, changed)
+                # A results topic read for a new step: from its end now, not its first record
+                # (a new rule acts on what comes after it), unless the group committed an offset.
+                loop.subscribe(topics, new_from=_ends(settings, set(topics) - set(loop.topics)))
             router.update(changed, new.version, new.digest)
 
     with contextlib.ExitStack() as stack:
@@ -531,6 +538,17 @@ def input_topics(prefix: str, manifest: Manifest) -> list[str]:
     """What the router reads: the ingress, and the results of functions a flow step follows."""
     destinations = (manifest.functions[f].destinations.on_success for f in result_topics_read(manifest.flows))
     return [naming.ingress_topic(prefix), *sorted({topic for topic in destinations if topic is not None})]
+
+
+def _ends(settings: KafkaSettings, topics: set[str]) -> dict[tuple[str, int], int] | None:
+    """Where the router starts reading `topics`, newly followed, when its group has no offset."""
+    if not topics:
+        return None
+    try:
+        return end_offsets(settings, topics)
+    except KafkaUnavailable as exc:  # the rules still change; the new topics are read from their start
+        log_event(logger, "new_topics_read_from_start", topics=sorted(topics), reason=str(exc))
+        return None
 
 
 def _starting_rules(

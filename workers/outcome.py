@@ -48,11 +48,14 @@ bus.replay.REPLAY_ID): its result or error is another occurrence, with an id of 
 
 
 def _occurrence(function: str, cause: CloudEvent) -> str:
-    """What a result's or error's id is derived from: the function, the input (source and id)
-    and the redrive or replay that ran it again, if one did."""
+    """What a result's or error's id is derived from: the function, the input (source and id),
+    the flow it runs in (two flows running one function on one event are two runs) and the
+    redrive or replay that ran it again, if one did."""
     text = f"{function}\x00{cause.source}\x00{cause.id}"
     extensions = cause.extensions
     if extensions:
+        if (flow := extensions.get("busflow")) is not None:
+            text += f"\x00busflow={flow}"
         for name in RERUNS:
             if (run := extensions.get(name)) is not None:
                 text += f"\x00{name}={run}"

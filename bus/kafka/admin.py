@@ -17,6 +17,7 @@ from bus.topology import TopicSpec
 
 __all__ = [
     "TopicSpec",
+    "end_offsets",
     "ensure_topics",
     "partition_counts",
     "topic_names",
@@ -94,6 +95,29 @@ def partition_counts(
     except KafkaException as exc:
         raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
     return {name: len(topics[name].partitions) for name in names if name in topics}
+
+
+def end_offsets(
+    settings: KafkaSettings, topics: Collection[str], *, timeout: float = 30.0
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset a read_committed reader would read next at the end of each
+    partition of `topics` (the last stable offset); topics that do not exist are left out."""
+    counts = partition_counts(settings, list(topics), timeout=timeout)
+    wanted = {
+        TopicPartition(topic, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        for topic, count in counts.items()
+        for p in range(count)
+    }
+    if not wanted:
+        return {}
+    admin = build(AdminClient, admin_config(settings))
+    try:
+        futures = admin.list_offsets(
+            wanted, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
+        )
+        return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot read the ends of {sorted(topics)}: {exc}") from exc
 
 
 def topic_names(settings: KafkaSettings, *, timeout: float = 30.0) -> set[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
@@ -119,6 +119,9 @@ class TransactionalLoop:
         self._wanted: list[str] | None = None
         """Topics to subscribe to before the next batch (`subscribe`); None: no change."""
         self._wanted_lock = threading.Lock()
+        self._starts: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> where to start it when the group has no committed offset for it
+        (`subscribe`'s `new_from`); others start at the committed offset, else at the earliest."""
         self.batches = 0
         self.records_in = 0
         self.records_out = 0
@@ -153,6 +156,43 @@ class TransactionalLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log_event(logger, "partitions_assigned", group=self._group, partitions=_names(partitions))
+        with self._wanted_lock:
+            starts = {
+                key: self._starts[key] for p in partitions if (key := (p.topic, p.partition)) in self._starts
+            }
+        if not starts:
+            return  # confluent-kafka assigns them from their committed offsets
+        fresh = [TopicPartition(topic, partition) for topic, partition in starts]
+        try:
+            committed = consumer.committed(fresh, timeout=self._txn_timeout)
+        except KafkaException as exc:
+            raise KafkaError(
+                f"cannot read the committed offsets of {_names(fresh)}: {exc.args[0].str()}"
+            ) from exc
+        placed = {
+            (tp.topic, tp.partition): starts[(tp.topic, tp.partition)] for tp in committed if tp.offset < 0
+        }
+        if not placed:
+            return
+        consumer.incremental_assign(
+            [
+                TopicPartition(p.topic, p.partition, placed.get((p.topic, p.partition), p.offset))
+                for p in partitions
+            ]
+        )
+        # Committed at once, so that a restart before their first batch starts there too. The
+        # group's transactions never held offsets of these partitions: nothing to overtake.
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in placed.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log_event(logger, "start_offsets_not_committed", group=self._group, reason=exc.args[0].str())
+        log_event(
+            logger,
+            "partitions_started_at",
+            group=self._group,
+            offsets=[f"{t}/{p}@{o}" for (t, p), o in placed.items()],
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Unpipelined, no transaction is open while the consumer polls; pipelined, the one
@@ -168,11 +208,20 @@ class TransactionalLoop:
         wanted = self._wanted
         return list(self._topics if wanted is None else wanted)
 
-    def subscribe(self, topics: Sequence[str]) -> None:
+    def subscribe(
+        self, topics: Sequence[str], *, new_from: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         """Read `topics` from the next batch on (any thread); partitions of dropped topics are
-        revoked by the rebalance, after the batch in hand committed."""
+        revoked by the rebalance, after the batch in hand committed.
+
+        `new_from`: (topic, partition) -> offset where a partition starts when the group has no
+        committed offset for it (a topic a new rule reads: its end when the rule was read, so
+        the rule acts on what comes after it only), instead of its earliest record.
+        """
         with self._wanted_lock:
             self._wanted = list(topics)
+            if new_from:
+                self._starts.update(new_from)
 
     def run(
         self,

@@ -228,3 +228,54 @@ def test_a_dag_with_a_join_runs_the_join_once_on_all_its_parts_and_a_missing_par
 def _mean(rows: list[int | None]) -> float:
     kept = [r for r in rows if r is not None]
     return sum(kept) / len(kept)
+
+
+TWO_FLOWS_STEPS = """
+def audit(event, ctx):
+    return {"order": event.data["order"]}
+
+
+def bill(event, ctx):
+    return {"billed": event.data["order"]}
+
+
+def ship(event, ctx):
+    return {"shipped": event.data["order"]}
+"""
+TWO_FLOWS = """
+functions:
+  audit: {handler: "orders:audit", partitions: 1}
+  bill: {handler: "orders:bill", partitions: 1}
+  ship: {handler: "orders:ship", partitions: 1}
+flows:
+  billing:
+    start: {type: [order.placed]}
+    steps: {a: {function: audit}, b: {function: bill, after: a}}
+  shipping:
+    start: {type: [order.placed]}
+    steps: {a: {function: audit}, s: {function: ship, after: a}}
+"""
+
+
+def test_two_flows_starting_with_one_function_both_run(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """billing and shipping both start with audit on order.placed: audit runs once per flow, with
+    a result of its own for each, and each flow goes on to its next step."""
+    prefix = kafka.prefix()
+    (tmp_path / "orders.py").write_text(TWO_FLOWS_STEPS)
+    path = tmp_path / "bus.yaml"
+    path.write_text(f"prefix: {prefix}\n{TWO_FLOWS}")
+    order = unique("order")
+    with running_platform(kafka, path, tmp_path / "home") as platform:
+        start_run(platform.url, order, "order.placed", {"order": 7})
+
+        def outputs(function: str) -> list[Any]:
+            return read_outputs(kafka, prefix, function)
+
+        wait_until(lambda: (outputs("bill") and outputs("ship")) or None, timeout=60, what="bill and ship")
+        audited, billed, shipped = outputs("audit"), outputs("bill"), outputs("ship")
+
+    assert sorted(e.extensions["busflow"] for e in audited) == ["billing", "shipping"]
+    assert {e.extensions["busflowrun"] for e in audited} == {order}
+    assert len({e.id for e in audited}) == 2
+    assert [(e.data, e.extensions["busflow"]) for e in billed] == [({"billed": 7}, "billing")]
+    assert [(e.data, e.extensions["busflow"]) for e in shipped] == [({"shipped": 7}, "shipping")]

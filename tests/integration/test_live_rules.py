@@ -181,3 +181,57 @@ def test_replay_routes_by_the_applied_rules_when_no_manifest_is_given(
     replayed = kafka.read_exactly(naming.function_topic(prefix, "fb"), 6)
     assert {header(r.headers(), "ce_matchedrules") for r in replayed} == {b"r2"}
     assert all(header(r.headers(), "ce_replayid") for r in replayed)
+
+
+FLOW_V1 = """
+functions:
+  parse: {handler: "handlers:echo"}
+  store: {handler: "handlers:echo"}
+flows:
+  etl:
+    start: {type: [page.fetched]}
+    steps:
+      parse: {function: parse}
+"""
+
+FLOW_V2 = FLOW_V1 + "      store: {function: store, after: parse}\n"
+
+
+def parse_result(prefix: str, run: str) -> CloudEvent:
+    """A result of etl's parse step, as its worker writes it."""
+    return CloudEvent.create(
+        id=f"res-{run}",
+        source=f"bus://{prefix}/fn/parse",
+        type="bus.function.result",
+        extensions={"busflow": "etl", "busflowstep": "parse", "busflowrun": run},
+        data={"ok": True},
+    )
+
+
+def test_a_step_added_to_a_flow_runs_on_results_after_the_apply_only_and_a_restart_keeps_that(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """Results of runs that finished before a step was added do not run it (a new rule acts on what
+    comes after it); later results do, once each, across a restart of the router."""
+    prefix, env, path = applied(kafka, tmp_path, FLOW_V1)
+    producer = build(Producer, producer_config(kafka.settings(prefix)))
+    results = naming.result_topic(prefix, "parse")
+    store = naming.function_topic(prefix, "store")
+    publish(producer, results, [parse_result(prefix, f"old-{n}") for n in range(3)])
+    router = RouterProcess(kafka, prefix, tmp_path)
+    router.start()
+    try:
+        path.write_text(path.read_text().replace(FLOW_V1, FLOW_V2))
+        assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+        wait_until(lambda: router.metric("bus_router_manifest_version") == 2, timeout=10, what="v2")
+        publish(producer, results, [parse_result(prefix, "new-1")])
+        routed = kafka.read_exactly(store, 1, idle=3.0)
+        assert [header(r.headers(), "ce_busflowrun") for r in routed] == [b"new-1"]
+
+        router.stop()
+        router.start()
+        publish(producer, results, [parse_result(prefix, "new-2")])
+        routed = kafka.read_exactly(store, 2, idle=3.0)
+        assert sorted(header(r.headers(), "ce_busflowrun") for r in routed) == [b"new-1", b"new-2"]
+    finally:
+        router.stop()

@@ -162,6 +162,42 @@ def test_rules_list_keeps_every_column_under_its_header_and_shows_tag_selectors(
     assert cells == {"jpeg-uploads": "all:prod any:eu,us none:test", "everything": "-", "pngs": "-"}
 
 
+def test_rules_list_shows_the_rules_of_flow_steps_with_their_targets_and_patterns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow's steps are listed as the rules they compile to, after the manifest's rules."""
+    doc = yaml.safe_load(MANIFEST)
+    doc["flows"] = {
+        "etl": {
+            "start": {"type": ["page"]},
+            "steps": {
+                "parse": {"function": "audit"},
+                "store": {"function": "thumbnail", "after": "parse"},
+                "both": {"function": "audit", "after": ["parse", "store"]},
+            },
+        }
+    }
+    step = next_applied(None, doc, base_dir="/srv", now="2026-11-23T10:00:00Z")
+    assert step is not None
+    read_as(monkeypatch, step[0])
+    code, out, _ = run(capsys, "rules", "list", "--json", "--prefix", "p")
+    assert code == 0
+    rows = {row["name"]: row for row in orjson.loads(out)["rules"]}
+    assert list(rows)[3:] == ["flow.etl.parse", "flow.etl.store", "flow.etl.both"]
+    assert rows["flow.etl.parse"]["targets"] == ["audit"]
+    assert rows["flow.etl.parse"]["pattern"] == {"type": ["page"]}
+    assert rows["flow.etl.store"]["targets"] == ["thumbnail"]
+    assert rows["flow.etl.store"]["pattern"] == {
+        "type": ["bus.function.result"],
+        "busflow": ["etl"],
+        "busflowstep": ["parse"],
+    }
+    assert rows["flow.etl.both"]["targets"] == ["join:etl.both"]
+    code, out, _ = run(capsys, "rules", "list", "--prefix", "p")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[2:]][3:] == list(rows)[3:]
+
+
 def test_rules_list_says_the_latest_record_cannot_be_read_rather_than_show_an_older_one(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

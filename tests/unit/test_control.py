@@ -77,6 +77,34 @@ def test_each_rule_keeps_the_version_of_its_last_change() -> None:
     assert change.describe() == "+new ~edit -drop"
 
 
+def test_flow_steps_are_versioned_as_rules_by_what_they_compile_to() -> None:
+    """Each step is the rule `flow.<flow>.<step>`: added, changed (its condition, or the start
+    pattern of a start step) and removed like any rule, the others keeping their version."""
+    etl = {"start": {"type": ["page"]}, "steps": {"p": {"function": "a"}}}
+    v1 = apply(None, {**document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]}), "flows": {"etl": etl}})
+    assert [(r.name, r.version) for r in v1.rules] == [("r1", 1), ("flow.etl.p", 1)]
+    steps = {"p": {"function": "a"}, "s": {"function": "b", "after": "p", "when": {"data": {"ok": [True]}}}}
+    doc = {
+        **document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]}),
+        "flows": {"etl": {**etl, "steps": steps}},
+    }
+    step = next_applied(v1, doc, base_dir="/srv", now="2026-11-24T00:00:00Z")
+    assert step is not None
+    v2, change = step
+    assert {r.name: r.version for r in v2.rules} == {"r1": 1, "flow.etl.p": 1, "flow.etl.s": 2}
+    assert change.describe() == "+flow.etl.s"
+    steps["s"]["when"] = {"data": {"ok": [False]}}
+    moved = {**doc, "flows": {"etl": {"start": {"type": ["page", "site"]}, "steps": steps}}}
+    step = next_applied(v2, moved, base_dir="/srv", now="2026-11-25T00:00:00Z")
+    assert step is not None
+    assert step[1].describe() == "~flow.etl.p ~flow.etl.s"
+    step = next_applied(
+        step[0], document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]}), base_dir="/srv", now="z"
+    )
+    assert step is not None
+    assert step[1].describe() == "-flow.etl.p -flow.etl.s"
+
+
 def test_the_record_reads_back_as_written() -> None:
     applied = apply(
         None, document(r1={"pattern": {"data": {"n": [{"numeric": [">", 1]}]}}, "targets": ["a"]})

@@ -6,8 +6,9 @@ from typing import Any
 
 import yaml
 
+from bus import cli_flows
 from bus.events import CloudEvent
-from bus.flow_runs import runs
+from bus.flow_runs import runs, untracked_steps
 from bus.manifest import parse
 
 MANIFEST = parse(
@@ -93,3 +94,35 @@ flows:
         "failed",
         "JoinTimeout",
     )
+
+
+def test_a_step_whose_function_publishes_no_results_is_untracked_not_pending() -> None:
+    """A final step with `destinations.on_success: none` never reports: once due it is shown as
+    untracked, and a run whose other steps are done is done; its published error still fails it."""
+    manifest = parse(
+        yaml.safe_load(
+            """
+functions:
+  a: {handler: 'm:f'}
+  b: {handler: 'm:f', destinations: {on_success: none}}
+  c: {handler: 'm:f'}
+flows:
+  f:
+    start: {type: [go]}
+    steps:
+      a: {function: a}
+      b: {function: b, after: a}
+      c: {function: c, after: a}
+"""
+        )
+    )
+    flow = manifest.flows[0]
+    untracked = untracked_steps(flow, manifest.functions)
+    assert untracked == {"b"}
+    run = runs(flow, [step("r1", "a"), step("r1", "c")], untracked=untracked)[0]
+    assert (run.state, run.pending, run.untracked) == ("done", [], ["b"])
+    assert run.to_json()["untracked"] == ["b"]
+    assert runs(flow, [step("r1", "a")], untracked=untracked)[0].pending == ["c"]
+    failed = [step("r1", "a"), step("r1", "c"), step("r1", "b", kind="error", data={"error_type": "E"})]
+    assert runs(flow, failed, untracked=untracked)[0].state == "failed"
+    assert cli_flows._line(flow, run) == "f  r1  done  a:ok b:unknown c:ok"

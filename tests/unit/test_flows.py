@@ -9,7 +9,7 @@ import yaml
 
 from bus.errors import ManifestError
 from bus.events import CloudEvent, to_json_dict
-from bus.fanout import by_target, routed_record
+from bus.fanout import by_target, deliveries, routed_record
 from bus.flows import result_topics_read
 from bus.kafka_binding import from_record, to_record
 from bus.manifest import Manifest, parse
@@ -189,6 +189,44 @@ def test_two_steps_cannot_run_one_function_on_the_same_event() -> None:
     with pytest.raises(ManifestError, match="both run 'store'") as caught:
         manifest(flow("p: {function: parse}, q: {function: store, after: p}, r: {function: store, after: p}"))
     assert caught.value.path == "flows.etl.steps.r.function"
+
+
+def test_two_flows_running_one_function_on_an_event_each_get_a_record_of_their_own() -> None:
+    """Flows billing and shipping both start with audit: each runs, audit getting the event once
+    per flow, tagged with that flow (an ordinary rule on audit rides with the first)."""
+    parsed = parse(
+        yaml.safe_load(
+            "functions: {audit: {handler: 'm:f'}, bill: {handler: 'm:f'}, ship: {handler: 'm:f'}}\n"
+            "rules: [{name: mine, pattern: {type: [order.placed]}, targets: [audit]}]\n"
+            "flows:\n"
+            "  billing: {start: {type: [order.placed]},\n"
+            "            steps: {a: {function: audit}, b: {function: bill, after: a}}}\n"
+            "  shipping: {start: {type: [order.placed]},\n"
+            "             steps: {a: {function: audit}, s: {function: ship, after: a}}}\n"
+        )
+    )
+    ce = CloudEvent.create(id="o-1", source="s", type="order.placed", data={"x": 1})
+    sent = deliveries(matching_rules(to_json_dict(ce), parsed.rules))
+    assert [(target, [rule.name for rule in by]) for target, by in sent] == [
+        ("audit", ["mine", "flow.billing.a"]),
+        ("audit", ["flow.shipping.a"]),
+    ]
+    runs = []
+    for target, by in sent:
+        out = routed_record(to_record(ce), to_json_dict(ce), target, by, binary=True)
+        ext = from_record(out.key, out.value, out.headers).extensions
+        runs.append((ext["busflow"], ext["busflowstep"], ext["busflowrun"], ext["matchedrules"]))
+    assert runs == [
+        ("billing", "a", "o-1", "mine,flow.billing.a"),
+        ("shipping", "a", "o-1", "flow.shipping.a"),
+    ]
+
+
+def test_without_several_flows_on_a_target_each_target_gets_one_record() -> None:
+    """`deliveries` is `by_target` when no two flows share a target."""
+    rules = manifest("rules: [{name: mine, pattern: {type: [page.fetched]}, targets: [parse]}]\n" + ETL).rules
+    matched = matching_rules(event(type="page.fetched"), rules)
+    assert deliveries(matched) == list(by_target(matched).items())
 
 
 def test_a_step_cannot_follow_a_function_without_results() -> None:

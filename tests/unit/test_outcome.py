@@ -118,9 +118,22 @@ def test_a_redriven_or_replayed_run_is_another_occurrence_with_another_id(make: 
     assert make("billing", cause(extensions={"redriveid": "r-2"})).id != redriven.id
 
 
+@pytest.mark.parametrize("make", [result, error])
+def test_one_event_run_by_two_flows_gives_two_occurrences_with_two_ids(make: Any) -> None:
+    """Two flows running one function on one event are two runs: their results must not look
+    like duplicates of each other."""
+    billing = make("audit", cause(extensions={"busflow": "billing", "busflowstep": "a", "busflowrun": "o"}))
+    shipping = make("audit", cause(extensions={"busflow": "shipping", "busflowstep": "a", "busflowrun": "o"}))
+    assert billing.id != shipping.id
+
+
 def test_the_hot_paths_result_id_is_the_result_events_id() -> None:
     """The host's result headers derive the id as result_event does, reruns included."""
-    for event in (cause(), cause(extensions={"redriveid": "r-1", "replayid": "replay-1"})):
+    for event in (
+        cause(),
+        cause(extensions={"redriveid": "r-1", "replayid": "replay-1"}),
+        cause(extensions={"busflow": "etl", "busflowstep": "p", "busflowrun": "r"}),
+    ):
         headers = result_headers(prefix="bus", function="billing", cause=event, time=NOW)
         assert headers["ce_id"] == result("billing", event).id
 

@@ -100,7 +100,7 @@ EXPECTED: dict[str, set[str]] = {
     "bus.rule_index": {"DATA", "RuleIndex"},
     "bus.decisions": {"MAX_KEYS", "Decision", "Decisions", "matching"},
     "bus.routing": {"FlowTag", "Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"},
-    "bus.fanout": {"MATCHED_RULES", "by_target", "needs_data", "routed_record"},
+    "bus.fanout": {"MATCHED_RULES", "by_target", "deliveries", "needs_data", "routed_record"},
     "bus.input_transform": {
         "MAX_INPUT_BYTES",
         "MAX_PATHS",
