@@ -112,7 +112,15 @@ EXPECTED: dict[str, set[str]] = {
     },
     "workers": {"Context", "DeadLetter", "Retry", "load_handler"},
     "workers.signals": {"DeadLetter", "Retry"},
-    "bus.scaling": {"Decision", "Observation", "PartitionLag", "ScalerState", "decide", "lag_of", "partitions_cap"},
+    "bus.scaling": {
+        "Decision",
+        "Observation",
+        "PartitionLag",
+        "ScalerState",
+        "decide",
+        "lag_of",
+        "partitions_cap",
+    },
     "workers.testing": {"HandlerError", "TestInvocation", "TestRun", "invoke", "run"},
 }
 
