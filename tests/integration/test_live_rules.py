@@ -232,6 +232,6 @@ def test_a_step_added_to_a_flow_runs_on_results_after_the_apply_only_and_a_resta
         router.start()
         publish(producer, results, [parse_result(prefix, "new-2")])
         routed = kafka.read_exactly(store, 2, idle=3.0)
-        assert sorted(header(r.headers(), "ce_busflowrun") for r in routed) == [b"new-1", b"new-2"]
+        assert sorted(header(r.headers(), "ce_busflowrun") or b"" for r in routed) == [b"new-1", b"new-2"]
     finally:
         router.stop()

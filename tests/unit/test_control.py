@@ -83,7 +83,10 @@ def test_flow_steps_are_versioned_as_rules_by_what_they_compile_to() -> None:
     etl = {"start": {"type": ["page"]}, "steps": {"p": {"function": "a"}}}
     v1 = apply(None, {**document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]}), "flows": {"etl": etl}})
     assert [(r.name, r.version) for r in v1.rules] == [("r1", 1), ("flow.etl.p", 1)]
-    steps = {"p": {"function": "a"}, "s": {"function": "b", "after": "p", "when": {"data": {"ok": [True]}}}}
+    steps: dict[str, dict[str, Any]] = {
+        "p": {"function": "a"},
+        "s": {"function": "b", "after": "p", "when": {"data": {"ok": [True]}}},
+    }
     doc = {
         **document(r1={"pattern": {"type": ["x"]}, "targets": ["a"]}),
         "flows": {"etl": {**etl, "steps": steps}},
