@@ -40,8 +40,11 @@ def deliveries(rules: Sequence[Rule]) -> list[tuple[str, list[Rule]]]:
 
     Without flow steps of several flows on one target this is `by_target`: a record per target.
     """
+    targets = by_target(rules)
+    if all(rule.flow is None for rule in rules):  # the router's usual case: no flow step matched
+        return list(targets.items())
     out: list[tuple[str, list[Rule]]] = []
-    for target, by in by_target(rules).items():
+    for target, by in targets.items():
         flows = list(dict.fromkeys(rule.flow.flow for rule in by if rule.flow is not None))
         if len(flows) < 2:
             out.append((target, by))
