@@ -11,9 +11,13 @@ Who may publish is a `Principal`: a key id, a tenant, the `source` and `type` gl
   `tenant`, `sources`, `types` (and optionally `rate`, `burst`) become the principal.
 
 `authorize` then answers 403 (`ForbiddenError`, naming `source` or `type`) for an event outside the
-principal's globs. A glob is case-sensitive; `*` matches any run of characters, `/` included, and is
-the only special character (`?` and `[` match themselves), so `app://shop/*` covers
-`app://shop/orders/eu`.
+principal's globs, and for an event in the platform's own namespace (`PLATFORM_NAMES`: types
+`bus.*`, sources `bus://*`) unless a glob of the principal names that namespace explicitly; with
+authentication off, such an event is always refused. Platform events (objects, timers, function
+results and errors) come from bus itself: nobody else may pass for it, as EventBridge refuses
+`aws.*` sources in PutEvents. A glob is case-sensitive; `*` matches any run of characters, `/`
+included, and is the only special character (`?` and `[` match themselves), so `app://shop/*`
+covers `app://shop/orders/eu`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from bus.errors import AuthError, ConfigError, ForbiddenError, InvalidEvent
 from bus.events import parse_json
 
 __all__ = [
+    "PLATFORM_NAMES",
     "ApiKeys",
     "AuthError",
     "ForbiddenError",
@@ -47,6 +52,10 @@ MIN_KEY = 16
 """Shortest API key configurable, in characters (use `secrets.token_urlsafe(32)`)."""
 MIN_JWT_SECRET = 32
 """Shortest HS256 secret, in bytes: RFC 7518 §3.2 asks for a key at least as long as the hash."""
+
+PLATFORM_NAMES = (("type", "bus."), ("source", "bus://"))
+"""The platform's namespace per event attribute: what only bus itself publishes, or a principal
+with a glob starting so (an integration that relays platform events, granted on purpose)."""
 
 # RFC 6750 b64token: what a bearer credential may hold, so it travels in a header unchanged.
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
@@ -303,8 +312,15 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         raise AuthError(f"token claims do not describe a principal ({exc}): {_REISSUE}") from exc
 
 
-def authorize(principal: Principal, *, source: str, type: str) -> None:
-    """Refuse with ForbiddenError (naming `source` or `type`) an event `principal` may not publish."""
+def authorize(
+    principal: Principal | None, *, source: str, type: str, own_types: tuple[str, ...] = ()
+) -> None:
+    """Refuse with ForbiddenError (naming `source` or `type`) an event `principal` may not publish
+    (None: authentication is off, and only the platform's namespace is refused). `own_types`:
+    platform types the endpoint itself gives the events it makes, so a caller may name them too."""
+    _check_platform_names(principal, {"source": source, "type": "" if type in own_types else type})
+    if principal is None:
+        return
     for field, value, globs in (("source", source, principal.sources), ("type", type, principal.types)):
         if globs and not any(_glob_match(glob, value) for glob in globs):
             allowed = ", ".join(repr(glob) for glob in globs)
@@ -313,6 +329,26 @@ def authorize(principal: Principal, *, source: str, type: str) -> None:
                 f"{_show(value)} is not allowed for key {principal.key_id!r} of tenant {principal.tenant!r} "
                 f"(allowed: {allowed}): publish within those or use a key scoped to it",
             )
+
+
+def _check_platform_names(principal: Principal | None, values: Mapping[str, str]) -> None:
+    for field, prefix in PLATFORM_NAMES:
+        if not values[field].startswith(prefix):
+            continue
+        granted = () if principal is None else getattr(principal, f"{field}s")
+        if any(glob.startswith(prefix) for glob in granted):
+            continue  # `*` alone is no grant: the namespace must be named
+        grant = (
+            "or turn on authentication and give the relaying key"
+            if principal is None
+            else f"or give key {principal.key_id!r}"
+        )
+        raise ForbiddenError(
+            field,
+            f"{_show(values[field])} is in the platform's namespace ({field}s starting {prefix!r} are "
+            f"published by bus itself): use a {field} of your own, {grant} a {field} glob starting "
+            f"{prefix!r}",
+        )
 
 
 def _glob_match(glob: str, text: str) -> bool:

@@ -27,7 +27,7 @@ from bus.errors import InvalidEvent, KafkaError, KafkaUnavailable
 from bus.events import CloudEvent, parse_json
 from bus.flows import FLOW, FLOW_RUN, FLOW_STEP
 from bus.http_binding import from_http
-from bus.invoke import REPLY_EXTENSION, answer, invocation_event, no_reply
+from bus.invoke import INVOKED_TYPE, REPLY_EXTENSION, answer, invocation_event, no_reply
 from bus.kafka_binding import Record, record_size, to_record
 from bus.logs import log_event
 from bus.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -296,10 +296,9 @@ class Gateway:
             events = _unreserved(from_http(headers, body))
         except InvalidEvent as exc:
             return _rejected(exc)
-        if principal is not None:
-            refusal = self._permit(principal, events)
-            if refusal is not None:
-                return refusal
+        refusal = self._permit(principal, events)
+        if refusal is not None:
+            return refusal
         return await self._accept(events)
 
     def _authenticate(self, headers: Mapping[str, str]) -> Principal | Response | None:
@@ -315,21 +314,25 @@ class Gateway:
             log_event(logger, "auth_rejected", reason=exc.reason)
             return _problem(401, "unauthorized", exc.reason, headers={"www-authenticate": "Bearer"})
 
-    def _permit(self, principal: Principal, events: list[CloudEvent]) -> Response | None:
-        """403 when the caller may not send these events here, 429/413 past its rate, else None."""
-        if principal.tenant != self._settings.kafka.prefix:
+    def _permit(
+        self, principal: Principal | None, events: list[CloudEvent], own_types: tuple[str, ...] = ()
+    ) -> Response | None:
+        """403 when the caller may not send these events here, 429/413 past its rate, else None
+        (`principal` None: authentication is off, and only platform events are refused)."""
+        if principal is not None and principal.tenant != self._settings.kafka.prefix:
             reason = (
                 f"credential of tenant {principal.tenant!r} cannot publish to {self._settings.kafka.prefix!r}"
             )
             return _problem(403, "forbidden", reason, field="tenant")
         for index, event in enumerate(events):
             try:
-                authorize(principal, source=event.source, type=event.type)
+                authorize(principal, source=event.source, type=event.type, own_types=own_types)
             except ForbiddenError as exc:
                 field = f"[{index}].{exc.field}" if len(events) > 1 else exc.field
-                log_event(logger, "forbidden", key=principal.key_id, field=field)
+                key = None if principal is None else principal.key_id
+                log_event(logger, "forbidden", key=key, field=field)
                 return _problem(403, "forbidden", exc.reason, field=field)
-        if principal.rate is None or principal.burst is None:
+        if principal is None or principal.rate is None or principal.burst is None:
             return None
         decision = self._limiter.take(
             f"{principal.tenant}/{principal.key_id}",
@@ -362,7 +365,7 @@ class Gateway:
             (event,) = _unreserved([invocation_event(headers, body, request.path_params["name"])])
         except InvalidEvent as exc:
             return _rejected(exc)
-        refusal = None if principal is None else self._permit(principal, [event])
+        refusal = self._permit(principal, [event], own_types=(INVOKED_TYPE,))
         if refusal is not None or not sync:
             return refusal or await self._accept([event], topic=target.topic)
         return await self._call(event, target.topic, request.path_params["name"], wait)

@@ -160,7 +160,8 @@ def _events(max_body_bytes: int) -> dict[str, Any]:
             ),
             "403": _problem(
                 "The credential may not publish this `source` or `type`, or to this tenant (`forbidden`); "
-                "`field` names which."
+                "`field` names which. Types `bus.*` and sources `bus://*` are the platform's own: "
+                "refused unless the credential's globs name them (always, without authentication)."
             ),
             **_connection_refusals(body=True),
             "413": _too_large(max_body_bytes),
@@ -271,7 +272,10 @@ def _invoke(max_body_bytes: int) -> dict[str, Any]:
             "202": _accepted("`mode=async`"),
             "400": _problem("Not an event, or a bad `mode` or `timeout` (`invalid_event`, `invalid_query`)."),
             "401": _problem("Missing or invalid credentials (`unauthorized`)."),
-            "403": _problem("These credentials may not send this event here (`forbidden`)."),
+            "403": _problem(
+                "These credentials may not send this event here, or it is a platform event "
+                "(`bus.*` types but `bus.function.invoked`, `bus://*` sources) (`forbidden`)."
+            ),
             "404": _problem("No such function (`unknown_function`)."),
             "409": _problem("A call with this event id is waiting on this replica (`duplicate_invocation`)."),
             **_connection_refusals(body=True),

@@ -21,10 +21,12 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings, authenticator
 from tests.support import KafkaEnv, unique
 
-SHOP_KEY, OTHER_KEY, FAST_KEY = (
+SHOP_KEY, OTHER_KEY, FAST_KEY, OPEN_KEY, RELAY_KEY = (
     "shop-key-0123456789abcdef",
     "other-key-0123456789abcdef",
     "fast-key-0123456789abcdef",
+    "open-key-0123456789abcdef",
+    "relay-key-0123456789abcdef",
 )
 JWT_SECRET = b"j" * 32
 
@@ -41,18 +43,20 @@ def _client(kafka: KafkaEnv, http: dict[str, Any], environ: dict[str, str]) -> t
 
 @pytest.fixture
 def keyed(kafka: KafkaEnv) -> Iterator[tuple[TestClient, str]]:
-    """A gateway that takes scoped API keys: shop (app://shop/*, order.*), other (another tenant), fast."""
+    """A gateway that takes scoped API keys: shop (app://shop/*, order.*), other (another tenant),
+    fast (rate-limited), open (no scopes) and relay (granted the platform's timer type)."""
     http = {
         "auth": "api_keys",
         "keys": [
             {"id": "shop", "secret_env": "SHOP_KEY", "sources": ["app://shop/*"], "types": ["order.*"]},
             {"id": "other", "secret_env": "OTHER_KEY", "tenant": "someone_else"},
             {"id": "fast", "secret_env": "FAST_KEY", "rate": 5, "burst": 5},
+            {"id": "open", "secret_env": "OPEN_KEY"},
+            {"id": "relay", "secret_env": "RELAY_KEY", "types": ["bus.timer.*", "order.*"]},
         ],
     }
-    client, ingress = _client(
-        kafka, http, {"SHOP_KEY": SHOP_KEY, "OTHER_KEY": OTHER_KEY, "FAST_KEY": FAST_KEY}
-    )
+    keys = {"SHOP_KEY": SHOP_KEY, "OTHER_KEY": OTHER_KEY, "FAST_KEY": FAST_KEY}
+    client, ingress = _client(kafka, http, {**keys, "OPEN_KEY": OPEN_KEY, "RELAY_KEY": RELAY_KEY})
     with client:
         yield client, ingress
 
@@ -93,6 +97,44 @@ def test_s7_scopes_and_tenants_are_enforced(kafka: KafkaEnv, keyed: tuple[TestCl
         assert response.status_code == 403, field
         assert response.json()["field"] == field
     assert kafka.read_all(ingress) == []
+
+
+def test_platform_events_are_refused_unless_a_key_is_granted_them(
+    kafka: KafkaEnv, keyed: tuple[TestClient, str]
+) -> None:
+    """Types `bus.*` and sources `bus://*` are the platform's own: even a key without scopes gets
+    403 naming the field, and only a key whose globs name the namespace may relay them."""
+    client, ingress = keyed
+    namespace, outside = "in the platform's namespace", "is not allowed for key 'relay'"
+    cases = [
+        (OPEN_KEY, [_event(type_="bus.function.result")], "type", namespace),
+        (OPEN_KEY, [_event(source="bus://bus/functions/pay")], "source", namespace),
+        (OPEN_KEY, [_event(), _event(type_="bus.timer.fired")], "[1].type", namespace),
+        (RELAY_KEY, [_event(type_="bus.function.result")], "type", outside),  # beyond its grant
+    ]
+    for key, events, field, reason in cases:
+        response = _post(client, key, *events)
+        assert response.status_code == 403, (field, response.json())
+        assert response.json()["field"] == field
+        assert reason in response.json()["reason"], response.json()
+    assert kafka.read_all(ingress) == []
+    relayed = _event(source="app://scheduler", type_="bus.timer.fired")
+    assert _post(client, RELAY_KEY, relayed).status_code == 202
+    (record,) = kafka.read_exactly(ingress, 1)
+    assert dict(record.headers())["ce_type"] == b"bus.timer.fired"
+
+
+def test_without_authentication_platform_events_are_refused(kafka: KafkaEnv) -> None:
+    """With authentication off, an event in the platform's namespace gets 403 and the fix; the
+    invoke endpoint still makes its own `bus.function.invoked` event of a plain body."""
+    client, ingress = _client(kafka, {}, {})
+    with client:
+        response = _post(client, None, _event(type_="bus.object.created"))
+        assert response.status_code == 403
+        assert response.json()["field"] == "type"
+        assert "turn on authentication" in response.json()["reason"]
+        assert _post(client, None, _event()).status_code == 202
+    assert len(kafka.read_exactly(ingress, 1)) == 1
 
 
 def test_s8_a_bursting_key_gets_429_and_others_are_unaffected(

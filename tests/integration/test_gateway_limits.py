@@ -27,7 +27,7 @@ READ_AT_MOST = 32 * 1024 * 1024
 """What the server may take of a flood before it stops reading (its linger plus kernel buffers)."""
 ANSWER_WITHIN = 5.0
 """Seconds any refusal may take, the 1 s deadlines included."""
-EVENT = {"specversion": "1.0", "source": "/tests/limits", "type": "bus.test.limits"}
+EVENT = {"specversion": "1.0", "source": "/tests/limits", "type": "test.limits"}
 
 
 @dataclass

@@ -22,7 +22,7 @@ from tests.support import KafkaEnv
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "notifications"
 STRUCTURED = {"content-type": "application/cloudevents+json"}
-GOOD = {"specversion": "1.0", "id": "ops-1", "source": "/tests/ops", "type": "bus.test.ops"}
+GOOD = {"specversion": "1.0", "id": "ops-1", "source": "/tests/ops", "type": "test.ops"}
 BAD = {"specversion": "1.0", "id": "ops-2", "source": "/tests/ops"}  # no type
 
 

@@ -784,3 +784,53 @@ def test_jwt_principal_is_scoped_like_a_key() -> None:
     with pytest.raises(ForbiddenError) as caught:
         authorize(principal, source="app://bank/x", type="com.shop.order")
     assert caught.value.field == "source"
+
+
+@pytest.mark.parametrize(
+    ("source", "type_", "field"),
+    [
+        ("app://shop/web", "bus.function.result", "type"),
+        ("app://shop/web", "bus.timer.fired", "type"),
+        ("bus://bus/functions/pay", "order.placed", "source"),
+    ],
+)
+def test_platform_names_need_an_explicit_grant(source: str, type_: str, field: str) -> None:
+    """The platform's namespace is refused to a key without scopes and with authentication off;
+    `*` alone grants nothing, a glob naming the namespace does."""
+    open_key = Principal(key_id="open", tenant="shop")
+    star = Principal(key_id="star", tenant="shop", sources=("*",), types=("*",))
+    for principal in (open_key, star, None):
+        with pytest.raises(ForbiddenError) as caught:
+            authorize(principal, source=source, type=type_)
+        assert caught.value.field == field
+        assert "published by bus itself" in caught.value.reason
+    relay = Principal(
+        key_id="relay", tenant="shop", sources=("bus://*", "app://*"), types=("bus.*", "order.*")
+    )
+    authorize(relay, source=source, type=type_)
+
+
+def test_an_endpoints_own_platform_type_is_allowed() -> None:
+    """The invoke endpoint names `bus.function.invoked` itself: a caller may send it, not other ones."""
+    authorize(
+        None, source="/functions/f/invoke", type="bus.function.invoked", own_types=("bus.function.invoked",)
+    )
+    with pytest.raises(ForbiddenError):
+        authorize(
+            None, source="bus://bus/x", type="bus.function.invoked", own_types=("bus.function.invoked",)
+        )
+
+
+def test_platform_refusal_reads_as_a_fix() -> None:
+    """The reason quotes the value and says what to do, for a key and with authentication off."""
+    with pytest.raises(ForbiddenError) as caught:
+        authorize(Principal(key_id="open", tenant="shop"), source="app://x", type="bus.timer.fired")
+    assert str(caught.value) == (
+        "type: 'bus.timer.fired' is in the platform's namespace (types starting 'bus.' are published "
+        "by bus itself): use a type of your own, or give key 'open' a type glob starting 'bus.'"
+    )
+    with pytest.raises(ForbiddenError) as caught:
+        authorize(None, source="app://x", type="bus.timer.fired")
+    assert "or turn on authentication and give the relaying key a type glob starting 'bus.'" in str(
+        caught.value
+    )

@@ -13,6 +13,7 @@ import bus.patterns
 EXPECTED: dict[str, set[str]] = {
     "bus": {"BusError", "CloudEvent", "InvalidEvent", "ManifestError", "__version__"},
     "bus.auth": {
+        "PLATFORM_NAMES",
         "ApiKeys",
         "AuthError",
         "ForbiddenError",
