@@ -1,20 +1,25 @@
-"""`bus dlq list|redrive`: browse a function's dead letters and re-publish them to its topic.
+"""`bus dlq list|redrive`: browse dead letters and re-publish them, a function's or the router's.
 
 A dead letter (bus.deadletter) is the original record plus `bus_*` headers saying why and where
 it failed. Redriving one produces the original record (key, value and headers, the `bus_*` ones
-removed) to the function's topic `<prefix>.fn.<name>` with two extensions added, so the worker
-takes it as a fresh first attempt:
+removed) with two extensions added:
 
 - `redriveid` (header `ce_redriveid`): the run's id, a UUID shared by every event it re-publishes;
-- `redriveorigin` (header `ce_redriveorigin`): `dlq/<offset>`, the dead letter's position.
+- `redriveorigin` (header `ce_redriveorigin`): `dlq/<offset>` (a function's DLQ) or
+  `router.dlq/<offset>` (the router's), the dead letter's position.
+
+A function's dead letters go back to its topic `<prefix>.fn.<name>`, where the worker takes them
+as fresh first attempts; the router's go back to the ingress topic, where the router routes them
+again by the rules applied now (a `Queue` says which).
 
 At most once per dead letter: each re-published event is committed in one Kafka transaction with
-a marker on the compacted `<prefix>.fn.<name>.dlq.redriven` (key: the DLQ offset as text), and a
-dead letter with a marker is skipped (docs/decisions/dlq-redrive.md). Records that are not
-CloudEvents are listed but never redriven: the worker would dead-letter them again.
+a marker on the queue's compacted marker topic (`<prefix>.fn.<name>.dlq.redriven`,
+`<prefix>.router.dlq.redriven`; key: the DLQ offset as text), and a dead letter with a marker is
+skipped (docs/decisions/dlq-redrive.md). Records that are not CloudEvents are listed but never
+redriven: they would be dead-lettered again.
 
-This module is the pure core (the view of a dead letter, markers, the redrive plan, the records
-to produce); bus.kafka.dead_letters reads and redrives, and bus.cli_dlq composes them.
+This module is the pure core (the queues, the view of a dead letter, markers, the redrive plan,
+the records to produce); bus.kafka.dead_letters reads and redrives, and bus.cli_dlq composes them.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from bus import naming
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import Record, from_record, header, record_size, with_extensions
+from bus.manifest import Function
 from bus.patterns import Pattern
 from bus.replay import rfc3339_ms
-from bus.topology import TopicSpec
+from bus.topology import TopicSpec, function_topics, ingress_topics
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
@@ -42,10 +48,12 @@ __all__ = [
     "REDRIVE_ID",
     "REDRIVE_ORIGIN",
     "DeadLetterView",
+    "Queue",
     "RedrivePlan",
     "Redriven",
     "Verdict",
     "decide",
+    "function_queue",
     "identity",
     "marker_record",
     "marker_topic",
@@ -54,13 +62,14 @@ __all__ = [
     "position",
     "redrive_record",
     "redrive_summary",
+    "router_queue",
     "transactions",
 ]
 
 REDRIVE_ID = "redriveid"
 """Extension naming the redrive run that re-published an event."""
 REDRIVE_ORIGIN = "redriveorigin"
-"""Extension saying which dead letter an event came from: `dlq/<offset>`."""
+"""Extension saying which dead letter an event came from: `dlq/<offset>` or `router.dlq/<offset>`."""
 DEAD_LETTER_PREFIX = "bus_"
 """Headers the platform adds to dead letters (error, origin, attempts); removed on redrive."""
 NOT_A_CLOUDEVENT = "<not a CloudEvent>"
@@ -84,8 +93,60 @@ def position(partition: int, offset: int) -> str:
 
 
 def marker_topic(prefix: str, function: str) -> TopicSpec:
-    """The compacted one-partition topic of redrive markers."""
-    return TopicSpec(naming.dlq_redriven_topic(prefix, function), 1, {"cleanup.policy": "compact"})
+    """The compacted one-partition topic of a function's redrive markers."""
+    return _markers(naming.dlq_redriven_topic(prefix, function))
+
+
+def _markers(name: str) -> TopicSpec:
+    return TopicSpec(name, 1, {"cleanup.policy": "compact"})
+
+
+# The queues ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Queue:
+    """A dead-letter topic `bus dlq` browses, and where and how its redrive re-publishes."""
+
+    function: str | None
+    """The function whose DLQ it is; None for the router's."""
+    source: str
+    """The dead-letter topic."""
+    target: str
+    """Where a redrive re-publishes: the function's topic, or the ingress topic (the router's)."""
+    markers: TopicSpec
+    """The compacted topic of redrive markers; also names the redrive's transactional id."""
+    origin: str
+    """What `redriveorigin` says before the position: `dlq`, or `router.dlq`."""
+    topics: tuple[TopicSpec, ...]
+    """The topics a redrive creates when missing: the target's and the markers."""
+
+
+def function_queue(prefix: str, function: Function) -> Queue:
+    """A function's DLQ: redriven events go back to the function's topic as first attempts."""
+    markers = marker_topic(prefix, function.name)
+    return Queue(
+        function=function.name,
+        source=naming.dlq_topic(prefix, function.name),
+        target=naming.function_topic(prefix, function.name),
+        markers=markers,
+        origin="dlq",
+        topics=(*function_topics(prefix, function), markers),
+    )
+
+
+def router_queue(prefix: str) -> Queue:
+    """The router's DLQ: redriven events go back to ingress, so the rules applied now decide again."""
+    markers = _markers(naming.router_dlq_redriven_topic(prefix))
+    ingress = naming.ingress_topic(prefix)
+    return Queue(
+        function=None,
+        source=naming.router_dlq_topic(prefix),
+        target=ingress,
+        markers=markers,
+        origin="router.dlq",
+        topics=(*(spec for spec in ingress_topics(prefix) if spec.name == ingress), markers),
+    )
 
 
 # Markers -------------------------------------------------------------------------------------------
@@ -355,16 +416,17 @@ def plan_redrive(
     )
 
 
-def redrive_record(letter: DeadLetterView, redrive_id: str) -> Record:
+def redrive_record(letter: DeadLetterView, redrive_id: str, origin: str = "dlq") -> Record:
     """The event to re-publish: the original record without `bus_*` headers, plus the redrive extensions.
 
-    The key is kept (the producer partitions by it, so per-key order holds); the partition is not.
+    `origin` is the queue's (`Queue.origin`). The key is kept (the producer partitions by it, so
+    per-key order holds); the partition is not.
     """
     original = letter.record
     kept = tuple((name, value) for name, value in original.headers if not name.startswith(DEAD_LETTER_PREFIX))
     return with_extensions(
         Record(original.key, original.value, kept),
-        {REDRIVE_ID: redrive_id, REDRIVE_ORIGIN: f"dlq/{letter.position}"},
+        {REDRIVE_ID: redrive_id, REDRIVE_ORIGIN: f"{origin}/{letter.position}"},
     )
 
 
@@ -383,6 +445,7 @@ def transactions(
     time: str,
     target: str,
     markers: str,
+    origin: str = "dlq",
     max_letters: int = TRANSACTION_LETTERS,
     max_bytes: int = TRANSACTION_BYTES,
 ) -> Iterator[list[tuple[str, Record]]]:
@@ -390,7 +453,7 @@ def transactions(
     batch: list[tuple[str, Record]] = []
     size = 0
     for letter in selected:
-        event = redrive_record(letter, redrive_id)
+        event = redrive_record(letter, redrive_id, origin)
         if batch and (len(batch) >= 2 * max_letters or size + record_size(event) > max_bytes):
             yield batch
             batch, size = [], 0
@@ -403,14 +466,14 @@ def transactions(
 def redrive_summary(
     plan: RedrivePlan,
     *,
-    function: str,
+    function: str | None,
     redrive_id: str,
     source: str,
     target: str,
     dry_run: bool,
     redriven: int,
 ) -> dict[str, Any]:
-    """The one-line JSON `bus dlq redrive` prints."""
+    """The one-line JSON `bus dlq redrive` prints (`function` is null for the router's DLQ)."""
     return {
         "function": function,
         "redrive_id": redrive_id,
