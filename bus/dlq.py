@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from bus import naming
+from bus.deadletter import VALUE_DROPPED
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import Record, from_record, header, record_size, with_extensions
@@ -120,6 +121,9 @@ class Queue:
     """What `redriveorigin` says before the position: `dlq`, or `router.dlq`."""
     topics: tuple[TopicSpec, ...]
     """The topics a redrive creates when missing: the target's and the markers."""
+    redrives_from: str | None = None
+    """Only dead letters read from this topic (their `bus_origin`) are redriven; None: all. The
+    router's DLQ also holds flow-step results and join parts, which ingress would route as new events."""
 
 
 def function_queue(prefix: str, function: Function) -> Queue:
@@ -146,6 +150,7 @@ def router_queue(prefix: str) -> Queue:
         markers=markers,
         origin="router.dlq",
         topics=(*(spec for spec in ingress_topics(prefix) if spec.name == ingress), markers),
+        redrives_from=ingress,
     )
 
 
@@ -252,6 +257,8 @@ class DeadLetterView:
     """The original event in the CloudEvents JSON format; None when the record is not a CloudEvent."""
     invalid: str | None
     """Why the record is not a CloudEvent (None when it is one)."""
+    value_dropped: int | None = None
+    """Bytes of the original value its writer dropped (over the record limit); None when it is kept."""
     redriven: Redriven | None
     """The marker of the redrive that re-published it, if any."""
 
@@ -282,6 +289,7 @@ class DeadLetterView:
                 decoded = read(decoded)
             event = to_json_dict(decoded)
         attempts_text = _text(header(headers, "bus_attempts"))
+        dropped_text = _text(header(headers, VALUE_DROPPED))
         event_id = event["id"] if event is not None else None
         return cls(
             partition=partition,
@@ -296,6 +304,7 @@ class DeadLetterView:
             last_attempt_time=_text(header(headers, "bus_last_attempt_time")),
             event=event,
             invalid=invalid,
+            value_dropped=int(dropped_text) if dropped_text and dropped_text.isdecimal() else None,
             redriven=marker if marker is not None and marker.marks(event_id, timestamp_ms) else None,
         )
 
@@ -303,6 +312,11 @@ class DeadLetterView:
     def position(self) -> str:
         """The dead letter's position (the marker key)."""
         return position(self.partition, self.offset)
+
+    @property
+    def origin_topic(self) -> str | None:
+        """The topic the original was read from (`bus_origin` is `topic/partition/offset`)."""
+        return None if self.origin is None else self.origin.rsplit("/", 2)[0]
 
     @property
     def id(self) -> str | None:
@@ -344,6 +358,8 @@ class DeadLetterView:
             if self.redriven is None
             else {"redrive_id": self.redriven.redrive_id, "time": self.redriven.time},
         }
+        if self.value_dropped is not None:
+            doc["value_dropped"] = self.value_dropped
         if self.invalid is not None:
             doc["invalid"] = self.invalid
             doc["raw"] = _text(self.record.value)
@@ -359,13 +375,23 @@ class Verdict(StrEnum):
     REDRIVE = "redrive"
     ALREADY_REDRIVEN = "already_redriven"
     NOT_A_CLOUDEVENT = "not_a_cloudevent"
+    VALUE_DROPPED = "value_dropped"
+    OTHER_ORIGIN = "other_origin"
     UNMATCHED = "unmatched"
 
 
-def decide(letter: DeadLetterView, pattern: Pattern | None) -> Verdict:
-    """Redrive a CloudEvent the filter matches (any, without a filter) unless a redrive re-published it."""
+def decide(letter: DeadLetterView, pattern: Pattern | None, *, source: str | None = None) -> Verdict:
+    """Redrive a CloudEvent the filter matches (any, without a filter) unless a redrive re-published it.
+
+    Never one stored without its value, nor, with `source` (`Queue.redrives_from`), one read from
+    another topic.
+    """
     if letter.event is None:
         return Verdict.NOT_A_CLOUDEVENT
+    if letter.value_dropped is not None:
+        return Verdict.VALUE_DROPPED
+    if source is not None and letter.origin_topic != source:
+        return Verdict.OTHER_ORIGIN
     if pattern is not None and not pattern.matches(letter.event):
         return Verdict.UNMATCHED
     if letter.redriven is not None:
@@ -386,12 +412,20 @@ class RedrivePlan:
     """Matched dead letters a previous redrive re-published."""
     skipped_invalid: int
     """Records that are not CloudEvents (never redriven)."""
+    skipped_dropped: int
+    """Dead letters stored without their value (never redriven)."""
+    skipped_origin: int
+    """Dead letters read from another topic than the queue redrives from (never redriven)."""
     skipped_max: int
     """Matched dead letters left for a later run by `--max`."""
 
 
 def plan_redrive(
-    letters: Iterable[DeadLetterView], pattern: Pattern | None, *, max_count: int | None = None
+    letters: Iterable[DeadLetterView],
+    pattern: Pattern | None,
+    *,
+    max_count: int | None = None,
+    source: str | None = None,
 ) -> RedrivePlan:
     """Decide each letter (oldest first); select at most `max_count` of those to redrive."""
     selected: list[DeadLetterView] = []
@@ -399,7 +433,7 @@ def plan_redrive(
     scanned = skipped_max = 0
     for letter in letters:
         scanned += 1
-        verdict = decide(letter, pattern)
+        verdict = decide(letter, pattern, source=source)
         verdicts[verdict] += 1
         if verdict is Verdict.REDRIVE:
             if max_count is not None and len(selected) >= max_count:
@@ -412,6 +446,8 @@ def plan_redrive(
         matched=verdicts[Verdict.REDRIVE] + verdicts[Verdict.ALREADY_REDRIVEN],
         skipped_already=verdicts[Verdict.ALREADY_REDRIVEN],
         skipped_invalid=verdicts[Verdict.NOT_A_CLOUDEVENT],
+        skipped_dropped=verdicts[Verdict.VALUE_DROPPED],
+        skipped_origin=verdicts[Verdict.OTHER_ORIGIN],
         skipped_max=skipped_max,
     )
 
@@ -486,5 +522,7 @@ def redrive_summary(
         "redriven": redriven,
         "skipped_already": plan.skipped_already,
         "skipped_invalid": plan.skipped_invalid,
+        "skipped_dropped": plan.skipped_dropped,
+        "skipped_origin": plan.skipped_origin,
         "skipped_max": plan.skipped_max,
     }

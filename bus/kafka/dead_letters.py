@@ -151,9 +151,9 @@ def redrive(
     """
     redrive_id = str(uuid.uuid4())
 
-    def summary(plan: RedrivePlan, redriven: int) -> dict[str, Any]:
+    def summary(chosen: RedrivePlan, redriven: int) -> dict[str, Any]:
         return redrive_summary(
-            plan,
+            chosen,
             function=queue.function,
             redrive_id=redrive_id,
             source=queue.source,
@@ -162,21 +162,21 @@ def redrive(
             redriven=redriven,
         )
 
+    def plan() -> RedrivePlan:
+        letters = read_dead_letters(settings, queue, read=read)
+        return plan_redrive(letters, pattern, max_count=max_count, source=queue.redrives_from)
+
     if dry_run:
-        report(
-            summary(
-                plan_redrive(read_dead_letters(settings, queue, read=read), pattern, max_count=max_count), 0
-            )
-        )
+        report(summary(plan(), 0))
         return
     wait_for_broker(settings, timeout=settings.delivery_timeout)
     ensure_topics(settings, list(queue.topics))
     with RedriveProducer(settings, queue) as producer:
-        plan = plan_redrive(read_dead_letters(settings, queue, read=read), pattern, max_count=max_count)
+        chosen = plan()
         redriven = 0
         try:
             for batch in transactions(
-                plan.selected,
+                chosen.selected,
                 redrive_id=redrive_id,
                 time=time(),
                 target=queue.target,
@@ -186,4 +186,4 @@ def redrive(
                 producer.commit(batch)
                 redriven += len(batch) // 2
         finally:
-            report(summary(plan, redriven))
+            report(summary(chosen, redriven))

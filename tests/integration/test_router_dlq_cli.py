@@ -42,7 +42,7 @@ def _original(n: int) -> Record:
 
 def _router_dead_letters(kafka: KafkaEnv, prefix: str, count: int) -> None:
     """What the router writes when echo's topic was missing: events 0..count-1, then a record that is not
-    a CloudEvent."""
+    a CloudEvent and a flow join part the joiner could not fold (read from the joins topic)."""
     ingress = naming.ingress_topic(prefix)
     reason = (
         f"target topic {naming.function_topic(prefix, 'echo')!r} does not exist; `bus apply` creates it again"
@@ -58,6 +58,11 @@ def _router_dead_letters(kafka: KafkaEnv, prefix: str, count: int) -> None:
             reason="not a valid CloudEvent: ce_specversion: missing",
             origin=f"{ingress}/0/7",
         )
+    )
+    part = CloudEvent.create(id="part-1", source="tests/router-dlq", type="bus.function.result", data={})
+    joins = naming.flow_join_topic(prefix)
+    records.append(
+        dead_letter(to_record(part), error_type="JoinFailed", reason="no join", origin=f"{joins}/0/3")
     )
     producer = build(Producer, producer_config(kafka.settings(prefix)))
     failures: list[str] = []
@@ -91,7 +96,7 @@ def _listed(kafka: KafkaEnv, manifest: Path) -> list[dict[str, Any]]:
 
 
 def _setup(kafka: KafkaEnv, tmp_path: Path) -> tuple[Manifest, Path]:
-    """A fresh prefix with the manifest's topics and two router dead letters plus one raw record."""
+    """A fresh prefix with its topics; two router dead letters, a raw record and a join part on its DLQ."""
     path = write_manifest(tmp_path, kafka.prefix(), MANIFEST)
     manifest = read(path)
     ensure_topics(kafka.settings(manifest.prefix), manifest_topics(manifest))
@@ -128,20 +133,21 @@ def test_list_shows_each_router_dead_letter_with_its_error_type_and_reason(
     assert table.returncode == 0, table.stderr
     header_line, *lines = table.stdout.splitlines()
     assert header_line.split()[:3] == ["OFFSET", "TIME", "ERROR"]
-    assert len(lines) == 3
+    assert len(lines) == 4
     first = lines[0].split()
     assert first[0] == "0"
     assert first[2:8] == ["UnknownTarget", "-", "no", "e0", "order.placed", f"{prefix}.ingress/2/0"]
     assert lines[0].endswith("does not exist; `bus apply` creates it again")
     assert "<not a CloudEvent>" in lines[2]
-    assert table.stderr == f"3 dead letters in {prefix}.router.dlq (0 redriven)\n"
+    assert lines[3].split()[2] == "JoinFailed"
+    assert table.stderr == f"4 dead letters in {prefix}.router.dlq (0 redriven)\n"
 
     oldest = _dlq(kafka, path, "list", "--router", "--json", "--max", "1")
     assert oldest.returncode == 0, oldest.stderr
     (doc,) = [orjson.loads(line) for line in oldest.stdout.splitlines()]
     assert (doc["id"], doc["error_type"], doc["attempts"]) == ("e0", "UnknownTarget", None)
     assert doc["error_message"].startswith(f"target topic '{prefix}.fn.echo' does not exist")
-    assert oldest.stderr == f"3 dead letters in {prefix}.router.dlq (0 redriven); showing the oldest 1\n"
+    assert oldest.stderr == f"4 dead letters in {prefix}.router.dlq (0 redriven); showing the oldest 1\n"
 
 
 def test_redrive_puts_the_originals_on_ingress_once_and_the_router_routes_them_again(
@@ -158,7 +164,8 @@ def test_redrive_puts_the_originals_on_ingress_once_and_the_router_routes_them_a
         f"{prefix}.router.dlq",
         ingress,
     )
-    assert (summary["scanned"], summary["redriven"], summary["skipped_invalid"]) == (3, 2, 1)
+    counts = ("scanned", "redriven", "skipped_invalid", "skipped_origin")
+    assert [summary[name] for name in counts] == [4, 2, 1, 1], "the join part is not an ingress record"
     by_key = {message.key(): message for message in kafka.read_exactly(ingress, 2)}
     assert sorted(by_key) == [b"k0", b"k1"]
     for n in range(2):
@@ -171,7 +178,7 @@ def test_redrive_puts_the_originals_on_ingress_once_and_the_router_routes_them_a
         assert event.extensions == {"redriveid": summary["redrive_id"], "redriveorigin": f"router.dlq/{n}"}
     markers = kafka.read_exactly(naming.router_dlq_redriven_topic(prefix), 2)
     assert sorted(message.key() for message in markers) == [b"0", b"1"]
-    assert [doc["redriven"] is not None for doc in _listed(kafka, path)] == [True, True, False]
+    assert [doc["redriven"] is not None for doc in _listed(kafka, path)] == [True, True, False, False]
 
     again = _summary(_dlq(kafka, path, "redrive", "--router"))
     assert (again["matched"], again["redriven"], again["skipped_already"]) == (2, 0, 2)

@@ -46,10 +46,12 @@ def _letter(
     structured: bool = False,
     extra: tuple[tuple[str, bytes], ...] = (),
     marker: Redriven | None = None,
+    origin: str | None = None,
 ) -> DeadLetterView:
     original = to_record(_event(n, kind), structured=structured)
     original = Record(original.key, original.value, (("traceparent", b"00-abc-01"), *original.headers))
-    stored = dead_letter(original, error_type="ValueError", reason=f"boom {n}", origin=f"p.fn.a/0/{n}")
+    origin = origin or f"p.fn.a/0/{n}"
+    stored = dead_letter(original, error_type="ValueError", reason=f"boom {n}", origin=origin)
     stored = Record(stored.key, stored.value, (*stored.headers, *extra))
     return DeadLetterView.from_record(stored, partition=0, offset=n, timestamp_ms=STAMP + n, marker=marker)
 
@@ -347,6 +349,41 @@ def test_the_verdicts() -> None:
     assert decide(_letter(1, kind="user.created"), None) is Verdict.REDRIVE
 
 
+def test_a_letter_stored_without_its_value_is_never_redriven() -> None:
+    """The router drops the value of a dead letter that would be over the record limit: re-publishing
+    the rest would lose the data, so it stays, counted apart."""
+    original = to_record(_event(1))
+    bare = Record(original.key, None, original.headers)
+    stored = dead_letter(
+        bare,
+        error_type="TooLarge",
+        reason="r",
+        origin="p.ingress/0/1",
+        extra=(("bus_value_dropped", b"900"),),
+    )
+    letter = DeadLetterView.from_record(stored, partition=0, offset=1, timestamp_ms=STAMP)
+    assert letter.value_dropped == 900
+    assert letter.to_json()["value_dropped"] == 900
+    assert decide(letter, None) is Verdict.VALUE_DROPPED
+    plan = plan_redrive([letter, _letter(2)], None)
+    assert ([chosen.offset for chosen in plan.selected], plan.skipped_dropped) == ([2], 1)
+
+
+def test_the_router_queue_redrives_only_what_came_from_ingress() -> None:
+    """The router DLQ also holds flow-step results and join parts; ingress would route them as new events."""
+    source = router_queue("p").redrives_from
+    assert source == "p.ingress"
+    from_ingress = _letter(1, origin="p.ingress/3/17")
+    from_results = _letter(2, origin="p.fn.a.results/0/4")
+    from_joins = _letter(3, origin="p.flows.joins/1/0")
+    assert from_ingress.origin_topic == "p.ingress"
+    assert decide(from_ingress, None, source=source) is Verdict.REDRIVE
+    assert decide(from_results, None, source=source) is Verdict.OTHER_ORIGIN
+    assert decide(from_joins, None) is Verdict.REDRIVE, "a function's queue takes every origin"
+    plan = plan_redrive([from_ingress, from_results, from_joins], None, source=source)
+    assert ([chosen.offset for chosen in plan.selected], plan.skipped_origin, plan.matched) == ([1], 2, 1)
+
+
 def test_the_plan_counts_what_stays_and_why() -> None:
     """Matched counts the filter's events, redriven before or not; the others are skipped with a reason."""
     letters = [
@@ -390,6 +427,8 @@ def test_the_summary_line() -> None:
         "redriven": 0,
         "skipped_already": 0,
         "skipped_invalid": 1,
+        "skipped_dropped": 0,
+        "skipped_origin": 0,
         "skipped_max": 0,
     }
 
