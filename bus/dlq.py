@@ -16,7 +16,8 @@ At most once per dead letter: each re-published event is committed in one Kafka 
 a marker on the queue's compacted marker topic (`<prefix>.fn.<name>.dlq.redriven`,
 `<prefix>.router.dlq.redriven`; key: the DLQ offset as text), and a dead letter with a marker is
 skipped (docs/decisions/dlq-redrive.md). Records that are not CloudEvents are listed but never
-redriven: they would be dead-lettered again.
+redriven: they would be dead-lettered again; nor are dead letters stored without their value, nor
+the router's that it did not read from ingress (flow-step results, join parts).
 
 This module is the pure core (the queues, the view of a dead letter, markers, the redrive plan,
 the records to produce); bus.kafka.dead_letters reads and redrives, and bus.cli_dlq composes them.
