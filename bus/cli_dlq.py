@@ -1,7 +1,10 @@
-"""`bus dlq list F` and `bus dlq redrive F [--filter PATTERN]` (SPEC §9): arguments and printing.
+"""`bus dlq list F|--router` and `bus dlq redrive F|--router [--filter PATTERN]` (SPEC §9).
+
+Arguments and printing. `F` browses and redrives a function's DLQ, `--router` the router's
+(redriven to the ingress topic: bus.dlq).
 
 Exit status: 0 done; 1 Kafka failed (one line on stderr); 2 the command cannot be run as given
-(unknown function, no manifest, invalid filter).
+(neither or both of F and --router, unknown function, no manifest, invalid filter).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from bus import dlq, naming
+from bus import dlq
 from bus.avro_schema import load_book
 from bus.avro_store import TypedReader
 from bus.cli_args import positive
@@ -22,6 +25,7 @@ from bus.cli_rules import _json_arg  # the same JSON-or-@file reading as `bus ru
 from bus.clock import now_rfc3339
 from bus.errors import ConfigError, ManifestError
 from bus.kafka import dead_letters
+from bus.kafka.control_store import manifest_in_force
 from bus.kafka.schema_store import open_store
 from bus.patterns import Pattern, PatternError
 from bus.patterns import compile as compile_pattern
@@ -39,23 +43,28 @@ _count = positive()
 
 def add_commands(sub: Any) -> None:
     """Register `dlq list` and `dlq redrive` on the top-level subparsers."""
-    commands = sub.add_parser("dlq", help="browse and re-drive a function's dead letters").add_subparsers(
-        dest="dlq_command", required=True
+    commands = sub.add_parser(
+        "dlq", help="browse and re-drive dead letters: a function's, or the router's"
+    ).add_subparsers(dest="dlq_command", required=True)
+    listing = commands.add_parser(
+        "list", help="every dead letter of a function (or the router), oldest first"
     )
-    listing = commands.add_parser("list", help="every dead letter of a function, oldest first")
-    listing.add_argument("function", metavar="F", help="the function")
     listing.add_argument("--json", action="store_true", help="one JSON object per line, with the full event")
     listing.add_argument("--max", type=_count, metavar="N", help="show the oldest N only")
     redrive = commands.add_parser(
-        "redrive", help="re-publish dead letters to the function's topic, each at most once"
+        "redrive",
+        help="re-publish dead letters, each at most once: to the function's topic, or to ingress (--router)",
     )
-    redrive.add_argument("function", metavar="F", help="the function")
     redrive.add_argument(
         "--filter", metavar="PATTERN", help="an event pattern (JSON, or @file): redrive the events it matches"
     )
     redrive.add_argument("--dry-run", action="store_true", help="produce nothing; count what would go")
     redrive.add_argument("--max", type=_count, metavar="N", help="redrive at most N (the oldest)")
     for command in (listing, redrive):
+        command.add_argument("function", metavar="F", nargs="?", help="the function (or --router)")
+        command.add_argument(
+            "--router", action="store_true", help="the router's dead letters instead of a function's"
+        )
         command.add_argument("-f", "--file", type=Path, help="the manifest (default: the applied one)")
 
 
@@ -63,10 +72,16 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
     """`bus dlq list|redrive` (printing to `out`, default stdout); Kafka errors propagate (exit 1)."""
     out = out or sys.stdout
     try:
+        _check_choice(args)
         pattern = _filter(args.filter) if args.dlq_command == "redrive" and args.filter else None
-        parsed, function = dead_letters.find_function(
-            environ, args.function, manifest_path=args.file, prefix=args.prefix
-        )
+        if args.router:
+            parsed = manifest_in_force(environ, args.file, args.prefix)
+            queue = dlq.router_queue(parsed.prefix)
+        else:
+            parsed, function = dead_letters.find_function(
+                environ, args.function, manifest_path=args.file, prefix=args.prefix
+            )
+            queue = dlq.function_queue(parsed.prefix, function)
         settings = load_kafka(environ, prefix=parsed.prefix)
         reader = TypedReader(  # typed events are shown, and matched, as the JSON they were sent as
             book=load_book(parsed.schemas, Path(parsed.base_dir)),
@@ -78,18 +93,18 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
         print(f"bus dlq: {exc}", file=sys.stderr)
         return 2
     if args.dlq_command == "list":
-        letters = dead_letters.read_dead_letters(settings, function.name, read=reader.read)
+        letters = dead_letters.read_dead_letters(settings, queue, read=reader.read)
         shown = letters[: args.max] if args.max is not None else letters
         if args.json:
             for letter in shown:
                 print(orjson.dumps(letter.to_json()).decode(), file=out)
         else:
             _table(shown, out)
-        print(_listed(letters, shown, naming.dlq_topic(settings.prefix, function.name)), file=sys.stderr)
+        print(_listed(letters, shown, queue.source), file=sys.stderr)
         return 0
     dead_letters.redrive(
         settings,
-        function,
+        queue,
         pattern=pattern,
         max_count=args.max,
         dry_run=args.dry_run,
@@ -98,6 +113,17 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
         report=lambda summary: print(orjson.dumps(summary).decode(), file=out, flush=True),
     )
     return 0
+
+
+def _check_choice(args: argparse.Namespace) -> None:
+    """Exactly one of F and --router; ConfigError naming the fix otherwise."""
+    command = f"bus dlq {args.dlq_command}"
+    if args.router and args.function is not None:
+        raise ConfigError(
+            f"give a function F or --router, not both: `{command} {args.function}` or `{command} --router`"
+        )
+    if not args.router and args.function is None:
+        raise ConfigError(f"name the function (`{command} F`) or pass --router for the router's dead letters")
 
 
 def _filter(text: str) -> Pattern:

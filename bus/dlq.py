@@ -1,20 +1,26 @@
-"""`bus dlq list|redrive`: browse a function's dead letters and re-publish them to its topic.
+"""`bus dlq list|redrive`: browse dead letters and re-publish them, a function's or the router's.
 
 A dead letter (bus.deadletter) is the original record plus `bus_*` headers saying why and where
 it failed. Redriving one produces the original record (key, value and headers, the `bus_*` ones
-removed) to the function's topic `<prefix>.fn.<name>` with two extensions added, so the worker
-takes it as a fresh first attempt:
+removed) with two extensions added:
 
 - `redriveid` (header `ce_redriveid`): the run's id, a UUID shared by every event it re-publishes;
-- `redriveorigin` (header `ce_redriveorigin`): `dlq/<offset>`, the dead letter's position.
+- `redriveorigin` (header `ce_redriveorigin`): `dlq/<offset>` (a function's DLQ) or
+  `router.dlq/<offset>` (the router's), the dead letter's position.
+
+A function's dead letters go back to its topic `<prefix>.fn.<name>`, where the worker takes them
+as fresh first attempts; the router's go back to the ingress topic, where the router routes them
+again by the rules applied now (a `Queue` says which).
 
 At most once per dead letter: each re-published event is committed in one Kafka transaction with
-a marker on the compacted `<prefix>.fn.<name>.dlq.redriven` (key: the DLQ offset as text), and a
-dead letter with a marker is skipped (docs/decisions/dlq-redrive.md). Records that are not
-CloudEvents are listed but never redriven: the worker would dead-letter them again.
+a marker on the queue's compacted marker topic (`<prefix>.fn.<name>.dlq.redriven`,
+`<prefix>.router.dlq.redriven`; key: the DLQ offset as text), and a dead letter with a marker is
+skipped (docs/decisions/dlq-redrive.md). Records that are not CloudEvents are listed but never
+redriven: they would be dead-lettered again; nor are dead letters stored without their value, nor
+the router's that it did not read from ingress (flow-step results, join parts).
 
-This module is the pure core (the view of a dead letter, markers, the redrive plan, the records
-to produce); bus.kafka.dead_letters reads and redrives, and bus.cli_dlq composes them.
+This module is the pure core (the queues, the view of a dead letter, markers, the redrive plan,
+the records to produce); bus.kafka.dead_letters reads and redrives, and bus.cli_dlq composes them.
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from typing import Any
 import orjson
 
 from bus import naming
+from bus.deadletter import VALUE_DROPPED
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import Record, from_record, header, record_size, with_extensions
+from bus.manifest import Function
 from bus.patterns import Pattern
 from bus.replay import rfc3339_ms
-from bus.topology import TopicSpec
+from bus.topology import TopicSpec, function_topics, ingress_topics
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
@@ -42,10 +50,12 @@ __all__ = [
     "REDRIVE_ID",
     "REDRIVE_ORIGIN",
     "DeadLetterView",
+    "Queue",
     "RedrivePlan",
     "Redriven",
     "Verdict",
     "decide",
+    "function_queue",
     "identity",
     "marker_record",
     "marker_topic",
@@ -54,13 +64,14 @@ __all__ = [
     "position",
     "redrive_record",
     "redrive_summary",
+    "router_queue",
     "transactions",
 ]
 
 REDRIVE_ID = "redriveid"
 """Extension naming the redrive run that re-published an event."""
 REDRIVE_ORIGIN = "redriveorigin"
-"""Extension saying which dead letter an event came from: `dlq/<offset>`."""
+"""Extension saying which dead letter an event came from: `dlq/<offset>` or `router.dlq/<offset>`."""
 DEAD_LETTER_PREFIX = "bus_"
 """Headers the platform adds to dead letters (error, origin, attempts); removed on redrive."""
 NOT_A_CLOUDEVENT = "<not a CloudEvent>"
@@ -84,8 +95,64 @@ def position(partition: int, offset: int) -> str:
 
 
 def marker_topic(prefix: str, function: str) -> TopicSpec:
-    """The compacted one-partition topic of redrive markers."""
-    return TopicSpec(naming.dlq_redriven_topic(prefix, function), 1, {"cleanup.policy": "compact"})
+    """The compacted one-partition topic of a function's redrive markers."""
+    return _markers(naming.dlq_redriven_topic(prefix, function))
+
+
+def _markers(name: str) -> TopicSpec:
+    return TopicSpec(name, 1, {"cleanup.policy": "compact"})
+
+
+# The queues ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Queue:
+    """A dead-letter topic `bus dlq` browses, and where and how its redrive re-publishes."""
+
+    function: str | None
+    """The function whose DLQ it is; None for the router's."""
+    source: str
+    """The dead-letter topic."""
+    target: str
+    """Where a redrive re-publishes: the function's topic, or the ingress topic (the router's)."""
+    markers: TopicSpec
+    """The compacted topic of redrive markers; also names the redrive's transactional id."""
+    origin: str
+    """What `redriveorigin` says before the position: `dlq`, or `router.dlq`."""
+    topics: tuple[TopicSpec, ...]
+    """The topics a redrive creates when missing: the target's and the markers."""
+    redrives_from: str | None = None
+    """Only dead letters read from this topic (their `bus_origin`) are redriven; None: all. The
+    router's DLQ also holds flow-step results and join parts, which ingress would route as new events."""
+
+
+def function_queue(prefix: str, function: Function) -> Queue:
+    """A function's DLQ: redriven events go back to the function's topic as first attempts."""
+    markers = marker_topic(prefix, function.name)
+    return Queue(
+        function=function.name,
+        source=naming.dlq_topic(prefix, function.name),
+        target=naming.function_topic(prefix, function.name),
+        markers=markers,
+        origin="dlq",
+        topics=(*function_topics(prefix, function), markers),
+    )
+
+
+def router_queue(prefix: str) -> Queue:
+    """The router's DLQ: redriven events go back to ingress, so the rules applied now decide again."""
+    markers = _markers(naming.router_dlq_redriven_topic(prefix))
+    ingress = naming.ingress_topic(prefix)
+    return Queue(
+        function=None,
+        source=naming.router_dlq_topic(prefix),
+        target=ingress,
+        markers=markers,
+        origin="router.dlq",
+        topics=(*(spec for spec in ingress_topics(prefix) if spec.name == ingress), markers),
+        redrives_from=ingress,
+    )
 
 
 # Markers -------------------------------------------------------------------------------------------
@@ -191,6 +258,8 @@ class DeadLetterView:
     """The original event in the CloudEvents JSON format; None when the record is not a CloudEvent."""
     invalid: str | None
     """Why the record is not a CloudEvent (None when it is one)."""
+    value_dropped: int | None = None
+    """Bytes of the original value its writer dropped (over the record limit); None when it is kept."""
     redriven: Redriven | None
     """The marker of the redrive that re-published it, if any."""
 
@@ -221,6 +290,7 @@ class DeadLetterView:
                 decoded = read(decoded)
             event = to_json_dict(decoded)
         attempts_text = _text(header(headers, "bus_attempts"))
+        dropped_text = _text(header(headers, VALUE_DROPPED))
         event_id = event["id"] if event is not None else None
         return cls(
             partition=partition,
@@ -235,6 +305,7 @@ class DeadLetterView:
             last_attempt_time=_text(header(headers, "bus_last_attempt_time")),
             event=event,
             invalid=invalid,
+            value_dropped=int(dropped_text) if dropped_text and dropped_text.isdecimal() else None,
             redriven=marker if marker is not None and marker.marks(event_id, timestamp_ms) else None,
         )
 
@@ -242,6 +313,11 @@ class DeadLetterView:
     def position(self) -> str:
         """The dead letter's position (the marker key)."""
         return position(self.partition, self.offset)
+
+    @property
+    def origin_topic(self) -> str | None:
+        """The topic the original was read from (`bus_origin` is `topic/partition/offset`)."""
+        return None if self.origin is None else self.origin.rsplit("/", 2)[0]
 
     @property
     def id(self) -> str | None:
@@ -283,6 +359,8 @@ class DeadLetterView:
             if self.redriven is None
             else {"redrive_id": self.redriven.redrive_id, "time": self.redriven.time},
         }
+        if self.value_dropped is not None:
+            doc["value_dropped"] = self.value_dropped
         if self.invalid is not None:
             doc["invalid"] = self.invalid
             doc["raw"] = _text(self.record.value)
@@ -298,13 +376,23 @@ class Verdict(StrEnum):
     REDRIVE = "redrive"
     ALREADY_REDRIVEN = "already_redriven"
     NOT_A_CLOUDEVENT = "not_a_cloudevent"
+    VALUE_DROPPED = "value_dropped"
+    OTHER_ORIGIN = "other_origin"
     UNMATCHED = "unmatched"
 
 
-def decide(letter: DeadLetterView, pattern: Pattern | None) -> Verdict:
-    """Redrive a CloudEvent the filter matches (any, without a filter) unless a redrive re-published it."""
+def decide(letter: DeadLetterView, pattern: Pattern | None, *, source: str | None = None) -> Verdict:
+    """Redrive a CloudEvent the filter matches (any, without a filter) unless a redrive re-published it.
+
+    Never one stored without its value, nor, with `source` (`Queue.redrives_from`), one read from
+    another topic.
+    """
     if letter.event is None:
         return Verdict.NOT_A_CLOUDEVENT
+    if letter.value_dropped is not None:
+        return Verdict.VALUE_DROPPED
+    if source is not None and letter.origin_topic != source:
+        return Verdict.OTHER_ORIGIN
     if pattern is not None and not pattern.matches(letter.event):
         return Verdict.UNMATCHED
     if letter.redriven is not None:
@@ -325,12 +413,20 @@ class RedrivePlan:
     """Matched dead letters a previous redrive re-published."""
     skipped_invalid: int
     """Records that are not CloudEvents (never redriven)."""
+    skipped_dropped: int
+    """Dead letters stored without their value (never redriven)."""
+    skipped_origin: int
+    """Dead letters read from another topic than the queue redrives from (never redriven)."""
     skipped_max: int
     """Matched dead letters left for a later run by `--max`."""
 
 
 def plan_redrive(
-    letters: Iterable[DeadLetterView], pattern: Pattern | None, *, max_count: int | None = None
+    letters: Iterable[DeadLetterView],
+    pattern: Pattern | None,
+    *,
+    max_count: int | None = None,
+    source: str | None = None,
 ) -> RedrivePlan:
     """Decide each letter (oldest first); select at most `max_count` of those to redrive."""
     selected: list[DeadLetterView] = []
@@ -338,7 +434,7 @@ def plan_redrive(
     scanned = skipped_max = 0
     for letter in letters:
         scanned += 1
-        verdict = decide(letter, pattern)
+        verdict = decide(letter, pattern, source=source)
         verdicts[verdict] += 1
         if verdict is Verdict.REDRIVE:
             if max_count is not None and len(selected) >= max_count:
@@ -351,20 +447,23 @@ def plan_redrive(
         matched=verdicts[Verdict.REDRIVE] + verdicts[Verdict.ALREADY_REDRIVEN],
         skipped_already=verdicts[Verdict.ALREADY_REDRIVEN],
         skipped_invalid=verdicts[Verdict.NOT_A_CLOUDEVENT],
+        skipped_dropped=verdicts[Verdict.VALUE_DROPPED],
+        skipped_origin=verdicts[Verdict.OTHER_ORIGIN],
         skipped_max=skipped_max,
     )
 
 
-def redrive_record(letter: DeadLetterView, redrive_id: str) -> Record:
+def redrive_record(letter: DeadLetterView, redrive_id: str, origin: str = "dlq") -> Record:
     """The event to re-publish: the original record without `bus_*` headers, plus the redrive extensions.
 
-    The key is kept (the producer partitions by it, so per-key order holds); the partition is not.
+    `origin` is the queue's (`Queue.origin`). The key is kept (the producer partitions by it, so
+    per-key order holds); the partition is not.
     """
     original = letter.record
     kept = tuple((name, value) for name, value in original.headers if not name.startswith(DEAD_LETTER_PREFIX))
     return with_extensions(
         Record(original.key, original.value, kept),
-        {REDRIVE_ID: redrive_id, REDRIVE_ORIGIN: f"dlq/{letter.position}"},
+        {REDRIVE_ID: redrive_id, REDRIVE_ORIGIN: f"{origin}/{letter.position}"},
     )
 
 
@@ -383,6 +482,7 @@ def transactions(
     time: str,
     target: str,
     markers: str,
+    origin: str = "dlq",
     max_letters: int = TRANSACTION_LETTERS,
     max_bytes: int = TRANSACTION_BYTES,
 ) -> Iterator[list[tuple[str, Record]]]:
@@ -390,7 +490,7 @@ def transactions(
     batch: list[tuple[str, Record]] = []
     size = 0
     for letter in selected:
-        event = redrive_record(letter, redrive_id)
+        event = redrive_record(letter, redrive_id, origin)
         if batch and (len(batch) >= 2 * max_letters or size + record_size(event) > max_bytes):
             yield batch
             batch, size = [], 0
@@ -403,14 +503,14 @@ def transactions(
 def redrive_summary(
     plan: RedrivePlan,
     *,
-    function: str,
+    function: str | None,
     redrive_id: str,
     source: str,
     target: str,
     dry_run: bool,
     redriven: int,
 ) -> dict[str, Any]:
-    """The one-line JSON `bus dlq redrive` prints."""
+    """The one-line JSON `bus dlq redrive` prints (`function` is null for the router's DLQ)."""
     return {
         "function": function,
         "redrive_id": redrive_id,
@@ -423,5 +523,7 @@ def redrive_summary(
         "redriven": redriven,
         "skipped_already": plan.skipped_already,
         "skipped_invalid": plan.skipped_invalid,
+        "skipped_dropped": plan.skipped_dropped,
+        "skipped_origin": plan.skipped_origin,
         "skipped_max": plan.skipped_max,
     }

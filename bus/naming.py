@@ -26,6 +26,7 @@ __all__ = [
     "result_topic",
     "retry_level",
     "retry_topic",
+    "router_dlq_redriven_topic",
     "router_dlq_topic",
     "router_group",
     "scaling_topic",
@@ -120,6 +121,11 @@ def transactional_id(group: str, instance: str) -> str:
 def router_dlq_topic(prefix: str) -> str:
     """Where the router puts records it cannot route (not a CloudEvent, unknown target)."""
     return f"{prefix}.router.dlq"
+
+
+def router_dlq_redriven_topic(prefix: str) -> str:
+    """Compacted topic of the router dead letters `bus dlq redrive --router` re-published, keyed by offset."""
+    return f"{prefix}.router.dlq.redriven"
 
 
 def gateway_transactional_id(prefix: str, instance: str) -> str:

@@ -32,7 +32,7 @@ from bus.avro_codec import DEFAULT_MAX_BYTES
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
 from bus.control import Applied, Refused
-from bus.deadletter import dead_letter
+from bus.deadletter import VALUE_DROPPED, dead_letter
 from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, KafkaUnavailable, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
@@ -417,7 +417,8 @@ class Router:
             # The original with the reason would be refused by Kafka: keep its key and headers only.
             dropped = f"{reason} (value of {len(record.value or b'')} bytes dropped: over the record limit)"
             bare = Record(record.key, None, record.headers)
-            dead = dead_letter(bare, error_type=error_type, reason=dropped, origin=origin)
+            length = (VALUE_DROPPED, str(len(record.value or b"")).encode())
+            dead = dead_letter(bare, error_type=error_type, reason=dropped, origin=origin, extra=(length,))
         return Output(self._dlq, dead)
 
 

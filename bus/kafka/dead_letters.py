@@ -1,4 +1,4 @@
-"""The Kafka side of `bus dlq`: find the function, read its dead letters and markers, redrive.
+"""The Kafka side of `bus dlq`: find the function, read a queue's dead letters and markers, redrive.
 
 The pure part (views of dead letters, markers, the plan and the records) is bus.dlq.
 """
@@ -17,9 +17,9 @@ from bus.dlq import (
     INIT_TIMEOUT,
     READ_TIMEOUT,
     DeadLetterView,
+    Queue,
     RedrivePlan,
     identity,
-    marker_topic,
     markers_from,
     plan_redrive,
     position,
@@ -37,7 +37,6 @@ from bus.kafka.transactions import abort_quietly, produce_waiting, retrying
 from bus.kafka_binding import Record
 from bus.patterns import Pattern
 from bus.settings import KafkaSettings
-from bus.topology import function_topics
 
 __all__ = ["RedriveProducer", "find_function", "read_dead_letters", "redrive"]
 
@@ -59,23 +58,19 @@ def find_function(
 
 def read_dead_letters(
     settings: KafkaSettings,
-    function: str,
+    queue: Queue,
     *,
     read: Callable[[CloudEvent], CloudEvent] = identity,
     timeout: float = READ_TIMEOUT,
 ) -> list[DeadLetterView]:
-    """Every committed dead letter of `function` up to the DLQ's end as of now, oldest first, with markers.
+    """Every committed dead letter of `queue` up to its end as of now, oldest first, with markers.
 
     A DLQ or marker topic that does not exist yet holds nothing.
     """
     wait_for_broker(settings, timeout=settings.delivery_timeout)
-    found = read_to_end(
-        settings, marker_topic(settings.prefix, function).name, timeout=timeout, missing_ok=True
-    )
+    found = read_to_end(settings, queue.markers.name, timeout=timeout, missing_ok=True)
     markers = markers_from((message.key(), message.value()) for message in found)
-    messages = read_to_end(
-        settings, naming.dlq_topic(settings.prefix, function), timeout=timeout, missing_ok=True
-    )
+    messages = read_to_end(settings, queue.source, timeout=timeout, missing_ok=True)
     letters = [
         DeadLetterView.from_record(
             Record(message.key(), message.value(), tuple(message.headers() or ())),
@@ -91,15 +86,15 @@ def read_dead_letters(
 
 
 class RedriveProducer:
-    """The transactional producer of one function's redrives: `with RedriveProducer(...) as p: p.commit(...)`.
+    """The transactional producer of one queue's redrives: `with RedriveProducer(...) as p: p.commit(...)`.
 
-    Its transactional id is the same for every run of the function, so entering fences an earlier
+    Its transactional id is the same for every run on the queue, so entering fences an earlier
     run still producing and waits until its last transaction is complete: markers read after
     entering include every redrive committed before (docs/decisions/dlq-redrive.md).
     """
 
-    def __init__(self, settings: KafkaSettings, function: str) -> None:
-        group = naming.dlq_redriven_topic(settings.prefix, function)
+    def __init__(self, settings: KafkaSettings, queue: Queue) -> None:
+        group = queue.markers.name
         self._config = producer_config(settings, transactional_id=naming.transactional_id(group, "redrive"))
         self._timeout = settings.delivery_timeout
         self._bootstrap = settings.bootstrap_servers
@@ -141,7 +136,7 @@ class RedriveProducer:
 
 def redrive(
     settings: KafkaSettings,
-    function: manifest.Function,
+    queue: Queue,
     *,
     pattern: Pattern | None,
     max_count: int | None,
@@ -150,43 +145,45 @@ def redrive(
     read: Callable[[CloudEvent], CloudEvent] = identity,
     report: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Redrive `function`'s dead letters that `pattern` matches; `report` gets the summary, also on failure.
+    """Redrive `queue`'s dead letters that `pattern` matches; `report` gets the summary, also on failure.
 
     A dry run reads and decides only: it creates no topic and produces nothing.
     """
-    prefix, name = settings.prefix, function.name
     redrive_id = str(uuid.uuid4())
-    markers = marker_topic(prefix, name)
 
-    def summary(plan: RedrivePlan, redriven: int) -> dict[str, Any]:
+    def summary(chosen: RedrivePlan, redriven: int) -> dict[str, Any]:
         return redrive_summary(
-            plan,
-            function=name,
+            chosen,
+            function=queue.function,
             redrive_id=redrive_id,
-            source=naming.dlq_topic(prefix, name),
-            target=naming.function_topic(prefix, name),
+            source=queue.source,
+            target=queue.target,
             dry_run=dry_run,
             redriven=redriven,
         )
 
+    def plan() -> RedrivePlan:
+        letters = read_dead_letters(settings, queue, read=read)
+        return plan_redrive(letters, pattern, max_count=max_count, source=queue.redrives_from)
+
     if dry_run:
-        report(
-            summary(
-                plan_redrive(read_dead_letters(settings, name, read=read), pattern, max_count=max_count), 0
-            )
-        )
+        report(summary(plan(), 0))
         return
     wait_for_broker(settings, timeout=settings.delivery_timeout)
-    ensure_topics(settings, [*function_topics(prefix, function), markers])
-    with RedriveProducer(settings, name) as producer:
-        plan = plan_redrive(read_dead_letters(settings, name, read=read), pattern, max_count=max_count)
-        target = naming.function_topic(prefix, name)
+    ensure_topics(settings, list(queue.topics))
+    with RedriveProducer(settings, queue) as producer:
+        chosen = plan()
         redriven = 0
         try:
             for batch in transactions(
-                plan.selected, redrive_id=redrive_id, time=time(), target=target, markers=markers.name
+                chosen.selected,
+                redrive_id=redrive_id,
+                time=time(),
+                target=queue.target,
+                markers=queue.markers.name,
+                origin=queue.origin,
             ):
                 producer.commit(batch)
                 redriven += len(batch) // 2
         finally:
-            report(summary(plan, redriven))
+            report(summary(chosen, redriven))

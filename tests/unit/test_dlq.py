@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
-import pytest
 
 from bus import naming
-from bus.cli import main
 from bus.deadletter import dead_letter
 from bus.dlq import (
     NOT_A_CLOUDEVENT,
@@ -18,6 +14,7 @@ from bus.dlq import (
     Redriven,
     Verdict,
     decide,
+    function_queue,
     marker_record,
     marker_topic,
     markers_from,
@@ -25,12 +22,15 @@ from bus.dlq import (
     position,
     redrive_record,
     redrive_summary,
+    router_queue,
     transactions,
 )
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent
 from bus.kafka_binding import Record, from_record, header, to_record, with_extensions
+from bus.manifest import parse
 from bus.patterns import compile
+from bus.topology import INGRESS_PARTITIONS, function_topics
 
 STAMP = 1_780_000_000_000
 
@@ -46,10 +46,12 @@ def _letter(
     structured: bool = False,
     extra: tuple[tuple[str, bytes], ...] = (),
     marker: Redriven | None = None,
+    origin: str | None = None,
 ) -> DeadLetterView:
     original = to_record(_event(n, kind), structured=structured)
     original = Record(original.key, original.value, (("traceparent", b"00-abc-01"), *original.headers))
-    stored = dead_letter(original, error_type="ValueError", reason=f"boom {n}", origin=f"p.fn.a/0/{n}")
+    origin = origin or f"p.fn.a/0/{n}"
+    stored = dead_letter(original, error_type="ValueError", reason=f"boom {n}", origin=origin)
     stored = Record(stored.key, stored.value, (*stored.headers, *extra))
     return DeadLetterView.from_record(stored, partition=0, offset=n, timestamp_ms=STAMP + n, marker=marker)
 
@@ -214,6 +216,55 @@ def test_the_marker_topic_is_compacted_with_one_partition() -> None:
     assert (spec.partitions, dict(spec.config)) == (1, {"cleanup.policy": "compact"})
 
 
+# The queues
+
+
+def test_a_function_queue_redrives_its_dlq_to_the_function_topic() -> None:
+    """A function's DLQ goes back to `<prefix>.fn.<name>`, marked on its own marker topic."""
+    function = parse({"prefix": "acme", "functions": {"thumb": {"handler": "h:f"}}}).functions["thumb"]
+    queue = function_queue("acme", function)
+    assert (queue.function, queue.source, queue.target, queue.origin) == (
+        "thumb",
+        "acme.fn.thumb.dlq",
+        "acme.fn.thumb",
+        "dlq",
+    )
+    assert queue.markers == marker_topic("acme", "thumb")
+    assert queue.topics == (*function_topics("acme", function), queue.markers)
+
+
+def test_the_router_queue_redrives_its_dlq_to_ingress() -> None:
+    """The router's DLQ goes back to `<prefix>.ingress`, so the rules applied now decide again."""
+    queue = router_queue("acme")
+    assert (queue.function, queue.source, queue.target, queue.origin) == (
+        None,
+        naming.router_dlq_topic("acme"),
+        naming.ingress_topic("acme"),
+        "router.dlq",
+    )
+    assert queue.markers.name == naming.router_dlq_redriven_topic("acme") == "acme.router.dlq.redriven"
+    assert (queue.markers.partitions, dict(queue.markers.config)) == (1, {"cleanup.policy": "compact"})
+    assert [(spec.name, spec.partitions) for spec in queue.topics] == [
+        ("acme.ingress", INGRESS_PARTITIONS),
+        ("acme.router.dlq.redriven", 1),
+    ]
+
+
+def test_a_router_dead_letter_shows_its_error_type_reason_and_origin() -> None:
+    """The router writes the same shape without attempts: the error type and reason are what is shown."""
+    reason = "target topic 'p.fn.gone' does not exist; `bus apply` creates it again"
+    stored = dead_letter(
+        to_record(_event(2)), error_type="UnknownTarget", reason=reason, origin="p.ingress/4/9"
+    )
+    letter = DeadLetterView.from_record(stored, partition=0, offset=0, timestamp_ms=STAMP)
+    assert (letter.error_type, letter.error_message, letter.origin) == (
+        "UnknownTarget",
+        reason,
+        "p.ingress/4/9",
+    )
+    assert (letter.attempts, letter.id, letter.type) == (None, "e2", "order.placed")
+
+
 # Redrive records
 
 
@@ -246,6 +297,16 @@ def test_a_letter_redriven_before_gets_the_new_run_s_extensions() -> None:
     assert header(record.headers, "ce_" + REDRIVE_ORIGIN) == b"dlq/4"
 
 
+def test_a_router_redrive_names_the_router_dlq_as_origin() -> None:
+    """From the router's DLQ: original headers, the run's id, and `redriveorigin` `router.dlq/<offset>`."""
+    letter = _letter(3)
+    record = redrive_record(letter, "run-1", router_queue("p").origin)
+    assert not [name for name, _ in record.headers if name.startswith("bus_")]
+    assert header(record.headers, "traceparent") == b"00-abc-01"
+    event = from_record(record.key, record.value, record.headers)
+    assert event.extensions == {REDRIVE_ID: "run-1", REDRIVE_ORIGIN: "router.dlq/3"}
+
+
 def test_each_event_commits_with_its_marker() -> None:
     """Transactions hold whole letters (event then marker), at most `max_letters` of them."""
     letters = [_letter(n) for n in range(5)]
@@ -256,6 +317,16 @@ def test_each_event_commits_with_its_marker() -> None:
     flat = [item for batch in batches for item in batch]
     assert [topic for topic, _ in flat] == ["p.fn.a", "m"] * 5
     assert [record.key for topic, record in flat if topic == "m"] == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_transactions_carry_the_queue_s_origin() -> None:
+    """Each event of a router redrive says `router.dlq/<offset>`."""
+    (batch,) = transactions(
+        [_letter(1)], redrive_id="r", time="t", target="p.ingress", markers="m", origin="router.dlq"
+    )
+    (topic, event), _ = batch
+    assert topic == "p.ingress"
+    assert header(event.headers, "ce_" + REDRIVE_ORIGIN) == b"router.dlq/1"
 
 
 def test_transactions_close_when_they_grow_past_the_byte_budget() -> None:
@@ -276,6 +347,41 @@ def test_the_verdicts() -> None:
     assert decide(_letter(1, marker=_marker(1)), pattern) is Verdict.ALREADY_REDRIVEN
     assert decide(_letter(1), pattern) is Verdict.REDRIVE
     assert decide(_letter(1, kind="user.created"), None) is Verdict.REDRIVE
+
+
+def test_a_letter_stored_without_its_value_is_never_redriven() -> None:
+    """The router drops the value of a dead letter that would be over the record limit: re-publishing
+    the rest would lose the data, so it stays, counted apart."""
+    original = to_record(_event(1))
+    bare = Record(original.key, None, original.headers)
+    stored = dead_letter(
+        bare,
+        error_type="TooLarge",
+        reason="r",
+        origin="p.ingress/0/1",
+        extra=(("bus_value_dropped", b"900"),),
+    )
+    letter = DeadLetterView.from_record(stored, partition=0, offset=1, timestamp_ms=STAMP)
+    assert letter.value_dropped == 900
+    assert letter.to_json()["value_dropped"] == 900
+    assert decide(letter, None) is Verdict.VALUE_DROPPED
+    plan = plan_redrive([letter, _letter(2)], None)
+    assert ([chosen.offset for chosen in plan.selected], plan.skipped_dropped) == ([2], 1)
+
+
+def test_the_router_queue_redrives_only_what_came_from_ingress() -> None:
+    """The router DLQ also holds flow-step results and join parts; ingress would route them as new events."""
+    source = router_queue("p").redrives_from
+    assert source == "p.ingress"
+    from_ingress = _letter(1, origin="p.ingress/3/17")
+    from_results = _letter(2, origin="p.fn.a.results/0/4")
+    from_joins = _letter(3, origin="p.flows.joins/1/0")
+    assert from_ingress.origin_topic == "p.ingress"
+    assert decide(from_ingress, None, source=source) is Verdict.REDRIVE
+    assert decide(from_results, None, source=source) is Verdict.OTHER_ORIGIN
+    assert decide(from_joins, None) is Verdict.REDRIVE, "a function's queue takes every origin"
+    plan = plan_redrive([from_ingress, from_results, from_joins], None, source=source)
+    assert ([chosen.offset for chosen in plan.selected], plan.skipped_origin, plan.matched) == ([1], 2, 1)
 
 
 def test_the_plan_counts_what_stays_and_why() -> None:
@@ -321,47 +427,22 @@ def test_the_summary_line() -> None:
         "redriven": 0,
         "skipped_already": 0,
         "skipped_invalid": 1,
+        "skipped_dropped": 0,
+        "skipped_origin": 0,
         "skipped_max": 0,
     }
 
 
-# The command line, before any Kafka call
-
-
-@pytest.fixture
-def manifest_file(tmp_path: Path) -> Path:
-    """A manifest with functions a and b (no broker is contacted by the tests using it)."""
-    path = tmp_path / "bus.yaml"
-    path.write_text("prefix: unit\nfunctions:\n  a: {handler: 'h:f'}\n  b: {handler: 'h:f'}\n")
-    return path
-
-
-def test_an_unknown_function_exits_2_naming_the_known_ones(
-    manifest_file: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`bus dlq list nope` names the functions of the manifest, in one line."""
-    assert main(["dlq", "list", "nope", "-f", str(manifest_file)]) == 2
-    err = capsys.readouterr().err
-    assert err == "bus dlq: unknown function 'nope'; known functions: a, b\n"
-
-
-@pytest.mark.parametrize(
-    ("pattern", "says"),
-    [('{"type": "x"}', "match values must be in an array"), ("{", "not valid JSON")],
-)
-def test_an_invalid_filter_exits_2_with_the_pattern_error(
-    manifest_file: Path, capsys: pytest.CaptureFixture[str], pattern: str, says: str
-) -> None:
-    """A filter that is not a valid event pattern is refused before Kafka is asked anything."""
-    assert main(["dlq", "redrive", "a", "-f", str(manifest_file), "--filter", pattern]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("bus dlq: --filter: ")
-    assert says in err
-    assert err.count("\n") == 1
-
-
-def test_max_must_be_positive(manifest_file: Path) -> None:
-    """`--max 0` is a usage error (argparse exits 2)."""
-    with pytest.raises(SystemExit) as exited:
-        main(["dlq", "list", "a", "-f", str(manifest_file), "--max", "0"])
-    assert exited.value.code == 2
+def test_the_router_s_summary_has_no_function() -> None:
+    """For the router's DLQ `function` is null; `source` and `target` name the topics."""
+    plan = plan_redrive([_letter(0)], None)
+    summary = redrive_summary(
+        plan,
+        function=None,
+        redrive_id="r",
+        source="p.router.dlq",
+        target="p.ingress",
+        dry_run=False,
+        redriven=1,
+    )
+    assert (summary["function"], summary["source"], summary["target"]) == (None, "p.router.dlq", "p.ingress")

@@ -11,10 +11,11 @@ from bus import naming
 
 @pytest.mark.parametrize("prefix", ["bus", "acme-prod", naming.DEFAULT_PREFIX])
 def test_prefix_wide_names(prefix: str) -> None:
-    """The ingress topic, the router group and the router DLQ live under the prefix."""
+    """The ingress topic, the router group, the router DLQ and its redrive markers live under the prefix."""
     assert naming.ingress_topic(prefix) == f"{prefix}.ingress"
     assert naming.router_group(prefix) == f"{prefix}.router"
     assert naming.router_dlq_topic(prefix) == f"{prefix}.router.dlq"
+    assert naming.router_dlq_redriven_topic(prefix) == f"{prefix}.router.dlq.redriven"
 
 
 @pytest.mark.parametrize(

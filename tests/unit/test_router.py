@@ -314,6 +314,7 @@ def test_an_input_at_the_limit_goes_to_the_dlq_once_matchedrules_would_push_it_o
     assert header(dead.headers, "bus_error_type") == b"TooLarge"
     assert dead.value is None, "the dead letter itself would be over the limit: its value is dropped"
     assert b"bytes dropped" in (header(dead.headers, "bus_error_message") or b"")
+    assert header(dead.headers, "bus_value_dropped") == str(len(record.value or b"")).encode()
 
 
 FAST_RULES = [
