@@ -9,16 +9,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from confluent_kafka import Producer
 
 from bus.kafka.admin import ensure_topics
+from bus.kafka.config import build, producer_config
 from bus.kafka.reader import read_topic
+from bus.kafka_binding import Record
 from bus.localkafka import free_port
 from bus.manifest import Manifest, read
 from bus.settings import KafkaSettings
@@ -105,6 +108,21 @@ class KafkaEnv:
     def read_all(self, topic: str, *, idle: float = 1.5, timeout: float = 30.0) -> list[Any]:
         """Every record of `topic` present now (stops after `idle` seconds without one)."""
         return list(read_topic(self.settings(), topic, timeout=timeout, idle_timeout=idle))
+
+    def write(self, topic: str, records: Sequence[Record]) -> None:
+        """Produce `records` (key, value, headers as they are) to `topic`; fail unless all are acked."""
+        producer = build(Producer, producer_config(self.settings()))
+        failures: list[str] = []
+        for record in records:
+            producer.produce(
+                topic,
+                key=record.key,
+                value=record.value,
+                headers=list(record.headers),
+                on_delivery=lambda err, _msg: failures.append(err.str()) if err else None,
+            )
+        assert producer.flush(30) == 0, f"{topic}: records left unacknowledged"
+        assert failures == [], f"{topic}: {failures}"
 
 
 HANDLERS = '''

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bus import naming
 from bus.deadletter import dead_letter
 from bus.events import CloudEvent
 from bus.kafka.admin import ensure_topics
-from bus.kafka.config import admin_config, build, producer_config
+from bus.kafka.config import admin_config, build
 from bus.kafka_binding import Record, from_record, header, to_record
 from bus.localkafka import free_port
 from bus.manifest import read
@@ -59,18 +58,7 @@ def _dead_letters(kafka: KafkaEnv, prefix: str, count: int, *, junk: bool = Fals
         records.append(
             dead_letter(Record(b"k", b"\xffjunk", ()), error_type="InvalidEvent", reason="no", origin="x")
         )
-    producer = build(Producer, producer_config(kafka.settings(prefix)))
-    failures: list[str] = []
-    for record in records:
-        producer.produce(
-            naming.dlq_topic(prefix, "a"),
-            key=record.key,
-            value=record.value,
-            headers=list(record.headers),
-            on_delivery=lambda err, _msg: failures.append(err.str()) if err else None,
-        )
-    assert producer.flush(30) == 0
-    assert failures == []
+    kafka.write(naming.dlq_topic(prefix, "a"), records)
 
 
 def _dlq(kafka: KafkaEnv, manifest: Path, *args: str, env: dict[str, str | None] | None = None) -> Any:

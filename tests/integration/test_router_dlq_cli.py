@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 
 from bus import naming
 from bus.deadletter import dead_letter
 from bus.events import CloudEvent
 from bus.kafka.admin import ensure_topics
-from bus.kafka.config import build, producer_config
 from bus.kafka.txloop import TransactionalLoop
 from bus.kafka_binding import Record, from_record, header, to_record
 from bus.manifest import Manifest, read
@@ -64,18 +62,7 @@ def _router_dead_letters(kafka: KafkaEnv, prefix: str, count: int) -> None:
     records.append(
         dead_letter(to_record(part), error_type="JoinFailed", reason="no join", origin=f"{joins}/0/3")
     )
-    producer = build(Producer, producer_config(kafka.settings(prefix)))
-    failures: list[str] = []
-    for record in records:
-        producer.produce(
-            naming.router_dlq_topic(prefix),
-            key=record.key,
-            value=record.value,
-            headers=list(record.headers),
-            on_delivery=lambda err, _msg: failures.append(err.str()) if err else None,
-        )
-    assert producer.flush(30) == 0
-    assert failures == []
+    kafka.write(naming.router_dlq_topic(prefix), records)
 
 
 def _dlq(kafka: KafkaEnv, manifest: Path, *args: str) -> subprocess.CompletedProcess[str]:
