@@ -8,22 +8,32 @@ Versions: the manifest's version goes up by one whenever its content changes (an
 stores nothing). Each rule carries the version at which it last changed, so `bus rules list`
 shows which rules an apply touched. A latest record this bus cannot read (a newer format, say) is
 `Refused`: nothing is in force from it, and the next version is numbered above it.
+
+Start offsets: a results topic the router starts following for a flow step is read from where it
+ended at the apply that first followed it (`starts`, carried by later versions while followed),
+so every router, running or started later, runs the new step only on results that come after it.
+
+Format: `format` 1 grows by optional members only. A reader ignores members it does not know, and
+a record without one reads as before the member existed (`starts`, added later: none recorded).
+The format goes up only for a change an older reader would misread, since it refuses the record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bus.avro_schema import load_schema
-from bus.errors import ManifestError
+from bus.errors import BusError, ManifestError
 from bus.flows import rule_documents
 from bus.manifest import Manifest, parse
+from bus.topology import results_followed
 
 __all__ = [
     "CONTROL_KEY",
@@ -34,7 +44,9 @@ __all__ = [
     "checked_document",
     "decode",
     "encode",
+    "newly_followed",
     "next_applied",
+    "next_starts",
     "read_record",
     "self_contained",
 ]
@@ -67,10 +79,18 @@ class Applied:
     base_dir: str
     """Folder of the manifest file where it was applied (handlers import relative to it)."""
     rules: tuple[RuleVersion, ...]
+    starts: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    """Results topic followed for a flow step -> partition -> offset where a router group with no
+    committed offset there (or an older one) starts reading it: the topic's end at the apply that
+    first followed it. A followed topic not in it (a record from before this member): none."""
 
     def manifest(self, *, prefix: str | None = None) -> Manifest:
         """The validated manifest (it was valid when applied; parsing checks it again)."""
         return parse(self.document, base_dir=self.base_dir, prefix=prefix)
+
+    def start_offsets(self) -> dict[tuple[str, int], int]:
+        """`starts` as (topic, partition) -> offset."""
+        return {(topic, p): offset for topic, parts in self.starts.items() for p, offset in parts.items()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,12 +166,49 @@ def self_contained(document: Mapping[str, Any], base_dir: Path) -> dict[str, Any
     return loaded
 
 
+def newly_followed(previous: Applied | Refused | None, manifest: Manifest) -> frozenset[str]:
+    """The results topics `manifest` makes the router follow that the previous applied one did not.
+
+    After nothing, a `Refused` record or one that no longer validates, every one is new: what the
+    routers followed is not known, and a start recorded anew is never before results they read.
+    """
+    before: frozenset[str] = frozenset()
+    if isinstance(previous, Applied):
+        with contextlib.suppress(BusError):
+            before = results_followed(previous.manifest(prefix=manifest.prefix))
+    return results_followed(manifest) - before
+
+
+def next_starts(
+    previous: Applied | Refused | None, manifest: Manifest, ends: Mapping[tuple[str, int], int]
+) -> dict[str, dict[int, int]]:
+    """The `starts` to store with `manifest`: for a topic newly followed, its `ends` (read at this
+    apply); for one followed before too, what the previous record holds for it, if anything."""
+    new = newly_followed(previous, manifest)
+    kept = previous.starts if isinstance(previous, Applied) else {}
+    starts: dict[str, dict[int, int]] = {}
+    for topic in sorted(results_followed(manifest)):
+        if topic in new:
+            parts = {p: offset for (t, p), offset in ends.items() if t == topic}
+        else:
+            parts = dict(kept.get(topic, {}))
+        if parts:
+            starts[topic] = dict(sorted(parts.items()))
+    return starts
+
+
 def next_applied(
-    previous: Applied | Refused | None, document: Mapping[str, Any], *, base_dir: str, now: str
+    previous: Applied | Refused | None,
+    document: Mapping[str, Any],
+    *,
+    base_dir: str,
+    now: str,
+    starts: Mapping[str, Mapping[int, int]] | None = None,
 ) -> tuple[Applied, Change] | None:
     """The version to store for `document`, with what changed; None when nothing did.
 
-    The document must already be self-contained and valid (`parse` it first). After a `Refused`
+    The document must already be self-contained and valid (`parse` it first); `starts` are
+    `next_starts`'s for it. After a `Refused`
     record every rule is new and the version follows the record's; a record without a readable
     version leaves nothing safe to number from, so that is a ManifestError.
     """
@@ -196,6 +253,7 @@ def next_applied(
         document=document,
         base_dir=base_dir,
         rules=tuple(rules),
+        starts={topic: dict(parts) for topic, parts in (starts or {}).items()},
     )
     return applied, Change(tuple(added), tuple(changed), removed)
 
@@ -214,6 +272,10 @@ def encode(applied: Applied) -> bytes:
                 for r in applied.rules
             ],
             "document": applied.document,
+            "starts": {
+                topic: {str(p): offset for p, offset in parts.items()}
+                for topic, parts in applied.starts.items()
+            },
         }
     )
 
@@ -241,6 +303,10 @@ def decode(value: bytes) -> Applied:
                 )
                 for r in raw["rules"]
             ),
+            starts={
+                str(topic): {int(p): int(offset) for p, offset in parts.items()}
+                for topic, parts in (raw.get("starts") or {}).items()
+            },
         )
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ManifestError):

@@ -38,7 +38,7 @@ from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, KafkaUna
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
 from bus.fanout import deliveries, routed_record
 from bus.flow_joiner import JoinService
-from bus.flows import JOIN_TARGET, join_target, result_topics_read
+from bus.flows import JOIN_TARGET, join_target
 from bus.header_routes import SLOW, Fanout, HeaderRoutes, Pending
 from bus.kafka.admin import end_offsets, ensure_topics
 from bus.kafka.config import admin_config, build
@@ -53,7 +53,7 @@ from bus.metrics_http import MetricsServer
 from bus.routing import Rule
 from bus.rule_index import RuleIndex
 from bus.settings import KafkaSettings, load_kafka
-from bus.topology import ingress_topics, manifest_topics
+from bus.topology import ingress_topics, manifest_topics, results_followed
 
 __all__ = [
     "LINGER_MS",
@@ -478,6 +478,9 @@ def serve(
 
     loops: list[TransactionalLoop] = []
     current = [manifest]  # the manifest in force, for the topics a loop started late must read
+    # Where results topics followed for flow steps start when the group has no offset there: the
+    # applied record's, so that a router started after the apply starts where running ones did.
+    starts = [applied.start_offsets() if isinstance(applied, Applied) and version else {}]
     instance = uuid.uuid4().hex[:12]
     joins = JoinService(settings, instance=instance, registry=registry)
 
@@ -489,11 +492,12 @@ def serve(
             # joins are known here and the results their steps follow are read.
             joins.update(changed)
             current[0] = changed
+            starts[0] = new.start_offsets()
             for loop in loops:  # flows may read other functions' results now
                 topics = input_topics(prefix, changed)
-                # A results topic read for a new step: from its end now, not its first record
-                # (a new rule acts on what comes after it), unless the group committed an offset.
-                loop.subscribe(topics, new_from=_ends(settings, set(topics) - set(loop.topics)))
+                # A results topic read for a new step: from its end at the apply, not its first
+                # record (a new rule acts on what comes after it), unless the group read past it.
+                loop.subscribe(topics, new_from=_new_from(settings, new, set(topics) - set(loop.topics)))
             router.update(changed, new.version, new.digest)
 
     with contextlib.ExitStack() as stack:
@@ -512,7 +516,7 @@ def serve(
             )
         )
         loops.append(loop)
-        loop.subscribe(input_topics(prefix, current[0]))  # a change during the loop's start
+        loop.subscribe(input_topics(prefix, current[0]), new_from=starts[0])  # a change during its start
         log_event(logger, "router_ready", group=group, version=version, rules=len(manifest.rules))
         loop.run(router, stop, on_commit=router.committed, on_drop=router.dropped)
         log_event(logger, "router_stopped", batches=loop.batches, records_in=loop.records_in)
@@ -537,8 +541,15 @@ def routing_loop(
 
 def input_topics(prefix: str, manifest: Manifest) -> list[str]:
     """What the router reads: the ingress, and the results of functions a flow step follows."""
-    destinations = (manifest.functions[f].destinations.on_success for f in result_topics_read(manifest.flows))
-    return [naming.ingress_topic(prefix), *sorted({topic for topic in destinations if topic is not None})]
+    return [naming.ingress_topic(prefix), *sorted(results_followed(manifest))]
+
+
+def _new_from(settings: KafkaSettings, applied: Applied, added: set[str]) -> dict[tuple[str, int], int]:
+    """Where the router starts its results topics when its group has no offset there (or an older
+    one): the applied record's starts; for a topic it starts reading that the record has none for
+    (written by an older bus), its end now."""
+    unrecorded = {topic for topic in added if topic not in applied.starts}
+    return {**(_ends(settings, unrecorded) or {}), **applied.start_offsets()}
 
 
 def _ends(settings: KafkaSettings, topics: set[str]) -> dict[tuple[str, int], int] | None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bus import naming
+from bus.flows import result_topics_read
 from bus.manifest import Function, Manifest
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ingress_topics",
     "join_topics",
     "manifest_topics",
+    "results_followed",
     "retry_topics",
 ]
 
@@ -115,3 +117,10 @@ def manifest_topics(manifest: Manifest) -> list[TopicSpec]:
     if any(step.joins for flow in manifest.flows for step in flow.steps.values()):
         specs.extend(join_topics(manifest.prefix))
     return list({spec.name: spec for spec in specs}.values())
+
+
+def results_followed(manifest: Manifest) -> frozenset[str]:
+    """The results topics the router reads besides the ingress: the success destinations of the
+    functions a flow step follows."""
+    destinations = (manifest.functions[f].destinations.on_success for f in result_topics_read(manifest.flows))
+    return frozenset(topic for topic in destinations if topic is not None)

@@ -21,11 +21,13 @@ from bus.control import (
     checked_document,
     decode,
     encode,
+    newly_followed,
     next_applied,
+    next_starts,
     read_record,
 )
 from bus.errors import BusError, ConfigError, KafkaError, KafkaUnavailable
-from bus.kafka.admin import ensure_topics
+from bus.kafka.admin import end_offsets, ensure_topics
 from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka.reader import read_to_end
 from bus.logs import log_event
@@ -191,13 +193,18 @@ def apply_file(
     settings: KafkaSettings, path: Path, *, prefix: str | None, environments: Path | None = None
 ) -> str:
     """Validate `path`, build its packaged functions' environments (in `environments`, default
-    `$BUS_HOME/envs`), create its topics and store it as the next version; return a summary."""
+    `$BUS_HOME/envs`), create its topics and store it as the next version, with where routers
+    start the results topics it newly follows (`Applied.starts`); return a summary."""
     base_dir = path.resolve().parent
     stored, checked = checked_document(manifest.read_document(path), base_dir, prefix=prefix)
     packages.prepare(checked, environments or packages.environments_home(os.environ))
     ensure_topics(settings, manifest_topics(checked))
     previous, _ = read_applied(settings, checked.prefix)
-    step = next_applied(previous, stored, base_dir=str(base_dir), now=now_rfc3339())
+    # A results topic a flow step starts following is read from its end as of now (the topics
+    # exist: created above): recorded, so that a router started later starts there too.
+    new = newly_followed(previous, checked)
+    starts = next_starts(previous, checked, end_offsets(settings, new) if new else {})
+    step = next_applied(previous, stored, base_dir=str(base_dir), now=now_rfc3339(), starts=starts)
     if step is None:
         assert isinstance(previous, Applied)
         return f"unchanged: version {previous.version} of prefix {checked.prefix!r} is this manifest"

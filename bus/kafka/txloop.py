@@ -120,8 +120,9 @@ class TransactionalLoop:
         """Topics to subscribe to before the next batch (`subscribe`); None: no change."""
         self._wanted_lock = threading.Lock()
         self._starts: dict[tuple[str, int], int] = {}
-        """(topic, partition) -> where to start it when the group has no committed offset for it
-        (`subscribe`'s `new_from`); others start at the committed offset, else at the earliest."""
+        """(topic, partition) -> where to start it when the group has no committed offset for it, or
+        one before it (`subscribe`'s `new_from`); others start at the committed offset, else at the
+        earliest."""
         self.batches = 0
         self.records_in = 0
         self.records_out = 0
@@ -169,9 +170,13 @@ class TransactionalLoop:
             raise KafkaError(
                 f"cannot read the committed offsets of {_names(fresh)}: {exc.args[0].str()}"
             ) from exc
-        placed = {
-            (tp.topic, tp.partition): starts[(tp.topic, tp.partition)] for tp in committed if tp.offset < 0
-        }
+        # No committed offset (negative), or one from before the start: the group read this topic
+        # for a step that was removed since, and the step following it again starts afresh.
+        placed = {}
+        for tp in committed:
+            start = starts[(tp.topic, tp.partition)]
+            if tp.offset < start:
+                placed[(tp.topic, tp.partition)] = start
         if not placed:
             return
         consumer.incremental_assign(
@@ -181,7 +186,8 @@ class TransactionalLoop:
             ]
         )
         # Committed at once, so that a restart before their first batch starts there too. The
-        # group's transactions never held offsets of these partitions: nothing to overtake.
+        # group's transactions hold no offsets of these partitions now (none ever, or older ones
+        # from before they were followed again): nothing to overtake.
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in placed.items()]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
@@ -215,8 +221,9 @@ class TransactionalLoop:
         revoked by the rebalance, after the batch in hand committed.
 
         `new_from`: (topic, partition) -> offset where a partition starts when the group has no
-        committed offset for it (a topic a new rule reads: its end when the rule was read, so
-        the rule acts on what comes after it only), instead of its earliest record.
+        committed offset for it, or one before it (a topic a new rule reads: its end when the rule
+        was applied, so the rule acts on what comes after it only), instead of its earliest
+        record or the older offset.
         """
         with self._wanted_lock:
             self._wanted = list(topics)

@@ -235,3 +235,37 @@ def test_a_step_added_to_a_flow_runs_on_results_after_the_apply_only_and_a_resta
         assert sorted(header(r.headers(), "ce_busflowrun") or b"" for r in routed) == [b"new-1", b"new-2"]
     finally:
         router.stop()
+
+
+def test_a_step_applied_while_no_router_runs_acts_on_later_results_only_and_afresh_when_added_again(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """A router started after the apply starts the results topic where the apply recorded its end:
+    results from before the apply do not run the new step, one from after (even before any router
+    started) does. A step removed and added again starts from the later apply's end."""
+    prefix, env, path = applied(kafka, tmp_path, FLOW_V1)
+    producer = build(Producer, producer_config(kafka.settings(prefix)))
+    results = naming.result_topic(prefix, "parse")
+    store = naming.function_topic(prefix, "store")
+    publish(producer, results, [parse_result(prefix, f"old-{n}") for n in range(3)])
+    path.write_text(path.read_text().replace(FLOW_V1, FLOW_V2))
+    assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+    publish(producer, results, [parse_result(prefix, "new-1")])
+    router = RouterProcess(kafka, prefix, tmp_path)
+    router.start()
+    try:
+        routed = kafka.read_exactly(store, 1, idle=3.0)
+        assert [header(r.headers(), "ce_busflowrun") for r in routed] == [b"new-1"]
+
+        path.write_text(path.read_text().replace(FLOW_V2, FLOW_V1))
+        assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+        wait_until(lambda: router.metric("bus_router_manifest_version") == 3, timeout=10, what="v3")
+        publish(producer, results, [parse_result(prefix, f"gap-{n}") for n in range(6)])
+        path.write_text(path.read_text().replace(FLOW_V1, FLOW_V2))
+        assert run_bus("apply", "-f", str(path), env=env).returncode == 0
+        wait_until(lambda: router.metric("bus_router_manifest_version") == 4, timeout=10, what="v4")
+        publish(producer, results, [parse_result(prefix, "new-2")])
+        routed = kafka.read_exactly(store, 2, idle=3.0)
+        assert sorted(header(r.headers(), "ce_busflowrun") or b"" for r in routed) == [b"new-1", b"new-2"]
+    finally:
+        router.stop()

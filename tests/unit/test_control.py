@@ -15,12 +15,14 @@ from bus.control import (
     checked_document,
     decode,
     encode,
+    newly_followed,
     next_applied,
+    next_starts,
     read_record,
     self_contained,
 )
 from bus.errors import ManifestError
-from bus.manifest import read, read_document
+from bus.manifest import parse, read, read_document
 
 ORDER = {"type": "record", "name": "Order", "fields": [{"name": "order", "type": "string"}]}
 
@@ -230,3 +232,96 @@ def test_apply_turns_a_timestamp_the_file_readers_take_into_its_json_text(tmp_pa
     assert stored["schedules"][0]["at"] == "2026-12-01T09:00:00"
     assert checked.prefix == "p"
     assert checked.schedules == read(path, prefix="p").schedules
+
+
+def etl(*steps: str, **destinations: str) -> dict[str, Any]:
+    """A flow etl: parse on `page.fetched`, then each of `steps` (`name:after`)."""
+    functions: dict[str, Any] = {name: {"handler": f"h:{name}"} for name in ("parse", "stats", "store")}
+    for name, topic in destinations.items():
+        functions[name]["destinations"] = {"on_success": topic}
+    flow: dict[str, Any] = {"parse": {"function": "parse"}}
+    for step in steps:
+        name, after = step.split(":")
+        flow[name] = {"function": name, "after": after}
+    return {
+        "prefix": "p",
+        "functions": functions,
+        "flows": {"etl": {"start": {"type": ["page.fetched"]}, "steps": flow}},
+    }
+
+
+def applied_with(previous: Applied | None, doc: dict[str, Any], ends: dict[tuple[str, int], int]) -> Applied:
+    """`doc` applied after `previous` as `bus apply` does, the topics it newly follows ending at `ends`."""
+    manifest = parse(doc, base_dir="/srv")
+    new = newly_followed(previous, manifest)
+    step = next_applied(
+        previous,
+        doc,
+        base_dir="/srv",
+        now="n",
+        starts=next_starts(previous, manifest, {tp: o for tp, o in ends.items() if tp[0] in new}),
+    )
+    assert step is not None
+    return step[0]
+
+
+def test_a_results_topic_is_newly_followed_when_no_step_followed_its_function_before() -> None:
+    v1 = applied_with(None, etl(), {})
+    v2 = etl("store:parse")
+    assert newly_followed(v1, parse(v2, base_dir="/srv")) == {"p.fn.parse.results"}
+    assert newly_followed(applied_with(v1, v2, {}), parse(etl("store:parse", "stats:parse"))) == set()
+    assert newly_followed(None, parse(v2)) == {"p.fn.parse.results"}
+    refused = Refused(offset=1, reason="r", version=3)
+    assert newly_followed(refused, parse(v2)) == {"p.fn.parse.results"}
+
+
+def test_a_step_after_a_function_with_its_own_destination_follows_that_topic() -> None:
+    v1 = applied_with(None, etl("store:parse", parse="custom.results"), {})
+    assert v1.starts == {}  # nothing ended anywhere: read from the start
+    moved = parse(etl("store:parse", parse="other.results"))
+    assert newly_followed(v1, moved) == {"other.results"}
+
+
+def test_the_ends_of_a_newly_followed_topic_are_recorded_and_carried_while_it_is_followed() -> None:
+    ends = {("p.fn.parse.results", 0): 5, ("p.fn.parse.results", 1): 9, ("p.fn.store.results", 0): 2}
+    v1 = applied_with(None, etl(), ends)
+    assert v1.starts == {}
+    v2 = applied_with(v1, etl("store:parse"), ends)
+    assert v2.starts == {"p.fn.parse.results": {0: 5, 1: 9}}
+    later = {("p.fn.parse.results", 0): 50, ("p.fn.parse.results", 1): 90, ("p.fn.store.results", 0): 7}
+    v3 = applied_with(v2, etl("store:parse", "stats:store"), later)
+    assert v3.starts == {"p.fn.parse.results": {0: 5, 1: 9}, "p.fn.store.results": {0: 7}}
+    assert v3.start_offsets() == {
+        ("p.fn.parse.results", 0): 5,
+        ("p.fn.parse.results", 1): 9,
+        ("p.fn.store.results", 0): 7,
+    }
+
+
+def test_a_follow_removed_and_added_again_gets_the_ends_of_the_later_apply() -> None:
+    first = {("p.fn.parse.results", 0): 5}
+    v2 = applied_with(applied_with(None, etl(), first), etl("store:parse"), first)
+    v3 = applied_with(v2, etl(), {("p.fn.parse.results", 0): 20})
+    assert v3.starts == {}
+    v4 = applied_with(v3, etl("store:parse"), {("p.fn.parse.results", 0): 30})
+    assert v4.starts == {"p.fn.parse.results": {0: 30}}
+
+
+def test_the_start_offsets_read_back_as_written() -> None:
+    v1 = applied_with(None, etl("store:parse"), {("p.fn.parse.results", 0): 5, ("p.fn.parse.results", 2): 1})
+    again = decode(encode(v1))
+    assert again == v1
+    assert again.starts == {"p.fn.parse.results": {0: 5, 2: 1}}
+    assert orjson.loads(encode(v1))["starts"] == {"p.fn.parse.results": {"0": 5, "2": 1}}
+
+
+def test_a_record_from_before_start_offsets_reads_and_the_next_apply_records_only_new_ones() -> None:
+    """A record without `starts` (an older bus) is read; topics it followed keep today's start."""
+    old = orjson.loads(encode(applied_with(None, etl("store:parse"), {})))
+    del old["starts"]
+    before = decode(orjson.dumps(old))
+    assert before.starts == {}
+    assert before.start_offsets() == {}
+    ends = {("p.fn.parse.results", 0): 8, ("p.fn.store.results", 0): 3}
+    after = applied_with(before, etl("store:parse", "stats:store"), ends)
+    assert after.starts == {"p.fn.store.results": {0: 3}}

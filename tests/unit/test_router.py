@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus import naming
+from bus import router as router_module
 from bus.control import Applied, Refused
 from bus.errors import BusError, ConfigError
 from bus.events import CloudEvent, to_json_dict
@@ -19,8 +20,9 @@ from bus.kafka.txloop import Output
 from bus.kafka_binding import from_record, header, record_size, to_record
 from bus.manifest import Manifest, parse
 from bus.metrics import Registry
-from bus.router import Router, RouterMetrics, _starting_rules, _Tally
+from bus.router import Router, RouterMetrics, _new_from, _starting_rules, _Tally
 from bus.routing import route
+from bus.settings import KafkaSettings
 from tests.support import JOIN_FLOW
 
 
@@ -462,3 +464,34 @@ def test_results_are_routed_by_flow_steps_only_and_ingress_never_by_them() -> No
     assert [out.topic for out in outputs] == ["p.fn.b"]
     sent = from_record(outputs[0].record.key, outputs[0].record.value, outputs[0].record.headers)
     assert (sent.extensions["busflowstep"], sent.extensions["busflowrun"]) == ("two", "s1")
+
+
+def test_a_running_router_starts_new_results_topics_where_the_apply_recorded_else_at_their_end_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The recorded starts win over the router's own reading, which serves only topics a record
+    from an older bus has none for; every recorded start is passed, for topics followed again."""
+    read: list[list[str]] = []
+
+    def ends(_settings: KafkaSettings, topics: set[str]) -> dict[tuple[str, int], int]:
+        read.append(sorted(topics))
+        return {(topic, 0): 99 for topic in topics}
+
+    monkeypatch.setattr(router_module, "_ends", ends)
+    applied = Applied(
+        version=2,
+        applied_at="t",
+        digest="d",
+        document={},
+        base_dir=".",
+        rules=(),
+        starts={"p.fn.a.results": {0: 5, 1: 6}, "p.fn.b.results": {0: 1}},
+    )
+    started = _new_from(KafkaSettings(), applied, {"p.fn.a.results", "p.fn.c.results"})
+    assert started == {
+        ("p.fn.a.results", 0): 5,
+        ("p.fn.a.results", 1): 6,
+        ("p.fn.b.results", 0): 1,
+        ("p.fn.c.results", 0): 99,
+    }
+    assert read == [["p.fn.c.results"]]
