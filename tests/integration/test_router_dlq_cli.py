@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from bus import naming
+from bus.cli_dlq import MESSAGE_WIDTH
 from bus.deadletter import dead_letter
 from bus.events import CloudEvent
 from bus.kafka.admin import ensure_topics
@@ -124,7 +125,9 @@ def test_list_shows_each_router_dead_letter_with_its_error_type_and_reason(
     first = lines[0].split()
     assert first[0] == "0"
     assert first[2:8] == ["UnknownTarget", "-", "no", "e0", "order.placed", f"{prefix}.ingress/2/0"]
-    assert lines[0].endswith("does not exist; `bus apply` creates it again")
+    reason = f"target topic '{prefix}.fn.echo' does not exist; `bus apply` creates it again"
+    shown = reason if len(reason) <= MESSAGE_WIDTH else reason[: MESSAGE_WIDTH - 1] + "…"
+    assert lines[0].endswith(f"  {shown}"), "the reason, cut to the column's width whatever the prefix"
     assert "<not a CloudEvent>" in lines[2]
     assert lines[3].split()[2] == "JoinFailed"
     assert table.stderr == f"4 dead letters in {prefix}.router.dlq (0 redriven)\n"
