@@ -20,7 +20,6 @@ The format goes up only for a change an older reader would misread, since it ref
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -169,13 +168,19 @@ def self_contained(document: Mapping[str, Any], base_dir: Path) -> dict[str, Any
 def newly_followed(previous: Applied | Refused | None, manifest: Manifest) -> frozenset[str]:
     """The results topics `manifest` makes the router follow that the previous applied one did not.
 
-    After nothing, a `Refused` record or one that no longer validates, every one is new: what the
-    routers followed is not known, and a start recorded anew is never before results they read.
+    After nothing (the first apply), every one is new. After a `Refused` record, or one that no
+    longer validates, none is: what the routers followed is not known, and a start recorded anew
+    would move a router group that follows the topic, behind its end, past results it has not
+    read yet (a recorded start moves a group's older offset forward, for a step added again).
     """
-    before: frozenset[str] = frozenset()
-    if isinstance(previous, Applied):
-        with contextlib.suppress(BusError):
-            before = results_followed(previous.manifest(prefix=manifest.prefix))
+    if previous is None:
+        return results_followed(manifest)
+    if isinstance(previous, Refused):
+        return frozenset()
+    try:
+        before = results_followed(previous.manifest(prefix=manifest.prefix))
+    except BusError:
+        return frozenset()
     return results_followed(manifest) - before
 
 
