@@ -26,7 +26,7 @@ from bus.errors import ConfigError, ManifestError
 from bus.kafka.control_store import manifest_in_force
 from bus.kafka.lag import DeadLetterCounter, DecisionLog, LagMonitor
 from bus.settings import load_kafka
-from bus.status import function_status, render_table, to_json
+from bus.status import function_status, render_table, router_line, to_json
 
 __all__ = ["RATE_GAP", "add_commands", "run"]
 
@@ -93,7 +93,11 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
                         orjson.dumps([to_json(status) for status in statuses]).decode(), file=out, flush=True
                     )
                 else:
-                    _draw(render_table(statuses), out, watch=args.watch, prefix=parsed.prefix)
+                    table = render_table(statuses)
+                    footer = router_line(parsed.prefix, dead_letters.count_router())
+                    _draw(
+                        f"{table}\n{footer}" if footer else table, out, watch=args.watch, prefix=parsed.prefix
+                    )
                 if not args.watch:
                     return 0
                 due += interval

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from bus import naming
+
 __all__ = [
     "SCALING_DECISION",
     "FunctionStatus",
@@ -29,6 +31,7 @@ __all__ = [
     "latest_decisions",
     "render_table",
     "resolve",
+    "router_line",
     "to_json",
 ]
 
@@ -394,6 +397,14 @@ def _row(status: FunctionStatus) -> tuple[str, ...]:
         "-" if status.dead_letters is None else str(status.dead_letters),
         (decision.reason or "-") if decision else "-",
     )
+
+
+def router_line(prefix: str, dead_letters: int) -> str:
+    """The line under the `bus status` table about the router's dead letters ("" when there are none)."""
+    if not dead_letters:
+        return ""
+    letters = "dead letter" if dead_letters == 1 else "dead letters"
+    return f"router: {dead_letters} {letters} in {naming.router_dlq_topic(prefix)} (`bus dlq list --router`)"
 
 
 def render_table(statuses: Sequence[FunctionStatus]) -> str:

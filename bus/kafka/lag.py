@@ -509,7 +509,14 @@ class DeadLetterCounter:
         A DLQ too long to read within `timeout` counts its unread offsets (an upper bound) until
         later calls have read it.
         """
-        topic = naming.dlq_topic(self._prefix, function)
+        return self.count_topic(naming.dlq_topic(self._prefix, function), timeout=timeout)
+
+    def count_router(self, *, timeout: float = 5.0) -> int:
+        """Dead letters of the router now (`<prefix>.router.dlq`), as `count` counts a function's."""
+        return self.count_topic(naming.router_dlq_topic(self._prefix), timeout=timeout)
+
+    def count_topic(self, topic: str, *, timeout: float = 5.0) -> int:
+        """Records in the dead-letter topic `topic` now (0 if it does not exist yet)."""
         marks = self._scanner.partitions(topic, timeout=timeout)
         if marks is None:
             return 0

@@ -261,6 +261,9 @@ def test_dead_letters_are_counted_not_offsets(kafka: KafkaEnv, tmp_path: Path) -
         wait_until(lambda: counter.count("a") == 3, timeout=10, what="three dead letters counted")
         assert counter.count("a") == 3
         assert counter.count("no-such-function") == 0
+        assert counter.count_router() == 0
+        _produce(kafka, naming.router_dlq_topic(parsed.prefix), {0: 2})
+        wait_until(lambda: counter.count_router() == 2, timeout=10, what="the router's dead letters counted")
 
 
 def test_the_decision_log_follows_new_decisions(kafka: KafkaEnv, tmp_path: Path) -> None:
@@ -357,6 +360,25 @@ def test_status_prints_a_table(kafka: KafkaEnv, tmp_path: Path) -> None:
     assert a.split() == ["a", "3", "0", "0.00s", "-", "-", "-", "0.0", "0.0", "-", "0", "0", "-"]
     assert b.split()[:4] == ["b", "2", "3", "stalled"]
     assert b.split()[4].endswith("s")  # the age of the oldest of b's records
+
+
+def test_status_names_the_routers_dead_letters_under_the_table(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """Events the router could not route show under the table, with the command that lists them;
+    no line while there are none."""
+    parsed, path = _setup(kafka, tmp_path)
+    quiet = _status(kafka, path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert len(quiet.stdout.splitlines()) == 3, "the header and a line per function only"
+    router_dlq = naming.router_dlq_topic(parsed.prefix)
+    _produce(kafka, router_dlq, {0: 3})
+    wait_until(
+        lambda: (
+            _status(kafka, path).stdout.splitlines()[-1]
+            == f"router: 3 dead letters in {router_dlq} (`bus dlq list --router`)"
+        ),
+        timeout=20,
+        what="the router's dead letters under the table",
+    )
 
 
 def test_status_watch_redraws_until_interrupted(kafka: KafkaEnv, tmp_path: Path) -> None:

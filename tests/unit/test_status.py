@@ -22,6 +22,7 @@ from bus.status import (
     latest_decisions,
     render_table,
     resolve,
+    router_line,
     to_json,
 )
 
@@ -277,3 +278,10 @@ def test_durations_are_short(seconds: float | None, text: str) -> None:
 def test_rates_are_short() -> None:
     """One decimal below 100 events per second, whole numbers above; `-` when unknown."""
     assert [format_rate(v) for v in (None, 0.0, 12.34, 1234.5)] == ["-", "0.0", "12.3", "1234"]
+
+
+def test_the_router_line_counts_dead_letters_and_names_the_command() -> None:
+    """No line without router dead letters; singular and plural otherwise."""
+    assert router_line("shop", 0) == ""
+    assert router_line("shop", 1) == "router: 1 dead letter in shop.router.dlq (`bus dlq list --router`)"
+    assert router_line("shop", 7) == "router: 7 dead letters in shop.router.dlq (`bus dlq list --router`)"
