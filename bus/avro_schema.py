@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +146,17 @@ def load_schema(path: Path, *, where: str) -> Schema:
     return parse(text, where=where)
 
 
+_PLATFORM_DIR = Path(__file__).resolve().parent.parent / "schemas"
+"""The `schemas` package installed beside `bus` (the repository's `schemas/`, or site-packages'),
+found by path: `import schemas` would find a user's own `schemas/` folder first when a process
+runs in it (`python -m` puts the working directory first on `sys.path`)."""
+
+
 def platform_book() -> SchemaBook:
     """The book of the platform's own event types (`bus.object.*`, `bus.timer.fired`, ...)."""
-    folder = resources.files("schemas")
     types: dict[str, Schema] = {}
     for event_type, filename in PLATFORM_SCHEMAS.items():
-        text = folder.joinpath(filename).read_bytes()
+        text = (_PLATFORM_DIR / filename).read_bytes()
         types[event_type] = parse(text, where=f"schemas/{filename}")
     return SchemaBook().with_types(types)
 

@@ -108,8 +108,8 @@ class Stack:
         python = sys.executable
         manifest = str(self._manifest_path)
         self._children = [
-            Child("gateway", [python, "-m", "gateway", "--port", str(self._http_port), "-f", manifest]),
-            Child("router", [python, "-m", "bus.router", "-f", manifest]),
+            Child("gateway", [python, "-P", "-m", "gateway", "--port", str(self._http_port), "-f", manifest]),
+            Child("router", [python, "-P", "-m", "bus.router", "-f", manifest]),
         ]
         for child in self._children:
             child.log = logs / f"{child.name.replace(':', '-')}.log"

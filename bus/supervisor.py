@@ -285,7 +285,7 @@ class Supervisor:
     def _add(self, function: Function, source: list[str]) -> None:
         """A pool for `function`, its workers reading the manifest from `source` (-f PATH, or none:
         the applied one)."""
-        argv = [self._python, "-m", "workers", *source, "--function", function.name]
+        argv = [self._python, "-P", "-m", "workers", *source, "--function", function.name]
         log = self._logs / f"worker-{function.name}.log"
         self._pools[function.name] = WorkerPool(function=function, argv=argv, environ=self._environ, log=log)
         self._states[function.name] = ScalerState.initial()
@@ -322,7 +322,7 @@ class Supervisor:
             elif old[name] != function:
                 pool = self._pools[name]
                 pool.function = function
-                pool.argv = [self._python, "-m", "workers", "--function", name]
+                pool.argv = [self._python, "-P", "-m", "workers", "--function", name]
                 pool.restart()
                 log_event(logger, "function_changed", function=name, replicas=pool.actual)
         self._monitor.watch(new)
