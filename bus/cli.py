@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import threading
 import uuid
@@ -29,7 +30,7 @@ from bus.avro_store import TypedReader
 from bus.cli_args import positive
 from bus.clock import now_rfc3339
 from bus.dashboard_server import pick_port
-from bus.errors import BusError, InvalidEvent
+from bus.errors import BusError, ConfigError, HandlerLoadError, InvalidEvent, ManifestError
 from bus.events import CloudEvent, parse_json, to_json_dict
 from bus.kafka.admin import ensure_topics
 from bus.kafka.producer import AsyncProducer
@@ -139,9 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _WITH_SETTINGS[args.command](args, settings)
     except BusError as exc:
         print(f"bus {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, _BAD_INPUT) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`bus tail | head`): what it took is out; stop quietly, as cat does.
+        sys.stderr.close()  # nothing more can be written; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+_BAD_INPUT = (ManifestError, ConfigError, InvalidEvent, HandlerLoadError)
+"""Errors that mean the command cannot run as given (exit 2): a manifest, an argument or an input
+to fix; any other BusError is the world failing (Kafka, a registry; exit 1)."""
 
 
 def _kafka(args: argparse.Namespace, environ: dict[str, str]) -> int:

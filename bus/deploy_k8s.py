@@ -107,12 +107,13 @@ def kubernetes_name(*parts: str) -> str:
 
 
 def component_argv(component: str, manifest_path: str, *, http_port: int, function: str = "") -> list[str]:
-    """The command line of a platform process after `python`, as `bus up` starts it (bus/stack.py)."""
+    """The command line of a platform process after `python`, as `bus up` starts it (bus/stack.py):
+    `-P`, so a folder of the working directory never shadows bus's own packages."""
     if component == "gateway":
-        return ["-m", "gateway", "--port", str(http_port), "-f", manifest_path]
+        return ["-P", "-m", "gateway", "--port", str(http_port), "-f", manifest_path]
     if component == "router":
-        return ["-m", "bus.router", "-f", manifest_path]
-    return ["-m", "workers", "-f", manifest_path, "--function", function]
+        return ["-P", "-m", "bus.router", "-f", manifest_path]
+    return ["-P", "-m", "workers", "-f", manifest_path, "--function", function]
 
 
 def secret_name(prefix: str) -> str:

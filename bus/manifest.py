@@ -207,8 +207,20 @@ def read_document(path: str | Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ManifestError(str(file), "is not UTF-8 text") from exc
     except yaml.YAMLError as exc:
-        raise ManifestError(str(file), f"is not valid YAML ({exc})") from exc
+        raise ManifestError(str(file), f"is not valid YAML: {_yaml_problem(exc)}") from exc
     return doc if doc is not None else {}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: the problem and where (its own text spans several, with a
+    caret under an excerpt)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 def parse(doc: Any, *, base_dir: str = ".", prefix: str | None = None) -> Manifest:

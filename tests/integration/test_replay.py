@@ -324,10 +324,10 @@ def test_a_signal_stops_the_replay_cleanly_with_the_summary_of_what_was_done(
 def test_an_unknown_function_fails_in_one_line_naming_it_and_the_known_ones(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:
-    """`--function zz` exits 1 with one stderr line that names zz and the functions a and b."""
+    """`--function zz` exits 2 with one stderr line that names zz and the functions a and b."""
     prefix, path = _setup(kafka, tmp_path)
     result = _replay(kafka, prefix, path, "--function", "zz", "--from", "1h")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert lines == ["bus replay: unknown function 'zz'; known functions: a, b"]
@@ -336,9 +336,9 @@ def test_an_unknown_function_fails_in_one_line_naming_it_and_the_known_ones(
 def test_a_time_that_cannot_be_read_fails_in_one_line_naming_the_flag(
     kafka: KafkaEnv, tmp_path: Path
 ) -> None:
-    """`--to yesterday` exits 1 with one line naming --to and the forms it takes."""
+    """`--to yesterday` exits 2 with one line naming --to and the forms it takes."""
     prefix, path = _setup(kafka, tmp_path)
     result = _replay(kafka, prefix, path, "--function", "a", "--from", "1h", "--to", "yesterday")
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("bus replay: --to 'yesterday'")

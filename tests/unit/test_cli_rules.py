@@ -120,7 +120,7 @@ def test_rules_explain_refuses_an_event_that_is_not_an_object(
 ) -> None:
     (tmp_path / "bus.yaml").write_text(MANIFEST)
     code, out, err = run(capsys, "rules", "explain", "-f", str(tmp_path / "bus.yaml"), "--event", '"s"')
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, ""), "an input to fix"
     assert err.startswith("bus rules: --event: must be a JSON object")
     assert err.endswith("""got '"s"'\n""")
 
@@ -205,7 +205,7 @@ def test_rules_list_says_the_latest_record_cannot_be_read_rather_than_show_an_ol
     read_as(monkeypatch, Refused(offset=5, reason="format 2 is not 1; upgrade bus", version=3))
     for extra in ([], ["--json"]):
         code, out, err = run(capsys, "rules", "list", "--prefix", "p", *extra)
-        assert (code, out) == (1, "")
+        assert (code, out) == (2, "")
         assert err == (
             "bus rules: the latest manifest applied for prefix 'p' (version 3, offset 5) cannot be read "
             "(format 2 is not 1; upgrade bus); apply a valid one with `bus apply -f bus.yaml`\n"
@@ -217,6 +217,6 @@ def test_rules_explain_without_a_file_says_the_latest_record_cannot_be_read(
 ) -> None:
     read_as(monkeypatch, Refused(offset=5, reason="is not an applied manifest", version=None))
     code, out, err = run(capsys, "rules", "explain", "--prefix", "p", "--event", orjson.dumps(EVENT).decode())
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert "the latest manifest applied for prefix 'p' (offset 5) cannot be read" in err
     assert err.count("\n") == 1

@@ -489,9 +489,9 @@ def test_cli_honours_prefix_and_the_bootstrap_variable(
 def test_cli_reports_an_invalid_manifest_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A manifest error exits 1 with one line naming the path in the manifest; nothing is written."""
+    """A manifest error exits 2 with one line naming the path in the manifest; nothing is written."""
     path = write(tmp_path, "functions:\n  hello: {handler: nope}\n")
-    assert main(["deploy", "k8s", "-f", str(path), "-o", str(tmp_path / "out")]) == 1
+    assert main(["deploy", "k8s", "-f", str(path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "functions.hello.handler" in err
