@@ -1,7 +1,7 @@
 """The schema registry client against a small in-test server speaking Confluent's REST API.
 
 No Confluent-compatible registry can be run on the development machine (docs/decisions/avro.md),
-so the server here implements the four calls bus makes, as Confluent documents them.
+so the server here implements the calls bus makes, as Confluent documents them.
 """
 
 from __future__ import annotations
