@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import threading
@@ -235,8 +236,11 @@ def _publish(args: argparse.Namespace, settings: KafkaSettings) -> int:
 
 
 def _tail(args: argparse.Namespace, settings: KafkaSettings) -> int:
-    # Typed (Avro) events are shown as the JSON they were sent as, read with their writer schema.
-    reader = TypedReader(store=open_store(settings, current_environ()), resolve=False)
+    # Typed (Avro) events are shown as the JSON they were sent as, read with their writer schema,
+    # from the schemas of the prefix the topic belongs to unless --prefix says otherwise.
+    prefix = settings.prefix if args.prefix else (naming.prefix_of(args.topic) or settings.prefix)
+    store = open_store(dataclasses.replace(settings, prefix=prefix), current_environ(), create=False)
+    reader = TypedReader(store=store, resolve=False)
     messages = read_topic(settings, args.topic, from_beginning=args.from_beginning, timeout=args.timeout)
     for count, message in enumerate(messages, start=1):
         print(_render(message, reader, as_json=args.json), flush=True)
@@ -248,16 +252,24 @@ def _tail(args: argparse.Namespace, settings: KafkaSettings) -> int:
 def _render(message: Any, reader: TypedReader, *, as_json: bool) -> str:
     try:
         event = reader.read(from_record(message.key(), message.value(), message.headers()))
-    except InvalidEvent:
+    except InvalidEvent as exc:
         raw = (message.value() or b"").decode("utf-8", "replace")
         where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
-        return orjson.dumps({"raw": raw, "at": where}).decode() if as_json else f"{where}  {raw}"
+        why = f"cannot read it: {_shorten(str(exc))}"
+        if as_json:
+            return orjson.dumps({"raw": raw, "at": where, "error": why}).decode()
+        printable = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in raw)
+        return f"{where}  ({why})  {printable}"
     doc = to_json_dict(event)
     if as_json:
         return orjson.dumps(doc).decode()
     data = doc.get("data", doc.get("data_base64"))
     shown = orjson.dumps(data).decode() if data is not None else ""
     return f"{event.time or '-'}  {event.type}  {event.source}  {event.id}  {shown}"
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _replay(args: argparse.Namespace, environ: dict[str, str]) -> int:

@@ -86,8 +86,12 @@ def invocation_event(headers: Mapping[str, str], body: bytes, function: str) -> 
     )
 
 
-def answer(reply: CloudEvent, event_id: str) -> Answer:
-    """The HTTP answer to a synchronous invocation whose outcome is `reply`."""
+def answer(reply: CloudEvent, event_id: str, *, retry_after: float | None = None) -> Answer:
+    """The HTTP answer to a synchronous invocation whose outcome is `reply`.
+
+    `retry_after`: seconds a 503 asks the caller to wait when the handler's `Retry` named none
+    (the function's first backoff); None: 1.
+    """
     headers = {"bus-event-id": event_id, "bus-reply-id": reply.id}
     if reply.type == RESULT_TYPE:
         return Answer(200, orjson.dumps(reply.data), headers)
@@ -95,9 +99,11 @@ def answer(reply: CloudEvent, event_id: str) -> Answer:
     error_type = str(data.get("error_type", "Error"))
     # A signal's subclass (`class Busy(Retry)`) is named by its own class: the signal decides.
     status = _SIGNAL_STATUS.get(str(data.get("signal")), 0) or _STATUS.get(error_type, 500)
-    retry_after = data.get("retry_after")
-    if status == 503 and isinstance(retry_after, int | float) and math.isfinite(retry_after):
-        headers["retry-after"] = str(max(0, math.ceil(retry_after)))
+    if status == 503:
+        asked = data.get("retry_after")
+        if isinstance(asked, bool) or not isinstance(asked, int | float) or not math.isfinite(asked):
+            asked = retry_after if retry_after is not None and math.isfinite(retry_after) else 1
+        headers["retry-after"] = str(max(0, math.ceil(asked)))
     message = str(data.get("message", ""))
     problem = {
         "error": "function_error",

@@ -21,6 +21,7 @@ __all__ = [
     "function_topic",
     "gateway_transactional_id",
     "ingress_topic",
+    "prefix_of",
     "reader_group",
     "reply_topic",
     "result_topic",
@@ -177,3 +178,30 @@ def function_source(prefix: str, function: str) -> str:
     """`source` of the events a function's worker group emits (its results and errors, also the
     errors a flow join ends a run with on the join function's behalf)."""
     return f"bus://{prefix}/functions/{function}"
+
+
+_FIXED_TOPICS = frozenset(
+    make("p")[len("p.") :]
+    for make in (
+        ingress_topic,
+        scaling_topic,
+        router_dlq_topic,
+        router_dlq_redriven_topic,
+        timer_topic,
+        schema_topic,
+        control_topic,
+        flow_join_topic,
+        flow_join_state_topic,
+    )
+)
+_NAMED_TOPIC_HEADS = (function_topic("p", "")[len("p.") :], reply_topic("p", "")[len("p.") :])
+
+
+def prefix_of(topic: str) -> str | None:
+    """The prefix of a topic bus names (`<prefix>.ingress`, `<prefix>.fn.<name>...`); None for others."""
+    prefix, dot, rest = topic.partition(".")
+    if not dot or not _NAME.match(prefix):
+        return None
+    if rest in _FIXED_TOPICS or any(rest.startswith(h) and len(rest) > len(h) for h in _NAMED_TOPIC_HEADS):
+        return prefix
+    return None

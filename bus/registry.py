@@ -73,8 +73,9 @@ class SchemaRegistry:
     ) -> int:
         """The registry id of `schema` under the type's subject, registering it if new.
 
-        With `compatibility` set, the subject is configured to it first, so the registry refuses
-        an incompatible version: ManifestError(`schemas.<type>`, ...) with the registry's reasons.
+        With `compatibility` set, the subject is made at least that strict first (a stricter
+        setting is kept), so the registry refuses an incompatible version:
+        ManifestError(`schemas.<type>`, ...) with the registry's reasons.
         """
         subject = self.subject(event_type)
         key = (subject, schema.fingerprint)
@@ -84,7 +85,7 @@ class SchemaRegistry:
             return known
         where = f"schemas.{event_type}"
         if compatibility is not None:
-            self.set_compatibility(event_type, compatibility)
+            self.ensure_compatibility(event_type, compatibility)
         answer = self._call(
             "POST",
             f"/subjects/{quote(subject, safe='')}/versions",
@@ -112,14 +113,49 @@ class SchemaRegistry:
         messages = answer.get("messages") or ["the registry says it is incompatible"]
         return [str(message) for message in messages]
 
-    def set_compatibility(self, event_type: str, mode: Compatibility) -> None:
+    def compatibility(self, event_type: str) -> str | None:
+        """The compatibility set on the type's subject itself; None if none is (the global one applies)."""
+        subject = self.subject(event_type)
+        answer = self._call(
+            "GET",
+            f"/config/{quote(subject, safe='')}",
+            None,
+            refused=lambda status, message: ConfigError(
+                f"schema registry at {self.url} refused GET /config/{subject} (HTTP {status}): {message}"
+            ),
+            denied=lambda message: ConfigError(
+                f"schema registry at {self.url} denied GET /config/{subject} (HTTP 403): {message}; "
+                "grant the registry user permission to read the subject's config"
+            ),
+            missing_ok=True,  # 40401 no such subject, 40408 no subject-level config
+        )
+        if answer is None:
+            return None
+        # GET answers `compatibilityLevel` (Confluent); some compatible registries answer as PUT does.
+        level = answer.get("compatibilityLevel", answer.get("compatibility"))
+        return str(level).upper() if level else None
+
+    def ensure_compatibility(self, event_type: str, mode: Compatibility) -> None:
+        """Make the type's subject at least as strict as `mode`, keeping a stricter setting."""
+        current = self.compatibility(event_type)
+        wanted = _stricter_of(current, mode)
+        if wanted != current:
+            self.set_compatibility(event_type, wanted)
+
+    def set_compatibility(self, event_type: str, mode: str) -> None:
         """Set the compatibility the registry enforces for the type's subject."""
+        subject = self.subject(event_type)
         self._call(
             "PUT",
-            f"/config/{quote(self.subject(event_type), safe='')}",
-            {"compatibility": mode.value},
+            f"/config/{quote(subject, safe='')}",
+            {"compatibility": mode},
             refused=lambda status, message: ConfigError(
-                f"schema registry at {self.url} refused compatibility {mode.value} (HTTP {status}): {message}"
+                f"schema registry at {self.url} refused compatibility {mode} (HTTP {status}): {message}"
+            ),
+            denied=lambda message: ConfigError(
+                f"schema registry at {self.url} denied PUT /config/{subject} (HTTP 403): {message}; "
+                "grant the registry user permission to alter the subject's config, or set its "
+                f"compatibility to {mode} (or stricter) yourself"
             ),
         )
 
@@ -178,9 +214,13 @@ class SchemaRegistry:
         body: dict[str, Any] | None,
         *,
         refused: Callable[[int, str], BusError],
+        denied: Callable[[str], BusError] | None = None,
         missing_ok: bool = False,
     ) -> dict[str, Any] | None:
-        """One request; 4xx answers become `refused(status, message)`, the rest a retriable BusError."""
+        """One request; 4xx answers become `refused(status, message)`, the rest a retriable BusError.
+
+        401 means wrong credentials; 403 that they lack a permission for this call: `denied(message)`.
+        """
         headers = {"Accept": CONTENT_TYPE}
         data = None
         if body is not None:
@@ -198,11 +238,13 @@ class SchemaRegistry:
             exc.close()
             if status == 404 and missing_ok:
                 return None
-            if status in (401, 403):
+            if status == 401:
                 raise ConfigError(
                     f"schema registry at {self.url} refused the credentials (HTTP {status}): "
                     "check the user and password in the registry URL"
                 ) from None
+            if status == 403:
+                raise (denied or _denied(self.url, method, path))(message) from None
             if 400 <= status < 500:
                 raise refused(status, message) from None
             raise _unavailable(self.url, f"HTTP {status} for {method} {path}: {message}") from None
@@ -220,6 +262,47 @@ class SchemaRegistry:
         if not isinstance(answer, dict):
             raise _unavailable(self.url, f"{method} {path} answered with JSON that is not an object")
         return answer
+
+
+# What each compatibility level guarantees; a level is at least as strict as another when it
+# guarantees all the other does. BACKWARD_TRANSITIVE and FULL, say, are each stricter in one way.
+_GUARANTEES: dict[str, frozenset[str]] = {
+    "NONE": frozenset(),
+    "BACKWARD": frozenset({"backward"}),
+    "FORWARD": frozenset({"forward"}),
+    "FULL": frozenset({"backward", "forward"}),
+    "BACKWARD_TRANSITIVE": frozenset({"backward", "backward-all"}),
+    "FORWARD_TRANSITIVE": frozenset({"forward", "forward-all"}),
+    "FULL_TRANSITIVE": frozenset({"backward", "forward", "backward-all", "forward-all"}),
+}
+
+
+def _stricter_of(current: str | None, wanted: Compatibility | str) -> str:
+    """The level a subject set to `current` (None: not set) needs so it is at least as strict as `wanted`.
+
+    `current` when it already is (or is a level bus does not know: an operator's choice is not
+    overridden on a guess); otherwise the least level guaranteeing both, e.g. BACKWARD_TRANSITIVE
+    and FULL need FULL_TRANSITIVE.
+    """
+    wanted = str(wanted)
+    if current is None:
+        return wanted
+    have = _GUARANTEES.get(current)
+    need = _GUARANTEES[wanted]
+    if have is None or need <= have:
+        return current
+    both = need | have
+    return min(
+        (level for level, guarantees in _GUARANTEES.items() if both <= guarantees),
+        key=lambda level: len(_GUARANTEES[level]),
+    )
+
+
+def _denied(url: str, method: str, path: str) -> Callable[[str], BusError]:
+    return lambda message: ConfigError(
+        f"schema registry at {url} denied {method} {path} (HTTP 403): {message}; "
+        "grant the registry user that permission"
+    )
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

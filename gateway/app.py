@@ -368,7 +368,7 @@ class Gateway:
         refusal = self._permit(principal, [event], own_types=(INVOKED_TYPE,))
         if refusal is not None or not sync:
             return refusal or await self._accept([event], topic=target.topic)
-        return await self._call(event, target.topic, request.path_params["name"], wait)
+        return await self._call(event, target, request.path_params["name"], wait)
 
     def _invocation(self, request: Request, *, listing: bool) -> tuple[InvokeTarget, bool, float] | Response:
         """(the function's target, synchronous?, seconds to wait), or the 404/400 refusing them;
@@ -404,7 +404,7 @@ class Gateway:
                 self._replies = inbox
         return self._replies
 
-    async def _call(self, event: CloudEvent, topic: str, function: str, wait: float) -> Response:
+    async def _call(self, event: CloudEvent, target: InvokeTarget, function: str, wait: float) -> Response:
         """Publish `event` asking for a reply; answer with the reply, or 504 after `wait` seconds."""
         replies = await self._inbox()
         if replies is None:
@@ -414,12 +414,15 @@ class Gateway:
             return _problem(409, "duplicate_invocation", reason, field="id")
         event = event.with_extensions(**{REPLY_EXTENSION: replies.topic})
         future = replies.expect(event.id)
-        published = await self._accept([event], topic=topic)
+        published = await self._accept([event], topic=target.topic)
         if published.status_code != 202:
             replies.forget(event.id)
             return published
         reply = await replies.wait(event.id, future, wait)
-        done = no_reply(event.id, function, wait) if reply is None else answer(reply, event.id)
+        if reply is None:
+            done = no_reply(event.id, function, wait)
+        else:
+            done = answer(reply, event.id, retry_after=target.retry_after)
         doc = orjson.loads(done.body)
         error = doc.get("error") if done.status != 200 and isinstance(doc, dict) else None
         return _Answer(done.status, doc, dict(done.headers), error=error, published=1)

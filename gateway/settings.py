@@ -25,12 +25,19 @@ class InvokeTarget:
     topic: str
     timeout: float
     """The function's own timeout, in seconds."""
+    retry_after: float | None = None
+    """The first backoff of the function's retry policy, in seconds: the `Retry-After` of a `Retry`
+    that names no delay (None: unknown, 1 s)."""
 
 
 def invoke_targets(prefix: str, functions: Mapping[str, Function]) -> dict[str, InvokeTarget]:
     """The invocable functions of a manifest."""
     return {
-        name: InvokeTarget(naming.function_topic(prefix, name), function.timeout)
+        name: InvokeTarget(
+            naming.function_topic(prefix, name),
+            function.timeout,
+            function.retry.backoff[0] if function.retry.backoff else None,
+        )
         for name, function in functions.items()
     }
 

@@ -43,12 +43,15 @@ REGISTRY_URL_VARIABLE = "BUS_SCHEMA_REGISTRY_URL"
 logger = logging.getLogger("bus.schemas")
 
 
-def open_store(settings: KafkaSettings, environ: Mapping[str, str]) -> SchemaStore:
-    """The Confluent-compatible registry at `BUS_SCHEMA_REGISTRY_URL` if set, else the schemas topic."""
+def open_store(settings: KafkaSettings, environ: Mapping[str, str], *, create: bool = True) -> SchemaStore:
+    """The Confluent-compatible registry at `BUS_SCHEMA_REGISTRY_URL` if set, else the schemas topic.
+
+    `create=False` for readers: a schemas topic that does not exist then holds no schemas.
+    """
     url = environ.get(REGISTRY_URL_VARIABLE, "").strip()
     if url:
         return SchemaRegistry(url, prefix=settings.prefix)
-    return KafkaSchemaStore(settings)
+    return KafkaSchemaStore(settings, create=create)
 
 
 class KafkaSchemaStore:
@@ -59,15 +62,19 @@ class KafkaSchemaStore:
         settings: KafkaSettings,
         *,
         compatibility: Compatibility = DEFAULT_COMPATIBILITY,
+        create: bool = True,
         timeout: float = 30.0,
         min_refresh: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`min_refresh`: seconds between two re-reads of the topic for schemas not found."""
+        """`create`: create the topic if missing (False: a missing topic holds no schemas, as for
+        `bus tail`, which must not create topics). `min_refresh`: seconds between two re-reads of
+        the topic for schemas not found."""
         self._settings = settings
         self._topic = naming.schema_topic(settings.prefix)
         self._compatibility = compatibility
+        self._create = create
         self._timeout = timeout
         self._min_refresh = min_refresh
         self._clock = clock
@@ -142,12 +149,13 @@ class KafkaSchemaStore:
 
     def _refresh(self) -> None:
         """Read the whole topic again (the caller holds the lock)."""
-        if not self._ensured:
+        if self._create and not self._ensured:
             spec = [s for s in ingress_topics(self._settings.prefix) if s.name == self._topic]
             ensure_topics(self._settings, spec, timeout=self._timeout)
             self._ensured = True
         self._last_read = self._clock()
-        for message in read_to_end(self._settings, self._topic, timeout=self._timeout):
+        records = read_to_end(self._settings, self._topic, timeout=self._timeout, missing_ok=not self._create)
+        for message in records:
             entry = _entry(message.key(), message.value())
             if entry is not None:
                 self._add(*entry)

@@ -1,7 +1,7 @@
 """The schema registry client against a small in-test server speaking Confluent's REST API.
 
 No Confluent-compatible registry can be run on the development machine (docs/decisions/avro.md),
-so the server here implements the four calls bus makes, as Confluent documents them.
+so the server here implements the calls bus makes, as Confluent documents them.
 """
 
 from __future__ import annotations
@@ -61,12 +61,21 @@ class FakeRegistry:
     config: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
     fail_with: int | None = None
+    denied: dict[str, str] = field(default_factory=dict)
+    """Method -> the message of a 403 for `/config` calls made with it (an ACL without that permission)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:  # noqa: PLR0911 - per endpoint
         parts = [unquote(p) for p in urlsplit(path).path.strip("/").split("/")]
         if self.fail_with is not None:
             return self.fail_with, {"error_code": self.fail_with, "message": "broken"}
+        if parts[0] == "config" and method in self.denied:
+            return 403, {"error_code": 40301, "message": self.denied[method]}
+        if method == "GET" and parts[0] == "config":
+            if parts[1] not in self.config:
+                message = f"Subject '{parts[1]}' does not have subject-level compatibility configured"
+                return 404, {"error_code": 40408, "message": message}
+            return 200, {"compatibilityLevel": self.config[parts[1]]}
         if method == "PUT" and parts[0] == "config":
             self.config[parts[1]] = body["compatibility"]
             return 200, {"compatibility": body["compatibility"]}
@@ -170,6 +179,52 @@ def test_register_sets_full_compatibility_and_caches_the_id(registry: tuple[Fake
     assert state.texts[first] == V1.text
 
 
+@pytest.mark.parametrize(
+    ("operator", "kept"),
+    [
+        ("FULL_TRANSITIVE", "FULL_TRANSITIVE"),
+        ("FULL", "FULL"),
+        ("BACKWARD", "FULL"),
+        ("FORWARD_TRANSITIVE", "FULL_TRANSITIVE"),
+        ("NONE", "FULL"),
+    ],
+)
+def test_register_keeps_a_compatibility_at_least_as_strict_as_full(
+    registry: tuple[FakeRegistry, str], operator: str, kept: str
+) -> None:
+    """A subject's own setting is read first; bus only ever makes it stricter, never weaker."""
+    state, url = registry
+    state.config["bus.order.placed"] = operator
+    SchemaRegistry(url).register("order.placed", V1)
+    assert state.config == {"bus.order.placed": kept}
+    puts = [r for r in state.requests if r[0] == "PUT"]
+    assert len(puts) == (0 if kept == operator else 1)
+
+
+def test_a_stricter_setting_spares_a_user_without_config_permission(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    """With FULL_TRANSITIVE set by the operator, bus needs no permission to alter the config."""
+    state, url = registry
+    state.config["bus.order.placed"] = "FULL_TRANSITIVE"
+    state.denied["PUT"] = "User is denied operation AlterConfigs on Subject: bus.order.placed"
+    assert SchemaRegistry(url).register("order.placed", V1) == 1
+
+
+def test_a_denied_config_call_says_which_call_and_the_fix(registry: tuple[FakeRegistry, str]) -> None:
+    """403 on PUT /config keeps the registry's message and offers both ways out."""
+    state, url = registry
+    state.denied["PUT"] = "User is denied operation AlterConfigs on Subject: bus.order.placed"
+    with pytest.raises(ConfigError) as caught:
+        SchemaRegistry(url).register("order.placed", V1)
+    message = str(caught.value)
+    assert "PUT /config/bus.order.placed" in message
+    assert "denied operation AlterConfigs" in message
+    assert "grant" in message
+    assert "set its compatibility to FULL (or stricter) yourself" in message
+    assert "credentials" not in message
+
+
 def test_a_compatible_version_gets_a_new_id_and_both_decode(registry: tuple[FakeRegistry, str]) -> None:
     """v2 (an added defaulted field) registers; events written with either decode via the registry."""
     _, url = registry
@@ -218,7 +273,7 @@ def test_schemas_by_id_are_fetched_once_across_threads(registry: tuple[FakeRegis
     with ThreadPoolExecutor(max_workers=8) as pool:
         fingerprints = set(pool.map(lambda _: client.schema(schema_id).fingerprint, range(64)))
     assert fingerprints == {V1.fingerprint}
-    gets = [r for r in state.requests if r[0] == "GET"]
+    gets = [r for r in state.requests if r[0] == "GET" and r[1].startswith("/schemas/ids/")]
     assert len(gets) == 1
     body = encode(V1, {"id": "o-1", "quantity": 1})
     assert decode(client.schema(schema_id), body, max_bytes=100, max_items=10) == {"id": "o-1", "quantity": 1}

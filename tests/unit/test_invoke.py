@@ -8,6 +8,8 @@ import pytest
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent
 from bus.invoke import INVOKED_TYPE, answer, invocation_event, no_reply
+from bus.manifest import Destinations, Function, RetryPolicy
+from gateway.settings import invoke_targets
 
 
 def reply(type_: str, data: object) -> CloudEvent:
@@ -54,6 +56,29 @@ def test_errors_map_to_statuses(error_type: str, status: int) -> None:
 def test_retry_says_when_in_retry_after() -> None:
     data = {"function": "f", "error_type": "Retry", "message": "busy", "retry_after": 2.2}
     assert answer(reply("bus.function.error", data), "e-1").headers["retry-after"] == "3"
+
+
+@pytest.mark.parametrize(("policy", "header"), [(None, "1"), (10.0, "10"), (0.5, "1")])
+def test_retry_without_after_still_says_when(policy: float | None, header: str) -> None:
+    """`raise Retry()` names no delay: Retry-After is the function's first backoff, else 1 s."""
+    data = {"function": "f", "error_type": "Retry", "message": "busy", "signal": "retry", "retry_after": None}
+    done = answer(reply("bus.function.error", data), "e-1", retry_after=policy)
+    assert (done.status, done.headers["retry-after"]) == (503, header)
+
+
+def test_a_delay_the_handler_named_wins_over_the_policy() -> None:
+    """`Retry(after=0)` means now, not the policy's backoff."""
+    data = {"function": "f", "error_type": "Retry", "message": "busy", "retry_after": 0}
+    assert answer(reply("bus.function.error", data), "e-1", retry_after=10.0).headers["retry-after"] == "0"
+
+
+def test_invoke_targets_know_the_first_backoff() -> None:
+    """The gateway learns each function's first backoff from the manifest."""
+    retry = RetryPolicy(backoff=(5.0, 30.0))
+    function = Function(
+        name="f", handler="h:f", destinations=Destinations(on_success=None, on_failure=None), retry=retry
+    )
+    assert invoke_targets("p", {"f": function})["f"].retry_after == 5.0
 
 
 @pytest.mark.parametrize(

@@ -56,3 +56,23 @@ def test_check_name_refuses_what_cannot_be_one_topic_segment(name: str) -> None:
     """Dots, empty names, over-long names, whitespace and non-ASCII are refused, naming the kind."""
     with pytest.raises(ValueError, match=r"^function .* must be 1-100 characters"):
         naming.check_name("function", name)
+
+
+@pytest.mark.parametrize(
+    ("topic", "prefix"),
+    [
+        ("acme.ingress", "acme"),
+        ("acme-prod.fn.thumbs.results", "acme-prod"),
+        ("acme.fn.thumbs.retry.2", "acme"),
+        ("acme.router.dlq", "acme"),
+        ("acme.replies.gw-1", "acme"),
+        ("acme.schemas", "acme"),
+        ("orders.processed", None),
+        ("acme.fn.", None),
+        ("ingress", None),
+        ("a.b.ingress", None),
+    ],
+)
+def test_the_prefix_of_a_topic_bus_names(topic: str, prefix: str | None) -> None:
+    """`bus tail` reads a topic with its own prefix's schemas: `<prefix>.` then one of bus's topic names."""
+    assert naming.prefix_of(topic) == prefix
