@@ -112,6 +112,20 @@ class SchemaRegistry:
         messages = answer.get("messages") or ["the registry says it is incompatible"]
         return [str(message) for message in messages]
 
+    def ensure_compatible(
+        self, event_type: str, schema: Schema, *, compatibility: Compatibility | None = DEFAULT_COMPATIBILITY
+    ) -> None:
+        """Raise the ManifestError `register` would raise for `schema`, registering nothing.
+
+        The subject is set to `compatibility` first, as `register` does, so the registry checks
+        by the rule it will enforce.
+        """
+        if compatibility is not None:
+            self.set_compatibility(event_type, compatibility)
+        problems = self.check(event_type, schema)
+        if problems:
+            raise _manifest_refusal(f"schemas.{event_type}", 409, "; ".join(problems))
+
     def set_compatibility(self, event_type: str, mode: Compatibility) -> None:
         """Set the compatibility the registry enforces for the type's subject."""
         self._call(
