@@ -158,7 +158,7 @@ class SchemaRegistry:
         if not isinstance(text, str):
             raise _unavailable(self.url, f"GET /schemas/ids/{schema_id} answered without a schema")
         try:
-            schema = parse(text, where=f"registry schema {schema_id}")
+            schema = parse(text, where=f"registry schema {schema_id}", check_defaults=False)
         except ManifestError as exc:
             raise InvalidEvent("dataschema", str(exc)) from None
         with self._lock:

@@ -196,7 +196,7 @@ def _entry(key: bytes | None, value: bytes | None) -> tuple[str, Schema, int] | 
     try:
         doc: Any = orjson.loads(value)
         event_type, text, version = doc["type"], doc["schema"], doc["version"]
-        schema = parse(text, where=f"{event_type} in the schemas topic")
+        schema = parse(text, where=f"{event_type} in the schemas topic", check_defaults=False)
     except (orjson.JSONDecodeError, KeyError, TypeError, BusError):
         return None
     if not isinstance(event_type, str) or not isinstance(version, int):
