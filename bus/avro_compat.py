@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from bus.avro_schema import PRIMITIVES, Schema
+from bus.avro_schema import JSON_LOGICAL_TYPE, PRIMITIVES, Schema
 from bus.avro_validation import describe
 
 __all__ = ["DEFAULT_COMPATIBILITY", "Compatibility", "check_compatible"]
@@ -86,17 +86,18 @@ class _Resolution:
         r = self.resolve_reader(reader_node)
         w = self.resolve_writer(writer_node)
         if isinstance(w, list):  # every branch the writer may have chosen must be readable
-            return [problem for branch in w for problem in self.read(r, branch, path)]
+            return [problem for branch in w for problem in self.read(reader_node, branch, path)]
         if isinstance(r, list):
             index = self.select(r, w)
             if index is None:
                 return [f"{path}: written as {self.said(w)}, which no branch of the reader's union reads"]
-            return self.read(r[index], w, path)
+            return self.read(r[index], writer_node, path)
+        mismatch = self.mismatch(r, w, reader_node, writer_node, path)
+        if mismatch is not None:
+            return [mismatch]
         r_kind, w_kind = _kind(r), _kind(w)
-        if r_kind != w_kind:
-            if w_kind in _PROMOTIONS and r_kind in _PROMOTIONS[w_kind]:
-                return []
-            return [f"{path}: written as {self.said(w)}, cannot be read as {describe(self.reader, r)}"]
+        if r_kind != w_kind:  # a promotion
+            return []
         if r_kind in ("record", "error", "enum", "fixed") and not self.same_name(r, w):
             return [f"{path}: written as {w['name']}, read as {r['name']}: the names differ (add an alias)"]
         if r_kind in ("record", "error"):
@@ -116,6 +117,13 @@ class _Resolution:
         if r_kind == "map":
             return self.read(r["values"], w["values"], f"{path}[*]")
         return []
+
+    def mismatch(self, r: Any, w: Any, reader_node: Any, writer_node: Any, path: str) -> str | None:
+        """Why the writer's type cannot be read as the reader's, names and contents aside."""
+        r_kind, w_kind = _kind(r), _kind(w)
+        if r_kind != w_kind and r_kind not in _PROMOTIONS.get(w_kind, frozenset()):
+            return f"{path}: written as {self.said(w)}, cannot be read as {describe(self.reader, r)}"
+        return _json_text_problem(reader_node, writer_node, path)
 
     def record(self, r: Any, w: Any, path: str) -> list[str]:
         key = (r["name"], w["name"])
@@ -162,6 +170,31 @@ class _Resolution:
 
     def said(self, w: Any) -> str:
         return describe(self.writer, w)
+
+
+def _json_text_problem(reader_node: Any, writer_node: Any, path: str) -> str | None:
+    """Why a string read with or without `logicalType: json` as written the other way cannot be.
+
+    Avro ignores logical types when resolving, but bus parses a json string on reading: plain text
+    is not JSON, and JSON read as plain text is no longer the value that was written.
+    """
+    r_json, w_json = _is_json_text(reader_node), _is_json_text(writer_node)
+    if r_json == w_json:
+        return None
+    said = {True: "JSON text (logicalType json)", False: "plain text (no logicalType json)"}
+    return (
+        f"{path}: written as {said[w_json]}, read as {said[r_json]}; keep the field's logicalType json "
+        "as it was, or give the changed event a new type"
+    )
+
+
+def _is_json_text(node: Any) -> bool:
+    """`{"type": "string", "logicalType": "json"}`, possibly wrapped in `{"type": {...}}`."""
+    while isinstance(node, dict):
+        if node.get("logicalType") == JSON_LOGICAL_TYPE:
+            return True
+        node = node.get("type")
+    return False
 
 
 def _nested(node: Any) -> bool:

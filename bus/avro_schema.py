@@ -104,8 +104,14 @@ class SchemaBook:
         return SchemaBook(types={**self.types, **types}, ids=ids)
 
 
-def parse(source: str | bytes | Mapping[str, Any] | list[Any], *, where: str = "schema") -> Schema:
-    """Parse an Avro schema (JSON text or its decoded value); ManifestError(`where`, ...) if invalid."""
+def parse(
+    source: str | bytes | Mapping[str, Any] | list[Any], *, where: str = "schema", check_defaults: bool = True
+) -> Schema:
+    """Parse an Avro schema (JSON text or its decoded value); ManifestError(`where`, ...) if invalid.
+
+    `check_defaults=False` reads a schema that is registered already (an older bus may have
+    registered a default that is now refused): readers still need it to decode what it wrote.
+    """
     if isinstance(source, str | bytes):
         try:
             raw = orjson.loads(source)
@@ -120,10 +126,14 @@ def parse(source: str | bytes | Mapping[str, Any] | list[Any], *, where: str = "
         wire = parse_schema(_without_logical_types(copy.deepcopy(raw)))
         canonical = to_parsing_canonical_form(parsed)
     except Exception as exc:  # fastavro raises many types (SchemaParseException, KeyError, ...)
+        if check_defaults:
+            _explain_default_error(raw, where)
         reason = str(exc) or type(exc).__name__
         raise ManifestError(where, f"is not a valid Avro schema: {reason}") from None
     named = dict(_named_types(parsed))
     _check_json_logical(parsed, where)
+    if check_defaults:
+        _check_defaults(parsed, named, where)
     return Schema(
         text=orjson.dumps(raw).decode(),
         parsed=parsed,
@@ -263,3 +273,203 @@ def _converts(parsed: Any) -> bool:
         if isinstance(node, dict) and node.get("logicalType") == JSON_LOGICAL_TYPE:
             return True
     return False
+
+
+_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+def _check_defaults(
+    parsed: Any, named: Mapping[str, Any], where: str, defaults: _Defaults | None = None
+) -> None:
+    """ManifestError naming the field whose default is not a value of its type.
+
+    fastavro checks defaults loosely (a union's against any branch, `"1.5"` for a double), but
+    Avro readers fill in a missing field from its default, so a wrong one fails only later, when
+    data written without the field is read. `defaults`: (record, field) -> default, when `parsed`
+    was parsed without them.
+    """
+    for node in _walk(parsed):
+        if not (isinstance(node, dict) and node.get("type") in ("record", "error")):
+            continue
+        prefix = "" if node is parsed else f"{node['name'].rsplit('.', 1)[-1]}."
+        for f in node["fields"]:
+            key = (node["name"], f["name"])
+            if defaults is not None and key in defaults:
+                value = defaults[key]
+            elif defaults is None and "default" in f:
+                value = f["default"]
+            else:
+                continue
+            label = f"field {prefix}{f['name']}"
+            problem = _default_problem(f["type"], value, named)
+            if problem is None:
+                continue
+            kind = named.get(f["type"], f["type"]) if isinstance(f["type"], str) else f["type"]
+            if isinstance(kind, list) and any(_default_problem(b, value, named) is None for b in kind):
+                first = orjson.dumps(_type_name(kind[0])).decode()
+                raise ManifestError(
+                    where,
+                    f"{label}: the default {_shown(value)} is not a value of the union's first type, "
+                    f"{first}: Avro reads a union's default as its first type; put the default's type "
+                    f"first (e.g. {_reordered(kind, value, named)}) or change the default",
+                )
+            raise ManifestError(where, f"{label}: the default is not a value of its type: {problem}")
+
+
+_Defaults = Mapping[tuple[str, str], Any]
+
+
+def _explain_default_error(raw: Any, where: str) -> None:
+    """When fastavro refused `raw` for a default alone: the ManifestError naming the field."""
+    defaults: dict[tuple[str, str], Any] = {}
+    try:
+        parsed = parse_schema(_without_defaults(raw, "", defaults))
+    except Exception:
+        return
+    _check_defaults(parsed, dict(_named_types(parsed)), where, defaults)
+
+
+def _field_without_default(f: Any, namespace: str, defaults: dict[tuple[str, str], Any]) -> Any:
+    if not isinstance(f, dict):
+        return f
+    return {
+        k: _without_defaults(v, namespace, defaults) if k == "type" else v
+        for k, v in f.items()
+        if k != "default"
+    }
+
+
+def _without_defaults(node: Any, namespace: str, defaults: dict[tuple[str, str], Any]) -> Any:
+    """A copy of a raw schema without field defaults, collecting them by (record full name, field)."""
+    if isinstance(node, list):
+        return [_without_defaults(branch, namespace, defaults) for branch in node]
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    kind = node.get("type")
+    if kind in NAMED and isinstance(node.get("name"), str):
+        name = node["name"]
+        namespace = node.get("namespace", namespace) if "." not in name else name.rsplit(".", 1)[0]
+        full = name if "." in name or not namespace else f"{namespace}.{name}"
+        if kind in ("record", "error") and isinstance(node.get("fields"), list):
+            fields = []
+            for f in node["fields"]:
+                if isinstance(f, dict) and "default" in f:
+                    defaults[(full, str(f.get("name")))] = f["default"]
+                fields.append(_field_without_default(f, namespace, defaults))
+            out["fields"] = fields
+    for key in ("items", "values"):
+        if key in node:
+            out[key] = _without_defaults(node[key], namespace, defaults)
+    if isinstance(kind, dict | list):
+        out["type"] = _without_defaults(kind, namespace, defaults)
+    return out
+
+
+def _default_problem(node: Any, value: Any, named: Mapping[str, Any], at: str = "") -> str | None:  # noqa: PLR0911, PLR0912 - one answer per Avro type
+    """Why `value` (a default as JSON) is not a value of `node`; `at` is where inside the default."""
+    node = named.get(node, node) if isinstance(node, str) else node
+    if isinstance(node, list):  # a union's default is a value of its first type
+        return _default_problem(node[0], value, named, at)
+    kind = node["type"] if isinstance(node, dict) else node
+    if isinstance(kind, dict | list):
+        return _default_problem(kind, value, named, at)
+    here = f"{at}: " if at else ""
+    if isinstance(node, dict) and node.get("logicalType") == JSON_LOGICAL_TYPE:
+        try:
+            orjson.loads(value if isinstance(value, str) else b"\xff")
+        except orjson.JSONDecodeError:
+            return (
+                f"{here}must be JSON text (a json field's default is its value written as JSON, e.g. "
+                f'"null", "{{}}" or "\\"text\\""), got {_shown(value)}'
+            )
+        return None
+    if kind in ("record", "error"):
+        if not isinstance(value, dict):
+            return f"{here}expected an object for record {node['name']}, got {_shown(value)}"
+        fields = {f["name"]: f for f in node["fields"]}
+        for name in value:
+            if name not in fields:
+                return f"{at}.{name}: is not a field of {node['name']}"
+        for name, f in fields.items():
+            if name in value:
+                problem = _default_problem(f["type"], value[name], named, f"{at}.{name}")
+                if problem is not None:
+                    return problem
+            elif "default" not in f:
+                return f"{at}.{name}: is missing, and the field has no default of its own"
+        return None
+    if kind == "array":
+        if not isinstance(value, list):
+            return f"{here}expected an array, got {_shown(value)}"
+        problems = (_default_problem(node["items"], v, named, f"{at}[{i}]") for i, v in enumerate(value))
+        return next((problem for problem in problems if problem is not None), None)
+    if kind == "map":
+        if not isinstance(value, dict):
+            return f"{here}expected an object (a map), got {_shown(value)}"
+        problems = (_default_problem(node["values"], v, named, f"{at}[{k!r}]") for k, v in value.items())
+        return next((problem for problem in problems if problem is not None), None)
+    if kind == "enum":
+        if value in node["symbols"]:
+            return None
+        return f"{here}expected one of {', '.join(node['symbols'])}, got {_shown(value)}"
+    if kind == "fixed":
+        size = node["size"]
+        if _latin1(value) is not None and len(value) == size:
+            return None
+        return f"{here}expected {size} bytes as a string of code points 0-255, got {_shown(value)}"
+    return _primitive_problem(kind, value, here)
+
+
+def _primitive_problem(kind: str, value: Any, here: str) -> str | None:
+    """Why `value` is not a JSON-encoded Avro `kind` (bytes: a string of code points 0-255)."""
+    if kind == "null":
+        fits = value is None
+    elif kind == "boolean":
+        fits = isinstance(value, bool)
+    elif kind in _INT_RANGE:
+        low, high = _INT_RANGE[kind]
+        fits = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    elif kind in ("float", "double"):
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind == "bytes":
+        fits = _latin1(value) is not None
+    else:
+        fits = isinstance(value, str)
+    if fits:
+        return None
+    article = "an" if kind[0] in "aeiou" else "a"
+    return f"{here}expected {article} {kind}, got {_shown(value)}"
+
+
+def _latin1(value: Any) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+def _type_name(node: Any) -> Any:
+    if isinstance(node, dict):
+        return node["name"] if node.get("type") in NAMED else node["type"]
+    return node
+
+
+def _reordered(branches: list[Any], value: Any, named: Mapping[str, Any]) -> str:
+    """The union's type names with the first one the default fits moved to the front."""
+    names = [_type_name(branch) for branch in branches]
+    fitting = next((i for i, b in enumerate(branches) if _default_problem(b, value, named) is None), 0)
+    shown = [
+        orjson.dumps(name).decode() for name in [names[fitting], *names[:fitting], *names[fitting + 1 :]]
+    ]
+    return f"[{', '.join(shown)}]"
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -39,6 +39,10 @@ class SchemaStore(Protocol):
         """
         ...
 
+    def ensure_compatible(self, event_type: str, schema: Schema) -> None:
+        """Raise the ManifestError `register` would raise for `schema`, registering nothing."""
+        ...
+
     def writer_schema(self, ref: BookRef | RegistryRef) -> Schema:
         """The schema a dataschema names; InvalidEvent("dataschema", ...) when the store lacks it."""
         ...

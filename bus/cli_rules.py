@@ -11,7 +11,7 @@ import orjson
 
 from bus import manifest
 from bus.control import Applied, Refused
-from bus.errors import BusError, ConfigError
+from bus.errors import BusError, ConfigError, ManifestError
 from bus.flows import rule_documents
 from bus.kafka.control_store import applied_manifest, apply_file, read_applied
 from bus.patterns import PatternError
@@ -42,7 +42,11 @@ def add_commands(sub: Any) -> None:
 
 def run_apply(args: argparse.Namespace, settings: KafkaSettings, *, prefix: str | None) -> int:
     """`bus apply -f bus.yaml`; `prefix` (from --prefix or BUS_PREFIX) overrides the manifest's."""
-    print(apply_file(settings, args.file, prefix=prefix))
+    try:
+        print(apply_file(settings, args.file, prefix=prefix))
+    except ManifestError as exc:  # bad input, as the README's exit statuses say: 2, not 1
+        print(f"bus apply: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

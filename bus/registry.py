@@ -113,6 +113,20 @@ class SchemaRegistry:
         messages = answer.get("messages") or ["the registry says it is incompatible"]
         return [str(message) for message in messages]
 
+    def ensure_compatible(
+        self, event_type: str, schema: Schema, *, compatibility: Compatibility | None = DEFAULT_COMPATIBILITY
+    ) -> None:
+        """Raise the ManifestError `register` would raise for `schema`, registering nothing.
+
+        The subject is made at least as strict as `compatibility` first, as `register` does, so
+        the registry checks by the rule it will enforce.
+        """
+        if compatibility is not None:
+            self.ensure_compatibility(event_type, compatibility)
+        problems = self.check(event_type, schema)
+        if problems:
+            raise _manifest_refusal(f"schemas.{event_type}", 409, "; ".join(problems))
+
     def compatibility(self, event_type: str) -> str | None:
         """The compatibility set on the type's subject itself; None if none is (the global one applies)."""
         subject = self.subject(event_type)
@@ -180,7 +194,7 @@ class SchemaRegistry:
         if not isinstance(text, str):
             raise _unavailable(self.url, f"GET /schemas/ids/{schema_id} answered without a schema")
         try:
-            schema = parse(text, where=f"registry schema {schema_id}")
+            schema = parse(text, where=f"registry schema {schema_id}", check_defaults=False)
         except ManifestError as exc:
             raise InvalidEvent("dataschema", str(exc)) from None
         with self._lock:

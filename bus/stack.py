@@ -98,7 +98,7 @@ class Stack:
         log_event(
             logger,
             "manifest_applied",
-            summary=apply_file(settings, self._manifest_path, prefix=self._manifest.prefix),
+            summary=apply_file(settings, self._manifest_path, prefix=self._manifest.prefix, environ=env),
         )
         if self._ui_port is not None:  # before the children: a port in use fails at once
             self._dashboard = Dashboard(settings, self._manifest, port=self._ui_port, metrics=self._metrics)

@@ -7,12 +7,14 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from bus import manifest, naming, packages
+from bus.avro_schema import load_book
 from bus.clock import now_rfc3339
 from bus.control import (
     CONTROL_KEY,
@@ -30,6 +32,7 @@ from bus.errors import BusError, ConfigError, KafkaError, KafkaUnavailable
 from bus.kafka.admin import end_offsets, ensure_topics
 from bus.kafka.config import build, consumer_config, producer_config
 from bus.kafka.reader import read_to_end
+from bus.kafka.schema_store import open_store
 from bus.logs import log_event
 from bus.settings import KafkaSettings, load_kafka
 from bus.topology import manifest_topics
@@ -190,14 +193,23 @@ class ControlWatcher:
 
 
 def apply_file(
-    settings: KafkaSettings, path: Path, *, prefix: str | None, environments: Path | None = None
+    settings: KafkaSettings,
+    path: Path,
+    *,
+    prefix: str | None,
+    environments: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> str:
-    """Validate `path`, build its packaged functions' environments (in `environments`, default
-    `$BUS_HOME/envs`), create its topics and store it as the next version, with where routers
-    start the results topics it newly follows (`Applied.starts`); return a summary."""
+    """Validate `path`, check its schemas against the versions registered for the prefix, build
+    its packaged functions' environments (in `environments`, default `$BUS_HOME/envs`), create its
+    topics and store it as the next version, with where routers start the results topics it newly
+    follows (`Applied.starts`); return a summary. `environ` (default `os.environ`) says which
+    schema store gateways use (`BUS_SCHEMA_REGISTRY_URL`)."""
+    environ = os.environ if environ is None else environ
     base_dir = path.resolve().parent
     stored, checked = checked_document(manifest.read_document(path), base_dir, prefix=prefix)
-    packages.prepare(checked, environments or packages.environments_home(os.environ))
+    _ensure_registrable(settings, checked, environ)
+    packages.prepare(checked, environments or packages.environments_home(environ))
     ensure_topics(settings, manifest_topics(checked))
     previous, _ = read_applied(settings, checked.prefix)
     # A results topic a flow step starts following is read from its end as of now (the topics
@@ -214,6 +226,22 @@ def apply_file(
         f"applied version {applied.version} to prefix {checked.prefix!r}: "
         f"{len(checked.rules)} rules ({change.describe()}), {len(checked.functions)} functions"
     )
+
+
+def _ensure_registrable(
+    settings: KafkaSettings, checked: manifest.Manifest, environ: Mapping[str, str]
+) -> None:
+    """ManifestError(`schemas.<type>`) when a gateway would refuse to register one of the schemas.
+
+    Stored anyway, such a manifest would be refused by running gateways, which keep the old one
+    in force (a revoked key among its changes would not be), and stop restarted ones.
+    """
+    if not checked.schemas:
+        return
+    book = load_book(checked.schemas, Path(checked.base_dir))
+    store = open_store(replace(settings, prefix=checked.prefix), environ)
+    for event_type in checked.schemas:
+        store.ensure_compatible(event_type, book.types[event_type])
 
 
 def manifest_in_force(environ: Mapping[str, str], path: Path | None, prefix: str | None) -> manifest.Manifest:

@@ -90,22 +90,12 @@ class KafkaSchemaStore:
 
         ManifestError(`schemas.<type>`) when it is incompatible with the type's latest version.
         """
-        where = f"schemas.{event_type}"
         with self._lock:
             self._refresh()
             versions = self._versions.get(event_type, {})
             if schema.fingerprint in versions:
                 return
-            if versions:
-                latest_fingerprint, latest = max(versions.items(), key=lambda item: item[1])
-                problems = check_compatible(schema, self._schemas[latest_fingerprint], self._compatibility)
-                if problems:
-                    raise ManifestError(
-                        where,
-                        f"is incompatible with version {latest} registered in {self._topic} "
-                        f"({self._compatibility.value} compatibility): {'; '.join(problems)}; "
-                        "add or remove only fields that have defaults, or give the changed event a new type",
-                    )
+            self._refuse_incompatible(event_type, schema)
             version = max(versions.values(), default=0) + 1
             value = {"type": event_type, "schema": schema.text, "version": version}
             self._produce(f"{event_type}:{schema.fingerprint}".encode(), orjson.dumps(value))
@@ -113,6 +103,28 @@ class KafkaSchemaStore:
         log_event(
             logger, "schema_registered", type=event_type, fingerprint=schema.fingerprint, version=version
         )
+
+    def ensure_compatible(self, event_type: str, schema: Schema) -> None:
+        """Raise the ManifestError `register` would raise for `schema`; writes nothing."""
+        with self._lock:
+            self._refresh()
+            if schema.fingerprint not in self._versions.get(event_type, {}):
+                self._refuse_incompatible(event_type, schema)
+
+    def _refuse_incompatible(self, event_type: str, schema: Schema) -> None:
+        """ManifestError when `schema` cannot follow the type's latest version (the caller holds the lock)."""
+        versions = self._versions.get(event_type, {})
+        if not versions:
+            return
+        latest_fingerprint, latest = max(versions.items(), key=lambda item: item[1])
+        problems = check_compatible(schema, self._schemas[latest_fingerprint], self._compatibility)
+        if problems:
+            raise ManifestError(
+                f"schemas.{event_type}",
+                f"is incompatible with version {latest} registered in {self._topic} "
+                f"({self._compatibility.value} compatibility): {'; '.join(problems)}; "
+                "add or remove only fields that have defaults, or give the changed event a new type",
+            )
 
     def lookup(self, fingerprint: str) -> Schema | None:
         """The registered schema with this fingerprint; the topic is read again once if it is unknown."""
@@ -192,7 +204,7 @@ def _entry(key: bytes | None, value: bytes | None) -> tuple[str, Schema, int] | 
     try:
         doc: Any = orjson.loads(value)
         event_type, text, version = doc["type"], doc["schema"], doc["version"]
-        schema = parse(text, where=f"{event_type} in the schemas topic")
+        schema = parse(text, where=f"{event_type} in the schemas topic", check_defaults=False)
     except (orjson.JSONDecodeError, KeyError, TypeError, BusError):
         return None
     if not isinstance(event_type, str) or not isinstance(version, int):

@@ -16,8 +16,9 @@ import pytest
 from bus import naming
 from bus.avro_codec import AVRO_CONTENT_TYPE, decode, schema_uri
 from bus.avro_schema import load_schema
+from bus.control import Applied
 from bus.errors import ManifestError
-from bus.kafka.control_store import apply_file
+from bus.kafka.control_store import apply_file, read_applied
 from bus.kafka.producer import AsyncProducer
 from bus.kafka.schema_store import KafkaSchemaStore
 from bus.kafka_binding import Record, from_record, header
@@ -165,6 +166,35 @@ def test_an_incompatible_version_is_refused_when_it_is_registered(kafka: KafkaEn
     assert "data.amount" in gateway.stderr
     fresh = KafkaSchemaStore(kafka.settings(prefix))
     assert fresh.lookup(v3.fingerprint) is None, "the refused version was not written"
+
+
+def test_apply_refuses_a_schema_the_gateways_would_refuse_and_stores_nothing(
+    kafka: KafkaEnv, tmp_path: Path
+) -> None:
+    """With v1 registered, applying v3 (`amount` double -> string) raises the gateway's error and
+    stores nothing; `bus apply` exits 2 with that one line. Applying v2 (a defaulted field) works."""
+    prefix = kafka.prefix()
+    v1_path = typed_manifest(tmp_path / "v1", prefix, V1)
+    v2_path = typed_manifest(tmp_path / "v2", prefix, V2)
+    v3_path = typed_manifest(tmp_path / "v3", prefix, V3)
+    assert apply_file(kafka.settings(prefix), v1_path, prefix=None).startswith("applied version 1 ")
+    v1 = load_schema(tmp_path / "v1" / "schemas" / "order.avsc", where="v1")
+    KafkaSchemaStore(kafka.settings(prefix)).register("order.placed", v1)  # as a v1 gateway does
+    with pytest.raises(ManifestError) as caught:
+        apply_file(kafka.settings(prefix), v3_path, prefix=None)
+    assert caught.value.path == "schemas.order.placed"
+    assert caught.value.reason.startswith("is incompatible with version 1 registered in ")
+    assert "data.amount: written as a double, cannot be read as a string" in caught.value.reason
+    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_HOME": str(tmp_path)}
+    by_cli = run_bus("apply", "-f", str(v3_path), env=env, timeout=120)
+    assert by_cli.returncode == 2, by_cli.stderr
+    assert by_cli.stderr == f"bus apply: {caught.value}\n"
+    latest, _ = read_applied(kafka.settings(prefix), prefix)
+    assert isinstance(latest, Applied)
+    assert latest.version == 1, "the refused manifest was not stored"
+    v3 = load_schema(tmp_path / "v3" / "schemas" / "order.avsc", where="v3")
+    assert KafkaSchemaStore(kafka.settings(prefix)).lookup(v3.fingerprint) is None, "nor its schema"
+    assert apply_file(kafka.settings(prefix), v2_path, prefix=None).startswith("applied version 2 ")
 
 
 def test_a_bomb_on_a_function_topic_ends_in_the_dlq_and_the_worker_keeps_serving(

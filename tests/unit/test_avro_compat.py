@@ -210,3 +210,43 @@ def test_recursive_schemas_terminate() -> None:
         }
     )
     assert check_compatible(node, node) == []
+
+
+JSON_TEXT: dict[str, Any] = {"type": "string", "logicalType": "json"}
+
+
+@pytest.mark.parametrize(
+    ("plain", "as_json"),
+    [
+        ({"name": "payload", "type": "string"}, {"name": "payload", "type": JSON_TEXT}),
+        (
+            {"name": "payload", "type": {"type": "array", "items": "string"}},
+            {"name": "payload", "type": {"type": "array", "items": JSON_TEXT}},
+        ),
+        ({"name": "payload", "type": ["null", "string"]}, {"name": "payload", "type": JSON_TEXT}),
+        ({"name": "payload", "type": "bytes"}, {"name": "payload", "type": JSON_TEXT}),
+    ],
+)
+def test_adding_or_removing_the_json_logical_type_is_incompatible_both_ways(
+    plain: dict[str, Any], as_json: dict[str, Any]
+) -> None:
+    """A v2 reader would parse v1's plain text as JSON (and fail), a v1 reader would get v2's JSON
+    as text: turning a field into `logicalType: json` or back is refused, naming the field."""
+    text, json_text = order(*BASE, plain), order(*BASE, as_json)
+    for new, old in ((json_text, text), (text, json_text)):
+        problems = check_compatible(new, old)
+        assert problems, (new.text, old.text)
+        assert all(problem.startswith("data.payload") for problem in problems), problems
+        assert any("logicalType json" in problem for problem in problems), problems
+        for mode in (Compatibility.BACKWARD, Compatibility.FORWARD):
+            assert check_compatible(new, old, mode), mode
+
+
+def test_a_json_field_kept_as_it_was_stays_compatible() -> None:
+    """The json logical type on both sides is the same string type: nothing to report."""
+    v1 = order(*BASE, {"name": "payload", "type": JSON_TEXT})
+    v2 = order(
+        *BASE, {"name": "payload", "type": JSON_TEXT}, {"name": "note", "type": "string", "default": ""}
+    )
+    assert check_compatible(v2, v1) == []
+    assert check_compatible(parse(JSON_TEXT), parse(JSON_TEXT)) == []

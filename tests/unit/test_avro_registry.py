@@ -258,6 +258,25 @@ def test_an_incompatible_version_is_refused_when_registered(registry: tuple[Fake
     assert "data.quantity" in caught.value.reason
 
 
+def test_ensure_compatible_refuses_what_register_would_and_registers_nothing(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    """`bus apply`'s check: under FULL (set first, as register does) removing a field without a default
+    is a ManifestError naming the field; a compatible version passes; neither is registered."""
+    state, url = registry
+    SchemaRegistry(url).register("order.placed", V1, compatibility=None)  # the subject stays BACKWARD
+    client = SchemaRegistry(url)
+    with pytest.raises(ManifestError) as caught:
+        client.ensure_compatible("order.placed", V3_BREAKING)
+    assert caught.value.path == "schemas.order.placed"
+    assert "incompatible" in caught.value.reason
+    assert "data.quantity" in caught.value.reason
+    client.ensure_compatible("order.placed", V2)
+    client.ensure_compatible("order.new", V3_BREAKING)  # no version yet: anything goes
+    assert state.config["bus.order.placed"] == "FULL"
+    assert state.subjects == {"bus.order.placed": [1]}
+
+
 def test_check_before_the_first_version_is_compatible(registry: tuple[FakeRegistry, str]) -> None:
     """A subject with no versions yet accepts anything."""
     _, url = registry

@@ -195,3 +195,86 @@ def test_user_schemas_cannot_take_platform_types(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         load_book({"bus.object.created": "order.avsc"}, tmp_path)
     assert caught.value.path == "schemas.bus.object.created"
+
+
+JSON_TEXT: dict[str, Any] = {"type": "string", "logicalType": "json"}
+INNER: dict[str, Any] = {
+    "type": "record",
+    "name": "Inner",
+    "fields": [{"name": "b", "type": "int"}, {"name": "c", "type": JSON_TEXT, "default": "null"}],
+}
+
+
+def with_field(field_type: Any, default: Any) -> dict[str, Any]:
+    """A record with one field `a` of `field_type` defaulting to `default`."""
+    return {"type": "record", "name": "R", "fields": [{"name": "a", "type": field_type, "default": default}]}
+
+
+@pytest.mark.parametrize(
+    ("field_type", "default", "reason"),
+    [
+        (["null", "string"], "x", 'the union\'s first type, "null"'),
+        (["string", "null"], None, 'the union\'s first type, "string"'),
+        (["null", INNER], {"b": 1}, 'the union\'s first type, "null"'),
+        (JSON_TEXT, "notjson", "must be JSON text"),
+        (JSON_TEXT, {"k": 1}, "must be JSON text"),
+        ({"type": "array", "items": JSON_TEXT}, ["{"], "[0]: must be JSON text"),
+        (INNER, {"b": 1, "c": "nope"}, ".c: must be JSON text"),
+        (INNER, {}, ".b: is missing"),
+        ("double", "1.5", "expected a double"),
+        ("int", True, "expected an int"),
+        ("int", 2**31, "expected an int"),
+        ({"type": "enum", "name": "E", "symbols": ["A"]}, "B", "expected one of A"),
+        ({"type": "fixed", "name": "F", "size": 2}, "abc", "expected 2 bytes"),
+    ],
+)
+def test_a_default_that_does_not_fit_its_field_is_refused_at_load(
+    tmp_path: Path, field_type: Any, default: Any, reason: str
+) -> None:
+    """fastavro checks defaults loosely: bus refuses, naming `schemas.<type>` and the field, a union
+    default that is not of the union's first type (Avro spec), a json default that is not JSON text,
+    and any other default that is not a value of its field's type."""
+    (tmp_path / "r.avsc").write_text(json.dumps(with_field(field_type, default)))
+    with pytest.raises(ManifestError) as caught:
+        load_book({"order.placed": "r.avsc"}, tmp_path)
+    assert caught.value.path == "schemas.order.placed"
+    assert caught.value.reason.startswith("field a"), caught.value.reason
+    assert reason in caught.value.reason, caught.value.reason
+
+
+def test_the_union_default_message_says_how_to_fix_it() -> None:
+    """The message shows the default and says to put its type first or change it."""
+    with pytest.raises(ManifestError) as caught:
+        parse(with_field(["null", "string"], "x"), where="schemas.order.placed")
+    assert str(caught.value) == (
+        'schemas.order.placed: field a: the default "x" is not a value of the union\'s first type, '
+        '"null": Avro reads a union\'s default as its first type; '
+        'put the default\'s type first (e.g. ["string", "null"]) or change the default'
+    )
+
+
+@pytest.mark.parametrize(
+    ("field_type", "default"),
+    [
+        (["null", "string"], None),
+        (["string", "null"], "x"),
+        ([INNER, "null"], {"b": 1}),
+        (JSON_TEXT, "null"),
+        (JSON_TEXT, '{"k": [1, 2]}'),
+        ({"type": "array", "items": JSON_TEXT}, ["1", '"two"']),
+        ({"type": "map", "values": ["null", "long"]}, {"x": None}),
+        ("double", 1),
+        ("bytes", "\u00ff\u0000"),
+        ({"type": "fixed", "name": "F", "size": 2}, "ab"),
+    ],
+)
+def test_defaults_that_fit_their_field_load(field_type: Any, default: Any) -> None:
+    """Defaults of the field's type (a union's of its first type) load, nested ones included."""
+    parse(with_field(field_type, default))
+
+
+def test_a_registered_schema_with_a_refused_default_still_reads() -> None:
+    """Schemas read back from the schemas topic or a registry skip the default check: readers need
+    them to decode what they wrote, even if an older bus let a wrong default in."""
+    schema = parse(with_field(["null", "string"], "x"), check_defaults=False)
+    assert schema.parsed["fields"][0]["default"] == "x"

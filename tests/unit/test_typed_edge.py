@@ -59,6 +59,9 @@ class FakeStore:
         self.schemas[schema.fingerprint] = schema
         return len(self.registered) if self._ids else None
 
+    def ensure_compatible(self, event_type: str, schema: Schema) -> None:
+        pass
+
     def writer_schema(self, ref: BookRef | RegistryRef) -> Schema:
         if isinstance(ref, BookRef) and ref.fingerprint in self.schemas:
             return self.schemas[ref.fingerprint]
