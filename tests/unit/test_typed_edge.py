@@ -1,4 +1,4 @@
-"""Typed events at the edge (`gateway.typed`) and on the way back to JSON (`bus.avro_store.TypedReader`)."""
+"""Typed events at the edge (`bus.typed_events`) and back to JSON (`bus.avro_store.TypedReader`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from bus.avro_schema import Schema, SchemaBook, parse, platform_book
 from bus.avro_store import TypedReader
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent
-from gateway.typed import EdgeSchemas, register_book, typed
+from bus.typed_events import EdgeSchemas, register_book, typed
 
 V1 = parse(
     {
