@@ -139,6 +139,45 @@ rules:
     assert data["echo"] == {"id": "usd", "amount": 2.0, "currency": "USD"}
 
 
+def test_events_a_handler_emits_are_typed_as_the_gateway_types_them(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """ctx.emit of a typed type lands on ingress as Avro; data that does not fit fails the invocation
+    (dead letter naming the emitted field) and publishes nothing."""
+    rules = """
+functions:
+  relay: {handler: "emitters:relay", partitions: 1}
+rules:
+  - {name: requests, pattern: {type: [order.requested]}, targets: [relay]}
+"""
+    path = typed_manifest(tmp_path, kafka.prefix(), V1, rules)
+    (tmp_path / "emitters.py").write_text(
+        "def relay(event, ctx):\n    ctx.emit('order.placed', event.data)\n    return None\n"
+    )
+    good = {"id": "o-1", "amount": 5, "currency": "EUR"}
+    with running_platform(kafka, path, tmp_path / "home") as platform:
+        prefix = platform.manifest.prefix
+        for data in ({"id": "o-0", "amount": "ten", "currency": "EUR"}, good):
+            requested = {**order(data), "type": "order.requested"}
+            assert post(platform.url, requested).status_code == 202
+        (letter,) = kafka.read_exactly(naming.dlq_topic(prefix, "relay"), 1)
+        kafka.read(
+            naming.ingress_topic(prefix),
+            until=lambda records: any(header(r.headers(), "ce_type") == b"order.placed" for r in records),
+            timeout=60,
+        )
+    reason = (header(letter.headers(), "bus_error_message") or b"").decode()
+    assert reason.startswith("emitted[0].data.amount: expected a double, got 'ten'"), reason
+    placed = [
+        r
+        for r in kafka.read_all(naming.ingress_topic(prefix))
+        if header(r.headers(), "ce_type") == b"order.placed"
+    ]
+    (record,) = placed
+    schema = load_schema(tmp_path / "schemas" / "order.avsc", where="test")
+    assert header(record.headers(), "content-type") == AVRO_CONTENT_TYPE.encode()
+    assert header(record.headers(), "ce_dataschema") == schema_uri("order.placed", schema).encode()
+    assert decode(schema, record.value(), max_bytes=10_000, max_items=100) == {**good, "amount": 5.0}
+
+
 def test_a_v1_worker_reads_events_a_v2_gateway_writes(kafka: KafkaEnv, tmp_path: Path) -> None:
     """v2 adds a defaulted field and is accepted; the worker started on v1 finds the v2 writer in the
     schemas topic, and the v1 handler gets the data without the new field (Avro resolution)."""
