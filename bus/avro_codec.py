@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fastavro
 
-from bus.avro_guard import check_body
+from bus.avro_guard import DEFAULT_MAX_ITEMS, check_body
 from bus.avro_schema import JSON_LOGICAL_TYPE, Schema
 from bus.avro_validation import conform
 from bus.errors import InvalidEvent
@@ -52,8 +52,6 @@ AVRO_CONTENT_TYPE = "application/avro"
 SCHEMA_URI_PREFIX = "bus:schema:"
 DEFAULT_MAX_BYTES = 1_048_576
 """Largest Avro body decoded by default: Kafka's default record size."""
-DEFAULT_MAX_ITEMS = 100_000
-"""Most array items and map entries one body may declare, in all its arrays and maps together."""
 _IDS_PATH = "/schemas/ids/"
 _MAGIC = 0
 

@@ -23,7 +23,12 @@ from typing import Any
 from bus.avro_schema import PRIMITIVES, Schema
 from bus.errors import InvalidEvent
 
-__all__ = ["check_body", "min_size"]
+__all__ = ["DEFAULT_MAX_ITEMS", "check_body", "min_size"]
+
+DEFAULT_MAX_ITEMS = 100_000
+"""Most array items and map entries one body may declare, in all its arrays and maps together.
+
+The edge (`avro_validation.conform`) refuses data over it, so what the gateway accepts workers can read."""
 
 _INT_RANGE = (-(2**31), 2**31 - 1)
 _LONG_RANGE = (-(2**63), 2**63 - 1)

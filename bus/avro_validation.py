@@ -5,7 +5,8 @@ expected, but a boolean is never a number; `bytes` and `fixed` take bytes or, as
 encoding, a string of code points 0-255 (one byte each); a record refuses members it does not
 declare (a typo at the edge is an error, not silently dropped data); a missing field takes its
 default. Logical types are checked as their underlying type; `{"logicalType": "json"}` strings take
-any JSON value.
+any JSON value. Array items and map entries count against the same total the workers' decoder
+allows (`DEFAULT_MAX_ITEMS`), so data the edge accepts is data every worker can read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from bus.avro_guard import DEFAULT_MAX_ITEMS
 from bus.avro_schema import JSON_LOGICAL_TYPE, Schema
 from bus.errors import InvalidEvent
 from bus.events import MAX_JSON_DEPTH
@@ -27,6 +29,11 @@ MAX_CHECKS = 10_000
 """Most union branches one validation may try and reject: each failed branch is retried with the
 next, so without a bound, data nested through a union of records costs 2^depth."""
 _OVER_BUDGET = "the data was checked against over"
+
+
+class _TooManyItems(InvalidEvent):
+    """Over the item limit: not a mismatch for a union to try another branch over."""
+
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _INT = (-(2**31), 2**31 - 1)
@@ -46,19 +53,20 @@ _ARTICLE = {
 }
 
 
-def validate(schema: Schema, datum: Any, *, root: str = "data") -> None:
+def validate(schema: Schema, datum: Any, *, root: str = "data", max_items: int = DEFAULT_MAX_ITEMS) -> None:
     """Raise InvalidEvent(field="data.items[2].price", reason=...) unless `datum` fits `schema`."""
-    conform(schema, datum, root=root)
+    conform(schema, datum, root=root, max_items=max_items)
 
 
-def conform(schema: Schema, datum: Any, *, root: str = "data") -> Any:
+def conform(schema: Schema, datum: Any, *, root: str = "data", max_items: int = DEFAULT_MAX_ITEMS) -> Any:
     """Validate `datum` and return it as fastavro writes it for `schema.wire` (same object if unchanged).
 
     Defaults are filled in, bytes given as strings become bytes, JSON-typed values become JSON text,
     and a union value whose branch is not obvious is tagged `(branch name, value)` so fastavro
-    writes the branch validation chose.
+    writes the branch validation chose. More than `max_items` array items and map entries in all
+    is refused at the container that crosses the limit.
     """
-    return _Conformer(schema).value(schema.parsed, datum, root, 0)
+    return _Conformer(schema, max_items).value(schema.parsed, datum, root, 0)
 
 
 def describe(schema: Schema, node: Any) -> str:  # noqa: PLR0911 - one answer per Avro type
@@ -103,11 +111,13 @@ def show(value: Any) -> str:  # noqa: PLR0911 - one answer per kind of JSON valu
 class _Conformer:
     """One validation pass; named types resolve through the schema."""
 
-    __slots__ = ("budget", "schema")
+    __slots__ = ("budget", "items", "max_items", "schema")
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, max_items: int) -> None:
         self.schema = schema
         self.budget = MAX_CHECKS
+        self.items = 0
+        self.max_items = max_items
 
     def fail(self, path: str, node: Any, datum: Any) -> InvalidEvent:
         return InvalidEvent(path, f"expected {describe(self.schema, node)}, got {show(datum)}")
@@ -129,6 +139,7 @@ class _Conformer:
             if not isinstance(datum, list | tuple):
                 raise self.fail(path, node, datum)
             self.deeper(path, depth)
+            self.count(path, len(datum))
             items = node["items"]
             out = [self.value(items, item, f"{path}[{i}]", depth + 1) for i, item in enumerate(datum)]
             return datum if all(a is b for a, b in zip(out, datum, strict=True)) else out
@@ -169,6 +180,16 @@ class _Conformer:
         if problem is not None:
             raise InvalidEvent(path, problem)
         return datum
+
+    def count(self, path: str, items: int) -> None:
+        """Add a container's items to the total, refusing before any of them is checked."""
+        self.items += items
+        if self.items > self.max_items:
+            raise _TooManyItems(
+                path,
+                f"brings the data to {self.items} array items and map entries, over the limit of "
+                f"{self.max_items} that workers read; split it into several events",
+            )
 
     def spend(self, path: str) -> None:
         self.budget -= 1
@@ -227,6 +248,7 @@ class _Conformer:
         if not isinstance(datum, Mapping):
             raise self.fail(path, node, datum)
         self.deeper(path, depth)
+        self.count(path, len(datum))
         values = node["values"]
         out: dict[str, Any] = {}
         changed = False
@@ -253,12 +275,16 @@ class _Conformer:
             return self.value(other, datum, path, depth)
         candidates = [i for i, b in enumerate(branches) if _plausible(self.schema.resolve(b), datum)]
         errors: list[InvalidEvent] = []
+        counted = self.items
         for index in candidates:
             try:
                 value = self.value(branches[index], datum, path, depth)
+            except _TooManyItems:
+                raise
             except InvalidEvent as exc:
                 if exc.reason.startswith(_OVER_BUDGET):
                     raise
+                self.items = counted  # a rejected branch writes nothing: its items do not count
                 self.spend(path)  # only failed tries count: valid data rarely fails a branch
                 errors.append(exc)
                 continue

@@ -27,6 +27,7 @@ from bus import (
     naming,
     replay,
 )
+from bus.avro_schema import load_book
 from bus.avro_store import TypedReader
 from bus.cli_args import positive
 from bus.clock import now_rfc3339
@@ -34,14 +35,17 @@ from bus.dashboard_server import pick_port
 from bus.errors import BusError, ConfigError, HandlerLoadError, InvalidEvent, ManifestError
 from bus.events import CloudEvent, parse_json, to_json_dict
 from bus.kafka.admin import ensure_topics
+from bus.kafka.control_store import read_applied, starting_manifest
 from bus.kafka.producer import AsyncProducer
 from bus.kafka.reader import read_topic
 from bus.kafka.schema_store import open_store
 from bus.kafka_binding import from_record, to_record
 from bus.logs import configure
+from bus.registry import SchemaRegistry
 from bus.settings import KafkaSettings, bus_home, load_kafka
 from bus.stack import Stack, bundled_example, current_environ, install_stop_handlers, interrupt_on_signals
 from bus.topology import ingress_topics
+from bus.typed_events import EdgeSchemas, register_book, typed
 
 __all__ = ["main"]
 
@@ -84,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--subject", help="event subject")
     publish.add_argument("--tags", help="comma-separated tags")
     publish.add_argument("--id", help="event id (default: a new UUID)")
+    publish.add_argument(
+        "-f", "--file", type=Path, help="type the event by this manifest's schemas (default: the applied one)"
+    )
 
     tail = sub.add_parser("tail", help="print the events of a topic, one per line")
     tail.add_argument("topic")
@@ -204,7 +211,8 @@ def _up(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return 0
 
 
-def _publish(args: argparse.Namespace, settings: KafkaSettings) -> int:
+def _publish(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    """Publish one event as the gateway would: a typed type's data validated and written as Avro."""
     extensions: dict[str, str | int | bool] = {}
     if args.key:
         extensions["partitionkey"] = args.key
@@ -222,8 +230,18 @@ def _publish(args: argparse.Namespace, settings: KafkaSettings) -> int:
             extensions=extensions,
             data=data,
         )
+        chosen = args.prefix or environ.get("BUS_PREFIX") or None
+        parsed = manifest.read(args.file, prefix=chosen) if args.file is not None else None
+        settings = load_kafka(environ, prefix=parsed.prefix if parsed is not None else chosen)
+        if parsed is None:
+            parsed = _applied_manifest(settings)
+        (event,) = typed([event], _edge_schemas(parsed, event.type, settings, environ))
     except InvalidEvent as exc:
-        raise BusError(f"invalid event: {exc}") from exc
+        print(f"bus publish: invalid event: {exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, ManifestError) as exc:
+        print(f"bus publish: {exc}", file=sys.stderr)
+        return 2
     ensure_topics(settings, ingress_topics(settings.prefix))
 
     async def send() -> None:
@@ -233,6 +251,24 @@ def _publish(args: argparse.Namespace, settings: KafkaSettings) -> int:
     asyncio.run(send())
     print(event.id)
     return 0
+
+
+def _applied_manifest(settings: KafkaSettings) -> manifest.Manifest:
+    """The manifest the prefix's gateways type events by: the applied one, else none (platform types only)."""
+    applied, _ = read_applied(settings, settings.prefix)
+    started = starting_manifest(applied, settings.prefix, has_file=False)
+    return started[0] if started is not None else manifest.Manifest(prefix=settings.prefix)
+
+
+def _edge_schemas(
+    parsed: manifest.Manifest, event_type: str, settings: KafkaSettings, environ: dict[str, str]
+) -> EdgeSchemas:
+    """The gateway's schemas for `parsed`, registered as it registers them when `event_type` is typed."""
+    book = load_book(parsed.schemas, Path(parsed.base_dir))
+    if book.for_type(event_type) is None:
+        return EdgeSchemas(book=book)  # stays JSON: no need to reach the schema store
+    store = open_store(settings, environ)
+    return register_book(book, store, registry_url=store.url if isinstance(store, SchemaRegistry) else None)
 
 
 def _tail(args: argparse.Namespace, settings: KafkaSettings) -> int:
@@ -288,6 +324,7 @@ def _replay(args: argparse.Namespace, environ: dict[str, str]) -> int:
 _WITH_ENVIRON: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "kafka": _kafka,
     "up": _up,
+    "publish": _publish,
     "replay": _replay,
     "dlq": cli_dlq.run,
     "status": cli_status.run,
@@ -299,7 +336,6 @@ _WITH_ENVIRON: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = 
 
 
 _WITH_SETTINGS: dict[str, Callable[[argparse.Namespace, KafkaSettings], int]] = {
-    "publish": _publish,
     "tail": _tail,
     "rules": cli_rules.run_rules,
 }

@@ -23,11 +23,11 @@ from bus.manifest import Manifest, read
 from bus.registry import SchemaRegistry
 from bus.settings import load_kafka
 from bus.topology import ingress_topics
+from bus.typed_events import register_book
 from gateway.app import create_app
 from gateway.server import serve
 from gateway.settings import GatewaySettings, invoke_targets, load
 from gateway.timers import check_templates
-from gateway.typed import register_book
 
 logger = logging.getLogger("bus.gateway")
 

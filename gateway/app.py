@@ -35,12 +35,12 @@ from bus.metrics import Registry
 from bus.notifications import PROVIDERS, normalise
 from bus.ratelimit import RateLimiter
 from bus.signatures import ReplayCache, SignatureError, verify
+from bus.typed_events import typed
 from gateway.openapi import document
 from gateway.publisher import KafkaPublisher, Publisher
 from gateway.replies import ReplyInbox
 from gateway.settings import GatewaySettings, InvokeTarget
 from gateway.timers import Scheduler, TimerMetrics
-from gateway.typed import typed
 
 __all__ = ["Gateway", "GatewayMetrics", "create_app"]
 

@@ -13,7 +13,7 @@ from bus.errors import ConfigError
 from bus.manifest import Function, HttpAuth, ObjectStore
 from bus.schedules import Schedule
 from bus.settings import KafkaSettings, load_kafka
-from gateway.typed import EdgeSchemas
+from bus.typed_events import EdgeSchemas
 
 __all__ = ["GatewaySettings", "InvokeTarget", "authenticator", "invoke_targets", "load", "webhook_secrets"]
 

@@ -32,7 +32,7 @@ from bus.logs import log_event
 from bus.metrics import Registry
 from bus.schedules import Checkpoint, Schedule, due, fired_event, last_fired, next_tick, timing_digest
 from bus.settings import KafkaSettings
-from gateway.typed import EdgeSchemas, typed
+from bus.typed_events import EdgeSchemas, typed
 
 __all__ = [
     "Scheduler",

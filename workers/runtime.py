@@ -44,6 +44,7 @@ from bus.logs import log_event
 from bus.manifest import Function
 from bus.metrics import Registry
 from bus.settings import KafkaSettings
+from bus.typed_events import EdgeSchemas
 from workers.invocation import Call, Finished, Outcome, Results, Run
 from workers.lanes import MAX_IN_FLIGHT_BYTES, Item, Lanes
 from workers.progress import Progress
@@ -163,6 +164,7 @@ class Replica:
         outcomes: queue.SimpleQueue[list[Finished]],
         reader: TypedReader,
         metrics: WorkerMetrics,
+        schemas: EdgeSchemas | None = None,
         instance: str | None = None,
         clock: Callable[[], str] = now_rfc3339,
         max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
@@ -171,6 +173,9 @@ class Replica:
 
         `retry_topics` are the function's retry topics to read (`bus.topology.retry_topics`): its
         policy's and those an earlier policy left on the broker.
+
+        `schemas`: what emitted events of typed types are written with, as the gateway writes them
+        (None: every emitted event stays JSON).
 
         `max_in_flight_bytes` bounds the record values in flight (in this process and the host's
         queue), whatever the lanes allow: no run starts past it, but one record always may.
@@ -200,6 +205,7 @@ class Replica:
             function=function,
             max_record_bytes=settings.max_record_bytes,
             clock=lambda: self._now,
+            schemas=schemas,
         )
         # Lanes may start more than `concurrency` (of different lanes: keys or partitions): the
         # host runs `concurrency` at a time, first in first out, and the rest wait in its queue,

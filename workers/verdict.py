@@ -4,7 +4,9 @@ The runtime produces these records in the same transaction as the input's offset
 outcome is published exactly once. Every decision is here and nowhere else:
 
 - ok: the result event to the success destination, and every event the handler emitted to
-  `<prefix>.ingress` (routed like any other event);
+  `<prefix>.ingress` (routed like any other event), those of a typed type validated and written
+  as Avro as the gateway writes them; one that does not fit fails the invocation as a result
+  that cannot be published does (dead-lettered at once: a retry emits the same);
 - failed or `Retry` with attempts left: the record to the retry topic of its backoff step,
   due after the step's delay (or `Retry(after=...)`);
 - `DeadLetter`, the last attempt, or a failure no retry can fix (a result too large, a record
@@ -33,6 +35,7 @@ from bus.events import CloudEvent, from_json_dict
 from bus.invoke import REPLY_EXTENSION
 from bus.kafka_binding import Record, record_size, to_record
 from bus.manifest import Function
+from bus.typed_events import EdgeSchemas, typed
 from workers.invocation import Outcome
 from workers.outcome import Failure, error_event, result_event
 from workers.retries import Attempt, last_error, original, retry_record
@@ -80,9 +83,17 @@ class Judge:
     """Turns one function's outcomes into records; holds the function's policy and topics."""
 
     def __init__(
-        self, *, prefix: str, function: Function, max_record_bytes: int, clock: Callable[[], str]
+        self,
+        *,
+        prefix: str,
+        function: Function,
+        max_record_bytes: int,
+        clock: Callable[[], str],
+        schemas: EdgeSchemas | None = None,
     ) -> None:
+        """`schemas`: what emitted events of typed types are written with (None: all stay JSON)."""
         self._prefix = prefix
+        self._schemas = schemas if schemas is not None else EdgeSchemas()
         self._function = function
         self._max_record_bytes = max_record_bytes
         self._clock = clock
@@ -256,13 +267,24 @@ class Judge:
 
     def _success(self, event: CloudEvent, outcome: Outcome) -> list[Send]:
         emitted = [
-            Send(self._ingress, to_record(_unreplied(from_json_dict(orjson.loads(raw)))))
-            for raw in outcome.emitted
+            Send(self._ingress, to_record(self._typed(index, _unreplied(from_json_dict(orjson.loads(raw))))))
+            for index, raw in enumerate(outcome.emitted)
         ]
         target = self._function.destinations.on_success
         result = None if target is None else self._result(event, outcome)
         check_fits(result, [send.record for send in emitted], self._max_record_bytes)
         return emitted if target is None or result is None else [*emitted, Send(target, result)]
+
+    def _typed(self, index: int, event: CloudEvent) -> CloudEvent:
+        """An emitted event as the gateway would publish it; InvalidEvent naming the emit and field."""
+        try:
+            (out,) = typed([event], self._schemas)
+        except InvalidEvent as exc:
+            raise InvalidEvent(
+                f"emitted[{index}].{exc.field}",
+                f"{exc.reason} (ctx.emit({event.type!r}): emit data that fits the type's schema)",
+            ) from None
+        return out
 
     def _result(self, event: CloudEvent, outcome: Outcome) -> Record:
         """The `bus.function.result` record of an ok outcome."""

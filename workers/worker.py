@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bus import naming
-from bus.avro_schema import load_book
+from bus.avro_schema import SchemaBook, load_book
 from bus.avro_store import SchemaStore, TypedReader
 from bus.errors import ConfigError
 from bus.kafka.admin import ensure_topics, partition_counts, topic_names
@@ -20,8 +20,10 @@ from bus.manifest import Function, Manifest
 from bus.metrics import Registry
 from bus.metrics_http import MetricsServer
 from bus.packages import environments_home, handler_dir, host_python
+from bus.registry import SchemaRegistry
 from bus.settings import KafkaSettings
 from bus.topology import function_topics, retry_topics
+from bus.typed_events import EdgeSchemas, register_book
 from workers.invocation import Finished
 from workers.runtime import Replica, WorkerMetrics
 from workers.sandbox import Sandbox
@@ -29,6 +31,14 @@ from workers.sandbox import Sandbox
 __all__ = ["check_copartitioned", "secret_names", "serve"]
 
 logger = logging.getLogger("bus.worker")
+
+
+def _emit_schemas(book: SchemaBook, store: SchemaStore | None) -> EdgeSchemas:
+    """What emitted events of typed types are written with: the book, registered as the gateway
+    registers it, so readers find the writer (and a registry frames values with its ids)."""
+    if store is None:
+        return EdgeSchemas(book=book)
+    return register_book(book, store, registry_url=store.url if isinstance(store, SchemaRegistry) else None)
 
 
 def secret_names(manifest: Manifest) -> set[str]:
@@ -83,6 +93,8 @@ def serve(
     outcomes: queue.SimpleQueue[list[Finished]] = queue.SimpleQueue()
     registry = Registry()
     metrics = WorkerMetrics(registry)
+    book = load_book(manifest.schemas, Path(manifest.base_dir))
+    emit_schemas = _emit_schemas(book, store)  # before the sandbox starts: this may refuse the manifest
     sandbox = Sandbox(
         handler=function.handler,
         base_dir=handler_dir(manifest, function),
@@ -106,11 +118,8 @@ def serve(
         retry_topics=retries,
         sandbox=sandbox,
         outcomes=outcomes,
-        reader=TypedReader(
-            book=load_book(manifest.schemas, Path(manifest.base_dir)),
-            store=store,
-            max_bytes=settings.max_record_bytes,
-        ),
+        reader=TypedReader(book=book, store=store, max_bytes=settings.max_record_bytes),
+        schemas=emit_schemas,
         metrics=metrics,
         instance=(environ if environ is not None else os.environ).get("BUS_INSTANCE") or None,
     )

@@ -68,7 +68,7 @@ def test_publish_with_invalid_data_fails_with_one_line_naming_the_flag(kafka: Ka
     result = _bus(
         kafka, "--prefix", kafka.prefix(), "publish", "--type", "t", "--source", "s", "--data", "{nope"
     )
-    assert result.returncode == 1
+    assert result.returncode == 2, "bad input exits 2 (README, CLI)"
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "--data" in lines[0]

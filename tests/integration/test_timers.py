@@ -18,8 +18,8 @@ from bus.kafka_binding import header
 from bus.manifest import parse_duration
 from bus.schedules import Schedule, parse_schedule
 from bus.topology import ingress_topics
+from bus.typed_events import EdgeSchemas
 from gateway.timers import Scheduler, read_checkpoint
-from gateway.typed import EdgeSchemas
 from tests.support import GatewayProcess, KafkaEnv, run_bus, wait_until, write_manifest
 
 EVERY_SECOND = """

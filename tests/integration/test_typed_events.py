@@ -89,6 +89,37 @@ def test_typed_events_are_validated_at_the_edge_and_written_as_avro(kafka: Kafka
     assert orjson.loads(tail.stdout)["data"] == {**good, "amount": 5.0}, "bus tail shows typed data as JSON"
 
 
+def test_bus_publish_types_events_as_the_gateway_does(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """`bus publish` refuses typed data that does not fit the applied schema (exit 2, one line naming
+    the field) and writes valid data as Avro, as the gateway would; `-f` types by a file's schemas."""
+    prefix = kafka.prefix()
+    path = typed_manifest(tmp_path, prefix, V1)
+    apply_file(kafka.settings(prefix), path, prefix=prefix)
+    env: dict[str, str | None] = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "BUS_PREFIX": prefix}
+    publish = ("publish", "--type", "order.placed", "--source", "shop", "--data")
+    for data, field in (
+        ('{"id": "x", "amount": "ten", "extra": true}', "data.extra"),
+        ('{"id": "x", "amount": "ten", "currency": "EUR"}', "data.amount"),
+    ):
+        refused = run_bus(*publish, data, env=env)
+        assert refused.returncode == 2, refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert f"{field}:" in line
+    other = kafka.prefix()
+    by_file = run_bus(*publish, '{"id": "x", "amount": "ten"}', "-f", str(path), "--prefix", other, env=env)
+    assert by_file.returncode == 2, by_file.stderr
+    assert "data.amount" in by_file.stderr
+    good = {"id": "o-1", "amount": 5, "currency": "EUR"}
+    published = run_bus(*publish, orjson.dumps(good).decode(), env=env)
+    assert published.returncode == 0, published.stderr
+    (record,) = kafka.read_exactly(naming.ingress_topic(prefix), 1)
+    schema = load_schema(tmp_path / "schemas" / "order.avsc", where="test")
+    assert header(record.headers(), "content-type") == AVRO_CONTENT_TYPE.encode()
+    assert header(record.headers(), "ce_dataschema") == schema_uri("order.placed", schema).encode()
+    assert decode(schema, record.value(), max_bytes=10_000, max_items=100) == {**good, "amount": 5.0}
+    assert from_record(record.key(), record.value(), record.headers()).id == published.stdout.strip()
+
+
 def test_a_rule_matches_typed_data_and_the_handler_gets_it_decoded(kafka: KafkaEnv, tmp_path: Path) -> None:
     """The router decodes Avro to match on `data`, forwards the record as it is; the handler gets a dict."""
     rules = """
@@ -107,6 +138,45 @@ rules:
     assert header(routed.headers(), "content-type") == AVRO_CONTENT_TYPE.encode(), "forwarded unchanged"
     data = from_record(result.key(), result.value(), result.headers()).data
     assert data["echo"] == {"id": "usd", "amount": 2.0, "currency": "USD"}
+
+
+def test_events_a_handler_emits_are_typed_as_the_gateway_types_them(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """ctx.emit of a typed type lands on ingress as Avro; data that does not fit fails the invocation
+    (dead letter naming the emitted field) and publishes nothing."""
+    rules = """
+functions:
+  relay: {handler: "emitters:relay", partitions: 1}
+rules:
+  - {name: requests, pattern: {type: [order.requested]}, targets: [relay]}
+"""
+    path = typed_manifest(tmp_path, kafka.prefix(), V1, rules)
+    (tmp_path / "emitters.py").write_text(
+        "def relay(event, ctx):\n    ctx.emit('order.placed', event.data)\n    return None\n"
+    )
+    good = {"id": "o-1", "amount": 5, "currency": "EUR"}
+    with running_platform(kafka, path, tmp_path / "home") as platform:
+        prefix = platform.manifest.prefix
+        for data in ({"id": "o-0", "amount": "ten", "currency": "EUR"}, good):
+            requested = {**order(data), "type": "order.requested"}
+            assert post(platform.url, requested).status_code == 202
+        (letter,) = kafka.read_exactly(naming.dlq_topic(prefix, "relay"), 1)
+        kafka.read(
+            naming.ingress_topic(prefix),
+            until=lambda records: any(header(r.headers(), "ce_type") == b"order.placed" for r in records),
+            timeout=60,
+        )
+    reason = (header(letter.headers(), "bus_error_message") or b"").decode()
+    assert reason.startswith("emitted[0].data.amount: expected a double, got 'ten'"), reason
+    placed = [
+        r
+        for r in kafka.read_all(naming.ingress_topic(prefix))
+        if header(r.headers(), "ce_type") == b"order.placed"
+    ]
+    (record,) = placed
+    schema = load_schema(tmp_path / "schemas" / "order.avsc", where="test")
+    assert header(record.headers(), "content-type") == AVRO_CONTENT_TYPE.encode()
+    assert header(record.headers(), "ce_dataschema") == schema_uri("order.placed", schema).encode()
+    assert decode(schema, record.value(), max_bytes=10_000, max_items=100) == {**good, "amount": 5.0}
 
 
 def test_a_v1_worker_reads_events_a_v2_gateway_writes(kafka: KafkaEnv, tmp_path: Path) -> None:

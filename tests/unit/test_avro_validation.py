@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bus.avro_codec import decode, encode
+from bus.avro_codec import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, decode, encode
 from bus.avro_schema import Schema, parse
 from bus.avro_validation import conform, validate
 from bus.errors import InvalidEvent
@@ -256,3 +256,44 @@ def test_hostile_data_cannot_make_union_validation_exponential() -> None:
     with pytest.raises(InvalidEvent):
         validate(schema, datum)
     assert time.perf_counter() - started < 5.0
+
+
+BATCH = parse(
+    {
+        "type": "record",
+        "name": "Batch",
+        "fields": [
+            {"name": "ids", "type": {"type": "array", "items": "int"}},
+            {"name": "tags", "type": {"type": "map", "values": "string"}, "default": {}},
+            {"name": "more", "type": ["null", "string", {"type": "array", "items": "int"}], "default": None},
+        ],
+    }
+)
+
+
+def test_more_items_than_workers_read_are_refused_naming_the_array() -> None:
+    """150,000 ids are over DEFAULT_MAX_ITEMS: refused at data.ids with the limit and the fix."""
+    field, reason = refusal(BATCH, {"ids": [1] * 150_000})
+    assert field == "data.ids"
+    assert str(DEFAULT_MAX_ITEMS) in reason
+    assert "split it" in reason
+
+
+def test_data_at_the_item_limit_passes_and_the_worker_limit_reads_it() -> None:
+    """Exactly DEFAULT_MAX_ITEMS items in all validates, and decodes under the same limit."""
+    data = {"ids": [1] * (DEFAULT_MAX_ITEMS - 1), "tags": {"a": "b"}}
+    body = encode(BATCH, data)
+    assert decode(BATCH, body, max_bytes=DEFAULT_MAX_BYTES, max_items=DEFAULT_MAX_ITEMS)["ids"] == data["ids"]
+
+
+def test_array_items_and_map_entries_count_together() -> None:
+    """The limit is on the total, as the decoder counts it: the container that crosses it is named."""
+    datum = {"ids": [1, 2, 3], "tags": {"a": "x", "b": "y"}, "more": [4, 5]}
+    validate(BATCH, datum, max_items=7)
+    with pytest.raises(InvalidEvent) as caught:
+        validate(BATCH, datum, max_items=6)
+    assert caught.value.field == "data.more"
+    assert "over the limit of 6" in caught.value.reason
+    with pytest.raises(InvalidEvent) as caught:
+        validate(BATCH, datum, max_items=4)
+    assert caught.value.field == "data.tags"

@@ -97,7 +97,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "bus.avro_store": {"SchemaStore", "TypedReader"},
     "bus.kafka.schema_store": {"REGISTRY_URL_VARIABLE", "KafkaSchemaStore", "open_store"},
-    "gateway.typed": {"EdgeSchemas", "register_book", "typed"},
+    "bus.typed_events": {"EdgeSchemas", "register_book", "typed"},
     "bus.rule_index": {"DATA", "RuleIndex"},
     "bus.decisions": {"MAX_KEYS", "Decision", "Decisions", "matching"},
     "bus.routing": {"FlowTag", "Rule", "TagSelector", "event_tags", "explain", "matching_rules", "route"},

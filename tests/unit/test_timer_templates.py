@@ -9,8 +9,8 @@ import pytest
 from bus.avro_schema import platform_book
 from bus.errors import ManifestError
 from bus.manifest import parse
+from bus.typed_events import EdgeSchemas
 from gateway.timers import check_templates
-from gateway.typed import EdgeSchemas
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

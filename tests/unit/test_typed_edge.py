@@ -1,4 +1,4 @@
-"""Typed events at the edge (`gateway.typed`) and on the way back to JSON (`bus.avro_store.TypedReader`)."""
+"""Typed events at the edge (`bus.typed_events`) and back to JSON (`bus.avro_store.TypedReader`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,20 @@ from typing import Any
 
 import pytest
 
-from bus.avro_codec import AVRO_CONTENT_TYPE, BookRef, RegistryRef, encode, schema_uri, unframe
+from bus.avro_codec import (
+    AVRO_CONTENT_TYPE,
+    DEFAULT_MAX_ITEMS,
+    BookRef,
+    RegistryRef,
+    encode,
+    schema_uri,
+    unframe,
+)
 from bus.avro_schema import Schema, SchemaBook, parse, platform_book
 from bus.avro_store import TypedReader
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent
-from gateway.typed import EdgeSchemas, register_book, typed
+from bus.typed_events import EdgeSchemas, register_book, typed
 
 V1 = parse(
     {
@@ -97,6 +105,15 @@ def test_in_a_batch_the_path_starts_with_the_event_index() -> None:
     with pytest.raises(InvalidEvent) as caught:
         typed([good, bad], EDGE)
     assert caught.value.field == "[1].data.amount"
+
+
+def test_more_items_than_workers_read_are_refused_at_the_edge() -> None:
+    """An array over the workers' item limit is a 400 naming it, not a 202 every worker dead-letters."""
+    with pytest.raises(InvalidEvent) as caught:
+        typed([event({"id": "o-1", "amount": 1, "lines": [1] * (DEFAULT_MAX_ITEMS + 1)})], EDGE)
+    assert caught.value.field == "data.lines"
+    assert f"over the limit of {DEFAULT_MAX_ITEMS}" in caught.value.reason
+    assert "split it" in caught.value.reason
 
 
 def test_clients_cannot_send_avro() -> None:

@@ -8,9 +8,12 @@ import orjson
 import pytest
 
 from bus import naming
+from bus.avro_codec import AVRO_CONTENT_TYPE, encode, schema_uri
+from bus.avro_schema import SchemaBook, parse
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import Record, from_record, header, record_size, to_record
 from bus.manifest import Destinations, Function, RetryPolicy
+from bus.typed_events import EdgeSchemas
 from workers.invocation import Outcome
 from workers.retries import Attempt, attempt_of, original
 from workers.verdict import Judge, Verdict
@@ -358,3 +361,50 @@ def test_a_spent_retry_without_its_last_error_still_names_why_it_ended() -> None
     )
     assert verdict.error_type == "RetryPolicyChanged"
     assert header(verdict.outputs[0].record.headers, "bus_attempts") == b"3"
+
+
+ORDER = parse(
+    {
+        "type": "record",
+        "name": "Order",
+        "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "double"}],
+    }
+)
+TYPED = EdgeSchemas(book=SchemaBook().with_types({"order.placed": ORDER}))
+
+
+def _emitting(data: Any, *, type: str = "order.placed") -> Outcome:
+    emitted = CloudEvent.create(id="e-1", source="bus://t/functions/f", type=type, data=data)
+    return Outcome(id=1, kind="ok", value=b"null", emitted=(orjson.dumps(to_json_dict(emitted)),))
+
+
+def _typed_judge() -> Judge:
+    return Judge(
+        prefix=PREFIX,
+        function=_function(),
+        max_record_bytes=10_000,
+        clock=lambda: "2026-12-03T00:00:01.000Z",
+        schemas=TYPED,
+    )
+
+
+def test_an_emitted_event_of_a_typed_type_is_written_as_avro_as_the_gateway_writes_it() -> None:
+    """ctx.emit of a typed type publishes the Avro the gateway would, its writer named in dataschema."""
+    emitted, result = _decide(_emitting({"id": "o-1", "amount": 2}), judge=_typed_judge()).outputs
+    assert emitted.topic == naming.ingress_topic(PREFIX)
+    assert header(emitted.record.headers, "content-type") == AVRO_CONTENT_TYPE.encode()
+    assert header(emitted.record.headers, "ce_dataschema") == schema_uri("order.placed", ORDER).encode()
+    assert emitted.record.value == encode(ORDER, {"id": "o-1", "amount": 2.0})
+    assert result.topic == "t.fn.f.results"
+    plain, _ = _decide(_emitting([1], type="untyped"), judge=_typed_judge()).outputs
+    assert from_record(plain.record.key, plain.record.value, plain.record.headers).data == [1]
+
+
+def test_an_emitted_event_that_does_not_fit_its_schema_fails_the_invocation_at_once() -> None:
+    """Nothing is published: the input is dead-lettered (a retry would emit the same) naming the field."""
+    verdict = _decide(_emitting({"id": "o-1", "amount": "ten"}), judge=_typed_judge())
+    assert (verdict.label, verdict.retrying) == ("dead_letter", False)
+    assert verdict.error_type == "InvalidEvent"
+    assert verdict.reason.startswith("emitted[0].data.amount: expected a double, got 'ten'")
+    assert "ctx.emit('order.placed')" in verdict.reason
+    assert [send.topic for send in verdict.outputs] == [naming.dlq_topic(PREFIX, "f"), "t.fn.f.errors"]

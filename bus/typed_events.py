@@ -1,8 +1,9 @@
 """Typed events at the edge: validate JSON data against the type's schema and carry it as Avro (pure).
 
-An event whose `type` has a schema in the book leaves the gateway as Avro, its writer schema named
-in `dataschema`; other events stay JSON. Clients send data as JSON only: Avro from outside would
-name a schema bus must then trust, and its body would need the bomb guard at the edge as well.
+An event whose `type` has a schema in the book leaves the gateway (or `bus publish`) as Avro, its
+writer schema named in `dataschema`; other events stay JSON. Clients send data as JSON only: Avro
+from outside would name a schema bus must then trust, and its body would need the bomb guard at the
+edge as well.
 """
 
 from __future__ import annotations
