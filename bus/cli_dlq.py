@@ -54,7 +54,8 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--max", type=_count, metavar="N", help="show the oldest N only")
     redrive = commands.add_parser(
         "redrive",
-        help="re-publish dead letters, each at most once: to the function's topic, or to ingress (--router)",
+        help="re-publish dead letters, each at most once: to the function's topic; with --router, to ingress,"
+        " or to the one target a dead letter names",
     )
     redrive.add_argument(
         "--filter", metavar="PATTERN", help="an event pattern (JSON, or @file): redrive the events it matches"
