@@ -1,10 +1,11 @@
 """`bus dlq list F|--router` and `bus dlq redrive F|--router [--filter PATTERN]` (SPEC §9).
 
 Arguments and printing. `F` browses and redrives a function's DLQ, `--router` the router's
-(redriven to the ingress topic: bus.dlq).
+(redriven to the ingress topic, or to the one target a dead letter failed for: bus.dlq).
 
 Exit status: 0 done; 1 Kafka failed (one line on stderr); 2 the command cannot be run as given
-(neither or both of F and --router, unknown function, no manifest, invalid filter).
+(neither or both of F and --router, unknown function, no manifest, invalid filter, the topic of a
+target that router dead letters go back to missing: `bus apply` creates it).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--max", type=_count, metavar="N", help="show the oldest N only")
     redrive = commands.add_parser(
         "redrive",
-        help="re-publish dead letters, each at most once: to the function's topic, or to ingress (--router)",
+        help="re-publish dead letters, each at most once: to the function's topic; with --router, to ingress,"
+        " or to the one target a dead letter names",
     )
     redrive.add_argument(
         "--filter", metavar="PATTERN", help="an event pattern (JSON, or @file): redrive the events it matches"
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
     try:
         _check_choice(args)
         pattern = _filter(args.filter) if args.dlq_command == "redrive" and args.filter else None
+        targets: dlq.Targets | None = None
         if args.router:
             parsed = manifest_in_force(environ, args.file, args.prefix)
             queue = dlq.router_queue(parsed.prefix)
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
             resolve=False,
             max_bytes=settings.max_record_bytes,
         )
+        if args.router:  # dead letters for one target go back to it, routed by the rules in force
+            targets = dlq.Targets(manifest=parsed, reader=reader, max_record_bytes=settings.max_record_bytes)
     except (ConfigError, ManifestError) as exc:
         print(f"bus dlq: {exc}", file=sys.stderr)
         return 2
@@ -99,19 +104,24 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO | None
             for letter in shown:
                 print(orjson.dumps(letter.to_json()).decode(), file=out)
         else:
-            _table(shown, out)
+            _table(shown, out, router=args.router)
         print(_listed(letters, shown, queue.source), file=sys.stderr)
         return 0
-    dead_letters.redrive(
-        settings,
-        queue,
-        pattern=pattern,
-        max_count=args.max,
-        dry_run=args.dry_run,
-        time=now_rfc3339,
-        read=reader.read,
-        report=lambda summary: print(orjson.dumps(summary).decode(), file=out, flush=True),
-    )
+    try:
+        dead_letters.redrive(
+            settings,
+            queue,
+            pattern=pattern,
+            max_count=args.max,
+            dry_run=args.dry_run,
+            time=now_rfc3339,
+            read=reader.read,
+            targets=targets,
+            report=lambda summary: print(orjson.dumps(summary).decode(), file=out, flush=True),
+        )
+    except ConfigError as exc:  # a target's topic is missing: nothing was produced
+        print(f"bus dlq: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -134,12 +144,15 @@ def _filter(text: str) -> Pattern:
 
 
 _COLUMNS = ("OFFSET", "TIME", "ERROR", "ATTEMPTS", "REDRIVEN", "ID", "TYPE", "ORIGIN", "MESSAGE")
+_ROUTER_COLUMNS = (*_COLUMNS[:-1], "TARGET", _COLUMNS[-1])
+"""The router's listing adds TARGET: the one target a dead letter failed for ('-': all of them)."""
 
 
-def _table(letters: Sequence[dlq.DeadLetterView], out: TextIO) -> None:
+def _table(letters: Sequence[dlq.DeadLetterView], out: TextIO, *, router: bool = False) -> None:
     """One aligned line per dead letter under a header; nothing at all when there is none."""
     if not letters:
         return
+    columns = _ROUTER_COLUMNS if router else _COLUMNS
     rows = [
         (
             letter.position,
@@ -150,12 +163,13 @@ def _table(letters: Sequence[dlq.DeadLetterView], out: TextIO) -> None:
             letter.id or "-",
             letter.type,
             letter.origin or "-",
+            *((letter.target or "-",) if router else ()),
             letter.summary_line(MESSAGE_WIDTH) or "-",
         )
         for letter in letters
     ]
-    widths = [max(len(row[i]) for row in (_COLUMNS, *rows)) for i in range(len(_COLUMNS) - 1)]
-    for row in (_COLUMNS, *rows):
+    widths = [max(len(row[i]) for row in (columns, *rows)) for i in range(len(columns) - 1)]
+    for row in (columns, *rows):
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]), file=out)
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from bus.kafka_binding import Record
 
-__all__ = ["MAX_REASON_BYTES", "VALUE_DROPPED", "dead_letter"]
+__all__ = ["MAX_REASON_BYTES", "TARGET", "VALUE_DROPPED", "dead_letter"]
 
 MAX_REASON_BYTES = 4096
 """Longest `bus_error_message` header kept."""
 VALUE_DROPPED = "bus_value_dropped"
 """Header of a dead letter stored without its value (it would be over the record limit): the value's
 length in bytes. `bus dlq redrive` never re-publishes such a letter (it would lose the data)."""
+TARGET = "bus_target"
+"""Header of a router dead letter that failed for one target only (its topic missing, its input
+transformer failed, its record too big): the target's name. The event's other targets received it,
+so `bus dlq redrive --router` re-drives it to this target alone. Absent: nothing was delivered."""
 
 
 def dead_letter(

@@ -10,7 +10,9 @@ removed) with two extensions added:
 
 A function's dead letters go back to its topic `<prefix>.fn.<name>`, where the worker takes them
 as fresh first attempts; the router's go back to the ingress topic, where the router routes them
-again by the rules applied now (a `Queue` says which).
+again by the rules applied now (a `Queue` says which). A router dead letter that failed for one
+target only (header `bus_target`: the event's other targets received it) goes to that target
+alone, routed by the rules applied now (`Targets`), or stays when they no longer send it there.
 
 At most once per dead letter: each re-published event is committed in one Kafka transaction with
 a marker on the queue's compacted marker topic (`<prefix>.fn.<name>.dlq.redriven`,
@@ -26,6 +28,7 @@ the records to produce); bus.kafka.dead_letters reads and redrives, and bus.cli_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,14 +37,14 @@ from typing import Any
 
 import orjson
 
-from bus import naming
-from bus.deadletter import VALUE_DROPPED
+from bus import naming, replay
+from bus.avro_store import TypedReader
+from bus.deadletter import TARGET, VALUE_DROPPED
 from bus.errors import InvalidEvent
 from bus.events import CloudEvent, to_json_dict
 from bus.kafka_binding import Record, from_record, header, record_size, with_extensions
-from bus.manifest import Function
+from bus.manifest import Function, Manifest
 from bus.patterns import Pattern
-from bus.replay import rfc3339_ms
 from bus.topology import TopicSpec, function_topics, ingress_topics
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "Queue",
     "RedrivePlan",
     "Redriven",
+    "Targets",
     "Verdict",
     "decide",
     "function_queue",
@@ -60,10 +64,12 @@ __all__ = [
     "marker_record",
     "marker_topic",
     "markers_from",
+    "original_record",
     "plan_redrive",
     "position",
     "redrive_record",
     "redrive_summary",
+    "redriven_record",
     "router_queue",
     "transactions",
 ]
@@ -85,6 +91,8 @@ TRANSACTION_LETTERS = 500
 """Most dead letters redriven in one transaction (each is two records: event and marker)."""
 TRANSACTION_BYTES = 8_000_000
 """Bytes of records after which a transaction is closed (the next letter starts another)."""
+EXTENSION_BYTES = 200
+"""Room kept under the record limit for the redrive extensions when checking a target's record."""
 
 _SPACE = re.compile(r"\s+")
 
@@ -260,6 +268,9 @@ class DeadLetterView:
     """Why the record is not a CloudEvent (None when it is one)."""
     value_dropped: int | None = None
     """Bytes of the original value its writer dropped (over the record limit); None when it is kept."""
+    target: str | None = None
+    """The one target the router failed to deliver it to (`bus_target`; its other targets received
+    it); None when nothing was delivered, and for a function's dead letters."""
     redriven: Redriven | None
     """The marker of the redrive that re-published it, if any."""
 
@@ -306,6 +317,7 @@ class DeadLetterView:
             event=event,
             invalid=invalid,
             value_dropped=int(dropped_text) if dropped_text and dropped_text.isdecimal() else None,
+            target=_text(header(headers, TARGET)),
             redriven=marker if marker is not None and marker.marks(event_id, timestamp_ms) else None,
         )
 
@@ -332,7 +344,7 @@ class DeadLetterView:
     @property
     def time(self) -> str:
         """When it was dead-lettered, RFC 3339 UTC ('-' when the record has no timestamp)."""
-        return rfc3339_ms(self.timestamp_ms) if self.timestamp_ms >= 0 else "-"
+        return replay.rfc3339_ms(self.timestamp_ms) if self.timestamp_ms >= 0 else "-"
 
     def summary_line(self, width: int = 80) -> str:
         """The error message on one line, at most `width` characters."""
@@ -348,6 +360,7 @@ class DeadLetterView:
             "error_type": self.error_type,
             "error_message": self.error_message,
             "origin": self.origin,
+            "target": self.target,
             "attempts": self.attempts,
             "first_attempt_time": self.first_attempt_time,
             "last_attempt_time": self.last_attempt_time,
@@ -379,6 +392,11 @@ class Verdict(StrEnum):
     VALUE_DROPPED = "value_dropped"
     OTHER_ORIGIN = "other_origin"
     UNMATCHED = "unmatched"
+    UNROUTED = "unrouted"
+    """A dead letter for one target that the rules applied now no longer send there."""
+    STILL_FAILING = "still_failing"
+    """A dead letter for one target whose record for it still cannot be made (its input
+    transformer fails, it is over the record limit)."""
 
 
 def decide(letter: DeadLetterView, pattern: Pattern | None, *, source: str | None = None) -> Verdict:
@@ -401,10 +419,40 @@ def decide(letter: DeadLetterView, pattern: Pattern | None, *, source: str | Non
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Targets:
+    """The router's targets as the rules applied now decide them: where a dead letter for one target
+    goes back. Routes as `bus replay --function` does (bus.replay), for that target only."""
+
+    manifest: Manifest
+    """The manifest in force: its rules, functions and prefix."""
+    reader: TypedReader
+    """Decodes typed data for the rules that look at it or reshape it."""
+    max_record_bytes: int
+    """Largest record produced: a target's record over it (less `EXTENSION_BYTES`) still fails."""
+
+    def topic(self, target: str) -> str:
+        """The target's topic."""
+        return naming.function_topic(self.manifest.prefix, target)
+
+    def records(self, original: Record, target: str) -> list[Record]:
+        """What the router would write to `target` for `original` by the rules in force (none: it would
+        not send it there). Raises InvalidEvent when they cannot be made (typed data, transformer)."""
+        event, rules = replay.matching(original, replay.ingress_rules(self.manifest, target), self.reader)
+        return replay.function_records(original, event, rules, target)
+
+    def fits(self, record: Record) -> bool:
+        """True when `record`, with the redrive extensions, is within the record limit."""
+        return record_size(record) <= self.max_record_bytes - EXTENSION_BYTES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RedrivePlan:
     """The dead letters one redrive re-publishes, oldest first, and why the others stay."""
 
     selected: tuple[DeadLetterView, ...]
+    routed: Mapping[str, tuple[str, tuple[Record, ...]]] = dataclasses.field(default_factory=dict)
+    """Position -> target topic and records, for the selected dead letters for one target; the others
+    go to the queue's target."""
     scanned: int
     """Dead letters read."""
     matched: int
@@ -419,6 +467,10 @@ class RedrivePlan:
     """Dead letters read from another topic than the queue redrives from (never redriven)."""
     skipped_max: int
     """Matched dead letters left for a later run by `--max`."""
+    skipped_unrouted: int = 0
+    """Dead letters for one target that the rules in force no longer send there."""
+    skipped_failing: int = 0
+    """Dead letters for one target whose record for it still fails (transformer, size)."""
 
 
 def plan_redrive(
@@ -427,30 +479,62 @@ def plan_redrive(
     *,
     max_count: int | None = None,
     source: str | None = None,
+    targets: Targets | None = None,
 ) -> RedrivePlan:
-    """Decide each letter (oldest first); select at most `max_count` of those to redrive."""
+    """Decide each letter (oldest first); select at most `max_count` of those to redrive.
+
+    With `targets`, a letter for one target is routed to it by the rules in force (`UNROUTED` when
+    they no longer send it there, `STILL_FAILING` when its record for it cannot be made).
+    """
     selected: list[DeadLetterView] = []
+    routed: dict[str, tuple[str, tuple[Record, ...]]] = {}
     verdicts: dict[Verdict, int] = dict.fromkeys(Verdict, 0)
     scanned = skipped_max = 0
     for letter in letters:
         scanned += 1
         verdict = decide(letter, pattern, source=source)
+        records: list[Record] | None = None
+        if verdict is Verdict.REDRIVE and targets is not None and letter.target is not None:
+            try:
+                records = targets.records(original_record(letter), letter.target)
+            except InvalidEvent:
+                verdict = Verdict.STILL_FAILING
+            else:
+                if not records:
+                    verdict = Verdict.UNROUTED
+                elif not all(map(targets.fits, records)):
+                    verdict = Verdict.STILL_FAILING
         verdicts[verdict] += 1
         if verdict is Verdict.REDRIVE:
             if max_count is not None and len(selected) >= max_count:
                 skipped_max += 1
             else:
                 selected.append(letter)
+                if records is not None and targets is not None and letter.target is not None:
+                    routed[letter.position] = (targets.topic(letter.target), tuple(records))
     return RedrivePlan(
         selected=tuple(selected),
+        routed=routed,
         scanned=scanned,
-        matched=verdicts[Verdict.REDRIVE] + verdicts[Verdict.ALREADY_REDRIVEN],
+        matched=sum(
+            verdicts[v]
+            for v in (Verdict.REDRIVE, Verdict.ALREADY_REDRIVEN, Verdict.UNROUTED, Verdict.STILL_FAILING)
+        ),
         skipped_already=verdicts[Verdict.ALREADY_REDRIVEN],
         skipped_invalid=verdicts[Verdict.NOT_A_CLOUDEVENT],
         skipped_dropped=verdicts[Verdict.VALUE_DROPPED],
         skipped_origin=verdicts[Verdict.OTHER_ORIGIN],
         skipped_max=skipped_max,
+        skipped_unrouted=verdicts[Verdict.UNROUTED],
+        skipped_failing=verdicts[Verdict.STILL_FAILING],
     )
+
+
+def original_record(letter: DeadLetterView) -> Record:
+    """The record as it was before it failed: the dead letter without its `bus_*` headers."""
+    original = letter.record
+    kept = tuple((name, value) for name, value in original.headers if not name.startswith(DEAD_LETTER_PREFIX))
+    return Record(original.key, original.value, kept)
 
 
 def redrive_record(letter: DeadLetterView, redrive_id: str, origin: str = "dlq") -> Record:
@@ -459,12 +543,12 @@ def redrive_record(letter: DeadLetterView, redrive_id: str, origin: str = "dlq")
     `origin` is the queue's (`Queue.origin`). The key is kept (the producer partitions by it, so
     per-key order holds); the partition is not.
     """
-    original = letter.record
-    kept = tuple((name, value) for name, value in original.headers if not name.startswith(DEAD_LETTER_PREFIX))
-    return with_extensions(
-        Record(original.key, original.value, kept),
-        {REDRIVE_ID: redrive_id, REDRIVE_ORIGIN: f"{origin}/{letter.position}"},
-    )
+    return redriven_record(original_record(letter), letter, redrive_id, origin)
+
+
+def redriven_record(record: Record, letter: DeadLetterView, redrive_id: str, origin: str = "dlq") -> Record:
+    """`record` (re-published for `letter`) with the redrive extensions."""
+    return with_extensions(record, {REDRIVE_ID: redrive_id, REDRIVE_ORIGIN: f"{origin}/{letter.position}"})
 
 
 def marker_record(letter: DeadLetterView, redrive_id: str, time: str) -> Record:
@@ -483,19 +567,31 @@ def transactions(
     target: str,
     markers: str,
     origin: str = "dlq",
+    routed: Mapping[str, tuple[str, Sequence[Record]]] | None = None,
     max_letters: int = TRANSACTION_LETTERS,
     max_bytes: int = TRANSACTION_BYTES,
 ) -> Iterator[list[tuple[str, Record]]]:
-    """The records to produce, one list per transaction: each letter's event and marker share one."""
+    """The records to produce, one list per transaction: each letter's events and marker share one.
+
+    A letter in `routed` (`RedrivePlan.routed`) goes as its records to its topic, any other as its
+    original record to `target`.
+    """
     batch: list[tuple[str, Record]] = []
-    size = 0
+    size = letters = 0
     for letter in selected:
-        event = redrive_record(letter, redrive_id, origin)
-        if batch and (len(batch) >= 2 * max_letters or size + record_size(event) > max_bytes):
+        found = (routed or {}).get(letter.position)
+        if found is None:
+            events = [(target, redrive_record(letter, redrive_id, origin))]
+        else:
+            topic, records = found
+            events = [(topic, redriven_record(record, letter, redrive_id, origin)) for record in records]
+        grow = sum(record_size(event) for _, event in events)
+        if batch and (letters >= max_letters or size + grow > max_bytes):
             yield batch
-            batch, size = [], 0
-        batch += [(target, event), (markers, marker_record(letter, redrive_id, time))]
-        size += record_size(event)
+            batch, size, letters = [], 0, 0
+        batch += [*events, (markers, marker_record(letter, redrive_id, time))]
+        size += grow
+        letters += 1
     if batch:
         yield batch
 
@@ -520,10 +616,13 @@ def redrive_summary(
         "scanned": plan.scanned,
         "matched": plan.matched,
         "selected": len(plan.selected),
+        "to_targets": len(plan.routed),
         "redriven": redriven,
         "skipped_already": plan.skipped_already,
         "skipped_invalid": plan.skipped_invalid,
         "skipped_dropped": plan.skipped_dropped,
         "skipped_origin": plan.skipped_origin,
         "skipped_max": plan.skipped_max,
+        "skipped_unrouted": plan.skipped_unrouted,
+        "skipped_failing": plan.skipped_failing,
     }

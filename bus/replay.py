@@ -65,7 +65,10 @@ __all__ = [
     "Tally",
     "TokenBucket",
     "command",
+    "function_records",
+    "ingress_rules",
     "mark",
+    "matching",
     "parse_rate",
     "parse_time",
     "plan",
@@ -279,7 +282,7 @@ def replay_sources(manifest: Manifest, function: str) -> dict[str, tuple[Rule, .
         tag = rule.flow
         if function not in rule.targets:
             continue
-        if tag is None or tag.starts:
+        if tag is None or tag.starts:  # as `ingress_rules`
             sources.setdefault(ingress, []).append(rule)
             continue
         steps = flows[tag.flow].steps
@@ -312,11 +315,42 @@ def selecting_rules(record: Record, plan: Plan, reader: TypedReader) -> tuple[di
     Decodes as the router does: typed events are read for matching only. Raises InvalidEvent
     when the record is not a CloudEvent the rules can be applied to.
     """
-    event = from_record(record.key, record.value, record.headers, with_data=plan.with_data)
-    if plan.with_data:
+    return matching(record, plan.rules, reader)
+
+
+def matching(record: Record, rules: Sequence[Rule], reader: TypedReader) -> tuple[dict[str, Any], list[Rule]]:
+    """The record's event (JSON format) and which of `rules` it matches, decoded as the router does.
+
+    The data is decoded only when a rule looks at it or reshapes it. Raises InvalidEvent when the
+    record is not a CloudEvent the rules can be applied to.
+    """
+    with_data = needs_data(rules)
+    event = from_record(record.key, record.value, record.headers, with_data=with_data)
+    if with_data:
         event = reader.read(event)
     doc = to_json_dict(event)
-    return doc, matching_rules(doc, plan.rules)
+    return doc, matching_rules(doc, rules)
+
+
+def function_records(
+    record: Record, event: Mapping[str, Any], rules: Sequence[Rule], function: str
+) -> list[Record]:
+    """What the router would write to `function`'s topic alone for `record`, given the `rules` it matched
+    (`event` as `matching` returned it): one record per flow running the function on it; none when
+    no rule sends it there."""
+    return [
+        routed_record(record, event, function, by) for target, by in deliveries(rules) if target == function
+    ]
+
+
+def ingress_rules(manifest: Manifest, function: str) -> tuple[Rule, ...]:
+    """The rules of `manifest` sending ingress events to `function` (ordinary rules and flow starts),
+    in manifest order; none for a function it does not have."""
+    return tuple(
+        rule
+        for rule in manifest.rules
+        if function in rule.targets and (rule.flow is None or rule.flow.starts)
+    )
 
 
 def mark(record: Record, replay: str, origin: str) -> Record:
@@ -464,11 +498,9 @@ def replay(
             if bucket is not None and not _paced(bucket, sink, stop, clock):
                 break
             origin = f"{plan.source}/{item.partition}/{item.offset}"
-            for target, by in deliveries(rules):  # once per flow running the function on this event
-                if target == plan.function:
-                    routed = routed_record(item.record, event, plan.function, by)
-                    sink.send(plan.target, mark(routed, plan.replay_id, origin))
-                    tally.sent += 1
+            for routed in function_records(item.record, event, rules, plan.function):
+                sink.send(plan.target, mark(routed, plan.replay_id, origin))
+                tally.sent += 1
         tally.match(item, [rule.name for rule in rules])
     tally.interrupted = stop()
 

@@ -32,7 +32,7 @@ from bus.avro_codec import DEFAULT_MAX_BYTES
 from bus.avro_schema import load_book
 from bus.avro_store import SchemaStore, TypedReader
 from bus.control import Applied, Refused
-from bus.deadletter import VALUE_DROPPED, dead_letter
+from bus.deadletter import TARGET, VALUE_DROPPED, dead_letter
 from bus.decisions import Decisions
 from bus.errors import BusError, ConfigError, InvalidEvent, KafkaError, KafkaUnavailable, RegistryError
 from bus.events import data_from_bytes, is_json_content_type, to_json_dict
@@ -323,7 +323,9 @@ class Router:
                 )
                 fix = "apply a manifest that declares it" if topic is None else "`bus apply` creates it again"
                 reason = f"{why}; {fix}"
-                outputs.append(self._dead_letter(message, record, "UnknownTarget", reason, tally))
+                outputs.append(
+                    self._dead_letter(message, record, "UnknownTarget", reason, tally, target=target)
+                )
                 continue
             routed = (event, binary, target, by)
             outputs.append(self._output(message, record, topic, tally, routed=routed, size=size))
@@ -393,7 +395,7 @@ class Router:
             out = routed_record(record, event, target, by, binary=binary)
         except InvalidEvent as exc:
             reason = f"the input transformer for {target!r} made an invalid event: {exc}"
-            return self._dead_letter(message, record, "TransformFailed", reason, tally)
+            return self._dead_letter(message, record, "TransformFailed", reason, tally, target=target)
         if out.value is record.value and out.headers[: len(record.headers)] == record.headers:
             size += sum(len(name) + len(value or b"") for name, value in out.headers[len(record.headers) :])
         else:
@@ -402,23 +404,34 @@ class Router:
             reason = (
                 f"the record for {target!r} is {size} bytes, over the {self._max_record_bytes}-byte limit"
             )
-            return self._dead_letter(message, record, "TooLarge", reason, tally)
+            return self._dead_letter(message, record, "TooLarge", reason, tally, target=target)
         tally.routed[target] += 1
         return Output(topic, out)
 
     def _dead_letter(
-        self, message: InMessage, record: Record, error_type: str, reason: str, tally: _Tally
+        self,
+        message: InMessage,
+        record: Record,
+        error_type: str,
+        reason: str,
+        tally: _Tally,
+        *,
+        target: str | None = None,
     ) -> Output:
+        """The dead letter of `record`; `target`: it failed for that target only (header `bus_target`)."""
         origin = f"{message.topic()}/{message.partition()}/{message.offset()}"
         log_event(logger, "routed_to_dlq", error_type=error_type, reason=reason, origin=origin)
         tally.dead[error_type] += 1
-        dead = dead_letter(record, error_type=error_type, reason=reason, origin=origin)
+        named = () if target is None else ((TARGET, target.encode("utf-8", "replace")),)
+        dead = dead_letter(record, error_type=error_type, reason=reason, origin=origin, extra=named)
         if record_size(dead) > self._max_record_bytes:
             # The original with the reason would be refused by Kafka: keep its key and headers only.
             dropped = f"{reason} (value of {len(record.value or b'')} bytes dropped: over the record limit)"
             bare = Record(record.key, None, record.headers)
             length = (VALUE_DROPPED, str(len(record.value or b"")).encode())
-            dead = dead_letter(bare, error_type=error_type, reason=dropped, origin=origin, extra=(length,))
+            dead = dead_letter(
+                bare, error_type=error_type, reason=dropped, origin=origin, extra=(*named, length)
+            )
         return Output(self._dlq, dead)
 
 

@@ -19,6 +19,7 @@ from bus.dlq import (
     DeadLetterView,
     Queue,
     RedrivePlan,
+    Targets,
     identity,
     markers_from,
     plan_redrive,
@@ -28,7 +29,7 @@ from bus.dlq import (
 )
 from bus.errors import ConfigError, KafkaUnavailable, PublishError
 from bus.events import CloudEvent
-from bus.kafka.admin import ensure_topics, wait_for_broker
+from bus.kafka.admin import ensure_topics, topic_names, wait_for_broker
 from bus.kafka.config import build, producer_config
 from bus.kafka.control_store import manifest_in_force
 from bus.kafka.producer import UNAVAILABLE
@@ -143,11 +144,14 @@ def redrive(
     dry_run: bool,
     time: Callable[[], str],
     read: Callable[[CloudEvent], CloudEvent] = identity,
+    targets: Targets | None = None,
     report: Callable[[dict[str, Any]], None],
 ) -> None:
     """Redrive `queue`'s dead letters that `pattern` matches; `report` gets the summary, also on failure.
 
-    A dry run reads and decides only: it creates no topic and produces nothing.
+    With `targets` (the router's queue), a dead letter for one target goes to that target's topic
+    alone; ConfigError when one of those topics does not exist (nothing is produced). A dry run
+    reads and decides only: it creates no topic and produces nothing.
     """
     redrive_id = str(uuid.uuid4())
 
@@ -164,7 +168,11 @@ def redrive(
 
     def plan() -> RedrivePlan:
         letters = read_dead_letters(settings, queue, read=read)
-        return plan_redrive(letters, pattern, max_count=max_count, source=queue.redrives_from)
+        chosen = plan_redrive(
+            letters, pattern, max_count=max_count, source=queue.redrives_from, targets=targets
+        )
+        _check_targets(settings, chosen)
+        return chosen
 
     if dry_run:
         report(summary(plan(), 0))
@@ -182,8 +190,23 @@ def redrive(
                 target=queue.target,
                 markers=queue.markers.name,
                 origin=queue.origin,
+                routed=chosen.routed,
             ):
                 producer.commit(batch)
-                redriven += len(batch) // 2
+                redriven += sum(1 for topic, _ in batch if topic == queue.markers.name)
         finally:
             report(summary(chosen, redriven))
+
+
+def _check_targets(settings: KafkaSettings, chosen: RedrivePlan) -> None:
+    """ConfigError naming `bus apply` when a topic the plan sends dead letters to does not exist: the
+    redrive does not create a function's topic (its settings come from the manifest)."""
+    wanted = {topic for topic, _ in chosen.routed.values()}
+    if not wanted:
+        return
+    missing = sorted(wanted - topic_names(settings, timeout=settings.delivery_timeout))
+    if missing:
+        named = ", ".join(repr(topic) for topic in missing)
+        what = f"target topic {named} does not" if len(missing) == 1 else f"target topics {named} do not"
+        them = "it" if len(missing) == 1 else "them"
+        raise ConfigError(f"{what} exist: run `bus apply` to create {them}, then redrive again")

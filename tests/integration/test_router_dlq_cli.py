@@ -1,5 +1,6 @@
 """`bus dlq list --router` and `bus dlq redrive --router` against the real broker: the router's dead
-letters go back to the ingress topic, once, and the router routes them again by the rules now applied."""
+letters go back to the ingress topic, once, and the router routes them again by the rules now applied;
+one that failed for one target only goes back to that target alone."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from bus.kafka.admin import ensure_topics
 from bus.kafka.txloop import TransactionalLoop
 from bus.kafka_binding import Record, from_record, header, to_record
 from bus.manifest import Manifest, read
-from bus.router import Router
+from bus.router import Router, TopicWatch
 from bus.topology import manifest_topics
 from tests.support import KafkaEnv, run_bus, wait_until, write_manifest
 
@@ -93,13 +94,19 @@ def _setup(kafka: KafkaEnv, tmp_path: Path) -> tuple[Manifest, Path]:
 
 
 def _route(kafka: KafkaEnv, manifest: Manifest, count: int) -> None:
-    """Run the router over the ingress topic until it has taken `count` records."""
+    """Run the router over the ingress topic until it has taken `count` records; it watches which
+    target topics exist, as `bus.router.serve` does."""
     ingress = naming.ingress_topic(manifest.prefix)
+    settings = kafka.settings(manifest.prefix)
     stop = threading.Event()
-    with TransactionalLoop(
-        kafka.settings(manifest.prefix), group=kafka.group(), topics=[ingress], transactional_id=kafka.group()
-    ) as loop:
-        thread = threading.Thread(target=loop.run, args=(Router(manifest), stop))
+    router = Router(manifest)
+    with (
+        TopicWatch(settings, router),
+        TransactionalLoop(
+            settings, group=kafka.group(), topics=[ingress], transactional_id=kafka.group()
+        ) as loop,
+    ):
+        thread = threading.Thread(target=loop.run, args=(router, stop))
         thread.start()
         try:
             wait_until(
@@ -180,6 +187,68 @@ def test_redrive_puts_the_originals_on_ingress_once_and_the_router_routes_them_a
     assert {header(message.headers(), "ce_redriveid") for message in routed} == {
         summary["redrive_id"].encode()
     }
+
+
+TWO_TARGETS = """
+functions:
+  echo: {handler: "handlers:echo"}
+  audit: {handler: "handlers:echo"}
+rules:
+  - {name: orders, pattern: {type: [order.placed]}, targets: [echo, audit]}
+"""
+
+
+def test_a_dead_letter_for_one_target_goes_back_to_that_target_only(kafka: KafkaEnv, tmp_path: Path) -> None:
+    """audit's topic missing: echo gets the event once and audit's dead letter names it; the redrive
+    fails naming `bus apply` until the topic is back, then sends one record to audit and none to echo
+    or ingress; a second redrive sends nothing."""
+    path = write_manifest(tmp_path, kafka.prefix(), TWO_TARGETS)
+    manifest = read(path)
+    prefix = manifest.prefix
+    settings = kafka.settings(prefix)
+    echo, audit = naming.function_topic(prefix, "echo"), naming.function_topic(prefix, "audit")
+    ensure_topics(settings, [spec for spec in manifest_topics(manifest) if spec.name != audit])
+    ingress = naming.ingress_topic(prefix)
+    kafka.write(ingress, [_original(0)])
+    _route(kafka, manifest, 1)
+    kafka.read_exactly(echo, 1)
+
+    (letter,) = _listed(kafka, path)
+    assert (letter["id"], letter["error_type"], letter["target"]) == ("e0", "UnknownTarget", "audit")
+    table = _dlq(kafka, path, "list", "--router")
+    header_line, line = table.stdout.splitlines()
+    assert header_line.split()[-2:] == ["TARGET", "MESSAGE"]
+    assert line.split()[8] == "audit"
+
+    for args in ((), ("--dry-run",)):
+        refused = _dlq(kafka, path, "redrive", "--router", *args)
+        assert refused.returncode == 2
+        fix = "run `bus apply` to create it, then redrive again"
+        assert refused.stderr == f"bus dlq: target topic {audit!r} does not exist: {fix}\n"
+
+    ensure_topics(settings, [spec for spec in manifest_topics(manifest) if spec.name == audit])
+    dry = _summary(_dlq(kafka, path, "redrive", "--router", "--dry-run"))
+    assert (dry["selected"], dry["to_targets"], dry["redriven"]) == (1, 1, 0)
+    summary = _summary(_dlq(kafka, path, "redrive", "--router"))
+    assert (summary["redriven"], summary["to_targets"], summary["skipped_unrouted"]) == (1, 1, 0)
+    (redriven,) = kafka.read_exactly(audit, 1)
+    event = from_record(redriven.key(), redriven.value(), redriven.headers())
+    assert (event.id, event.data) == ("e0", {"n": 0})
+    assert event.extensions == {
+        "matchedrules": "orders",
+        "redriveid": summary["redrive_id"],
+        "redriveorigin": "router.dlq/0",
+    }
+    assert header(redriven.headers() or [], "traceparent") == b"00-trace-0"
+    assert redriven.key() == b"k0"
+    kafka.read_exactly(echo, 1)
+    kafka.read_exactly(ingress, 1)  # the event as first published: nothing went back to ingress
+    (marked,) = _listed(kafka, path)
+    assert marked["redriven"] is not None
+
+    again = _summary(_dlq(kafka, path, "redrive", "--router"))
+    assert (again["redriven"], again["skipped_already"]) == (0, 1)
+    kafka.read_exactly(audit, 1)
 
 
 def test_router_usage_errors_exit_2_before_kafka_is_asked(kafka: KafkaEnv, tmp_path: Path) -> None:

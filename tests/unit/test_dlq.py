@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from bus import naming
-from bus.deadletter import dead_letter
+from bus.avro_store import TypedReader
+from bus.deadletter import TARGET, dead_letter
 from bus.dlq import (
     NOT_A_CLOUDEVENT,
     REDRIVE_ID,
     REDRIVE_ORIGIN,
     DeadLetterView,
     Redriven,
+    Targets,
     Verdict,
     decide,
     function_queue,
@@ -424,12 +428,15 @@ def test_the_summary_line() -> None:
         "scanned": 2,
         "matched": 1,
         "selected": 1,
+        "to_targets": 0,
         "redriven": 0,
         "skipped_already": 0,
         "skipped_invalid": 1,
         "skipped_dropped": 0,
         "skipped_origin": 0,
         "skipped_max": 0,
+        "skipped_unrouted": 0,
+        "skipped_failing": 0,
     }
 
 
@@ -446,3 +453,121 @@ def test_the_router_s_summary_has_no_function() -> None:
         redriven=1,
     )
     assert (summary["function"], summary["source"], summary["target"]) == (None, "p.router.dlq", "p.ingress")
+
+
+# Router dead letters for one target
+
+
+ROUTER_MANIFEST: dict[str, Any] = {
+    "prefix": "p",
+    "functions": {name: {"handler": "h:f"} for name in ("a", "b")},
+    "rules": [
+        {"name": "orders", "pattern": {"type": ["order.placed"]}, "targets": ["a", "b"]},
+        {"name": "eu", "pattern": {"subject": ["k1"]}, "targets": ["b"]},
+    ],
+}
+
+
+def _targets(manifest: dict[str, Any] | None = None, max_record_bytes: int = 1_000_000) -> Targets:
+    return Targets(
+        manifest=parse(manifest or ROUTER_MANIFEST),
+        reader=TypedReader(),
+        max_record_bytes=max_record_bytes,
+    )
+
+
+def _for_target(n: int, target: str | None, *, kind: str = "order.placed") -> DeadLetterView:
+    """A router dead letter of event n read from ingress, for `target` only (None: the whole event)."""
+    named = () if target is None else ((TARGET, target.encode()),)
+    original = to_record(_event(n, kind))
+    original = Record(original.key, original.value, (("traceparent", b"00-abc-01"), *original.headers))
+    stored = dead_letter(
+        original, error_type="UnknownTarget", reason="gone", origin=f"p.ingress/0/{n}", extra=named
+    )
+    return DeadLetterView.from_record(stored, partition=0, offset=n, timestamp_ms=STAMP + n)
+
+
+def test_a_router_dead_letter_for_one_target_shows_it() -> None:
+    """`bus_target` names the one target the router could not deliver to; --json has it, null otherwise."""
+    letter = _for_target(1, "b")
+    assert letter.target == "b"
+    assert letter.to_json()["target"] == "b"
+    assert _for_target(1, None).to_json()["target"] is None
+
+
+def test_a_dead_letter_for_one_target_is_routed_to_that_target_only() -> None:
+    """Its records are what the router writes to that target now, by the rules applied now: the other
+    targets already have it; a letter without a target goes to the queue's target (ingress)."""
+    plan = plan_redrive(
+        [_for_target(0, "b"), _for_target(1, None)], None, source="p.ingress", targets=_targets()
+    )
+    assert [letter.offset for letter in plan.selected] == [0, 1]
+    topic, records = plan.routed["0"]
+    assert topic == "p.fn.b"
+    (record,) = records
+    assert not [name for name, _ in record.headers if name.startswith("bus_")]
+    assert header(record.headers, "traceparent") == b"00-abc-01"
+    assert from_record(record.key, record.value, record.headers).extensions == {"matchedrules": "orders"}
+    assert "1" not in plan.routed
+
+    (batch,) = transactions(
+        plan.selected,
+        redrive_id="r",
+        time="t",
+        target="p.ingress",
+        markers="p.router.dlq.redriven",
+        origin="router.dlq",
+        routed=plan.routed,
+    )
+    assert [topic for topic, _ in batch] == [
+        "p.fn.b",
+        "p.router.dlq.redriven",
+        "p.ingress",
+        "p.router.dlq.redriven",
+    ]
+    event = from_record(batch[0][1].key, batch[0][1].value, batch[0][1].headers)
+    assert event.extensions == {"matchedrules": "orders", REDRIVE_ID: "r", REDRIVE_ORIGIN: "router.dlq/0"}
+    summary = redrive_summary(
+        plan, function=None, redrive_id="r", source="s", target="p.ingress", dry_run=True, redriven=0
+    )
+    assert (summary["selected"], summary["to_targets"]) == (2, 1)
+
+
+def test_a_dead_letter_whose_target_the_rules_no_longer_name_stays() -> None:
+    """The rules in force decide: when none sends the event to the target, it is `skipped_unrouted`,
+    not sent, and counted as matched; a target no longer declared is unrouted too."""
+    rules_now = {**ROUTER_MANIFEST, "rules": [{"name": "o", "pattern": {"type": ["x"]}, "targets": ["b"]}]}
+    letters = [_for_target(0, "b"), _for_target(1, "gone")]
+    plan = plan_redrive(letters, None, source="p.ingress", targets=_targets(rules_now))
+    assert (plan.selected, plan.skipped_unrouted, plan.matched) == ((), 2, 2)
+    assert decide(letters[0], None) is Verdict.REDRIVE, "the verdict on its own does not route"
+
+
+def test_a_dead_letter_whose_target_record_is_still_too_big_stays() -> None:
+    """A record for the target over the limit (with room for the redrive extensions) is `skipped_failing`."""
+    plan = plan_redrive([_for_target(0, "b")], None, targets=_targets(max_record_bytes=300))
+    assert (plan.selected, plan.skipped_failing) == ((), 1)
+
+
+def test_every_rule_sending_the_event_to_the_target_is_named() -> None:
+    """`matchedrules` lists the rules applied now that send it to the target, as the router would."""
+    plan = plan_redrive([_for_target(1, "b")], None, targets=_targets())
+    (record,) = plan.routed["1"][1]
+    assert header(record.headers, "ce_matchedrules") == b"orders,eu"
+
+
+def test_a_transaction_counts_letters_not_records() -> None:
+    """`max_letters` bounds dead letters per transaction, whatever the number of records each has."""
+    plan = plan_redrive([_for_target(n, "b") for n in range(3)], None, targets=_targets())
+    batches = list(
+        transactions(
+            plan.selected,
+            redrive_id="r",
+            time="t",
+            target="i",
+            markers="m",
+            routed=plan.routed,
+            max_letters=2,
+        )
+    )
+    assert [len(batch) for batch in batches] == [4, 2]

@@ -135,6 +135,7 @@ def test_a_missing_target_topic_sends_that_target_to_the_dlq_and_routes_the_othe
     dead = outputs[1].record
     assert header(dead.headers, "bus_error_type") == b"UnknownTarget"
     assert b"'p.fn.b' does not exist" in (header(dead.headers, "bus_error_message") or b"")
+    assert header(dead.headers, "bus_target") == b"b", "a has it: a redrive must go to b only"
 
 
 def test_an_update_applies_to_the_next_batch_and_is_counted_once_committed() -> None:
@@ -257,6 +258,7 @@ def test_a_transformed_record_over_the_limit_goes_to_the_dlq_and_the_others_flow
     outputs = Router(manifest(rules), max_record_bytes=1_000)([message(big)])
     assert [o.topic for o in outputs] == ["p.fn.a", naming.router_dlq_topic("p")]
     assert header(outputs[1].record.headers, "bus_error_type") == b"TooLarge"
+    assert header(outputs[1].record.headers, "bus_target") == b"b"
 
 
 def test_a_record_that_breaks_the_router_goes_to_the_dlq_and_the_batch_goes_on() -> None:
@@ -264,6 +266,7 @@ def test_a_record_that_breaks_the_router_goes_to_the_dlq_and_the_batch_goes_on()
     broken = Message(b"{}", [("ce_specversion", b"1.0")] * 3 + [("content-type", b"\xff")])
     outputs = router([broken, message(EVENT)])
     assert outputs[0].topic == naming.router_dlq_topic("p")
+    assert header(outputs[0].record.headers, "bus_target") is None, "nothing was delivered: no target"
     assert [o.topic for o in outputs[1:]] == ["p.fn.a", "p.fn.b"]
 
 
@@ -317,6 +320,7 @@ def test_an_input_at_the_limit_goes_to_the_dlq_once_matchedrules_would_push_it_o
     assert dead.value is None, "the dead letter itself would be over the limit: its value is dropped"
     assert b"bytes dropped" in (header(dead.headers, "bus_error_message") or b"")
     assert header(dead.headers, "bus_value_dropped") == str(len(record.value or b"")).encode()
+    assert sorted(header(o.record.headers, "bus_target") or b"" for o in outputs) == [b"a", b"b"]
 
 
 FAST_RULES = [
