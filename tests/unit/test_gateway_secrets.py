@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from bus.auth import ApiKeys, FailClosed, JwtVerifier
+from bus.cli_rules import unset_secrets
 from bus.control import Applied, encode
 from bus.errors import ConfigError
 from bus.kafka.control_store import ControlWatcher
@@ -177,3 +178,17 @@ def test_a_refused_control_record_is_an_error_naming_its_version(caplog: pytest.
     assert record.levelno == logging.ERROR
     assert record.fields["version"] == 4  # type: ignore[attr-defined]
     assert "incompatible" in record.fields["reason"]  # type: ignore[attr-defined]
+
+
+def test_bus_apply_names_each_secret_variable_unset_where_it_runs() -> None:
+    """The variables a manifest names are listed once each, in order; those unset or empty here are
+    the ones `bus apply` warns about."""
+    manifest = parse(_manifest(**KEYS))
+    assert manifest.secret_variables() == ("UPLOADS_WEBHOOK_SECRET", "SHOP_KEY", "OTHER_KEY")
+    assert unset_secrets(manifest, {"SHOP_KEY": SHOP_KEY, "OTHER_KEY": ""}) == [
+        "UPLOADS_WEBHOOK_SECRET",
+        "OTHER_KEY",
+    ]
+    assert parse(_manifest(auth="api_keys")).secret_variables() == ("UPLOADS_WEBHOOK_SECRET", "BUS_API_KEYS")
+    jwt = _manifest(auth="jwt", jwt={"secret_env": "JWT_SECRET", "audience": "bus"})
+    assert parse(jwt).secret_variables() == ("UPLOADS_WEBHOOK_SECRET", "JWT_SECRET")
