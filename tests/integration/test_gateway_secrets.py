@@ -42,7 +42,8 @@ def test_applied_credentials_whose_secrets_are_missing_fail_closed_on_a_running_
 ) -> None:
     """Auth off, then api_keys plus a minio store whose secret is unset: unauthenticated events get
     401 (never 202 again), the key whose variable is set works, the one unset is refused, minio
-    notifications get 401 naming the variable, and `bus apply` warned about both variables."""
+    notifications get 401 naming the variable, `bus apply` warned about both variables, and a restarted
+    gateway starts the same way."""
     prefix = kafka.prefix()
     path = tmp_path / "bus.yaml"
     path.write_text(f"prefix: {prefix}\n")
@@ -84,5 +85,14 @@ def test_applied_credentials_whose_secrets_are_missing_fail_closed_on_a_running_
         assert all(doc["level"] == "error" for doc in missing)
         assert not [doc for doc in logged if doc["event"] == "control_record_refused"]
         assert SHOP_KEY not in gateway.log.read_text()
+
+        # A restart starts from the applied manifest the same way: failing closed, not exiting.
+        gateway.stop()
+        gateway.start()
+        assert _post(gateway.url).status_code == 401
+        assert _post(gateway.url, SHOP_KEY).status_code == 202
+        restarted = httpx.post(f"{gateway.url}/notifications/minio", content=MINIO_BODY, timeout=30)
+        assert restarted.status_code == 401
+        assert "BUS_TEST_UPLOADS_SECRET" in restarted.json()["reason"]
     finally:
         gateway.stop()
