@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -124,8 +125,6 @@ def test_the_gateway_refuses_what_fails_closed_and_logs_each_variable(
 ) -> None:
     """Events without a key and notifications of the provider lacking its secret get 401 naming the
     variable; the usable key publishes; each missing variable is one error line."""
-    import asyncio
-
     publisher = _Keeping()
     settings = _settings({"SHOP_KEY": SHOP_KEY}, _manifest(**KEYS))
     headers = sign(b"any-secret-0123456789", MINIO_BODY, timestamp=int(time.time()), delivery="d-1")
@@ -192,3 +191,26 @@ def test_bus_apply_names_each_secret_variable_unset_where_it_runs() -> None:
     assert parse(_manifest(auth="api_keys")).secret_variables() == ("UPLOADS_WEBHOOK_SECRET", "BUS_API_KEYS")
     jwt = _manifest(auth="jwt", jwt={"secret_env": "JWT_SECRET", "audience": "bus"})
     assert parse(jwt).secret_variables() == ("UPLOADS_WEBHOOK_SECRET", "JWT_SECRET")
+
+
+def test_a_provider_with_one_store_lacking_its_secret_still_takes_the_other_stores_signed() -> None:
+    """Two minio stores, one secret unset: deliveries signed with the set secret are published; the
+    others get 401 naming the unset variable too."""
+    doc = _manifest()
+    doc["sources"]["object_stores"].append({"name": "media", "provider": "minio", "secret_env": "MEDIA"})
+    settings = _settings({"MEDIA": "media-secret-0123456789"}, doc)
+    good = sign(b"media-secret-0123456789", MINIO_BODY, timestamp=int(time.time()), delivery="d-1")
+    bad = sign(b"another-secret-0123456789", MINIO_BODY, timestamp=int(time.time()), delivery="d-2")
+    publisher = _Keeping()
+
+    async def scenario() -> None:
+        async with _serving(publisher, settings) as client:
+            ok = await client.post("/notifications/minio", content=MINIO_BODY, headers=good)
+            assert ok.status_code == 202
+            refused = await client.post("/notifications/minio", content=MINIO_BODY, headers=bad)
+            assert refused.status_code == 401
+            assert "does not match" in refused.json()["reason"]
+            assert "set UPLOADS_WEBHOOK_SECRET" in refused.json()["reason"]
+
+    asyncio.run(scenario())
+    assert len(publisher.published) == 1
