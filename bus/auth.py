@@ -39,6 +39,7 @@ __all__ = [
     "PLATFORM_NAMES",
     "ApiKeys",
     "AuthError",
+    "FailClosed",
     "ForbiddenError",
     "JwtVerifier",
     "Principal",
@@ -164,6 +165,23 @@ class ApiKeys:
         if found is None:
             raise AuthError(f"API key not recognised (unknown or revoked): {_FIX_KEY}")
         return found
+
+
+class FailClosed:
+    """Credentials are required but none can be checked (a secret variable is missing): every
+    request is refused with `reason`, never let through as if authentication were off."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        if not isinstance(reason, str) or not reason:
+            raise ConfigError("FailClosed needs the reason requests are refused, naming the fix")
+        self.reason = reason
+        """Why every request is refused, with the fix (e.g. the variable to set)."""
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        """Never a principal: AuthError with the reason, whatever `headers` hold."""
+        raise AuthError(self.reason)
 
 
 class JwtVerifier:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,7 +21,7 @@ from bus.patterns import compile as compile_pattern
 from bus.routing import explain
 from bus.settings import KafkaSettings
 
-__all__ = ["add_commands", "run_apply", "run_rules"]
+__all__ = ["add_commands", "run_apply", "run_rules", "unset_secrets"]
 
 
 def add_commands(sub: Any) -> None:
@@ -40,14 +42,35 @@ def add_commands(sub: Any) -> None:
     why.add_argument("-f", "--file", type=Path, help="explain this manifest's rules, not the applied ones")
 
 
-def run_apply(args: argparse.Namespace, settings: KafkaSettings, *, prefix: str | None) -> int:
-    """`bus apply -f bus.yaml`; `prefix` (from --prefix or BUS_PREFIX) overrides the manifest's."""
+def run_apply(
+    args: argparse.Namespace,
+    settings: KafkaSettings,
+    *,
+    prefix: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """`bus apply -f bus.yaml`; `prefix` (from --prefix or BUS_PREFIX) overrides the manifest's.
+
+    Warns about each secret variable the manifest names that is unset in `environ` (default: this
+    process's): the gateway may run elsewhere, but where it lacks one, that item fails closed."""
     try:
         print(apply_file(settings, args.file, prefix=prefix))
     except ManifestError as exc:  # bad input, as the README's exit statuses say: 2, not 1
         print(f"bus apply: {exc}", file=sys.stderr)
         return 2
+    environ = os.environ if environ is None else environ
+    for name in unset_secrets(manifest.read(args.file, prefix=prefix), environ):
+        print(
+            f"bus apply: warning: {name} is not set here; it must be set in the gateway's environment, "
+            "where the items naming it otherwise fail closed (refused)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def unset_secrets(checked: manifest.Manifest, environ: Mapping[str, str]) -> list[str]:
+    """The secret variables `checked` names that are unset (or empty) in `environ`."""
+    return [name for name in checked.secret_variables() if not environ.get(name)]
 
 
 def run_rules(args: argparse.Namespace, settings: KafkaSettings, out: TextIO | None = None) -> int:

@@ -190,6 +190,19 @@ class Manifest:
     flows: tuple[Flow, ...] = ()
     """`flows:`, validated; their steps are among `rules` too (bus.flows)."""
 
+    def secret_variables(self) -> tuple[str, ...]:
+        """The environment variables the gateway reads secrets from for this manifest, each once:
+        the object stores' and API keys' `secret_env`, the JWT secret's, else `BUS_API_KEYS` for
+        `auth: api_keys` without listed keys."""
+        auth = self.http_auth
+        names = [store.secret_env for store in self.object_stores if store.secret_env is not None]
+        names += [key.secret_env for key in auth.keys]
+        if auth.mode == "api_keys" and not auth.keys:
+            names.append("BUS_API_KEYS")
+        if auth.mode == "jwt" and auth.jwt_secret_env is not None:
+            names.append(auth.jwt_secret_env)
+        return tuple(dict.fromkeys(names))
+
 
 def read(path: str | Path, *, prefix: str | None = None) -> Manifest:
     """Read and validate a manifest file; `prefix` (from `--prefix` or `BUS_PREFIX`) overrides its own."""

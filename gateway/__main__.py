@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     The gateway starts from the applied manifest (`bus apply`) when there is one, else from its
     `-f` file: a restart never undoes an apply (a revoked key stays revoked). A schema incompatible
     with its type's registered version stops the gateway (exit 1) before it accepts anything: the new
-    version is refused when it is registered. Manifests applied later are followed: a change the
-    gateway cannot take is logged and the last one kept.
+    version is refused when it is registered. Manifests applied later are followed: a secret
+    variable the environment lacks fails only its item closed (`gateway.settings.Unusable`); any
+    other change the gateway cannot take is logged as an error and the last one kept.
     """
     parser = argparse.ArgumentParser(prog="python -m gateway")
     parser.add_argument("--port", type=int, help="HTTP port (default $BUS_HTTP_PORT or 8080)")

@@ -197,6 +197,13 @@ def _refuse_batch(records: list[Record], limit: int) -> Response | None:
     return None
 
 
+def _log_unusable(settings: GatewaySettings) -> None:
+    """One error line per secret variable the manifest names that the environment cannot supply."""
+    for item in settings.unusable:
+        event = "secret_missing" if item.missing else "secret_unusable"
+        log_event(logger, event, variable=item.variable, reason=item.reason, level=logging.ERROR)
+
+
 class Gateway:
     """The gateway's request handlers over one producer (opened and flushed by `lifespan`)."""
 
@@ -242,7 +249,12 @@ class Gateway:
             self._publisher = publisher
             signed = sorted(self._settings.webhook_secrets)
             log_event(logger, "gateway_ready", ingress=self._ingress, signed=signed)
-            unsigned = [p for p in PROVIDERS if p not in self._settings.webhook_secrets]
+            _log_unusable(self._settings)
+            unsigned = [
+                p
+                for p in PROVIDERS
+                if p not in self._settings.webhook_secrets and p not in self._settings.webhook_missing
+            ]
             if unsigned:
                 log_event(
                     logger,
@@ -269,8 +281,11 @@ class Gateway:
             schemas=settings.schemas,
             auth=settings.auth,
             webhook_secrets=settings.webhook_secrets,
+            webhook_missing=settings.webhook_missing,
+            unusable=settings.unusable,
             schedules=settings.schedules,
         )
+        _log_unusable(settings)
         if self._scheduler is not None:
             self._scheduler.update(settings.schedules, settings.schemas)
         log_event(logger, "gateway_reconfigured", functions=sorted(settings.functions))
@@ -436,18 +451,23 @@ class Gateway:
         body = await self._body(request)
         if isinstance(body, Response):
             return body
-        secrets = self._settings.webhook_secrets.get(provider)
-        if not secrets:
+        secrets = self._settings.webhook_secrets.get(provider, ())
+        missing = self._settings.webhook_missing.get(provider, ())
+        if not secrets and not missing:
             return await self._publish_notification(provider, body)
         # Signed providers: the signature is checked on the raw bytes, before anything is parsed.
+        # A store whose secret variable is missing fails closed: never taken unsigned.
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
+            if not secrets:
+                raise SignatureError("; ".join(item.reason for item in missing))
             delivery = verify(
                 headers, body, secrets=secrets, now=time.time(), tolerance=self._settings.signature_tolerance
             )
         except SignatureError as exc:
-            log_event(logger, "signature_rejected", provider=provider, reason=str(exc))
-            return _problem(401, "invalid_signature", str(exc))
+            reason = "; ".join([str(exc), *(item.reason for item in missing if secrets)])
+            log_event(logger, "signature_rejected", provider=provider, reason=reason)
+            return _problem(401, "invalid_signature", reason)
         # Delivery ids are unique per sender: another provider's "42" is another delivery.
         key = (provider, delivery.id)
         if not self._replays.reserve(key, time.time()):

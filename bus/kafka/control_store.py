@@ -64,7 +64,12 @@ def starting_manifest(
     if isinstance(applied, Refused):
         reason = applied.reason
         log_event(
-            logger, "control_record_refused", offset=applied.offset, version=applied.version, reason=reason
+            logger,
+            "control_record_refused",
+            offset=applied.offset,
+            version=applied.version,
+            reason=reason,
+            level=logging.ERROR,
         )
         if not has_file:
             raise ConfigError(f"{applied.describe(prefix)}; apply a valid one with `bus apply` or pass -f")
@@ -177,11 +182,21 @@ class ControlWatcher:
             consumer.close()
 
     def _apply(self, message: Any) -> None:
+        version: int | None = None  # unknown until the record is decoded
         try:
             applied = decode(message.value())
+            version = applied.version
             self._on_change(applied)
         except BusError as exc:
-            log_event(logger, "control_record_refused", offset=message.offset(), reason=str(exc))
+            # The version in force stays: an operator must learn that the one applied is not.
+            log_event(
+                logger,
+                "control_record_refused",
+                offset=message.offset(),
+                version=version,
+                reason=str(exc),
+                level=logging.ERROR,
+            )
         except Exception as exc:  # the watcher must outlive any one record: the rules in force stay
             log_event(
                 logger,

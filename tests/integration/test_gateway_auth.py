@@ -35,7 +35,7 @@ def _client(kafka: KafkaEnv, http: dict[str, Any], environ: dict[str, str]) -> t
     settings = kafka.settings(kafka.prefix())
     ensure_topics(settings, ingress_topics(settings.prefix))
     manifest = parse({"prefix": settings.prefix, "sources": {"http": http}})
-    auth = authenticator(environ, manifest.http_auth, default_tenant=settings.prefix)
+    auth, _ = authenticator(environ, manifest.http_auth, default_tenant=settings.prefix)
     return TestClient(create_app(GatewaySettings(kafka=settings, auth=auth))), naming.ingress_topic(
         settings.prefix
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bus.errors import ConfigError, ManifestError
+from bus.errors import ManifestError
 from bus.manifest import ObjectStore, parse
 from gateway.settings import webhook_secrets
 
@@ -57,12 +57,22 @@ def test_secrets_are_gathered_per_provider_and_split_for_rotation() -> None:
         {"name": "b", "provider": "s3", "secret_env": "B_SECRET"},
         {"name": "c", "provider": "oss"},
     )
-    secrets = webhook_secrets({"A_SECRET": "new, old", "B_SECRET": "other"}, stores)
+    secrets, missing = webhook_secrets({"A_SECRET": "new, old", "B_SECRET": "other"}, stores)
     assert secrets == {"s3": (b"new", b"old", b"other")}
+    assert missing == {}
 
 
-def test_a_missing_secret_variable_is_a_config_error_naming_it() -> None:
-    """Declaring secret_env without setting the variable stops the gateway with the variable named."""
-    stores = _stores({"name": "uploads", "provider": "s3", "secret_env": "UPLOADS_WEBHOOK_SECRET"})
-    with pytest.raises(ConfigError, match="UPLOADS_WEBHOOK_SECRET"):
-        webhook_secrets({}, stores)
+def test_a_missing_secret_variable_fails_that_provider_closed_naming_it() -> None:
+    """Declaring secret_env without setting the variable leaves the provider with no secret but listed
+    as missing one (its notifications are refused), naming the variable and where to set it."""
+    stores = _stores(
+        {"name": "uploads", "provider": "s3", "secret_env": "UPLOADS_WEBHOOK_SECRET"},
+        {"name": "media", "provider": "minio", "secret_env": "MEDIA_SECRET"},
+    )
+    secrets, missing = webhook_secrets({"MEDIA_SECRET": "m"}, stores)
+    assert secrets == {"minio": (b"m",)}
+    (item,) = missing["s3"]
+    assert item.variable == "UPLOADS_WEBHOOK_SECRET"
+    assert item.missing
+    assert "set UPLOADS_WEBHOOK_SECRET" in item.reason
+    assert "gateway's environment" in item.reason

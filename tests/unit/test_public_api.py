@@ -16,6 +16,7 @@ EXPECTED: dict[str, set[str]] = {
         "PLATFORM_NAMES",
         "ApiKeys",
         "AuthError",
+        "FailClosed",
         "ForbiddenError",
         "JwtVerifier",
         "Principal",
