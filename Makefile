@@ -4,17 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps kafka-jars up test lint typecheck unit integration bench clean
+.PHONY: setup run-setup system-deps test-deps kafka-jars up test lint typecheck unit integration bench clean
 
-setup: system-deps $(STAMP) kafka-jars
+# Everything the tests need; `make up` needs less (run-setup): no browser.
+setup: run-setup test-deps
 
-# Java runs the local broker and Maven fetches it; headless Chromium renders the dashboard in its
-# test (tests/integration/test_dashboard.py). Install them from Debian when missing.
+run-setup: system-deps $(STAMP) kafka-jars
+
+# Java runs the local broker and Maven fetches it. Installed from Debian when missing (apt-get:
+# as root; `python3 -m venv` also needs Debian's python3-venv).
 system-deps:
 	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
 		echo "installing Java and Maven (apt-get)"; \
 		apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven; \
 	fi
+
+# Headless Chromium renders the dashboard in its test (tests/integration/test_dashboard.py).
+test-deps:
 	@if ! command -v chromium >/dev/null; then \
 		echo "installing Chromium (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
@@ -30,7 +36,7 @@ $(STAMP): pyproject.toml
 kafka-jars: $(STAMP)
 	$(BIN)/python -c "import os; from bus.localkafka import fetch_jars; print(fetch_jars(os.environ))"
 
-up: setup
+up: run-setup
 	$(BIN)/bus up $(ARGS)
 
 lint: $(STAMP)

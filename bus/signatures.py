@@ -69,8 +69,11 @@ class Delivery:
     """The signing time in unix seconds (`t`)."""
 
 
-def sign(secret: bytes, body: bytes, *, timestamp: int, delivery: str) -> dict[str, str]:
-    """The `bus-signature` and `bus-delivery` headers for sending `body` signed with `secret`."""
+def sign(secret: bytes | str, body: bytes, *, timestamp: int, delivery: str) -> dict[str, str]:
+    """The `bus-signature` and `bus-delivery` headers for sending `body` signed with `secret` (text
+    is taken as its UTF-8 bytes, as the gateway reads the secret from its variable)."""
+    if isinstance(secret, str):
+        secret = secret.encode()
     if not secret:
         raise SignatureError("webhook secret is empty: use a long random secret")
     if not _DELIVERY.fullmatch(delivery):

@@ -56,6 +56,11 @@ def test_sign_matches_the_documented_scheme() -> None:
     assert expected == GOLDEN_V1
 
 
+def test_a_text_secret_signs_as_its_utf8_bytes() -> None:
+    """sign() takes the secret as the variable holds it, text, as well as bytes."""
+    assert sign(NEW.decode(), BODY, timestamp=NOW, delivery=DELIVERY) == signed()
+
+
 def test_valid_signature_is_accepted() -> None:
     """A delivery signed with the configured secret, on time, gives its id and timestamp."""
     assert verify(signed(), BODY, secrets=[NEW], now=NOW) == Delivery(id=DELIVERY, timestamp=NOW)
