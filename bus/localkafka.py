@@ -322,6 +322,38 @@ def _wait_serving(process: subprocess.Popen[bytes], state: BrokerState, timeout:
         KafkaSettings(bootstrap_servers=state.bootstrap),
         timeout=max(1.0, deadline - time.monotonic()),
     )
+    # Something answers on the port: make sure it is this broker, not one that took the port
+    # between our check and its bind (ours then exits, and clients would use the other's data).
+    ours = _cluster_id(Path(state.data_dir))
+    answering = _answering_cluster(state.bootstrap)
+    if process.poll() is not None or (ours and answering and answering != ours):
+        raise LocalKafkaError(
+            f"another Kafka answers on port {state.port} (cluster {answering or 'unknown'}, not this one's "
+            f"{ours}); ours could not bind it (see {state.log_file}): choose another port with --port"
+        )
+
+
+def _cluster_id(data_dir: Path) -> str | None:
+    """The cluster id this data dir was formatted with (`meta.properties`)."""
+    with contextlib.suppress(OSError):
+        for line in (data_dir / "logs" / "meta.properties").read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == "cluster.id":
+                return value.strip()
+    return None
+
+
+def _answering_cluster(bootstrap: str) -> str | None:
+    """The cluster id of the broker answering at `bootstrap`; None if it cannot be learnt."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415 - keeps `bus kafka status` light
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    try:
+        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    except KafkaException:  # only a check: the broker answered wait_for_broker already
+        return None
+    cluster: str | None = metadata.cluster_id
+    return cluster
 
 
 def _previous_ports(data_dir: Path) -> tuple[int | None, int | None]:

@@ -75,6 +75,7 @@ class Stack:
         self._environ = dict(environ)
         self._home = bus_home(environ)
         self._started_kafka = False
+        self._kafka_port: int | None = None
         self._children: list[Child] = []
         self._supervisor: Supervisor | None = None
         self._ui_port = ui_port
@@ -91,6 +92,7 @@ class Stack:
             data_dir = self._home / "kafka"
             self._started_kafka = localkafka.status(data_dir) is None
             state = localkafka.start(data_dir, environ=env)
+            self._kafka_port = state.port
             env["KAFKA_BOOTSTRAP_SERVERS"] = state.bootstrap
         env["BUS_PREFIX"] = self._manifest.prefix  # the gateway reads its topic namespace from here
         settings = load_kafka(env, prefix=self._manifest.prefix)
@@ -139,6 +141,7 @@ class Stack:
     def run(self, stop: threading.Event) -> None:
         """Supervise children and scale workers until `stop` is set (restart backoff up to 30 s)."""
         while not stop.wait(self._interval()):
+            self._watch_kafka()
             if self._supervisor is not None:
                 try:
                     self._supervisor.step()
@@ -161,6 +164,25 @@ class Stack:
                     )
                 if child.process is None and time.monotonic() >= child.next_start:
                     self._spawn(child)
+
+    def _watch_kafka(self) -> None:
+        """Start again the broker this stack started, should it have exited (clients reconnect)."""
+        if not self._started_kafka:
+            return
+        data_dir = self._home / "kafka"
+        if localkafka.status(data_dir) is not None:
+            return
+        log_event(
+            logger,
+            "kafka_exited",
+            log=str(data_dir / "kafka.log"),
+            action="starting it again",
+            level=logging.ERROR,
+        )
+        try:
+            localkafka.start(data_dir, environ=self._environ, port=self._kafka_port)
+        except BusError as exc:
+            log_event(logger, "kafka_not_restarted", reason=str(exc), level=logging.ERROR)
 
     @property
     def supervisor(self) -> Supervisor | None:

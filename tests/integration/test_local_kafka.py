@@ -49,6 +49,9 @@ def test_stopped_and_restarted_broker_keeps_topics_and_data(tmp_path: Path) -> N
         assert f"127.0.0.1:{port}" in status.stdout
         values = [m.value() for m in read_topic(settings, "kept", timeout=30, idle_timeout=3)]
         assert values == [b"survives a restart"]
+        formatted = localkafka._cluster_id(tmp_path / "kafka")
+        assert formatted, "the data dir names its cluster"
+        assert localkafka._answering_cluster(settings.bootstrap_servers) == formatted, "the broker is ours"
         admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
         admin.list_topics("never-created-by-accident", timeout=10)
         assert "never-created-by-accident" not in admin.list_topics(timeout=10).topics, "auto-creation is off"

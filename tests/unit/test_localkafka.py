@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,11 @@ def test_port_free_sees_a_listening_socket() -> None:
         port = sock.getsockname()[1]
         assert not localkafka.port_free(port)
     assert localkafka.port_free(localkafka.free_port())
+
+
+def test_the_cluster_id_is_read_from_the_formatted_data_dir(tmp_path: Path) -> None:
+    """`meta.properties` names the cluster the data dir was formatted for; none before formatting."""
+    assert localkafka._cluster_id(tmp_path) is None
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "meta.properties").write_text("#\nnode.id=1\ncluster.id=AbC-12_xyz\nversion=1\n")
+    assert localkafka._cluster_id(tmp_path) == "AbC-12_xyz"
