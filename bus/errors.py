@@ -82,6 +82,14 @@ class KafkaUnavailable(KafkaError):
     def __init__(self, message: str) -> None:
         super().__init__(message, retriable=True)
 
+    @classmethod
+    def at(cls, bootstrap: str, reason: object) -> KafkaUnavailable:
+        """No broker answers at `bootstrap`: the message names it, the client's reason and the fix."""
+        return cls(
+            f"cannot reach Kafka at {bootstrap}: {reason}; start it (`bus up`, or `bus kafka start`) "
+            "or point KAFKA_BOOTSTRAP_SERVERS at a running broker"
+        )
+
 
 class Stopped(BusError):
     """A wait given up because its process is stopping (a graceful shutdown, not a failure)."""

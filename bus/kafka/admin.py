@@ -38,7 +38,7 @@ def wait_for_broker(settings: KafkaSettings, *, timeout: float = 30.0) -> None:
             last = exc
         else:
             return
-    raise KafkaUnavailable(f"no Kafka broker answered at {settings.bootstrap_servers} ({last})")
+    raise KafkaUnavailable.at(settings.bootstrap_servers, last)
 
 
 def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, timeout: float = 30.0) -> list[str]:
@@ -47,7 +47,7 @@ def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, timeou
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
+        raise KafkaUnavailable.at(settings.bootstrap_servers, exc) from exc
     wanted = {spec.name: spec for spec in specs if spec.name not in existing}
     if not wanted:
         return []
@@ -93,7 +93,7 @@ def partition_counts(
     try:
         topics = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
+        raise KafkaUnavailable.at(settings.bootstrap_servers, exc) from exc
     return {name: len(topics[name].partitions) for name in names if name in topics}
 
 
@@ -126,7 +126,7 @@ def topic_names(settings: KafkaSettings, *, timeout: float = 30.0) -> set[str]:
     try:
         return set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
+        raise KafkaUnavailable.at(settings.bootstrap_servers, exc) from exc
 
 
 def wait_settled(

@@ -9,11 +9,15 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaException
 
 from bus.errors import ConfigError
+from bus.logs import RepeatFilter
 from bus.settings import KafkaSettings
 
 __all__ = ["admin_config", "build", "consumer_config", "producer_config"]
 
 T = TypeVar("T")
+
+_CLIENT_LOGS = logging.getLogger("bus.librdkafka")
+_CLIENT_LOGS.addFilter(RepeatFilter())  # a broker down: one line a minute per kind, not hundreds
 
 
 def build(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
@@ -30,7 +34,7 @@ def _base(settings: KafkaSettings) -> dict[str, Any]:
         "bootstrap.servers": settings.bootstrap_servers,
         "client.dns.lookup": "use_all_dns_ips",
         # librdkafka's own log lines go through `logging`, so they come out as structured JSON too.
-        "logger": logging.getLogger("bus.librdkafka"),
+        "logger": _CLIENT_LOGS,
         **settings.extra,
     }
 

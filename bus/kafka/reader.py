@@ -38,7 +38,7 @@ def read_topic(
         try:
             metadata = consumer.list_topics(topic, timeout=10)
         except KafkaException as exc:
-            raise KafkaUnavailable(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+            raise KafkaUnavailable.at(settings.bootstrap_servers, exc) from exc
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             raise KafkaError(f"topic {topic!r} does not exist")
@@ -90,7 +90,7 @@ def read_to_end(
         try:
             found = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         except KafkaException as exc:
-            raise KafkaUnavailable(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+            raise KafkaUnavailable.at(settings.bootstrap_servers, exc) from exc
         if found is None or found.error is not None:
             if missing_ok:
                 return []

@@ -105,9 +105,7 @@ class WindowReader:
         try:
             found = consumer.list_topics(topic, timeout=self._timeout).topics.get(topic)
         except KafkaException as exc:
-            raise KafkaUnavailable(
-                f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
-            ) from exc
+            raise KafkaUnavailable.at(self._settings.bootstrap_servers, exc) from exc
         if found is None or found.error is not None:
             raise KafkaError(f"topic {topic!r} does not exist: nothing was published under this prefix")
         partitions = sorted(found.partitions)

@@ -264,4 +264,5 @@ def test_kafka_unavailable_fails_in_one_line_within_the_client_timeout(tmp_path:
     assert result.returncode == 1
     assert time.monotonic() - started < 30
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"bus dlq: no Kafka broker answered at {address}")
+    assert last.startswith(f"bus dlq: cannot reach Kafka at {address}")
+    assert last.endswith("or point KAFKA_BOOTSTRAP_SERVERS at a running broker"), "the fix"
