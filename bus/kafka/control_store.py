@@ -225,7 +225,8 @@ def apply_file(
     stored, checked = checked_document(manifest.read_document(path), base_dir, prefix=prefix)
     _ensure_registrable(settings, checked, environ)
     packages.prepare(checked, environments or packages.environments_home(environ))
-    ensure_topics(settings, manifest_topics(checked))
+    created = ensure_topics(settings, manifest_topics(checked))
+    made = _created(created)
     previous, _ = read_applied(settings, checked.prefix)
     # A results topic a flow step starts following is read from its end as of now (the topics
     # exist: created above): recorded, so that a router started later starts there too.
@@ -234,13 +235,20 @@ def apply_file(
     step = next_applied(previous, stored, base_dir=str(base_dir), now=now_rfc3339(), starts=starts)
     if step is None:
         assert isinstance(previous, Applied)
-        return f"unchanged: version {previous.version} of prefix {checked.prefix!r} is this manifest"
+        return f"unchanged: version {previous.version} of prefix {checked.prefix!r} is this manifest{made}"
     applied, change = step
     store_applied(settings, checked.prefix, applied)
     return (
         f"applied version {applied.version} to prefix {checked.prefix!r}: "
-        f"{len(checked.rules)} rules ({change.describe()}), {len(checked.functions)} functions"
+        f"{len(checked.rules)} rules ({change.describe()}), {len(checked.functions)} functions{made}"
     )
+
+
+def _created(topics: list[str]) -> str:
+    """What an apply's summary says of the topics it created ("" for none)."""
+    if not topics:
+        return ""
+    return f"; created {len(topics)} topic{'s' * (len(topics) != 1)}: {', '.join(sorted(topics))}"
 
 
 def _ensure_registrable(

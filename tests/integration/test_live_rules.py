@@ -68,8 +68,9 @@ def test_an_applied_change_reaches_the_running_router_within_a_second_and_loses_
     first = run_bus("apply", "-f", str(path), env=env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith(f"applied version 1 to prefix '{prefix}': 1 rules (+r1)")
+    assert f"topics: {prefix}." in first.stdout, "it says which topics it made"
     again = run_bus("apply", "-f", str(path), env=env)
-    assert again.stdout.startswith("unchanged: version 1"), again.stdout
+    assert again.stdout == f"unchanged: version 1 of prefix '{prefix}' is this manifest\n", again.stdout
 
     router = RouterProcess(kafka, prefix, tmp_path)
     router.start()
