@@ -29,7 +29,7 @@ from bus import (
 )
 from bus.avro_schema import load_book
 from bus.avro_store import TypedReader
-from bus.cli_args import positive
+from bus.cli_args import port, positive
 from bus.clock import now_rfc3339
 from bus.dashboard_server import pick_port
 from bus.errors import BusError, ConfigError, HandlerLoadError, InvalidEvent, ManifestError
@@ -50,11 +50,8 @@ from bus.typed_events import EdgeSchemas, register_book, typed
 __all__ = ["main"]
 
 
-def _port(text: str) -> int:
-    """An argparse type: a TCP port number."""
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
-    return int(text)
+_port = port()
+_any_port = port(any_free=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole platform on this machine")
     up.add_argument("-f", "--file", type=Path, help="manifest (default: the bundled example)")
     up.add_argument("--http-port", type=_port, default=8080, help="gateway port (default 8080)")
-    up.add_argument("--ui-port", type=_port, help="dashboard port (default 8089, or a free one)")
+    up.add_argument(
+        "--ui-port", type=_any_port, help="dashboard port (default 8089, or a free one; 0: any free)"
+    )
 
     publish = sub.add_parser("publish", help="publish one event; print its id")
     publish.add_argument("--type", required=True, help="event type")

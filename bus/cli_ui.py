@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bus.cli_args import port
 from bus.dashboard_server import DEFAULT_PORT, Dashboard
 from bus.errors import ConfigError, ManifestError
 from bus.kafka.control_store import manifest_in_force
@@ -24,11 +25,7 @@ from bus.stack import install_stop_handlers
 __all__ = ["add_commands", "run"]
 
 
-def _port(text: str) -> int:
-    """An argparse type: a TCP port number (0: any free port)."""
-    if not text.isdigit() or not 0 <= int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
-    return int(text)
+_port = port(any_free=True)
 
 
 def _interval(text: str) -> float:

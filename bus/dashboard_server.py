@@ -199,7 +199,8 @@ class Dashboard:
         except OSError as exc:
             where = f"{host}:{port}"
             raise BusError(
-                f"the dashboard cannot listen on {where} ({exc.strerror}): choose another port"
+                f"the dashboard cannot listen on {where} ({exc.strerror}): choose another port "
+                "(`bus ui --port`, `bus up --ui-port`; 0: any free)"
             ) from exc
         self._server.daemon_threads = True
         bound = self._server.server_address[0]
