@@ -28,11 +28,14 @@ __all__ = ["MAX_CHECKS", "conform", "describe", "show", "validate"]
 MAX_CHECKS = 10_000
 """Most union branches one validation may try and reject: each failed branch is retried with the
 next, so without a bound, data nested through a union of records costs 2^depth."""
-_OVER_BUDGET = "the data was checked against over"
 
 
 class _TooManyItems(InvalidEvent):
     """Over the item limit: not a mismatch for a union to try another branch over."""
+
+
+class _OverBudget(InvalidEvent):
+    """Over MAX_CHECKS failed union branch tries: the validation stops, whatever branch is next."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -194,7 +197,7 @@ class _Conformer:
     def spend(self, path: str) -> None:
         self.budget -= 1
         if self.budget < 0:
-            raise InvalidEvent(
+            raise _OverBudget(
                 path, f"the data takes over {MAX_CHECKS} union branch tries to validate; simplify it"
             )
 
@@ -279,11 +282,9 @@ class _Conformer:
         for index in candidates:
             try:
                 value = self.value(branches[index], datum, path, depth)
-            except _TooManyItems:
+            except (_TooManyItems, _OverBudget):
                 raise
             except InvalidEvent as exc:
-                if exc.reason.startswith(_OVER_BUDGET):
-                    raise
                 self.items = counted  # a rejected branch writes nothing: its items do not count
                 self.spend(path)  # only failed tries count: valid data rarely fails a branch
                 errors.append(exc)
