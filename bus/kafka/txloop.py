@@ -34,6 +34,7 @@ from bus.logs import log_event
 from bus.settings import KafkaSettings
 
 __all__ = [
+    "START_LOOKUP_TIMEOUT",
     "InMessage",
     "Output",
     "TransactionalLoop",
@@ -45,6 +46,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("bus.kafka")
+
+
+START_LOOKUP_TIMEOUT = 5.0
+"""Seconds an assignment waits for the committed offsets of partitions with a start (`subscribe`'s
+`new_from`) before it leaves them at their committed offsets."""
 
 
 class InMessage(Protocol):
@@ -165,11 +171,20 @@ class TransactionalLoop:
             return  # confluent-kafka assigns them from their committed offsets
         fresh = [TopicPartition(topic, partition) for topic, partition in starts]
         try:
-            committed = consumer.committed(fresh, timeout=self._txn_timeout)
+            # Inside the rebalance callback: bounded well below the group's timeouts. A killed
+            # member's open transaction holds a stable read of these offsets back until it times
+            # out; the partitions then start at their committed offsets, as without a start.
+            committed = consumer.committed(fresh, timeout=START_LOOKUP_TIMEOUT)
         except KafkaException as exc:
-            raise KafkaError(
-                f"cannot read the committed offsets of {_names(fresh)}: {exc.args[0].str()}"
-            ) from exc
+            log_event(
+                logger,
+                "start_offsets_not_read",
+                group=self._group,
+                partitions=_names(fresh),
+                reason=exc.args[0].str(),
+                level=logging.WARNING,
+            )
+            return
         # No committed offset (negative), or one from before the start: the group read this topic
         # for a step that was removed since, and the step following it again starts afresh.
         placed = {}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import cast
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from bus.kafka.txloop import TransactionalLoop
+from bus.kafka.txloop import START_LOOKUP_TIMEOUT, TransactionalLoop
 from bus.settings import KafkaSettings
 
 
@@ -66,4 +66,22 @@ def test_a_committed_offset_at_or_after_the_start_is_kept() -> None:
 
 def test_partitions_without_a_start_are_left_to_the_committed_offsets() -> None:
     consumer = assign({}, {})
+    assert (consumer.assigned, consumer.commits) == ([], [])
+
+
+class StalledConsumer(FakeConsumer):
+    """A group whose committed offsets cannot be read in time (a killed member's open transaction)."""
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        assert timeout <= START_LOOKUP_TIMEOUT, "bounded: this runs inside the rebalance callback"
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+
+def test_offsets_that_cannot_be_read_in_time_leave_the_partitions_at_their_committed_offsets() -> None:
+    """The assignment goes on (the router keeps running) with no start placed, instead of raising
+    out of the rebalance callback."""
+    loop = TransactionalLoop(KafkaSettings(), group="g", topics=["in"], transactional_id="t")
+    loop.subscribe(["in", "res"], new_from={("res", 0): 5})
+    consumer = StalledConsumer({})
+    loop._on_assign(cast("Consumer", consumer), [TopicPartition("res", 0)])
     assert (consumer.assigned, consumer.commits) == ([], [])
