@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,9 @@ from bus.manifest import Manifest, read
 from bus.settings import KafkaSettings
 from bus.stack import Stack
 from bus.topology import TopicSpec
+from gateway.app import create_app
+from gateway.publisher import Publisher
+from gateway.settings import GatewaySettings
 
 T = TypeVar("T")
 _counter = itertools.count()
@@ -297,3 +300,18 @@ flows:
       model: {function: model, after: [a, b], timeout: 60s}
 """
 """A flow whose `model` step joins `a` and `b` (for tests of the joiner; no prefix: give one)."""
+
+
+@asynccontextmanager
+async def serving_gateway(publisher: Any, settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a started gateway app (no server, no Kafka) publishing through `publisher`."""
+
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[Publisher]:
+        yield publisher
+
+    app = create_app(settings, factory)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client

@@ -4,9 +4,8 @@ only once its publish was acknowledged, and only for the sender that used it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -14,9 +13,8 @@ import httpx
 from bus.errors import KafkaUnavailable
 from bus.kafka_binding import Record
 from bus.signatures import sign
-from gateway.app import create_app
-from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings
+from tests.support import serving_gateway
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "notifications"
 S3_BODY = (FIXTURES / "s3_put.json").read_bytes()
@@ -45,21 +43,6 @@ class _Stalling:
         return True
 
 
-@contextlib.asynccontextmanager
-async def _serving(publisher: _Stalling, settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of a started gateway publishing through `publisher`."""
-
-    @contextlib.asynccontextmanager
-    async def factory() -> AsyncIterator[Publisher]:
-        yield publisher
-
-    app = create_app(settings, factory)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
-
-
 def test_a_retry_while_the_first_attempt_is_publishing_gets_503_and_the_delivery_survives() -> None:
     """The retry of an unacknowledged delivery gets 503 with Retry-After, not 409: when the first
     attempt then fails, the next retry publishes it; once acknowledged, a replay gets 409."""
@@ -68,7 +51,7 @@ def test_a_retry_while_the_first_attempt_is_publishing_gets_503_and_the_delivery
 
     async def scenario() -> None:
         settings = GatewaySettings(webhook_secrets={"s3": (S3_SECRET,)})
-        async with _serving(publisher, settings) as client:
+        async with serving_gateway(publisher, settings) as client:
 
             async def post() -> httpx.Response:
                 return await client.post("/notifications/s3", content=S3_BODY, headers=headers)
@@ -98,7 +81,7 @@ def test_two_providers_may_use_the_same_delivery_id() -> None:
 
     async def scenario() -> None:
         settings = GatewaySettings(webhook_secrets={"s3": (S3_SECRET,), "minio": (MINIO_SECRET,)})
-        async with _serving(publisher, settings) as client:
+        async with serving_gateway(publisher, settings) as client:
             s3 = sign(S3_SECRET, S3_BODY, timestamp=now, delivery="42")
             minio = sign(MINIO_SECRET, MINIO_BODY, timestamp=now, delivery="42")
             assert (await client.post("/notifications/s3", content=S3_BODY, headers=s3)).status_code == 202

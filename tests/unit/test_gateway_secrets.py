@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -24,9 +22,8 @@ from bus.kafka_binding import Record
 from bus.manifest import parse
 from bus.settings import KafkaSettings
 from bus.signatures import sign
-from gateway.app import create_app
-from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings, load
+from tests.support import serving_gateway
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "notifications"
 MINIO_BODY = (FIXTURES / "minio_webhook_put.json").read_bytes()
@@ -107,19 +104,6 @@ class _Keeping:
         return True
 
 
-@contextlib.asynccontextmanager
-async def _serving(publisher: _Keeping, settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
-    @contextlib.asynccontextmanager
-    async def factory() -> AsyncIterator[Publisher]:
-        yield publisher
-
-    app = create_app(settings, factory)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
-
-
 def test_the_gateway_refuses_what_fails_closed_and_logs_each_variable(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -130,7 +114,7 @@ def test_the_gateway_refuses_what_fails_closed_and_logs_each_variable(
     headers = sign(b"any-secret-0123456789", MINIO_BODY, timestamp=int(time.time()), delivery="d-1")
 
     async def scenario() -> None:
-        async with _serving(publisher, settings) as client:
+        async with serving_gateway(publisher, settings) as client:
             events = {"content-type": "application/cloudevents+json"}
             body = orjson.dumps(EVENT)
             assert (await client.post("/events", content=body, headers=events)).status_code == 401
@@ -204,7 +188,7 @@ def test_a_provider_with_one_store_lacking_its_secret_still_takes_the_other_stor
     publisher = _Keeping()
 
     async def scenario() -> None:
-        async with _serving(publisher, settings) as client:
+        async with serving_gateway(publisher, settings) as client:
             ok = await client.post("/notifications/minio", content=MINIO_BODY, headers=good)
             assert ok.status_code == 202
             refused = await client.post("/notifications/minio", content=MINIO_BODY, headers=bad)
